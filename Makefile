@@ -1,0 +1,60 @@
+# One task runner. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KAFKA_VERSION := 4.1.1
+JARS := .runstate/jars/kafka-$(KAFKA_VERSION)/.complete
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install jars lint test test-fast demo faults bench bench-quick broker-start broker-stop clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install runstate with its test extras
+
+$(JARS): | $(STAMP)
+	$(BIN)/runstate broker fetch
+
+jars: $(JARS) ## fetch the Kafka broker jars from Maven Central (once)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy strict
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+test: lint $(JARS) ## lint, then every test (integration tests start their own broker)
+	$(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only, no broker
+	$(BIN)/pytest -m "not integration and not faults" $(PYTEST_ARGS)
+
+demo: $(STAMP) $(JARS) ## start the local broker and run the main job end to end
+	$(BIN)/runstate demo
+
+faults: $(STAMP) $(JARS) ## the fault battery (long); writes docs/reliability.md
+	$(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
+
+bench: $(STAMP) $(JARS) ## the full benchmarks; writes benchmarks/results and docs/benchmarks.md
+	$(BIN)/python -m benchmarks.run --full
+
+bench-quick: $(STAMP) $(JARS) ## the benchmarks in a few minutes
+	$(BIN)/python -m benchmarks.run --quick
+
+broker-start: $(STAMP) $(JARS) ## start the local broker on 127.0.0.1:9092
+	$(BIN)/runstate broker start
+
+broker-stop: ## stop the local broker
+	-$(BIN)/runstate broker stop
+
+clean: ## remove caches (keeps .venv, the jars and broker data)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,80 @@
+"""``runstate broker``: a real local Kafka broker for trying runstate without Docker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from runstate.errors import Error
+from runstate.settings import load_settings
+from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, ensure_jars
+
+app = typer.Typer(
+    help=f"Run a single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) on 127.0.0.1.",
+    no_args_is_help=True,
+)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="broker state folder [default: <state_dir>/broker]"),
+]
+Port = Annotated[int, typer.Option("--port", help="client (PLAINTEXT) port on 127.0.0.1")]
+ControllerPort = Annotated[int, typer.Option("--controller-port", help="KRaft controller port")]
+
+
+def _broker(data_dir: Path | None, port: int = 9092, controller_port: int = 9093) -> LocalBroker:
+    state_dir = load_settings().state_dir
+    return LocalBroker(
+        BrokerConfig(
+            data_dir=(data_dir or state_dir / "broker").resolve(),
+            jars_dir=(state_dir / "jars" / f"kafka-{KAFKA_VERSION}").resolve(),
+            port=port,
+            controller_port=controller_port,
+        )
+    )
+
+
+@app.command()
+def start(data_dir: DataDir = None, port: Port = 9092, controller_port: ControllerPort = 9093) -> None:
+    """Start the broker (fetching its jars with Maven the first time); no-op if running."""
+    broker = _broker(data_dir, port, controller_port)
+    try:
+        already = broker.status()
+        status = already or broker.start()
+    except Error as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    word = "already running" if already else "started"
+    typer.echo(f"broker {word}: pid {status.pid}, data {status.data_dir}, log {status.log_file}")
+    typer.echo(status.bootstrap)
+
+
+@app.command()
+def fetch() -> None:
+    """Resolve the broker's jars from Maven Central into the cache folder (once)."""
+    broker = _broker(None)
+    try:
+        path = ensure_jars(broker.config.jars_dir, quiet=False)
+    except Error as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"Kafka {KAFKA_VERSION} jars in {path}")
+
+
+@app.command()
+def stop(data_dir: DataDir = None) -> None:
+    """Stop the broker cleanly (SIGTERM); its data stays for the next start."""
+    was_running = _broker(data_dir).stop()
+    typer.echo("broker stopped" if was_running else "no broker was running")
+
+
+@app.command()
+def status(data_dir: DataDir = None) -> None:
+    """Say whether the broker runs, and where; exit 1 if it does not."""
+    running = _broker(data_dir).status()
+    if running is None:
+        typer.echo("no broker running")
+        raise typer.Exit(1)
+    typer.echo(f"running: pid {running.pid}, bootstrap {running.bootstrap}, data {running.data_dir}")

@@ -1,0 +1,122 @@
+"""One error root for everything runstate raises on purpose.
+
+Catch :class:`Error` to handle any runstate failure; catch a subclass to act on one kind.
+Every message says what to do next, not only what went wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApprovalError",
+    "ArchiveError",
+    "BrokerError",
+    "CompatibilityError",
+    "ConfigError",
+    "DecodeError",
+    "DeliveryError",
+    "Error",
+    "IllegalTransition",
+    "InvalidSchema",
+    "OversizeRecord",
+    "PolicyError",
+    "QueryError",
+    "ReconcileRequired",
+    "ReplayError",
+    "StepError",
+    "TopicMismatch",
+    "UnknownSchema",
+    "ValidationError",
+]
+
+
+class Error(Exception):
+    """Root of every error runstate raises on purpose."""
+
+
+class ConfigError(Error):
+    """Settings or a policy file are invalid; the message names the bad key."""
+
+
+class BrokerError(Error):
+    """The local Kafka broker could not be started, stopped or reached."""
+
+
+class CompatibilityError(Error):
+    """A schema version cannot read (or be read by) an earlier one."""
+
+
+class InvalidSchema(Error):
+    """An Avro contract file is malformed or misnamed; the message names the file to fix."""
+
+
+class DecodeError(Error):
+    """Bytes could not be decoded into an event; names topic, partition and offset."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        where = ""
+        if topic is not None:
+            where = f" (topic {topic!r}, partition {partition}, offset {offset})"
+        super().__init__(message + where)
+        self.reason = message
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class UnknownSchema(DecodeError):
+    """The writer schema's fingerprint is not known locally nor on the schemas topic."""
+
+
+class ValidationError(Error):
+    """An event failed validation before it was sent; nothing was sent."""
+
+
+class OversizeRecord(ValidationError):
+    """An encoded record is larger than the configured maximum; nothing was sent."""
+
+
+class DeliveryError(Error):
+    """Kafka did not confirm delivery of a record."""
+
+
+class TopicMismatch(Error):
+    """An existing topic differs from what runstate needs (partitions, cleanup policy)."""
+
+
+class IllegalTransition(Error):
+    """An event is not allowed in the run's current state."""
+
+
+class QueryError(Error):
+    """A state query could not be answered (no owner, timeout, unknown run)."""
+
+
+class StepError(Error):
+    """A durable step could not run."""
+
+
+class ReconcileRequired(StepError):
+    """An external action's outcome is unknown and no reconcile callback was given."""
+
+
+class ApprovalError(Error):
+    """An approval decision is not possible (nothing pending, stale subject, decided)."""
+
+
+class PolicyError(ConfigError):
+    """A retention policy file is invalid."""
+
+
+class ArchiveError(Error):
+    """The archive is inconsistent (gaps, overlaps, bad checksums) or unreachable."""
+
+
+class ReplayError(Error):
+    """History could not be replayed (offset gap between archive and topic, bad data)."""

@@ -1,0 +1,51 @@
+"""Typed settings, read from ``RUNSTATE_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runstate.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Everything runstate can be configured with; validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSTATE_", env_file=".env", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    state_dir: Path = Field(Path(".runstate"), description="where local state lives")
+    topic_prefix: str = Field("runstate", description="prefix of every topic name")
+    partitions: int = Field(6, ge=1, le=1000, description="partitions of the events topic")
+    replication_factor: int = Field(1, ge=1, description="replication of created topics")
+    max_event_bytes: int = Field(
+        256 * 1024, ge=1024, description="largest encoded event the SDK will send"
+    )
+    producer_name: str = Field("runstate-sdk", description="producer identity in events")
+    query_url: str = Field(
+        "http://127.0.0.1:6066", description="a processor worker's HTTP query API"
+    )
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """Settings from the environment, cached.
+
+    Raises:
+        ConfigError: a ``RUNSTATE_*`` variable has a bad value; the message names it.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"RUNSTATE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,255 @@
+"""The producer SDK: agent events to Kafka, validated, size-checked, delivery confirmed.
+
+Guarantees a caller can rely on:
+
+* Nothing half-sent: an event that fails validation, encoding or the size limit raises
+  before anything reaches Kafka.
+* Nothing lost silently: ``emit`` returns only once the broker confirmed the write (acks=all,
+  idempotent producer), with the partition and offset; ``send`` returns a future that fails
+  with :class:`DeliveryError` instead of dropping the event.
+* One order per run: the key is ``run_id`` and the partitioner is murmur2, the Java client's
+  default, so faust's key routing and Java consumers agree on the partition.
+* Every record says which schema wrote it (single-object encoding), and that schema is on the
+  schemas topic before the first record that uses it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from runstate.errors import DeliveryError, OversizeRecord, ValidationError
+from runstate.schemas.convert import encode_event_with_schema
+from runstate.schemas.events import AgentEvent
+from runstate.schemas.ids import uuid7
+from runstate.settings import Settings, load_settings
+from runstate.streams.schema_topic import SchemaPublisher
+from runstate.streams.topics import TopicNames
+
+__all__ = ["AgentRun", "Delivery", "EventProducer", "producer_config"]
+
+E = TypeVar("E", bound=AgentEvent)
+
+HEADER_EVENT_TYPE = "rs-event-type"
+HEADER_SCHEMA = "rs-schema"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where the broker stored an event: pass it to queries for read-your-writes."""
+
+    topic: str
+    partition: int
+    offset: int
+    run_id: str
+    event_id: str
+
+
+def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings for a producer that neither loses nor duplicates on retry."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.timeout.ms": 120_000,
+    }
+    config.update(overrides)
+    return config
+
+
+class EventProducer:
+    """Sends agent events for any number of runs. Thread-safe; close it (or use ``with``)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        bootstrap_servers: str | None = None,
+        topic_prefix: str | None = None,
+        max_event_bytes: int | None = None,
+        producer_name: str | None = None,
+        kafka_config: dict[str, Any] | None = None,
+    ) -> None:
+        s = settings or load_settings()
+        self.bootstrap_servers = bootstrap_servers or s.bootstrap_servers
+        self.names = TopicNames(topic_prefix or s.topic_prefix)
+        self.max_event_bytes = max_event_bytes or s.max_event_bytes
+        self.producer_name = producer_name or s.producer_name
+        self._producer = Producer(producer_config(self.bootstrap_servers, **(kafka_config or {})))
+        self._schemas = SchemaPublisher(self._producer, self.names.schemas)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- building events -------------------------------------------------------------------
+    def new_event(self, cls: type[E], run_id: str, **fields: Any) -> E:
+        """An event of ``cls`` with a fresh UUIDv7, now as its time and this producer's name.
+
+        Raises:
+            ValidationError: a field is missing or has the wrong type (nothing was sent).
+        """
+        fields.setdefault("event_id", uuid7())
+        fields.setdefault("occurred_at", datetime.now(UTC))
+        fields.setdefault("producer", self.producer_name)
+        try:
+            return cls(run_id=run_id, **fields)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise ValidationError(f"invalid {cls.__name__} for run {run_id!r}: {exc}") from exc
+
+    # -- sending ---------------------------------------------------------------------------
+    def encode(self, event: AgentEvent) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """Validate and encode ``event``; raise before anything is sent.
+
+        Raises:
+            ValidationError: the event does not satisfy its schema.
+            OversizeRecord: the encoded event is larger than ``max_event_bytes``.
+        """
+        if not isinstance(event, AgentEvent) or not event.event_type:
+            raise ValidationError(f"not an agent event: {type(event).__name__}")
+        try:
+            schema, value = encode_event_with_schema(event)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValidationError(f"{event.event_type} does not fit its schema: {exc}") from exc
+        if len(value) > self.max_event_bytes:
+            raise OversizeRecord(
+                f"{event.event_type} for run {event.run_id!r} encodes to {len(value)} bytes, "
+                f"over the limit of {self.max_event_bytes} (RUNSTATE_MAX_EVENT_BYTES); store "
+                "large inputs or outputs elsewhere and put a reference in the event"
+            )
+        self._schemas.ensure_published(schema)
+        headers = [
+            (HEADER_EVENT_TYPE, event.event_type.encode()),
+            (HEADER_SCHEMA, schema.fingerprint_hex.encode()),
+        ]
+        return value, headers
+
+    def send(self, event: AgentEvent) -> Future[Delivery]:
+        """Queue ``event``; the future resolves with its Delivery or fails with DeliveryError.
+
+        Raises:
+            ValidationError, OversizeRecord: as :meth:`encode`; nothing was queued.
+        """
+        if self._closed:
+            raise DeliveryError("this producer is closed")
+        value, headers = self.encode(event)
+        future: Future[Delivery] = Future()
+        on_delivery = _delivery_callback(future, event)
+        with self._lock:
+            while True:
+                try:
+                    self._producer.produce(
+                        self.names.events,
+                        key=event.run_id.encode(),
+                        value=value,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)  # local queue full: serve deliveries, retry
+            self._producer.poll(0)
+        return future
+
+    def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery:
+        """Send ``event`` and wait until the broker confirmed it.
+
+        Raises:
+            DeliveryError: not confirmed within ``timeout_s`` or refused by the broker.
+        """
+        future = self.send(event)
+        self.wait(future, timeout_s=timeout_s)
+        return future.result()
+
+    def wait(self, future: Future[Delivery], *, timeout_s: float = 60.0) -> None:
+        """Serve delivery reports until ``future`` is done."""
+        deadline = _deadline(timeout_s)
+        while not future.done():
+            if _remaining(deadline) <= 0:
+                raise DeliveryError(f"no delivery confirmation within {timeout_s:.0f}s")
+            self._producer.poll(min(0.1, _remaining(deadline)))
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait for every queued event to be confirmed.
+
+        Raises:
+            DeliveryError: events are still unconfirmed after ``timeout_s``.
+        """
+        left = self._producer.flush(timeout_s)
+        if left:
+            raise DeliveryError(f"{left} events still unconfirmed after {timeout_s:.0f}s")
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Flush and stop accepting events."""
+        if not self._closed:
+            self.flush(timeout_s)
+            self._closed = True
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def run(self, run_id: str | None = None) -> AgentRun:
+        """A handle that emits events for one run (a new UUIDv7 run id if none is given)."""
+        return AgentRun(self, run_id or uuid7())
+
+
+class AgentRun:
+    """Emits the events of one run, remembering where the last one landed."""
+
+    def __init__(self, producer: EventProducer, run_id: str) -> None:
+        self.producer = producer
+        self.run_id = run_id
+        self.last_delivery: Delivery | None = None
+
+    def emit(self, cls: type[AgentEvent], **fields: Any) -> Delivery:
+        """Build an event of ``cls`` for this run, send it and wait for the broker.
+
+        Example:
+            ``run.emit(StepStarted, step="check_form", step_index=0, attempt=1)``
+        """
+        event = self.producer.new_event(cls, self.run_id, **fields)
+        self.last_delivery = self.producer.emit(event)
+        return self.last_delivery
+
+
+def _delivery_callback(
+    future: Future[Delivery], event: AgentEvent
+) -> Callable[[KafkaError | None, Message], None]:
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            future.set_exception(
+                DeliveryError(f"{event.event_type} {event.event_id} was not stored: {err.str()}")
+            )
+            return
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        future.set_result(Delivery(msg.topic() or "", partition, offset, event.run_id,
+                                   event.event_id))
+
+    return on_delivery
+
+
+def _deadline(timeout_s: float) -> float:
+    import time
+
+    return time.monotonic() + timeout_s
+
+
+def _remaining(deadline: float) -> float:
+    import time
+
+    return deadline - time.monotonic()

@@ -1,0 +1,117 @@
+"""Read a topic from a start offset up to its end as it was when reading began.
+
+Replay, the archiver's catch-up, the demo and the tests' oracle all need the same thing: every
+record of some partitions, in offset order, stopping at the high watermark seen at the start
+(so a reader of a live topic finishes). No consumer group, no commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+__all__ = ["RawRecord", "end_offsets", "read_topic"]
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One Kafka record as stored: the bytes, untouched, and where it lives."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def _consumer(bootstrap_servers: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "runstate-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+
+
+def end_offsets(
+    bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """(low, high) watermarks of every partition of ``topic``."""
+    consumer = _consumer(bootstrap_servers)
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            for p in sorted(meta.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    start: Mapping[int, int] | None = None,
+    partitions: list[int] | None = None,
+    timeout_s: float = 10.0,
+) -> Iterator[RawRecord]:
+    """Every record from ``start`` (default: the low watermark) to the high watermark seen now.
+
+    Records come in offset order within a partition; partitions are interleaved.
+    """
+    marks = end_offsets(bootstrap_servers, topic, timeout_s=timeout_s)
+    wanted = partitions if partitions is not None else list(marks)
+    begin = {p: max(marks[p][0], (start or {}).get(p, marks[p][0])) for p in wanted}
+    todo = {p for p in wanted if begin[p] < marks[p][1]}
+    if not todo:
+        return
+    consumer = _consumer(bootstrap_servers)
+    try:
+        consumer.assign([TopicPartition(topic, p, begin[p]) for p in todo])
+        while todo:
+            msg = consumer.poll(timeout_s)
+            if msg is None:
+                raise TimeoutError(f"no records from {topic} partitions {sorted(todo)} "
+                                   f"within {timeout_s}s")
+            partition = msg.partition() or 0
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    if msg.offset() is not None and msg.offset() >= marks[partition][1]:
+                        todo.discard(partition)
+                    continue
+                raise RuntimeError(f"reading {topic}: {msg.error()}")
+            offset = msg.offset() or 0
+            if partition not in todo:
+                continue
+            if offset >= marks[partition][1]:
+                todo.discard(partition)
+                continue
+            _, ts = msg.timestamp()
+            yield RawRecord(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                timestamp_ms=ts,
+                key=msg.key(),
+                value=msg.value(),
+                headers=tuple(msg.headers() or ()),
+            )
+            if offset + 1 >= marks[partition][1]:
+                todo.discard(partition)
+    finally:
+        consumer.close()

@@ -1,0 +1,56 @@
+"""Session-wide fixtures: a real Kafka broker on loopback, and unique names per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker | None]:
+    """The test session's own broker (free ports, temp dir); None when an external cluster
+    is given through RUNSTATE_BOOTSTRAP_SERVERS."""
+    if os.environ.get("RUNSTATE_BOOTSTRAP_SERVERS"):
+        yield None
+        return
+    broker = LocalBroker(
+        BrokerConfig(
+            data_dir=tmp_path_factory.mktemp("kafka"),
+            jars_dir=ROOT / ".runstate" / "jars" / f"kafka-{KAFKA_VERSION}",
+            port=free_port(),
+            controller_port=free_port(),
+        )
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: LocalBroker | None) -> str:
+    """Bootstrap servers of the broker the integration tests use."""
+    if kafka_broker is None:
+        return os.environ["RUNSTATE_BOOTSTRAP_SERVERS"]
+    return kafka_broker.config.bootstrap
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Names that no other test uses (topics, groups, prefixes)."""
+
+    def make(hint: str) -> str:
+        return f"{hint}-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace(
+            "]", ""
+        )
+
+    return make
