@@ -13,6 +13,7 @@ command that started it. Everything it keeps lives under one state folder:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,8 +71,15 @@ def ensure_jars(jars_dir: Path, *, quiet: bool = True) -> Path:
     pom = resources.files("runstate.streams").joinpath("kafka-runtime.pom.xml")
     pom_path = jars_dir / "pom.xml"
     pom_path.write_text(pom.read_text().replace("@KAFKA_VERSION@", KAFKA_VERSION))
-    cmd = [mvn, "-B", "-f", str(pom_path), "dependency:copy-dependencies",
-           f"-DoutputDirectory={jars_dir}", "-DincludeScope=runtime"]
+    cmd = [
+        mvn,
+        "-B",
+        "-f",
+        str(pom_path),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={jars_dir}",
+        "-DincludeScope=runtime",
+    ]
     if quiet:
         cmd.insert(1, "-q")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -200,15 +208,26 @@ class LocalBroker:
             return
         out = subprocess.run(
             self._java("kafka.tools.StorageTool", "random-uuid"),
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         cluster_id = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else ""
         if not cluster_id:
             raise BrokerError(f"could not create a cluster id: {out.stderr.strip()[-500:]}")
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                       "-c", str(props), "--standalone"),
-            capture_output=True, text=True, check=False,
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--standalone",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise BrokerError(f"could not format the broker storage: {fmt.stderr.strip()[-800:]}")
@@ -251,8 +270,11 @@ class LocalBroker:
         out = (c.data_dir / "broker.out").open("ab")
         proc = subprocess.Popen(
             self._java(MAIN_CLASS, str(props), heap=True),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=c.data_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=c.data_dir,
         )
         out.close()
         self._pid_file.write_text(str(proc.pid))
@@ -267,8 +289,9 @@ class LocalBroker:
                 return BrokerStatus(proc.pid, c.bootstrap, c.data_dir, self.log_file)
             time.sleep(_READY_POLL_S)
         self.stop()
-        raise BrokerError(f"the broker did not open {c.bootstrap} within {timeout_s:.0f}s; "
-                          f"see {self.log_file}")
+        raise BrokerError(
+            f"the broker did not open {c.bootstrap} within {timeout_s:.0f}s; see {self.log_file}"
+        )
 
     def stop(self, *, timeout_s: float = 30.0) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout_s``).
@@ -305,10 +328,8 @@ def _listening(port: int) -> bool:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _alive(pid: int) -> bool:

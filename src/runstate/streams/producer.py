@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, Message, Producer
 
 from runstate.errors import DeliveryError, OversizeRecord, ValidationError
-from runstate.schemas.convert import encode_event_with_schema
+from runstate.schemas.codec import encode
+from runstate.schemas.convert import event_to_record
 from runstate.schemas.events import AgentEvent
 from runstate.schemas.ids import uuid7
 from runstate.settings import Settings, load_settings
@@ -106,7 +107,7 @@ class EventProducer:
             raise ValidationError(f"invalid {cls.__name__} for run {run_id!r}: {exc}") from exc
 
     # -- sending ---------------------------------------------------------------------------
-    def encode(self, event: AgentEvent) -> tuple[bytes, list[tuple[str, bytes]]]:
+    def encode(self, event: AgentEvent) -> tuple[bytes, list[tuple[str, str | bytes | None]]]:
         """Validate and encode ``event``; raise before anything is sent.
 
         Raises:
@@ -116,7 +117,8 @@ class EventProducer:
         if not isinstance(event, AgentEvent) or not event.event_type:
             raise ValidationError(f"not an agent event: {type(event).__name__}")
         try:
-            schema, value = encode_event_with_schema(event)
+            schema, record = event_to_record(event)
+            value = encode(record, schema)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValidationError(f"{event.event_type} does not fit its schema: {exc}") from exc
         if len(value) > self.max_event_bytes:
@@ -126,7 +128,7 @@ class EventProducer:
                 "large inputs or outputs elsewhere and put a reference in the event"
             )
         self._schemas.ensure_published(schema)
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (HEADER_EVENT_TYPE, event.event_type.encode()),
             (HEADER_SCHEMA, schema.fingerprint_hex.encode()),
         ]
@@ -197,7 +199,9 @@ class EventProducer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -237,8 +241,9 @@ def _delivery_callback(
             return
         partition, offset = msg.partition(), msg.offset()
         assert partition is not None and offset is not None
-        future.set_result(Delivery(msg.topic() or "", partition, offset, event.run_id,
-                                   event.event_id))
+        future.set_result(
+            Delivery(msg.topic() or "", partition, offset, event.run_id, event.event_id)
+        )
 
     return on_delivery
 

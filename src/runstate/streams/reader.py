@@ -7,12 +7,13 @@ record of some partitions, in offset order, stopping at the high watermark seen 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-__all__ = ["RawRecord", "end_offsets", "read_topic"]
+__all__ = ["RawRecord", "end_offsets", "read_topic", "watermarks"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,35 @@ def end_offsets(
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            for p in sorted(meta.partitions)
+            p: watermarks(consumer, topic, p, timeout_s=timeout_s) for p in sorted(meta.partitions)
         }
     finally:
         consumer.close()
+
+
+_RETRIABLE = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+
+
+def watermarks(
+    consumer: Consumer, topic: str, partition: int, *, timeout_s: float = 10.0
+) -> tuple[int, int]:
+    """(low, high) of one partition, retrying while a new or moved partition has no leader."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def read_topic(
@@ -86,15 +111,18 @@ def read_topic(
         while todo:
             msg = consumer.poll(timeout_s)
             if msg is None:
-                raise TimeoutError(f"no records from {topic} partitions {sorted(todo)} "
-                                   f"within {timeout_s}s")
+                raise TimeoutError(
+                    f"no records from {topic} partitions {sorted(todo)} within {timeout_s}s"
+                )
             partition = msg.partition() or 0
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    if msg.offset() is not None and msg.offset() >= marks[partition][1]:
-                        todo.discard(partition)
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    # the end as of now, which is at or past the high watermark seen at
+                    # the start (a control record or compaction can hide the last offsets)
+                    todo.discard(partition)
                     continue
-                raise RuntimeError(f"reading {topic}: {msg.error()}")
+                raise RuntimeError(f"reading {topic}: {err}")
             offset = msg.offset() or 0
             if partition not in todo:
                 continue
@@ -109,9 +137,19 @@ def read_topic(
                 timestamp_ms=ts,
                 key=msg.key(),
                 value=msg.value(),
-                headers=tuple(msg.headers() or ()),
+                headers=_headers(msg.headers()),
             )
             if offset + 1 >= marks[partition][1]:
                 todo.discard(partition)
     finally:
         consumer.close()
+
+
+def _headers(raw: object) -> tuple[tuple[str, bytes | None], ...]:
+    if not raw:
+        return ()
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple(
+        (str(k), v.encode() if isinstance(v, str) else v)
+        for k, v in pairs  # type: ignore[attr-defined]
+    )

@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from runstate.errors import DeliveryError
 from runstate.schemas.catalog import SchemaVersion, fingerprint_of, load_schema_text
+from runstate.streams.reader import watermarks
 
 __all__ = ["SchemaPublisher", "SchemaTopicSource"]
 
 
 class _Producer(Protocol):
-    def produce(self, topic: str, **kwargs: object) -> None: ...
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = ...,
+        key: bytes | None = ...,
+        *,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = ...,
+    ) -> None: ...
     def flush(self, timeout: float = ...) -> int: ...
 
 
@@ -46,7 +55,7 @@ class SchemaPublisher:
                 return
             errors: list[str] = []
 
-            def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            def on_delivery(err: KafkaError | None, _msg: Message) -> None:
                 if err is not None:
                     errors.append(err.str())
 
@@ -100,9 +109,7 @@ class SchemaTopicSource:
             }
         )
         try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self._topic, 0), timeout=self._timeout_s
-            )
+            low, high = watermarks(consumer, self._topic, 0, timeout_s=self._timeout_s)
             if high <= low:
                 return
             consumer.assign([TopicPartition(self._topic, 0, low)])
@@ -111,8 +118,9 @@ class SchemaTopicSource:
                 msg = consumer.poll(self._timeout_s)
                 if msg is None:
                     break
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
                         break
                     continue
                 position = (msg.offset() or 0) + 1

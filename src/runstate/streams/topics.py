@@ -7,11 +7,12 @@ compacted table would lose history it was meant to keep.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from runstate.errors import TopicMismatch
 
@@ -62,8 +63,11 @@ class TopicSpec:
     purpose: str = ""
 
 
-_COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
-              "segment.ms": "3600000"}
+_COMPACTED = {
+    "cleanup.policy": "compact",
+    "min.cleanable.dirty.ratio": "0.1",
+    "segment.ms": "3600000",
+}
 
 
 def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
@@ -71,7 +75,8 @@ def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
     run's events, state and changes live in the same partition number everywhere."""
     return [
         TopicSpec(
-            names.events, partitions,
+            names.events,
+            partitions,
             # Never deleted by time: events leave Kafka only through `retention apply`,
             # which trims up to the archived watermark (see docs/retention.md).
             {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
@@ -79,13 +84,19 @@ def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
         ),
         TopicSpec(names.changelog, partitions, _COMPACTED, "run-state table changelog"),
         TopicSpec(names.latest_state, partitions, _COMPACTED, "latest state per run"),
-        TopicSpec(names.state_changes, partitions,
-                  {"cleanup.policy": "delete", "retention.ms": "-1"},
-                  "RunStateChanged, one per change"),
-        TopicSpec(names.dead_letters, 1, {"cleanup.policy": "delete", "retention.ms": "-1"},
-                  "bad input with the reason"),
-        TopicSpec(names.schemas, 1, {"cleanup.policy": "compact"},
-                  "writer schemas by fingerprint"),
+        TopicSpec(
+            names.state_changes,
+            partitions,
+            {"cleanup.policy": "delete", "retention.ms": "-1"},
+            "RunStateChanged, one per change",
+        ),
+        TopicSpec(
+            names.dead_letters,
+            1,
+            {"cleanup.policy": "delete", "retention.ms": "-1"},
+            "bad input with the reason",
+        ),
+        TopicSpec(names.schemas, 1, {"cleanup.policy": "compact"}, "writer schemas by fingerprint"),
     ]
 
 
@@ -118,8 +129,10 @@ def ensure_topics(
     created: list[str] = []
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, replication_factor, config=dict(s.config))
-             for s in missing],
+            [
+                NewTopic(s.name, s.partitions, replication_factor, config=dict(s.config))
+                for s in missing
+            ],
             operation_timeout=timeout_s,
         )
         for name, fut in futures.items():
@@ -129,6 +142,8 @@ def ensure_topics(
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
+    if created:
+        _wait_for_leaders(admin, created, timeout_s)
     present = [s for s in specs if s.name not in created]
     problems = _mismatches(admin, present, timeout_s) if present else []
     if problems:
@@ -138,6 +153,21 @@ def ensure_topics(
             + "\nUse another RUNSTATE_TOPIC_PREFIX, or recreate the topics (data is lost)."
         )
     return EnsureReport(created=created, verified=[s.name for s in present])
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
+    """New partitions answer NOT_LEADER until the controller elected one; wait for that."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(timeout=timeout_s).topics
+        if all(
+            t in meta
+            and meta[t].partitions
+            and all(p.leader >= 0 for p in meta[t].partitions.values())
+            for t in topics
+        ):
+            return
+        time.sleep(0.1)
 
 
 def _mismatches(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> list[str]:
