@@ -1,10 +1,11 @@
-"""The ``runstate`` command line."""
+"""The ``runstate`` command line.
+
+Each command group lives in its own module and is registered here on its own line.
+"""
 
 from __future__ import annotations
 
 import typer
-
-from runstate.cli import broker, schemas, topics
 
 app = typer.Typer(
     name="runstate",
@@ -12,9 +13,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-app.add_typer(broker.app, name="broker")
-app.add_typer(topics.app, name="topics")
-app.add_typer(schemas.app, name="schemas")
+
+from runstate.cli import broker as _broker  # noqa: E402
+
+app.add_typer(_broker.app, name="broker")
+
+from runstate.cli import topics as _topics  # noqa: E402
+
+app.add_typer(_topics.app, name="topics")
+
+from runstate.cli import schemas as _schemas  # noqa: E402
+
+app.add_typer(_schemas.app, name="schemas")
+
+from runstate.cli import demo as _demo  # noqa: E402
+
+app.command(name="demo")(_demo.demo)
 
 
 def main() -> None:

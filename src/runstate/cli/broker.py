@@ -37,7 +37,9 @@ def _broker(data_dir: Path | None, port: int = 9092, controller_port: int = 9093
 
 
 @app.command()
-def start(data_dir: DataDir = None, port: Port = 9092, controller_port: ControllerPort = 9093) -> None:
+def start(
+    data_dir: DataDir = None, port: Port = 9092, controller_port: ControllerPort = 9093
+) -> None:
     """Start the broker (fetching its jars with Maven the first time); no-op if running."""
     broker = _broker(data_dir, port, controller_port)
     try:
@@ -77,4 +79,6 @@ def status(data_dir: DataDir = None) -> None:
     if running is None:
         typer.echo("no broker running")
         raise typer.Exit(1)
-    typer.echo(f"running: pid {running.pid}, bootstrap {running.bootstrap}, data {running.data_dir}")
+    typer.echo(
+        f"running: pid {running.pid}, bootstrap {running.bootstrap}, data {running.data_dir}"
+    )
