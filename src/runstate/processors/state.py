@@ -1,0 +1,296 @@
+"""The run state: what one agent run knows, has done, and should do next.
+
+A :class:`RunState` is the snapshot the processor keeps per ``run_id`` and the value the
+reducer (:mod:`runstate.processors.reducer`) folds events into. It is a frozen dataclass,
+not a pydantic model: the reducer builds one per event in the hot path and every field it
+sets comes from an already validated event, so validating again would only cost time.
+Collections are tuples so that a state is a value (equal by content, safe to share).
+
+Growth: ``completed_steps``, ``external_actions`` and ``model_calls`` keep every entry of the
+run, because they answer audit questions ("which model request produced this?", "was the
+email already sent?") and resuming needs earlier steps' outputs. They grow with the run
+(roughly 40-120 bytes per entry encoded); a run with thousands of model calls pays for
+that on every state write. The deduplication memory is bounded: the last
+:data:`RECENT_EVENT_IDS_LIMIT` applied event ids, kept as 8-byte digests
+(:func:`event_digest`) so it costs 1 KiB per record instead of about 4.7 KiB of UUID text.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from runstate.schemas.events import (
+    AgentEvent,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    ApproverKind,
+    ExternalActionIntended,
+    ExternalActionRecorded,
+    FailureReason,
+    ModelCalled,
+    RetryScheduled,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
+
+__all__ = [
+    "RECENT_EVENT_IDS_LIMIT",
+    "STATE_SCHEMA_VERSION",
+    "TERMINAL_STATUSES",
+    "TRANSITIONS",
+    "ActionState",
+    "Approval",
+    "ApprovalOutcome",
+    "CompletedStep",
+    "ExternalAction",
+    "ModelCall",
+    "RunState",
+    "RunStateChanged",
+    "RunStatus",
+    "StepPhase",
+    "event_digest",
+]
+
+#: Version of the state record layout (``RunState.vN.avsc``); stored in every record.
+STATE_SCHEMA_VERSION = 1
+
+#: How many applied event ids a state remembers for deduplication. Duplicates older than
+#: this are still caught by the source offset and by the reducer's semantic checks.
+RECENT_EVENT_IDS_LIMIT = 128
+
+
+def event_digest(event_id: str) -> int:
+    """The 64-bit digest a state remembers an event id by.
+
+    Two distinct ids share a digest with probability 2**-64, so the chance of wrongly
+    dropping an event as a duplicate of one of 128 remembered ids is about 7e-18.
+    """
+    digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class RunStatus(enum.StrEnum):
+    """Where the run is; kept to the article's short list so screens and people agree."""
+
+    CREATED = "created"
+    IN_PROGRESS = "in_progress"
+    WAITING_APPROVAL = "waiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: Statuses a run never leaves.
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+_C, _P, _W = RunStatus.CREATED, RunStatus.IN_PROGRESS, RunStatus.WAITING_APPROVAL
+_D, _F, _X = RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED
+
+#: Event type -> {status before: status after}. A status missing from a row makes the event
+#: illegal in that status. ``RunStarted`` is legal only when there is no state: None -> created.
+# fmt: off
+TRANSITIONS: Final[Mapping[type[AgentEvent], Mapping[RunStatus, RunStatus]]] = {
+    StepStarted:            {_C: _P, _P: _P},
+    StepCompleted:          {_P: _P},
+    StepFailed:             {_P: _P},
+    RetryScheduled:         {_P: _P},
+    ApprovalRequested:      {_C: _W, _P: _W},
+    ApprovalGranted:        {_W: _P},
+    ApprovalRejected:       {_W: _P},
+    ApprovalExpired:        {_W: _P},
+    ExternalActionIntended: {_P: _P},
+    ExternalActionRecorded: {_P: _P, _W: _W, _D: _D, _F: _F, _X: _X},
+    ModelCalled:            {_C: _C, _P: _P, _W: _W, _D: _D, _F: _F, _X: _X},
+    RunCompleted:           {_C: _D, _P: _D},
+    RunFailed:              {_C: _F, _P: _F, _W: _F},
+    RunCancelled:           {_C: _X, _P: _X, _W: _X},
+}
+# fmt: on
+
+
+class StepPhase(enum.StrEnum):
+    """Where the current step is; decides which step events are legal next."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+
+
+class ApprovalOutcome(enum.StrEnum):
+    """The latest approval's outcome; ``pending`` until someone (or the clock) decides."""
+
+    PENDING = "pending"
+    GRANTED = "granted"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class ActionState(enum.StrEnum):
+    """An external action is ``intended`` before the call and ``recorded`` after it.
+
+    An action left ``intended`` after a crash has an unknown outcome: the SDK must
+    reconcile it with the external system before calling again.
+    """
+
+    INTENDED = "intended"
+    RECORDED = "recorded"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    """The latest approval of the run (earlier ones live in the event log only)."""
+
+    step: str
+    approver: str
+    approver_kind: ApproverKind
+    subject_hash: str
+    subject: str
+    requested_at: datetime
+    due_at: datetime
+    outcome: ApprovalOutcome = ApprovalOutcome.PENDING
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExternalAction:
+    """A side effect on another system, keyed by its idempotency key."""
+
+    idempotency_key: str
+    system: str
+    step: str
+    state: ActionState
+    intended_at: datetime
+    external_id: str | None = None
+    output_ref: str | None = None
+    recorded_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCall:
+    """One model request, kept so a disputed answer can be traced to the gateway's log."""
+
+    request_id: str
+    model: str
+    step: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompletedStep:
+    """A finished step and where its result is, so a resumed run need not redo it."""
+
+    step: str
+    step_index: int
+    attempt: int
+    completed_at: datetime
+    output_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunState:
+    """Everything the processor keeps about one run (see the module docstring on growth).
+
+    ``version`` starts at 1 with ``RunStarted`` and grows by exactly one per applied event;
+    ``last_offset`` and ``recent_event_digests`` let the reducer drop redelivered events.
+    ``approval`` holds only the latest approval; a pending one means ``waiting_approval``
+    (until the run ends).
+    """
+
+    run_id: str
+    status: RunStatus
+    agent: str
+    owner: str
+    #: The run's input exactly as received, next to the prompt version it met.
+    input: str
+    prompt_version: str
+    source: str
+    created_at: datetime
+    #: The latest ``occurred_at`` applied; never moves back, even when clocks disagree.
+    updated_at: datetime
+    version: int
+    tenant: str | None = None
+    current_step: str | None = None
+    step_index: int | None = None
+    #: Attempt of the current step; 0 before the first step.
+    step_attempt: int = 0
+    step_phase: StepPhase | None = None
+    completed_steps: tuple[CompletedStep, ...] = ()
+    #: Retries scheduled in the whole run (``step_attempt - 1`` counts the current step's).
+    retry_count: int = 0
+    retry_not_before: datetime | None = None
+    last_error_reason: FailureReason | None = None
+    last_error_message: str | None = None
+    #: When the latest step attempt started: with ``retry_not_before``, stops retry loops.
+    last_attempt_at: datetime | None = None
+    approval: Approval | None = None
+    external_actions: tuple[ExternalAction, ...] = ()
+    model_calls: tuple[ModelCall, ...] = ()
+    needs_attention: bool = False
+    output_ref: str | None = None
+    cancelled_by: str | None = None
+    cancel_reason: str | None = None
+    schema_version: int = STATE_SCHEMA_VERSION
+    last_offset: int | None = None
+    recent_event_digests: tuple[int, ...] = ()
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run completed, failed or was cancelled."""
+        return self.status in TERMINAL_STATUSES
+
+    def saw_event(self, event_id: str) -> bool:
+        """Whether this event id is among the recently applied ones."""
+        return event_digest(event_id) in self.recent_event_digests
+
+    def external_action(self, idempotency_key: str) -> ExternalAction | None:
+        """The action with this key, or None; check it before calling the system again."""
+        for action in self.external_actions:
+            if action.idempotency_key == idempotency_key:
+                return action
+        return None
+
+    def has_model_request(self, request_id: str) -> bool:
+        """Whether this model request id is already recorded."""
+        return any(call.request_id == request_id for call in self.model_calls)
+
+    def unrecorded_actions(self) -> tuple[ExternalAction, ...]:
+        """Actions intended but not recorded: their outcome must be reconciled."""
+        return tuple(a for a in self.external_actions if a.state is ActionState.INTENDED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStateChanged:
+    """Emitted for every applied event: a compact, typed line of the run's history.
+
+    Carries enough of the approval for a notifier to act on it without reading the state.
+    """
+
+    run_id: str
+    version: int
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    from_status: RunStatus | None
+    to_status: RunStatus
+    step: str | None = None
+    reason: str | None = None
+    approval_outcome: ApprovalOutcome | None = None
+    approver: str | None = None
+    approval_due_at: datetime | None = None
+    decided_by: str | None = None
+    needs_attention: bool = False
+    schema_version: int = STATE_SCHEMA_VERSION
