@@ -30,6 +30,14 @@ from runstate.cli import demo as _demo  # noqa: E402
 
 app.command(name="demo")(_demo.demo)
 
+from runstate.cli import processor as _processor  # noqa: E402
+
+app.add_typer(_processor.app, name="processor")
+
+from runstate.cli import runs as _runs  # noqa: E402
+
+app.add_typer(_runs.app, name="runs")
+
 
 def main() -> None:
     """Entry point of the ``runstate`` console script."""

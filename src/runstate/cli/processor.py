@@ -1,0 +1,57 @@
+"""``runstate processor``: run a worker of the run-state processor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from runstate.errors import Error
+from runstate.settings import load_settings
+
+app = typer.Typer(
+    help="Run the run-state processor (events -> run state, queries).", no_args_is_help=True
+)
+
+
+@app.command()
+def run(
+    worker_id: Annotated[str | None, typer.Option(help="this worker's name (DLQ, metrics)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="RocksDB folder of this worker")] = None,
+    web_port: Annotated[int | None, typer.Option(help="port of the HTTP query API")] = None,
+    web_host: Annotated[str | None, typer.Option(help="interface of the HTTP query API")] = None,
+    partitions: Annotated[int | None, typer.Option(help="partitions of the events topic")] = None,
+    standby_replicas: Annotated[
+        int | None, typer.Option(help="standby copies of each table partition")
+    ] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    topic_prefix: Annotated[str | None, typer.Option(help="prefix of every topic name")] = None,
+    deadline_interval: Annotated[
+        float | None, typer.Option(help="seconds between approval deadline scans")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="crit|error|warn|info|debug")] = None,
+) -> None:
+    """Start one worker; several with the same topic prefix share the partitions."""
+    from runstate.processors.config import load_processor_config
+    from runstate.processors.runner import run_worker
+
+    settings = load_settings()
+    try:
+        config = load_processor_config(
+            settings,
+            worker_id=worker_id,
+            data_dir=data_dir,
+            web_port=web_port,
+            web_host=web_host,
+            partitions=partitions,
+            standby_replicas=standby_replicas,
+            bootstrap_servers=bootstrap,
+            topic_prefix=topic_prefix,
+            deadline_interval_s=deadline_interval,
+            log_level=log_level,
+        )
+        run_worker(config)
+    except Error as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
