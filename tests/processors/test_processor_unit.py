@@ -187,3 +187,18 @@ def test_cached_writer_source_does_not_repeat_misses() -> None:
     cached = CachedWriterSource(Source(), miss_ttl_s=60)
     assert cached.lookup(b"x") is None and cached.lookup(b"x") is None
     assert calls == [b"x"]
+
+
+def test_decoded_state_cache_never_serves_a_state_the_table_no_longer_holds() -> None:
+    events = make_run("run-a")
+    table, topics = Table(), Topics()
+    processor = _processor(table, topics)
+    asyncio.run(processor.process_batch(_records(events[:3])))
+    after_three = table[b"run-a"]
+    asyncio.run(processor.process_batch(_records(events[3:5], 3)))
+    # the table goes back under the processor (a restore from an older changelog point):
+    # the cached newer state must not be used; the event is applied to what the table holds
+    table[b"run-a"] = after_three
+    [outcome] = asyncio.run(processor.process_batch(_records(events[3:4], 3)))
+    assert outcome == "applied"
+    assert StateCodec().decode_state(table[b"run-a"]).version == 4

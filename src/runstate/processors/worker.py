@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -92,6 +93,7 @@ class RunProcessor:
         metrics: ProcessorMetrics | None = None,
         progress: ProcessedOffsets | None = None,
         on_state: StateObserver | None = None,
+        decoded_state_cache: int = 10_000,
     ) -> None:
         self._table = table
         self._outputs = outputs
@@ -102,6 +104,7 @@ class RunProcessor:
         self.metrics = metrics or ProcessorMetrics(worker_id)
         self.progress = progress or ProcessedOffsets()
         self._on_state = on_state
+        self._states = _DecodedStates(codec.decode_state, limit=decoded_state_cache)
 
     async def process(self, record: SourceRecord) -> str:
         """Process one record; see :meth:`process_batch`."""
@@ -144,7 +147,7 @@ class RunProcessor:
             raw = batch.pending.get(record.key)
             if raw is None:
                 raw = self._table.get(record.key, partition=record.partition)
-            state = None if raw is None else self._codec.decode_state(raw)
+            state = None if raw is None else self._states.get(record.key, raw)
             outcome: Outcome = apply(state, item, offset=record.offset)
             if isinstance(outcome, Applied):
                 state_bytes = self._codec.encode_state(outcome.state)
@@ -166,6 +169,7 @@ class RunProcessor:
             batch.deliveries.append(await self._outputs.send_state(p, key, state_bytes))
             batch.write(p, key, state_bytes)
             batch.observed.append((p, outcome.state))
+            self._states.remember(key, state_bytes, outcome.state)
             return "applied"
         if isinstance(outcome, Duplicate):
             self.metrics.duplicates[outcome.why.value] += 1
@@ -207,3 +211,35 @@ class _Batch:
     def write(self, partition: int, key: bytes, value: bytes) -> None:
         self.pending[key] = value
         self.writes.append((partition, key, value))
+
+
+class _DecodedStates:
+    """Recently written states, decoded, keyed by run id.
+
+    Decoding a state costs more than applying an event to it, and the processor has just
+    encoded every state it will read next. An entry is used only if the table still holds
+    exactly the bytes it was made from, so a restore, a rebalance or a write by anything
+    else can never make it serve a stale state.
+    """
+
+    def __init__(self, decode: Callable[[bytes], RunState], *, limit: int) -> None:
+        self._decode = decode
+        self._limit = limit
+        self._entries: OrderedDict[bytes, tuple[bytes, RunState]] = OrderedDict()
+
+    def get(self, key: bytes, raw: bytes) -> RunState:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == raw:
+            self._entries.move_to_end(key)
+            return entry[1]
+        state = self._decode(raw)
+        self.remember(key, raw, state)
+        return state
+
+    def remember(self, key: bytes, raw: bytes, state: RunState) -> None:
+        if self._limit <= 0:
+            return
+        self._entries[key] = (raw, state)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
