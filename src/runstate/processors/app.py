@@ -34,7 +34,6 @@ from runstate.processors.dead_letters import SourceRecord
 from runstate.processors.deadlines import DeadlineIndex, expiry_event, utc_now
 from runstate.processors.intake import CachedWriterSource
 from runstate.processors.metrics import ProcessorMetrics
-from runstate.processors.partitioning import partition_for
 from runstate.processors.progress import ProcessedOffsets
 from runstate.processors.query_api import QueryServer
 from runstate.processors.recovery import RestoreWatch
@@ -45,6 +44,7 @@ from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event, encode_event
 from runstate.schemas.events import AgentEvent
+from runstate.streams.partitioning import partition_for
 from runstate.streams.schema_topic import SchemaTopicSource
 
 __all__ = ["ProcessorApp", "build_processor"]

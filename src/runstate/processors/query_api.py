@@ -24,9 +24,9 @@ import aiohttp
 from aiohttp import web
 from mode import Service
 
-from runstate.processors.partitioning import partition_for
 from runstate.processors.run_view import RunFilter, run_to_json
 from runstate.processors.state import RunState, RunStatus
+from runstate.streams.partitioning import partition_for
 
 __all__ = ["QueryServer", "RunDirectory"]
 
