@@ -6,6 +6,8 @@ Every message says what to do next, not only what went wrong.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
     "ApprovalError",
     "ArchiveError",
@@ -22,6 +24,8 @@ __all__ = [
     "QueryError",
     "ReconcileRequired",
     "ReplayError",
+    "RunSuspended",
+    "StepAttemptFailed",
     "StepError",
     "TopicMismatch",
     "UnknownSchema",
@@ -120,3 +124,30 @@ class ArchiveError(Error):
 
 class ReplayError(Error):
     """History could not be replayed (offset gap between archive and topic, bad data)."""
+
+
+class StepAttemptFailed(StepError):
+    """One attempt of a durable step failed for a known reason; the retry policy decides.
+
+    Raise it from a step body with the article's reason (``timeout``, ``empty_response``,
+    ``rejected_by_service``, ``invalid_format``, ``other``) so the failure is recorded and
+    retried (or not) by that reason instead of by exception type.
+    """
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message
+
+
+class RunSuspended(Error):
+    """The run waits (for an approval, or for a retry's not-before time): exit and resume later.
+
+    Not a failure. The agent process may stop here; the state says what it waits for, and
+    whoever resumes the run (a reactor handler, a scheduler, a person) calls the agent again.
+    """
+
+    def __init__(self, message: str, *, run_id: str, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.until = until

@@ -38,6 +38,11 @@ from runstate.cli import runs as _runs  # noqa: E402
 
 app.add_typer(_runs.app, name="runs")
 
+from runstate.cli import approvals as _approvals  # noqa: E402
+
+app.command(name="approve")(_approvals.approve)
+app.command(name="reject")(_approvals.reject)
+
 
 def main() -> None:
     """Entry point of the ``runstate`` console script."""

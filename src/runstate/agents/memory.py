@@ -1,0 +1,95 @@
+"""An in-process event log and run-state reader: the real reducer, no Kafka.
+
+:class:`InMemoryRuns` is both the SDK's event sink and its state reader. Each emitted event
+gets the next offset and is folded with :func:`runstate.processors.reducer.apply` exactly as
+the processor would fold it, so unit tests of agents (and of the SDK) exercise the real rules -
+rejections included - without a broker. It is not a mock: nothing is scripted, and a test can
+"crash" an agent simply by dropping its :class:`~runstate.agents.steps.DurableRun` and
+attaching a new one to the same ``InMemoryRuns``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from runstate.errors import ValidationError
+from runstate.processors.reducer import Applied, Rejected, apply
+from runstate.processors.state import RunState, RunStateChanged
+from runstate.schemas.events import AgentEvent
+from runstate.schemas.ids import uuid7
+from runstate.streams.producer import Delivery
+
+__all__ = ["InMemoryRuns", "RejectedEvent"]
+
+E = TypeVar("E", bound=AgentEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """An event the reducer refused (the processor would have dead-lettered it)."""
+
+    offset: int
+    event: AgentEvent
+    rejection: Rejected
+
+
+class InMemoryRuns:
+    """Events and states of any number of runs in one process; thread-safe."""
+
+    topic = "memory.events"
+
+    def __init__(self, *, producer_name: str = "runstate-memory") -> None:
+        self.producer_name = producer_name
+        self.events: list[AgentEvent] = []
+        self.changes: list[RunStateChanged] = []
+        self.rejected: list[RejectedEvent] = []
+        self._states: dict[str, RunState] = {}
+        self._last: dict[str, Delivery] = {}
+        self._lock = threading.Lock()
+
+    def new_event(self, cls: type[E], run_id: str, **fields: Any) -> E:
+        """Like :meth:`runstate.streams.producer.EventProducer.new_event`.
+
+        Raises:
+            ValidationError: a field is missing or has the wrong type.
+        """
+        fields.setdefault("event_id", uuid7())
+        fields.setdefault("occurred_at", datetime.now(UTC))
+        fields.setdefault("producer", self.producer_name)
+        try:
+            return cls(run_id=run_id, **fields)
+        except ValueError as exc:
+            raise ValidationError(f"invalid {cls.__name__} for run {run_id!r}: {exc}") from exc
+
+    def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery:
+        """Append ``event`` and apply it at once; returns where it was "stored"."""
+        with self._lock:
+            offset = len(self.events)
+            self.events.append(event)
+            outcome = apply(self._states.get(event.run_id), event, offset=offset)
+            if isinstance(outcome, Applied):
+                self._states[event.run_id] = outcome.state
+                self.changes.append(outcome.change)
+            elif isinstance(outcome, Rejected):
+                self.rejected.append(RejectedEvent(offset, event, outcome))
+            delivery = Delivery(self.topic, 0, offset, event.run_id, event.event_id)
+            self._last[event.run_id] = delivery
+            return delivery
+
+    def read(self, run_id: str, *, after: Any = None) -> RunState | None:
+        """The run's state; every emitted event is already applied, so ``after`` is moot."""
+        with self._lock:
+            return self._states.get(run_id)
+
+    def latest_position(self, run_id: str) -> Delivery | None:
+        """The last event emitted for the run."""
+        with self._lock:
+            return self._last.get(run_id)
+
+    def events_of(self, run_id: str) -> list[AgentEvent]:
+        """Every event emitted for the run, in order (rejected ones included)."""
+        with self._lock:
+            return [e for e in self.events if e.run_id == run_id]

@@ -1,0 +1,65 @@
+"""What the agent SDK needs from outside: where events go, and what time it is.
+
+Protocols, so the SDK runs the same over Kafka (:class:`~runstate.streams.producer.EventProducer`)
+and over :class:`~runstate.agents.memory.InMemoryRuns` in unit tests, and so retry waits can
+be tested with a clock that does not sleep.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from runstate.schemas.events import AgentEvent
+from runstate.streams.producer import Delivery
+
+__all__ = ["Clock", "EventSink", "ManualClock", "SystemClock"]
+
+E = TypeVar("E", bound=AgentEvent)
+
+
+class EventSink(Protocol):
+    """Builds and sends events; ``emit`` returns only once the event is stored."""
+
+    def new_event(self, cls: type[E], run_id: str, **fields: Any) -> E: ...
+
+    def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery: ...
+
+
+class Clock(Protocol):
+    """Now, and waiting; event times and retry waits come from the same clock."""
+
+    def now(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+
+class ManualClock:
+    """A clock that moves only when slept on (or told to): retry waits in zero real time."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        now = start or datetime.now(UTC)
+        # Events keep milliseconds; starting on one keeps waits exact in tests.
+        self._now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=max(0.0, seconds))

@@ -1,0 +1,119 @@
+"""A small agent run as a child process by the integration tests, so it can really die.
+
+``RUNSTATE_TEST_KILL_AT`` makes it SIGKILL itself at one point:
+
+* ``mid_step`` - inside ``send_email``, after StepStarted, before the provider call;
+* ``after_call`` - right after the provider answered, before the outcome is recorded.
+
+Exit codes as :mod:`runstate.agents.credit_limit`: 0 completed, 10 waiting, 4 a person must
+reconcile, 1 failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from runstate.agents import DurableRun, EffectsClient, HttpRunStateReader, RetryPolicy, StepContext
+from runstate.agents.credit_limit import EXIT_COMPLETED, EXIT_FAILED, EXIT_RECONCILE, EXIT_WAITING
+from runstate.errors import Error, ReconcileRequired, RunSuspended
+from runstate.settings import load_settings
+from runstate.streams.producer import EventProducer
+
+KILL_AT = os.environ.get("RUNSTATE_TEST_KILL_AT", "")
+
+
+def _die_if(point: str) -> None:
+    if point == KILL_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def ledger_agent(run: DurableRun, effects: EffectsClient, *, reconcile: bool) -> str:
+    rid = run.run_id
+
+    def prepare(ctx: StepContext) -> str:
+        key = f"{rid}:prepare"
+        return ctx.call_once(
+            key, lambda: effects.perform("notification", key=key).external_id, system="notify"
+        ).external_id
+
+    def send_email(ctx: StepContext) -> str:
+        _die_if("mid_step")
+        key = f"{rid}:email"
+
+        def call() -> str:
+            external_id = effects.perform("email", key=key).external_id
+            _die_if("after_call")
+            return external_id
+
+        return ctx.call_once(
+            key,
+            call,
+            system="email",
+            reconcile=(lambda k: effects.lookup("email", k)) if reconcile else None,
+        ).external_id
+
+    run.step("prepare", prepare)
+    sent = run.step("send_email", send_email)
+    run.step("finish", lambda ctx: f"done:{sent}")
+    run.complete(output_ref=sent)
+    return sent or ""
+
+
+def retry_agent(run: DurableRun, effects: EffectsClient) -> str:
+    def score(ctx: StepContext) -> str:
+        key = f"{run.run_id}:attempt-{ctx.attempt}"
+        return effects.perform("scoring", key=key, timeout_s=0.5).external_id
+
+    out = run.step("score", score, retry=RetryPolicy(max_attempts=3, base_s=3.0))
+    run.complete(output_ref=out)
+    return out or ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("action", choices=["start", "resume"])
+    parser.add_argument("run_id")
+    parser.add_argument("--effects-url", required=True)
+    parser.add_argument("--query-url", required=True)
+    parser.add_argument("--mode", choices=["ledger", "retry"], default="ledger")
+    parser.add_argument("--no-reconcile", action="store_true")
+    args = parser.parse_args()
+    s = load_settings()
+    effects = EffectsClient(args.effects_url)
+    status, code, detail = "failed", EXIT_FAILED, ""
+    with EventProducer(s, producer_name="test-agent") as producer:
+        reader = HttpRunStateReader(
+            args.query_url,
+            bootstrap_servers=s.bootstrap_servers,
+            events_topic=producer.names.events,
+        )
+        options = {"max_inline_wait_s": 0.0}
+        try:
+            if args.action == "start":
+                run = DurableRun.start(
+                    producer, reader, run_id=args.run_id, agent="test-agent", input="{}",
+                    prompt_version="t@1", owner="tests", source="pytest", **options,
+                )  # fmt: skip
+            else:
+                run = DurableRun.attach(producer, reader, args.run_id, **options)
+            if args.mode == "ledger":
+                detail = ledger_agent(run, effects, reconcile=not args.no_reconcile)
+            else:
+                detail = retry_agent(run, effects)
+            status, code = "completed", EXIT_COMPLETED
+        except RunSuspended as exc:
+            status, code, detail = "waiting", EXIT_WAITING, str(exc)
+        except ReconcileRequired as exc:
+            status, code, detail = "needs_attention", EXIT_RECONCILE, str(exc)
+        except Error as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+    print(json.dumps({"status": status, "detail": detail}), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
