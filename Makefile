@@ -28,8 +28,8 @@ $(JARS): | $(STAMP)
 jars: $(JARS) ## fetch the Kafka broker jars from Maven Central (once)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy strict
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 test: lint $(JARS) ## lint, then every test (integration tests start their own broker)
@@ -45,9 +45,11 @@ faults: $(STAMP) $(JARS) ## the fault battery (long); writes docs/reliability.md
 	$(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
 
 bench: $(STAMP) $(JARS) ## the full benchmarks; writes benchmarks/results and docs/benchmarks.md
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run --full
 
 bench-quick: $(STAMP) $(JARS) ## the benchmarks in a few minutes
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run --quick
 
 broker-start: $(STAMP) $(JARS) ## start the local broker on 127.0.0.1:9092

@@ -1,0 +1,1 @@
+"""runstate benchmarks: ``make bench`` / ``make bench-quick`` (see docs/benchmarks.md)."""

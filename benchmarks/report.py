@@ -1,0 +1,503 @@
+"""``docs/benchmarks.md`` and ``docs/benchmarks.png`` from one results file.
+
+Every number is a median over rounds with its min-max; a ratio is ours / baseline taken per
+round (both ran in that round, alternating), then summarised the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+PLOT = ROOT / "docs" / "benchmarks.png"
+
+__all__ = ["console_summary", "summarise", "write_docs"]
+
+Getter = Callable[[dict[str, Any]], float | None]
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    return None
+
+
+def _path(*keys: str) -> Getter:
+    def get(d: dict[str, Any]) -> float | None:
+        cur: Any = d
+        for k in keys:
+            if not isinstance(cur, dict) or k not in cur:
+                return None
+            cur = cur[k]
+        return _num(cur)
+
+    return get
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}  # fmt: skip
+
+
+def metrics(results: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
+    """(key, label, getter, higher_is_better) of every per-round figure."""
+    out: list[tuple[str, str, Getter, bool]] = [
+        ("throughput", "Processor throughput, steady (events/s)",
+         _path("throughput", "steady_events_per_s"), True),
+        ("throughput_wall", "Processor throughput incl. start-up (events/s)",
+         _path("throughput", "wall_events_per_s"), True),
+        ("startup", "Start-up to first state change (s)", _path("throughput", "startup_s"), False),
+        ("cpu", "Worker CPU per event, steady (ms)", _path("throughput", "cpu_ms_per_event"),
+         False),
+    ]  # fmt: skip
+    for rate in results.get("params", {}).get("latency_rates", ()):
+        for p in ("p50", "p95", "p99"):
+            out.append((f"lat{rate}_{p}", f"Latency at {rate} ev/s, {p} (ms)",
+                        _path("latency", str(rate), f"{p}_ms"), False))  # fmt: skip
+    out += [
+        ("kill9", "kill -9 -> processing again, state intact (s)",
+         _path("restart", "kill9_to_processing_s"), False),
+        ("clean", "Clean restart -> processing, state intact (s)",
+         _path("restart", "clean_restart_s"), False),
+        ("restore", "State deleted -> processing (full restore) (s)",
+         _path("restart", "restore_s"), False),
+        ("restore_rate", "Full restore (changelog records/s, over the whole restart)",
+         _path("restart", "restore_records_per_s"), True),
+        ("changelog", "Changelog records restored", _path("restart", "changelog_records"), False),
+    ]  # fmt: skip
+    return out
+
+
+def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per figure: each system's median/min/max over rounds and the per-round ratio."""
+    rounds = [r for r in results.get("rounds", []) if "error" not in r]
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in rounds:
+        by_round.setdefault(r["round"], {})[r["system"]] = r
+    table: dict[str, dict[str, Any]] = {}
+    for key, label, get, higher in metrics(results):
+        row: dict[str, Any] = {"label": label, "higher_is_better": higher}
+        for system in ("runstate", "quix"):
+            vals = [v for r in rounds if r["system"] == system and (v := get(r)) is not None]
+            row[system] = _stats(vals)
+        ratios = []
+        for pair in by_round.values():
+            if "runstate" in pair and "quix" in pair:
+                a, b = get(pair["runstate"]), get(pair["quix"])
+                if a is not None and b:
+                    ratios.append(a / b)
+        row["ratio"] = None if key in _NO_RATIO else _stats(ratios)
+        table[key] = row
+    return table
+
+
+#: Figures whose ratio would mislead: Quix's changelog keeps one record per changed key per
+#: checkpoint, ours one per event, so record counts and records/s measure different things.
+_NO_RATIO = frozenset({"changelog", "restore_rate"})
+
+
+def producer_rate(results: dict[str, Any]) -> dict[str, float] | None:
+    """The SDK's rate over every preload of the run (the same SDK for both systems)."""
+    rounds = results.get("rounds", [])
+    return _stats([r["producer_events_per_s"] for r in rounds if "producer_events_per_s" in r])
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def _cell(s: dict[str, float] | None) -> str:
+    if not s:
+        return "-"
+    return f"{_fmt(s['median'])} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+
+
+def _ratio(s: dict[str, float] | None) -> str:
+    if not s:
+        return "-"
+    return f"**{s['median']:.2f}x** ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def _saturation(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for rate in results.get("params", {}).get("latency_rates", ()):
+        for system in ("runstate", "quix"):
+            sat = [r for r in results.get("rounds", []) if r.get("system") == system
+                   and r.get("latency", {}).get(str(rate), {}).get("saturated")]  # fmt: skip
+            if sat:
+                caps = [_fmt(r["latency"][str(rate)].get("capacity_events_per_s")) for r in sat]
+                lines.append(
+                    f"- {system} at {rate} ev/s: not measured in {len(sat)} round(s), the offered"
+                    f" rate is above 80 % of its measured capacity ({', '.join(caps)} ev/s):"
+                    " the backlog would grow for as long as the test ran."
+                )
+    return lines
+
+
+def write_docs(results: dict[str, Any], results_path: Path) -> Path:
+    table = summarise(results)
+    plotted = _plot(results, table)
+    DOC.write_text(_markdown(results, table, results_path, plotted))
+    return DOC
+
+
+def _markdown(
+    results: dict[str, Any], table: dict[str, dict[str, Any]], results_path: Path, plotted: bool
+) -> str:
+    m, v, cfg = results["machine"], results["versions"], results["config"]
+    wl = results["workload"]
+    rel = results_path.relative_to(ROOT)
+    out = [
+        "# Benchmarks",
+        "",
+        f"_Generated by `make bench{'-quick' if results['mode'] == 'quick' else ''}`"
+        f" (`{results['command']}`) on {results['started_at']},"
+        f" {results.get('duration_s', 0):.0f} s;"
+        f" raw numbers: [`{rel}`](../{rel}). Do not edit by hand: the next run rewrites it._",
+        "",
+        "Every figure is the **median over rounds (min-max)**. Ours and the baseline run in the"
+        " same invocation, alternating within each round on one broker; the ratio is"
+        " ours / baseline computed per round, then summarised. Absolute numbers from this shared,"
+        " noisy machine are context only; compare the ratios.",
+        "",
+        "## Machine",
+        "",
+        f"- {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), {m['memory_gib']} GiB RAM;"
+        " broker, worker and harness share them",
+        f"- Python {m['python']}, {m['platform']}",
+        f"- Apache Kafka {m['kafka']} (KRaft, one local node, from the Maven jars), {m['java']}",
+        f"- runstate {v.get('runstate')} on faust-streaming {v.get('faust-streaming')} /"
+        f" aiokafka {v.get('aiokafka')}; confluent-kafka {v.get('confluent-kafka')} (SDK),"
+        f" fastavro {v.get('fastavro')}, rocksdict {v.get('rocksdict')}",
+        f"- Baseline: quixstreams {v.get('quixstreams', '-')} with confluent-kafka"
+        f" {v.get('confluent_kafka_quix', '-')} in its own venv (`.runstate/bench-quix`): every"
+        " quixstreams release pins confluent-kafka < 2.13, pydantic < 2.14 and"
+        " pydantic-settings < 2.16, older than runstate's",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench-quick   # 2 rounds, small N, a few minutes",
+        "make bench         # 5 rounds, larger N",
+        "# or: .venv/bin/python -m benchmarks.run --quick [--rounds N] [--skip-baseline]",
+        "```",
+        "",
+        "The harness starts its own broker (free ports, temp dir), makes fresh topics"
+        f" ({cfg['partitions']} partitions) with a unique prefix per system and round, preloads"
+        " the workload through the SDK, then starts the worker as a child process. Both workers"
+        f" use a {cfg['session_timeout_s']:.0f} s consumer session timeout and a"
+        f" {cfg['commit_interval_s']:.0f} s commit interval.",
+        "",
+        "## Workload",
+        "",
+        f"{wl['runs']} runs, {wl['events']:,} events, {wl['bytes'] / 1e6:.1f} MB (seed"
+        f" {wl['seed']}): {wl['events_per_run']['min']}-{wl['events_per_run']['max']} events per"
+        f" run (median {wl['events_per_run']['median']}), {wl['event_bytes']['min']}-"
+        f"{wl['event_bytes']['max']} bytes per event (median {wl['event_bytes']['median']}),"
+        " runs interleaved as on a busy cluster. Mix: "
+        + ", ".join(f"{k} {n}" for k, n in wl["types"].items())
+        + ". Every event is applied by the reducer (no rejections; `tests/benchmarks/`).",
+        "",
+        "## Results",
+        "",
+    ]
+    if plotted:
+        out += ["![benchmarks](benchmarks.png)", ""]
+    out += [
+        "| Figure | runstate | Quix Streams baseline | ours / baseline |",
+        "|---|---|---|---|",
+    ]
+    for row in table.values():
+        if not row["runstate"] and not row["quix"]:
+            continue
+        arrow = "↑" if row["higher_is_better"] else "↓"
+        out.append(
+            f"| {row['label']} {arrow} | {_cell(row['runstate'])} | {_cell(row['quix'])}"
+            f" | {_ratio(row['ratio'])} |"
+        )
+    ceiling = results.get("ceiling")
+    if ceiling:
+        out.append(
+            f"| In-process ceiling: decode + reduce + RocksDB, no Kafka (events/s) ↑"
+            f" | {_cell(ceiling)} | | |"
+        )
+    out += ["", "↑ higher is better, ↓ lower is better.", ""]
+    out += _saturation(results)
+    errors = [r for r in results.get("rounds", []) if "error" in r]
+    for r in errors:
+        out.append(f"- round {r['round']} of {r['system']} failed: `{r['error'][:300]}`")
+    out += ["", *_codec_section(results), *_profile_section(results), *_notes(results), ""]
+    return "\n".join(out) + "\n"
+
+
+def _codec_section(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    producer = producer_rate(results)
+    if producer:
+        out += [
+            "### Producer SDK",
+            "",
+            f"`EventProducer.send` x {results['workload']['events']:,} then `flush`, every"
+            f" delivery confirmed (acks=all, idempotent, lz4, linger 5 ms): **{_cell(producer)}"
+            f" events/s** over the {producer['n']} preloads of this run (one per system and"
+            " round; the same SDK feeds both systems, so there is no ratio).",
+            "",
+        ]
+    c = results.get("codec")
+    if not c:
+        return out
+    names = {
+        "encode_event/fastavro": "`encode_event` (pydantic event → Avro single-object)",
+        "codec_encode/fastavro": "`codec.encode` (record dict → single-object)",
+        "decode_event/fastavro": "`decode_event` (bytes → pydantic event)",
+        "codec_decode/fastavro": "`codec.decode` (bytes → record dict)",
+        "encode_state/fastavro": "`StateCodec.encode_state` (RunState → bytes)",
+        "decode_state/fastavro": "`StateCodec.decode_state` (bytes → RunState)",
+    }
+    rate_of = {
+        "encode_event/fastavro": ("encode_event", "fastavro_encode"),
+        "codec_encode/fastavro": ("codec_encode", "fastavro_encode"),
+        "decode_event/fastavro": ("decode_event", "fastavro_decode"),
+        "codec_decode/fastavro": ("codec_decode", "fastavro_decode"),
+        "encode_state/fastavro": ("encode_state", "fastavro_encode_state"),
+        "decode_state/fastavro": ("decode_state", "fastavro_decode_state"),
+    }
+    out += [
+        "### Codec against plain fastavro (issue 2)",
+        "",
+        f"{c['records']:,} workload events (and the {c['records']:,} run states they produce,"
+        f" median {c['state_bytes_median']:,.0f} bytes), "
+        f"{c['rates']['fastavro_encode']['n']} alternating rounds in one process. Plain"
+        " fastavro is `schemaless_writer`/`schemaless_reader` with the parsed schema on"
+        " the same records (no header, no pydantic).",
+        "",
+        "| Path | ours (records/s) | fastavro (records/s) | ours / fastavro |",
+        "|---|---|---|---|",
+    ]
+    for key, label in names.items():
+        ours, base = rate_of[key]
+        out.append(
+            f"| {label} | {_cell(c['rates'][ours])} | {_cell(c['rates'][base])}"
+            f" | {_ratio(c['ratios'][key])} |"
+        )
+    return [*out, ""]
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    out = ["## Where the time goes per event", ""]
+    stages = results.get("stages_us")
+    if stages:
+        total = sum(stages.values())
+        out += [
+            "In-process loop (the ceiling's work: what `RunProcessor` does per event minus"
+            " Kafka; it decodes the stored state on every event, which the worker skips while"
+            " its table still holds the decoded state), each step timed with `perf_counter` over"
+            f" {results['codec']['records']:,} events; total {total:.0f} µs/event"
+            " (the clock itself adds about 1 µs per step on this VM):",
+            "",
+            "| Step | µs/event | share |",
+            "|---|---|---|",
+        ]
+        for name, us in sorted(stages.items(), key=lambda kv: -kv[1]):
+            out.append(f"| {name} | {us:.1f} | {us / total:.0%} |")
+        out.append("")
+    prof = results.get("profile")
+    if prof:
+        out += [
+            "pyinstrument over the same loop, top functions by self time"
+            f" ({prof['us_per_event_profiled']:.0f} µs/event under the profiler):",
+            "",
+            "| Function | self µs/event | share |",
+            "|---|---|---|",
+        ]
+        for row in prof["top_self"][:10]:
+            out.append(f"| `{row['function']}` | {row['us_per_event']:.1f} | {row['share']:.0%} |")
+        out.append("")
+    for system, spy in (results.get("py_spy") or {}).items():
+        if not spy.get("available") or not spy.get("samples"):
+            out += [f"py-spy on the {system} worker: not available ({spy.get('note', '')}).", ""]
+            continue
+        out += [
+            f"py-spy on the **{system}** worker process while it worked through a preloaded"
+            f" topic ({spy['samples']:,} samples of busy threads):",
+            "",
+            "| Leaf function (self) | share |",
+            "|---|---|",
+        ]
+        for row in spy["top_self"][:10]:
+            out.append(f"| `{row['function']}` | {row['share']:.0%} |")
+        out += ["", "Self time by package: " + ", ".join(
+            f"{r['function']} {r['share']:.0%}" for r in spy["self_by_package"][:8]
+        ) + ".", ""]  # fmt: skip
+        if spy.get("top_inclusive_runstate"):
+            out.append(
+                "runstate functions on the stack (inclusive): "
+                + ", ".join(
+                    f"`{r['function'].split(' (')[0]}` {r['share']:.0%}"
+                    for r in spy["top_inclusive_runstate"][:8]
+                )
+                + "."
+            )
+            out.append("")
+    return out
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    replay = results.get("replay") or {}
+    if not replay.get("available"):
+        replay_line = (
+            f"- **Replay** (`runstate replay --all`): not available: {replay.get('note')}."
+        )
+    else:
+        parts = []
+        for key, label in (("from_topic", "from the topic"), ("from_archive", "from the archive")):
+            fig = replay.get(key) or {}
+            if "events_per_s" in fig:
+                parts.append(
+                    f"{label} **{fig['events_per_s']:,.0f} events/s** ({fig['events']:,} events"
+                    f" in {fig['seconds']:.1f} s)"
+                )
+            else:
+                parts.append(f"{label}: failed (`{str(fig.get('error', '?'))[-200:]}`)")
+        replay_line = (
+            "- **Replay** (`runstate replay --all`, one run each, whole command incl. its"
+            f" {replay.get('cli_startup_s', 0):.1f} s CLI start-up, no baseline): "
+            + "; ".join(parts)
+            + "."
+        )
+    return [
+        "## How each figure is measured",
+        "",
+        "- **Throughput**: the worker starts on a topic preloaded with the whole workload;"
+        " the harness reads the state-changes topic and notes when each record arrives."
+        " *Steady* is records per second between the first and the last arrival (start-up"
+        " excluded); *incl. start-up* counts from process start. Both systems consume, decode"
+        " with our codec, apply our reducer, keep the state codec's bytes in RocksDB with a"
+        " changelog, and produce RunStateChanged and the latest state.",
+        "- **Latency**: after the throughput run, new runs are sent through the SDK at a fixed"
+        " offered rate; latency is from the SDK `send` call to the state change's arrival at"
+        " the harness's consumer (same clock). Includes the SDK's 5 ms linger.",
+        "- **Restart**: a ModelCalled probe is sent every 100 ms; *kill -9* is from SIGKILL to"
+        " the first probe's state change after an immediate restart (includes waiting for the"
+        " dead member's session to expire); *clean* is SIGTERM, start, first probe; *full"
+        " restore* deletes the state folder first. The restore rate divides the changelog's"
+        " records by the whole restart time (a lower bound on the restore speed).",
+        "- **Producer SDK**: `EventProducer.send` for the whole workload, then `flush`;"
+        " every delivery confirmed (acks=all, idempotent).",
+        "",
+        "## Differences to keep in mind",
+        "",
+        "- runstate awaits the broker's acknowledgement of a batch's outputs before it"
+        " writes the table (see `processors/worker.py`); Quix buffers state writes per"
+        " checkpoint and produces its changelog at commit time (one record per changed key per"
+        " checkpoint), so its changelog holds fewer records than ours (one per event).",
+        "- runstate also decodes through a schemas-topic writer source and runs an HTTP query"
+        " API and an approval-deadline timer in the same process; the baseline has neither.",
+        "- The baseline has no dead-letter path; the workload has no bad records, so neither"
+        " system spends time there.",
+        replay_line,
+    ]
+
+
+def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    systems = [("runstate", "#2b6cb0"), ("quix", "#dd6b20")]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+
+    def bars(ax: Any, keys: list[tuple[str, str]], title: str, ylabel: str, *, log: bool) -> None:
+        width = 0.38
+        for i, (system, color) in enumerate(systems):
+            xs, ys, lo, hi = [], [], [], []
+            for j, (key, _) in enumerate(keys):
+                s = table.get(key, {}).get(system)
+                if s:
+                    xs.append(j + (i - 0.5) * width)
+                    ys.append(s["median"])
+                    lo.append(s["median"] - s["min"])
+                    hi.append(s["max"] - s["median"])
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, color=color,
+                       label="runstate" if system == "runstate" else "Quix Streams")  # fmt: skip
+        ax.set_xticks(range(len(keys)), [label for _, label in keys], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=9)
+        if log:
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+
+    ax = axes[0][0]
+    bars(ax, [("throughput", "steady"), ("throughput_wall", "incl. start-up")],
+         "Processor events/s (median, min-max)", "events/s", log=True)  # fmt: skip
+    ceiling = results.get("ceiling")
+    if ceiling:
+        ax.axhline(ceiling["median"], color="grey", ls="--", lw=1)
+        ax.text(-0.4, ceiling["median"] * 1.08, "in-process ceiling", fontsize=8, color="grey")
+    lat_keys = []
+    for rate in results["params"]["latency_rates"]:
+        for p in ("p50", "p99"):
+            lat_keys.append((f"lat{rate}_{p}", f"{rate}/s {p}"))
+    bars(axes[0][1], lat_keys, "Latency send → state change (ms)", "ms", log=True)
+    bars(axes[1][0], [("kill9", "kill -9"), ("clean", "clean restart"),
+                      ("restore", "state deleted")], "Back to processing (s)", "s",
+         log=False)  # fmt: skip
+    codec = results.get("codec", {}).get("ratios", {})
+    ax = axes[1][1]
+    names = list(codec)
+    ax.barh(range(len(names)), [codec[n]["median"] for n in names], color="#2b6cb0",
+            xerr=[[codec[n]["median"] - codec[n]["min"] for n in names],
+                  [codec[n]["max"] - codec[n]["median"] for n in names]], capsize=3)  # fmt: skip
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.axvline(1.0, color="grey", ls="--", lw=1)
+    ax.set_title("Codec rate, ours / plain fastavro (1.0 = as fast)", fontsize=10)
+    fig.suptitle(
+        f"runstate vs Quix Streams: {results['mode']} mode, {results['params']['rounds']}"
+        f" rounds, {results['machine']['cpus']} CPUs",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def console_summary(results: dict[str, Any]) -> str:
+    lines = ["", "figure: runstate | quix | ours/quix"]
+    lines.append(f"  producer SDK events/s: {_cell(producer_rate(results))}")
+    ceiling = results.get("ceiling")
+    lines.append(f"  in-process ceiling events/s: {_cell(ceiling)}")
+    for key, r in (results.get("codec") or {}).get("ratios", {}).items():
+        lines.append(f"  codec {key}: {_ratio(r)}")
+    for row in summarise(results).values():
+        if row["runstate"] or row["quix"]:
+            lines.append(
+                f"  {row['label']}: {_cell(row['runstate'])} | {_cell(row['quix'])}"
+                f" | {_ratio(row['ratio'])}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # regenerate the docs from a results file
+    source = Path(sys.argv[1])
+    print(write_docs(json.loads(source.read_text()), source.resolve()))
