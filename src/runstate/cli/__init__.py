@@ -43,6 +43,22 @@ from runstate.cli import approvals as _approvals  # noqa: E402
 app.command(name="approve")(_approvals.approve)
 app.command(name="reject")(_approvals.reject)
 
+from runstate.cli import archive as _archive  # noqa: E402
+
+app.add_typer(_archive.app, name="archive")
+
+from runstate.cli import retention as _retention  # noqa: E402
+
+app.add_typer(_retention.app, name="retention")
+
+from runstate.cli import replay as _replay  # noqa: E402
+
+app.command(name="replay")(_replay.replay)
+
+from runstate.cli import estimate as _estimate  # noqa: E402
+
+app.command(name="estimate")(_estimate.estimate)
+
 
 def main() -> None:
     """Entry point of the ``runstate`` console script."""
