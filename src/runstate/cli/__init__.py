@@ -59,6 +59,10 @@ from runstate.cli import estimate as _estimate  # noqa: E402
 
 app.command(name="estimate")(_estimate.estimate)
 
+from runstate.cli import check as _check  # noqa: E402
+
+app.command(name="check")(_check.check)
+
 
 def main() -> None:
     """Entry point of the ``runstate`` console script."""

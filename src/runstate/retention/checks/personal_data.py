@@ -1,0 +1,302 @@
+"""Check 4: where the synthetic run's fake personal data sits, in clear or masked.
+
+The retention policy's ``personal_data`` rules (events topic: event type -> field ->
+keep/mask/drop) say which fields are personal. The synthetic run fills those fields with
+recognisable tokens (:func:`~runstate.retention.checks.synthetic.pii_plan`); this check then
+searches every place a run's data lands for each token (found: **clear**) and for the
+``sha256:`` mask of the field's whole value (found: **masked**), else **absent** (dropped,
+or never written there):
+
+* the events, state-changes, latest-state, changelog and dead-letters topics (the records
+  of the run written during the check);
+* each archived topic's segments that list the run, once the archiver has reached the run's
+  last offset (waiting up to ``archive_wait_s``);
+* any log files given.
+
+A field tagged ``mask`` or ``drop`` in clear in the archive fails the check: the archive is
+the long-term copy the policy promises to scrub. In clear anywhere else is a warning: hot
+topics must hold the values (the live state needs them), but the latest-state and changelog
+topics keep each run's state for ever (compaction only), and logs are outside the policy.
+Searching bytes works because Avro writes strings as plain UTF-8, and it finds a value that
+leaked into a field nobody tagged as well.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from runstate.retention.checks.deployment import CheckedDeployment
+from runstate.retention.checks.results import CheckResult, Verdict
+from runstate.retention.checks.synthetic import PiiField
+from runstate.retention.masking import mask_text
+from runstate.retention.policy import PersonalDataAction, format_duration
+from runstate.streams.reader import RawRecord
+
+__all__ = [
+    "Exposure",
+    "Place",
+    "exposure",
+    "found_in",
+    "judge_personal_data",
+    "scan_places",
+]
+
+PlaceKind = Literal["archive", "hot", "compacted", "log"]
+_CHUNK = 4 * 1024 * 1024
+
+
+class Exposure(enum.StrEnum):
+    """How a personal-data value appears in one place."""
+
+    CLEAR = "clear"
+    MASKED = "masked"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Somewhere a run's data may sit.
+
+    Attributes:
+        label: e.g. ``events topic``, ``archive: runstate.events``, ``log: worker.log``.
+        kind: archive, hot (trimmed by retention), compacted (kept for ever) or log.
+        blobs: The bytes to search; None when the place could not be searched.
+        note: What the place keeps (or why it was not searched).
+    """
+
+    label: str
+    kind: PlaceKind
+    blobs: Iterable[bytes] | None
+    note: str = ""
+
+
+def _needles(fields: Iterable[PiiField]) -> set[bytes]:
+    out: set[bytes] = set()
+    for f in fields:
+        out.add(f.token.encode())
+        if f.value is not None:
+            out.add(mask_text(f.value).encode())
+    return out
+
+
+def found_in(blobs: Iterable[bytes], wanted: Collection[bytes]) -> set[bytes]:
+    """The needles of ``wanted`` that occur in any blob (one pass over the blobs)."""
+    found: set[bytes] = set()
+    for blob in blobs:
+        for needle in wanted:
+            if needle not in found and needle in blob:
+                found.add(needle)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def exposure(found: Collection[bytes], field: PiiField) -> Exposure:
+    """Clear if the token was found, masked if the value's mask was, else absent."""
+    if field.token.encode() in found:
+        return Exposure.CLEAR
+    if field.value is not None and mask_text(field.value).encode() in found:
+        return Exposure.MASKED
+    return Exposure.ABSENT
+
+
+def scan_places(
+    places: Sequence[Place], fields: Mapping[str, PiiField]
+) -> dict[str, dict[str, Exposure] | None]:
+    """``place label -> field name -> exposure``; None for places that were not searched."""
+    wanted = _needles(fields.values())
+    matrix: dict[str, dict[str, Exposure] | None] = {}
+    for place in places:
+        if place.blobs is None:
+            matrix[place.label] = None
+            continue
+        found = found_in(place.blobs, wanted)
+        matrix[place.label] = {name: exposure(found, f) for name, f in fields.items()}
+    return matrix
+
+
+def judge_personal_data(
+    tags: Mapping[str, PersonalDataAction],
+    fields: Mapping[str, PiiField],
+    places: Sequence[Place],
+    matrix: Mapping[str, Mapping[str, Exposure] | None],
+) -> CheckResult:
+    """The verdict over a scan; see the module docstring for the rules.
+
+    Args:
+        tags: ``EventType.field -> action`` from the policy.
+        fields: The synthetic run's personal-data fields, by ``EventType.field``.
+        places: The places searched (for their kind and note).
+        matrix: :func:`scan_places`' answer.
+    """
+    name = "where personal data sits"
+    hidden = {n for n, action in tags.items() if action is not PersonalDataAction.KEEP}
+    judged = sorted(hidden & set(fields))
+    unexercised = sorted(set(tags) - set(fields))
+    verdict = Verdict.PASS
+    lines: list[str] = []
+    problems: list[str] = []
+    in_clear: dict[str, list[str]] = {}
+    for place in places:
+        seen = matrix.get(place.label)
+        if seen is None:
+            lines.append(f"{place.label}: not searched ({place.note})")
+            if place.kind == "archive":
+                verdict = _worse(verdict, Verdict.WARN)
+            continue
+        clear = [n for n in judged if seen.get(n) is Exposure.CLEAR]
+        masked = [n for n in judged if seen.get(n) is Exposure.MASKED]
+        absent = len(judged) - len(clear) - len(masked)
+        summary = f"{len(clear)} clear, {len(masked)} masked, {absent} absent"
+        if clear and place.kind == "archive":
+            verdict = Verdict.FAIL
+            problems.append(f"{place.label} holds tagged fields in clear: {', '.join(clear)}")
+        elif clear:
+            verdict = _worse(verdict, Verdict.WARN)
+            in_clear.setdefault(place.kind, []).append(place.label)
+        lines.append(f"{place.label}: {summary}" + (f" ({place.note})" if place.note else ""))
+    if not judged:
+        verdict = _worse(verdict, Verdict.WARN)
+        problems.append(
+            "the policy tags none of the fields the synthetic run fills as mask/drop, so"
+            " nothing is scrubbed anywhere"
+        )
+    if in_clear.get("hot"):
+        problems.append(
+            f"clear in {', '.join(in_clear['hot'])}: expected, the live run needs them, until"
+            " retention trims them"
+        )
+    if in_clear.get("compacted"):
+        problems.append(
+            f"clear in {', '.join(in_clear['compacted'])}: these keep each run's latest state"
+            " for ever (compaction only)"
+        )
+    if in_clear.get("log"):
+        problems.append(f"clear in {', '.join(in_clear['log'])}: no policy scrubs logs")
+    if unexercised:
+        lines.append("tagged but not exercised by the synthetic run: " + ", ".join(unexercised))
+    details: dict[str, Any] = {
+        "tagged": {n: tags[n].value for n in sorted(tags)},
+        "judged_fields": judged,
+        "not_exercised": unexercised,
+        "tokens": {n: f.token for n, f in sorted(fields.items())},
+        "places": {
+            p.label: {
+                "kind": p.kind,
+                "note": p.note,
+                "fields": None
+                if matrix.get(p.label) is None
+                else {n: e.value for n, e in (matrix[p.label] or {}).items()},
+            }
+            for p in places
+        },
+    }
+    evidence = "; ".join([*problems, *lines])
+    return CheckResult(4, name, verdict, evidence, details)
+
+
+_RANKS = {Verdict.PASS: 0, Verdict.WARN: 1, Verdict.FAIL: 2}
+
+
+def _worse(a: Verdict, b: Verdict) -> Verdict:
+    return a if _RANKS[a] >= _RANKS[b] else b
+
+
+# -- collecting the places ----------------------------------------------------------------
+
+
+def _record_blobs(records: Iterable[RawRecord]) -> list[bytes]:
+    out = []
+    for r in records:
+        out.append((r.key or b"") + b"\n" + (r.value or b""))
+        out.extend(v for _k, v in r.headers if v)
+    return out
+
+
+def _file_chunks(path: Path, overlap: int) -> Iterator[bytes]:
+    """The file in chunks that overlap by ``overlap`` bytes, so no needle is cut in two."""
+    with path.open("rb") as f:
+        tail = b""
+        while chunk := f.read(_CHUNK):
+            yield tail + chunk
+            tail = chunk[-overlap:]
+
+
+def _hot_note(d: CheckedDeployment, topic: str) -> str:
+    rules = d.topic_policy(topic)
+    if rules is None:
+        return "no policy: Kafka keeps it for ever"
+    return f"hot: trimmed by `retention apply` after {format_duration(rules.hot)}"
+
+
+def collect_places(
+    d: CheckedDeployment, run_id: str, fields: Mapping[str, PiiField]
+) -> list[Place]:
+    """Every place to search for the run's values, with the bytes to search."""
+    places: list[Place] = []
+    records: dict[str, list[RawRecord]] = {}
+    for label, topic in d.kafka_places().items():
+        records[topic] = d.run_records(topic, run_id)
+        compacted = topic in (d.names.latest_state, d.names.changelog)
+        note = (
+            "compacted: the run's latest state stays for ever" if compacted else _hot_note(d, topic)
+        )
+        places.append(
+            Place(label, "compacted" if compacted else "hot", _record_blobs(records[topic]), note)
+        )
+    for topic in (d.names.events, d.names.state_changes):
+        if d.archive(topic) is not None:
+            places.append(_archive_place(d, topic, run_id, records[topic]))
+    if d.archive(d.names.events) is None:
+        places.append(Place("archive", "archive", None, "the policy archives no events topic"))
+    overlap = max((len(n) for n in _needles(fields.values())), default=0)
+    for path in d.config.log_files:
+        if path.is_file():
+            places.append(Place(f"log: {path}", "log", _file_chunks(path, overlap), "no policy"))
+        else:
+            places.append(Place(f"log: {path}", "log", None, "no such file"))
+    return places
+
+
+def _archive_place(
+    d: CheckedDeployment, topic: str, run_id: str, records: Sequence[RawRecord]
+) -> Place:
+    label = f"archive: {topic}"
+    store = d.archive(topic)
+    assert store is not None
+    if not records:
+        return Place(label, "archive", None, "the run wrote nothing to this topic")
+    partition = records[0].partition
+    first, last = min(r.offset for r in records), max(r.offset for r in records)
+    wait = d.config.archive_wait_s
+    deadline = time.monotonic() + wait
+    while True:
+        live = [m for m in store.list_manifests(topic, partition) if m.is_live]
+        if any(m.last_offset >= last for m in live):
+            break
+        if time.monotonic() >= deadline:
+            return Place(
+                label,
+                "archive",
+                None,
+                f"offset {partition}@{last} not archived within {wait:.0f}s: is `runstate"
+                " archive run` running?",
+            )
+        time.sleep(0.5)
+    key = run_id.encode()
+    blobs: list[bytes] = []
+    count = 0
+    for m in live:
+        if m.last_offset < first or m.first_offset > last or run_id not in store.run_ids(m):
+            continue
+        for r in store.read_segment(m):
+            if r.key == key:
+                count += 1
+                blobs.append(r.value or b"")
+                blobs.extend(v for _k, v in r.headers if v)
+    return Place(label, "archive", blobs, f"{count} records of the run")
