@@ -8,6 +8,7 @@ import faust
 
 from runstate.processors.app import build_processor
 from runstate.processors.config import ProcessorConfig
+from runstate.processors.local_state import set_aside_damaged_stores
 from runstate.streams.topics import admin_client, ensure_topics, topic_specs
 
 __all__ = ["run_worker"]
@@ -28,6 +29,7 @@ def run_worker(config: ProcessorConfig) -> None:
         TopicMismatch: existing topics differ from what the processor needs.
     """
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    set_aside_damaged_stores(config.data_dir)
     ensure_topics(
         admin_client(config.bootstrap_servers),
         topic_specs(config.names, partitions=config.partitions),
