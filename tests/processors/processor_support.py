@@ -162,10 +162,12 @@ class Deployment:
         deadline_interval_s: float = 1.0,
         data_dir: Path | None = None,
         port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> Worker:
         data = data_dir or self.root / worker_id
         env = {
             **os.environ,
+            **(env or {}),
             "RUNSTATE_BOOTSTRAP_SERVERS": self.bootstrap,
             "RUNSTATE_TOPIC_PREFIX": self.prefix,
             "RUNSTATE_PARTITIONS": str(self.partitions),
@@ -188,7 +190,7 @@ class Deployment:
                 "--deadline-interval",
                 str(deadline_interval_s),
                 "--log-level",
-                "warn",
+                os.environ.get("RUNSTATE_TEST_WORKER_LOG_LEVEL", "warn"),
             ],
         )
         w.args += ["--web-port", str(w.port)]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runstate.processors.run_view import run_to_json
+from runstate.streams.partitioning import partition_for
 from tests.factories import make_run
 from tests.processors.processor_support import (
     Deployment,
@@ -104,3 +105,44 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(deployment: Deployment) -> 
     assert {r: s.version for r, s in latest.items()} == {
         r: s.version for r, s in oracle.items() if s is not None
     }
+
+
+def test_offsets_are_committed_only_once_the_changelog_holds_their_state(
+    deployment: Deployment,
+) -> None:
+    """Regression: faust's flush before an offset commit gives up after 0.1 s without a
+    send, so under load it committed offsets whose changelog records were still queued;
+    a kill -9 then lost them, and a worker restoring from the changelog (another host, a
+    lost disk - or, through a stale local store, the same host) lost the run.
+
+    Deterministic version: w1 holds its first changelog send 3 s (one slow round trip)
+    and dies like kill -9 right after its first offset commit; w2 starts on an empty data
+    dir, so the changelog is all it has."""
+    d = deployment
+    hooks = {"RUNSTATE_TEST_HOLD_FIRST_CHANGELOG_S": "3", "RUNSTATE_TEST_EXIT_AFTER_COMMIT": "1"}
+    w1 = d.worker("w1", env=hooks).start()
+    w1.wait_ready()
+    run_id = "run-held"
+    events = make_run(run_id, seed=7, failures=1, end="open")
+    with d.producer() as p:
+        deliveries = [p.send(e) for e in events]
+        p.flush()
+    last = deliveries[-1].result()
+
+    def exited() -> bool:
+        assert w1.proc is not None and w1.proc.poll() is not None, "w1 still running"
+        return True
+
+    assert_eventually(exited, timeout_s=30, what="w1 exited right after its first commit")
+    w2 = d.worker("w2").start()  # an empty data dir: the state must come from the changelog
+    w2.wait_ready()
+    partition = partition_for(run_id.encode(), d.partitions)
+    assert last.partition == partition
+    status, body = w2.get(
+        f"/runs/{run_id}", min_partition=partition, min_offset=last.offset, timeout=30
+    )
+    assert status == 200, body
+    body.pop("served_by"), body.pop("partition")
+    expected = d.oracle()[run_id]
+    assert expected is not None
+    assert body == run_to_json(expected)

@@ -42,6 +42,9 @@ class Table(dict[bytes, bytes]):
     def put(self, key: bytes, value: bytes, *, partition: int) -> None:
         self[key] = value
 
+    async def confirm(self) -> None:
+        return None
+
 
 class Topics:
     """Records in send order; a write to the table is only legal after confirmation."""
@@ -202,3 +205,74 @@ def test_decoded_state_cache_never_serves_a_state_the_table_no_longer_holds() ->
     [outcome] = asyncio.run(processor.process_batch(_records(events[3:4], 3)))
     assert outcome == "applied"
     assert StateCodec().decode_state(table[b"run-a"]).version == 4
+
+
+def test_batch_returns_only_once_its_changelog_records_are_delivered() -> None:
+    """Regression: faust's flush before a commit gives up after 0.1 s without a send, so a
+    batch's offsets could be committed with its changelog records still queued, and a
+    kill -9 then lost them for good. The batch must not return (be acknowledgeable, count
+    as processed) before the table confirmed its writes."""
+
+    class SlowChangelog(Table):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unconfirmed: list[bytes] = []
+            self.delivered = asyncio.Event()
+
+        def put(self, key: bytes, value: bytes, *, partition: int) -> None:
+            super().put(key, value, partition=partition)
+            self.unconfirmed.append(key)
+
+        async def confirm(self) -> None:
+            await self.delivered.wait()
+            self.unconfirmed.clear()
+
+    async def scenario() -> None:
+        table, topics = SlowChangelog(), Topics()
+        processor = _processor(table, topics)
+        batch = asyncio.create_task(processor.process_batch(_records(make_run("run-a")[:3])))
+        await asyncio.sleep(0.05)
+        assert table.unconfirmed == [b"run-a"] * 3  # written, changelog still queued
+        assert not batch.done() and processor.progress.get(0) is None
+        table.delivered.set()
+        assert await batch == ["applied"] * 3
+        assert not table.unconfirmed and processor.progress.get(0) == 2
+
+    asyncio.run(scenario())
+
+
+def test_batch_that_cannot_confirm_its_changelog_fails_unprocessed() -> None:
+    class BrokenChangelog(Table):
+        async def confirm(self) -> None:
+            raise ConnectionError("changelog unreachable")
+
+    processor = _processor(BrokenChangelog(), Topics())
+    with pytest.raises(ConnectionError):
+        asyncio.run(processor.process_batch(_records(make_run("run-a")[:2])))
+    assert processor.progress.get(0) is None
+
+
+def test_dead_letters_are_delivered_before_the_batch_returns() -> None:
+    class PendingDeadLetters(Topics):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate: asyncio.Future[None] | None = None
+
+        async def dead_letter(
+            self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+        ) -> Awaitable[Any]:
+            self.dead.append((key, value, headers))
+            self.gate = asyncio.get_running_loop().create_future()
+            return self.gate
+
+    async def scenario() -> None:
+        topics = PendingDeadLetters()
+        orphan = RunBuilder("run-x").emit(StepCompleted, step="s", attempt=1)
+        batch = asyncio.create_task(_processor(Table(), topics).process_batch(_records([orphan])))
+        await asyncio.sleep(0.05)
+        assert topics.dead and not batch.done()
+        assert topics.gate is not None
+        topics.gate.set_result(None)
+        assert await batch == ["dead_letter"]
+
+    asyncio.run(scenario())

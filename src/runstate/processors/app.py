@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import weakref
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
@@ -87,6 +88,40 @@ class FaustOutputs:
         return sent
 
 
+class ChangelogConfirmingTable(faust.Table[bytes, bytes]):
+    """A faust Table whose changelog records can be awaited.
+
+    faust queues a table write's changelog record in its producer buffer and relies on the
+    flush before each offset commit to deliver it, but that flush gives up after 0.1 s
+    without a send (``ProducerBuffer.flush_atmost``): under load the source offsets are
+    then committed while changelog records are still queued, and a kill -9 loses them
+    for good (the redelivery that would re-send them never comes). Keeping each record's
+    future lets the processor wait for the changelog before its batch can be committed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unconfirmed: list[Any] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        self._unconfirmed.append(fut)
+        return fut
+
+    async def confirm_changelog(self) -> int:
+        """Wait until every changelog record queued so far is on the broker.
+
+        Returns how many records were awaited.
+
+        Raises:
+            Exception: a record could not be delivered (the worker must stop).
+        """
+        pending, self._unconfirmed = self._unconfirmed, []
+        if pending:
+            await asyncio.gather(*pending)
+        return len(pending)
+
+
 class FaustRunTable:
     """The faust table seen per partition.
 
@@ -114,6 +149,9 @@ class FaustRunTable:
     def put(self, key: bytes, value: bytes, *, partition: int) -> None:
         self._as(partition)
         self._table[key] = value
+
+    async def confirm(self) -> None:
+        await self._table.confirm_changelog()
 
 
 @dataclass
@@ -300,16 +338,20 @@ def build_processor(config: ProcessorConfig) -> ProcessorApp:
         dead_letters=_raw_topic(app, names.dead_letters),
     )
     restore = RestoreWatch()
-    table = app.Table(
-        "runs",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=config.partitions,
-        store="rocksdb://",
-        options=config.rocksdb_options,
-        on_changelog_event=restore.on_changelog_event,
-        on_recover=restore.on_recovered,
-        help="RunState (state_codec Avro bytes) by run_id",
+    table = app.tables.add(
+        ChangelogConfirmingTable(
+            app,
+            name="runs",
+            beacon=app.tables.beacon,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=config.partitions,
+            store="rocksdb://",
+            options=config.rocksdb_options,
+            on_changelog_event=restore.on_changelog_event,
+            on_recover=restore.on_recovered,
+            help="RunState (state_codec Avro bytes) by run_id",
+        )
     )
     codec = SingleObjectCodec(
         default_catalog(),
@@ -396,4 +438,41 @@ def build_processor(config: ProcessorConfig) -> ProcessorApp:
 
     app.on_partitions_revoked.connect(revoked)
     app.web_server(QueryServer(worker, host=config.web_host, port=config.web_port))
+    _install_fault_hooks(app)
     return worker
+
+
+def _install_fault_hooks(app: faust.App) -> None:
+    """Fault injection for the crash tests; inert unless their variables are set.
+
+    ``RUNSTATE_TEST_HOLD_FIRST_CHANGELOG_S``: faust's first changelog send waits that long
+    (one slow broker round trip). ``RUNSTATE_TEST_EXIT_AFTER_COMMIT``: the process ends at
+    once, as with kill -9, right after its first offset commit succeeded.
+    """
+    hold_s = float(os.environ.get("RUNSTATE_TEST_HOLD_FIRST_CHANGELOG_S") or 0)
+    if hold_s > 0:
+        buffer: Any = app.producer.buffer
+        send_pending = buffer._send_pending
+        held: list[bool] = []
+
+        async def slow_first_send(fut: Any) -> None:
+            if not held:
+                held.append(True)
+                await asyncio.sleep(hold_s)
+            await send_pending(fut)
+
+        buffer._send_pending = slow_first_send
+    if os.environ.get("RUNSTATE_TEST_EXIT_AFTER_COMMIT"):
+        consumer: Any = app.consumer
+        commit = consumer._commit
+
+        async def commit_then_die(offsets: Any) -> bool:
+            done = bool(await commit(offsets))
+            if done:
+                log.critical(
+                    "RUNSTATE_TEST_EXIT_AFTER_COMMIT: exiting after committing %s", offsets
+                )
+                os._exit(137)
+            return done
+
+        consumer._commit = commit_then_die

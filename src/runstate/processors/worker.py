@@ -3,20 +3,28 @@
 :class:`RunProcessor` sees the table and the output topics through small protocols, so the
 same code runs inside the faust agent and in unit tests with a dict and a list.
 
-Ordering is what makes at-least-once safe here:
+Ordering is what makes at-least-once safe here. For each batch:
 
-1. ``RunStateChanged`` and the latest state of a batch of events are sent and their
-   delivery *awaited* (one round trip per batch);
-2. only then is the table written (RocksDB, and the changelog through faust).
+1. ``RunStateChanged``, the latest state and any dead letters are sent and their delivery
+   *awaited* (one round trip per batch);
+2. only then is the table written (RocksDB, and the changelog through faust);
+3. the changelog records' delivery is *awaited* (:meth:`RunTable.confirm`) before
+   :meth:`RunProcessor.process_batch` returns, and only after it returned may the batch's
+   source offsets be acknowledged, hence committed.
 
-So a changelog record for version *v* implies every change up to *v* reached the broker.
+So a changelog record for version *v* implies every change up to *v* reached the broker,
+and a committed source offset implies the changelog holds its event's effect. (faust's
+own flush before a commit is not enough for the latter: it gives up after 0.1 s without
+a send and commits anyway; see :class:`runstate.processors.app.ChangelogConfirmingTable`.)
 A crash anywhere before step 2 leaves the changelog at *v-1*; the event is redelivered,
 re-applied to the same state and yields byte-identical outputs (the reducer is pure), so
 consumers deduplicating by ``(run_id, version)`` never see two contents for one version.
-A crash after step 2 but before the offset commit redelivers an event the state already
-holds (offset at or below ``last_offset``): a :class:`Duplicate`, for which the stored bytes
-are written again - re-sending the changelog record in case it was lost with the crash -
-and the latest state re-sent; no second ``RunStateChanged`` is made.
+A crash after step 2 but before the offset commit redelivers an event the state may
+already hold. If the local store kept it (offset at or below ``last_offset``) it is a
+:class:`Duplicate`, for which the stored bytes are written again - re-sending the
+changelog record in case it was lost with the crash - and the latest state re-sent; no
+second ``RunStateChanged`` is made. If restoring from the changelog took the store back
+to *v-1*, the event is applied again, as before step 2.
 """
 
 from __future__ import annotations
@@ -47,9 +55,18 @@ class RunTable(Protocol):
 
     def put(self, key: bytes, value: bytes, *, partition: int) -> None: ...
 
+    async def confirm(self) -> None:
+        """Wait until every ``put`` so far is durable beyond this process (the changelog).
+
+        Raises:
+            Exception: a write could not be made durable; the worker must stop.
+        """
+        ...
+
 
 class Outputs(Protocol):
-    """Where results go. Sending only queues a record; ``confirm`` waits for the broker."""
+    """Where results go. Sending only queues a record; the awaitable it returns resolves on
+    delivery."""
 
     async def send_change(self, partition: int, key: bytes, change: bytes) -> Awaitable[Any]:
         """Queue a RunStateChanged record; the returned awaitable resolves on delivery."""
@@ -129,6 +146,8 @@ class RunProcessor:
             await asyncio.gather(*batch.deliveries)
         for partition, key, value in batch.writes:
             self._table.put(key, value, partition=partition)
+        if batch.writes:
+            await self._table.confirm()
         if self._on_state is not None:
             for partition, state in batch.observed:
                 self._on_state(partition, state)
@@ -140,7 +159,7 @@ class RunProcessor:
     async def _process(self, record: SourceRecord, batch: _Batch) -> str:
         item = read_record(record, decode=self._decode, max_event_bytes=self._max_event_bytes)
         if isinstance(item, DeadLetter):
-            await self._dead_letter(item)
+            await self._dead_letter(item, batch)
             return "dead_letter"
         assert record.key is not None  # read_record checked it
         try:
@@ -160,7 +179,8 @@ class RunProcessor:
                     DeadLetterReason.PROCESSING_ERROR,
                     type(exc).__name__,
                     f"{type(exc).__name__}: {exc}",
-                )
+                ),
+                batch,
             )
             return "dead_letter"
         p, key = record.partition, record.key
@@ -180,11 +200,12 @@ class RunProcessor:
                 await self._outputs.send_state(p, key, raw)
             return "duplicate"
         await self._dead_letter(
-            DeadLetter(record, DeadLetterReason.REJECTED, outcome.code.value, outcome.reason)
+            DeadLetter(record, DeadLetterReason.REJECTED, outcome.code.value, outcome.reason),
+            batch,
         )
         return "dead_letter"
 
-    async def _dead_letter(self, letter: DeadLetter) -> None:
+    async def _dead_letter(self, letter: DeadLetter, batch: _Batch) -> None:
         self.metrics.dead_letters[letter.reason.value] += 1
         log.warning(
             "dead letter %s@%s[%s]: %s %s",
@@ -194,8 +215,10 @@ class RunProcessor:
             letter.reason.value,
             letter.detail,
         )
-        await self._outputs.dead_letter(
-            letter.source.key, letter.source.value, letter.headers(worker_id=self._worker_id)
+        batch.deliveries.append(
+            await self._outputs.dead_letter(
+                letter.source.key, letter.source.value, letter.headers(worker_id=self._worker_id)
+            )
         )
 
 
