@@ -65,11 +65,6 @@ def _decode(data: bytes, *, topic: str, partition: int, offset: int) -> AgentEve
     return decode_event(data, topic=topic, partition=partition, offset=offset)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3 in docs/reliability.md: RunProcessor._process wraps table.get in the"
-    " `except Exception` meant for reducer/codec bugs, so a store error is dead-lettered",
-)
 def test_a_store_read_error_stops_the_worker_instead_of_dead_lettering() -> None:
     outputs = Outputs()
     processor = RunProcessor(

@@ -30,9 +30,16 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP
 
+from runstate.processors.batch_loop import BatchLoop
 from runstate.processors.config import ProcessorConfig
-from runstate.processors.dead_letters import SourceRecord
 from runstate.processors.deadlines import DeadlineIndex, expiry_event, utc_now
+from runstate.processors.fencing import (
+    EXIT_FENCED,
+    BatchFence,
+    StallWatchdog,
+    halt,
+    keep_monotonic,
+)
 from runstate.processors.intake import CachedWriterSource
 from runstate.processors.metrics import ProcessorMetrics
 from runstate.processors.progress import ProcessedOffsets
@@ -108,6 +115,43 @@ class ChangelogConfirmingTable(faust.Table[bytes, bytes]):
         self._unconfirmed.append(fut)
         return fut
 
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Restore (and standby updates) never take a run back to an older version.
+
+        A worker that stalled past its session timeout may have sent changelog records after
+        the new owner's (the residual window of :mod:`runstate.processors.fencing`); applied
+        in log order they would regress the run. Keeping the higher version per key makes
+        such a stale record harmless.
+        """
+        store: Any = self.data
+
+        def local(partition: int, key: bytes) -> bytes | None:
+            db_for = getattr(store, "_db_for_partition", None)
+            value: bytes | None = db_for(partition).get(key) if db_for else store.get(key)
+            return value
+
+        def stale(event: Any, incoming: int, have: int) -> None:
+            # Mostly a replay from a persisted offset behind the store; rarely a zombie's write.
+            log.debug(
+                "changelog %s[%s]@%s: ignored v%s of %r, the store holds v%s",
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+                incoming,
+                event.message.key,
+                have,
+            )
+
+        kept = list(
+            keep_monotonic(
+                batch,
+                key_value=lambda e: (e.message.partition, e.message.key, e.message.value),
+                local=local,
+                on_stale=stale,
+            )
+        )
+        super().apply_changelog_batch(kept)
+
     async def confirm_changelog(self) -> int:
         """Wait until every changelog record queued so far is on the broker.
 
@@ -168,6 +212,7 @@ class ProcessorApp:
     restore: RestoreWatch
     stats: ProcessorMetrics
     progress: ProcessedOffsets
+    batch_loop: BatchLoop | None = field(default=None)
     _scanned: tuple[int, frozenset[int]] | None = field(default=None)
 
     # -- RunDirectory (for the query API) ---------------------------------------------------
@@ -393,32 +438,24 @@ def build_processor(config: ProcessorConfig) -> ProcessorApp:
         progress=progress,
     )
 
+    watchdog = StallWatchdog(threshold_s=config.session_timeout_s * config.stall_fence_share)
+    loop = BatchLoop(
+        processor=processor,
+        table=run_table,
+        fence=BatchFence(watchdog, _Assignment(app, names.events)),
+        halt=halt,
+        restart_when_fenced=config.restart_when_fenced,
+        committed=worker._committed,
+    )
+    worker.batch_loop = loop
+
+    watching: list[asyncio.Task[None]] = []
+
     async def apply_events(stream: Any) -> None:
+        if not watching:  # from the first batch on; faust starts app tasks later
+            watching.append(asyncio.ensure_future(watch_for_stalls()))
         async for batch in stream.take_events(config.batch_max, within=config.batch_within_s):
-            records = [
-                SourceRecord(
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    key=e.message.key,
-                    value=e.message.value,
-                    headers=tuple(e.message.headers or ()),
-                )
-                for e in batch
-            ]
-            run_table.bind(batch)
-            try:
-                await processor.process_batch(records)
-            except Exception as exc:
-                log.critical(
-                    "cannot process a batch from %s@%s, stopping the worker so it is"
-                    " redelivered: %r",
-                    records[0].partition,
-                    records[0].offset,
-                    exc,
-                )
-                await app.crash(exc)
-                raise
+            await loop.handle(batch)
 
     app.agent(events, name=f"{config.app_id}-apply-events")(apply_events)
 
@@ -432,18 +469,53 @@ def build_processor(config: ProcessorConfig) -> ProcessorApp:
 
     app.timer(interval=config.deadline_interval_s)(expire_approvals)
 
+    def stalled(gap: float) -> None:
+        halt(
+            f"the event loop stalled {gap:.1f} s (limit {watchdog.threshold_s:.1f} s) while"
+            " this worker owned partitions: the group may have given them to another worker",
+            EXIT_FENCED,
+            restart_in_place=config.restart_when_fenced,
+        )
+
+    async def watch_for_stalls() -> None:
+        await watchdog.run(armed=lambda: bool(worker.owned_partitions()), on_stall=stalled)
+
     def revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         gone: set[TP] = args[0] if args else kwargs.get("revoked", set())
         progress.forget(tp.partition for tp in gone if tp.topic == names.events)
+        loop.continuity.reset(tp.partition for tp in gone if tp.topic == names.events)
+
+    def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        loop.continuity.reset()  # faust seeks every assigned partition to its commit
 
     app.on_partitions_revoked.connect(revoked)
+    app.on_partitions_assigned.connect(assigned)
     app.web_server(QueryServer(worker, host=config.web_host, port=config.web_port))
-    _install_fault_hooks(app)
+    _install_fault_hooks(app, outputs)
     return worker
 
 
-def _install_fault_hooks(app: faust.App) -> None:
+class _Assignment:
+    """The events-topic partitions the consumer holds now (both faust views must agree)."""
+
+    def __init__(self, app: faust.App, topic: str) -> None:
+        self._app = app
+        self._topic = topic
+
+    def active_partitions(self) -> set[int]:
+        consumer: Any = self._app.consumer
+        held = {tp.partition for tp in consumer.assignment() if tp.topic == self._topic}
+        actives = {
+            tp.partition for tp in self._app.assignor.assigned_actives() if tp.topic == self._topic
+        }
+        return held & actives
+
+
+def _install_fault_hooks(app: faust.App, outputs: FaustOutputs) -> None:
     """Fault injection for the crash tests; inert unless their variables are set.
+
+    ``RUNSTATE_TEST_FAIL_CHANGE_AT=<n>``: the delivery of the n-th RunStateChanged fails
+    (as a broker error would).
 
     ``RUNSTATE_TEST_HOLD_FIRST_CHANGELOG_S``: faust's first changelog send waits that long
     (one slow broker round trip). ``RUNSTATE_TEST_EXIT_AFTER_COMMIT``: the process ends at
@@ -476,3 +548,17 @@ def _install_fault_hooks(app: faust.App) -> None:
             return done
 
         consumer._commit = commit_then_die
+    fail_at = int(os.environ.get("RUNSTATE_TEST_FAIL_CHANGE_AT") or 0)
+    if fail_at > 0:
+        send_change = outputs.send_change
+        count = [0]
+
+        async def failing_send_change(partition: int, key: bytes, change: bytes) -> Any:
+            count[0] += 1
+            if count[0] == fail_at:
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(RuntimeError("RUNSTATE_TEST_FAIL_CHANGE_AT: delivery failed"))
+                return failed
+            return await send_change(partition, key, change)
+
+        outputs.send_change = failing_send_change  # type: ignore[method-assign]

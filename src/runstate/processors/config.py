@@ -47,6 +47,12 @@ class ProcessorConfig(BaseSettings):
     session_timeout_s: float = Field(10.0, ge=6.0, description="consumer group session")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="consumer group heartbeat")
     commit_interval_s: float = Field(1.0, gt=0, description="offset commit period")
+    stall_fence_share: float = Field(
+        0.5, gt=0, lt=1, description="a stall this share of the session timeout fences"
+    )
+    restart_when_fenced: bool = Field(
+        True, description="fenced/offset gap: re-execute in place (else exit 75/76)"
+    )
     batch_max: int = Field(500, ge=1, description="most events applied per output round trip")
     batch_within_s: float = Field(0.01, gt=0, description="longest wait to fill a batch")
     query_timeout_s: float = Field(5.0, gt=0, description="default read-your-writes wait")

@@ -30,12 +30,15 @@ to *v-1*, the event is applied again, as before step 2.
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runstate.errors import Error
 from runstate.processors.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
 from runstate.processors.intake import EventDecoder, read_record
 from runstate.processors.metrics import ProcessorMetrics
@@ -43,9 +46,34 @@ from runstate.processors.progress import ProcessedOffsets
 from runstate.processors.reducer import Applied, Duplicate, Outcome, apply
 from runstate.processors.state import RunState, RunStateChanged
 
-__all__ = ["Outputs", "RunProcessor", "RunTable", "StateCodec"]
+__all__ = ["Outputs", "RunProcessor", "RunTable", "StateCodec", "StorageFull", "WriteGuard"]
 
 log = logging.getLogger(__name__)
+
+
+class StorageFull(Error):
+    """The local store has no space left; retry the same batch once space returns."""
+
+
+def _no_space(exc: BaseException) -> bool:
+    # RocksDB reports ENOSPC as a bare Exception whose text says "No space left on device".
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        "no space left" in str(exc).lower()
+    )
+
+
+class WriteGuard(Protocol):
+    """Asked before a batch writes anything (:class:`runstate.processors.fencing.BatchFence`)."""
+
+    def begin(self) -> int: ...
+
+    def check(self, token: int, partitions: Collection[int], *, before: str) -> set[int]:
+        """Partitions whose records must be dropped.
+
+        Raises:
+            Fenced: nothing of the batch may be written.
+        """
+        ...
 
 
 class RunTable(Protocol):
@@ -128,44 +156,84 @@ class RunProcessor:
         [outcome] = await self.process_batch([record])
         return outcome
 
-    async def process_batch(self, records: Sequence[SourceRecord]) -> list[str]:
-        """Process records in order; returns ``applied``/``duplicate``/``dead_letter`` each.
+    async def process_batch(
+        self, records: Sequence[SourceRecord], *, guard: WriteGuard | None = None
+    ) -> list[str]:
+        """Process records in order; returns ``applied``/``duplicate``/``dead_letter`` each,
+        or ``dropped`` for a record whose partition was revoked before it could be written.
 
         Outputs of the whole batch are sent, their delivery awaited once, and only then are
         the table writes made (see the module docstring): one broker round trip per batch
-        instead of per event. Bad input never raises: it becomes a dead letter.
+        instead of per event. Bad input never raises: it becomes a dead letter. ``guard`` is
+        asked before the outputs are sent and again before the table writes; a dropped
+        record must not be acknowledged (it was not written).
 
         Raises:
+            Fenced: from ``guard``; nothing of the batch was written after the check.
+            StorageFull: the local store has no space left; nothing was acknowledged, and
+                processing the same records again is safe (written keys come back as
+                duplicates, unwritten ones re-emit byte-identical outputs).
             Exception: only when Kafka or the local store fails (an output could not be
                 delivered); the worker must stop so the records are redelivered.
         """
         batch = _Batch()
         self.metrics.batches += 1
+        token = guard.begin() if guard is not None else 0
         outcomes = [await self._process(record, batch) for record in records]
+        partitions = {r.partition for r in records}
+        gone = guard.check(token, partitions, before="outputs") if guard is not None else set()
+        for source, send, confirm in batch.sends:
+            if source not in gone:
+                delivery = await send()
+                if confirm:
+                    batch.deliveries.append(delivery)
         if batch.deliveries:
             await asyncio.gather(*batch.deliveries)
-        for partition, key, value in batch.writes:
-            self._table.put(key, value, partition=partition)
-        if batch.writes:
+        if guard is not None:
+            gone |= guard.check(token, partitions - gone, before="table writes")
+        if gone:
+            log.warning(
+                "partitions %s were revoked while a batch was in flight; dropping their"
+                " records unwritten (the new owner processes them)",
+                sorted(gone),
+            )
+        try:
+            for partition, key, value in batch.writes:
+                if partition not in gone:
+                    self._table.put(key, value, partition=partition)
+        except Exception as exc:
+            if _no_space(exc):
+                raise StorageFull(
+                    f"the local store is full ({exc}); free space in the data dir, the"
+                    " batch is retried meanwhile"
+                ) from exc
+            raise
+        if any(p not in gone for p, _, _ in batch.writes):
             await self._table.confirm()
         if self._on_state is not None:
             for partition, state in batch.observed:
-                self._on_state(partition, state)
-        for record, outcome in zip(records, outcomes, strict=True):
-            self.metrics.processed(outcome)
+                if partition not in gone:
+                    self._on_state(partition, state)
+        for i, record in enumerate(records):
+            if record.partition in gone:
+                outcomes[i] = "dropped"
+                continue
+            self.metrics.processed(outcomes[i])
             self.progress.advance(record.partition, record.offset)
         return outcomes
 
     async def _process(self, record: SourceRecord, batch: _Batch) -> str:
         item = read_record(record, decode=self._decode, max_event_bytes=self._max_event_bytes)
         if isinstance(item, DeadLetter):
-            await self._dead_letter(item, batch)
+            self._dead_letter(item, batch)
             return "dead_letter"
         assert record.key is not None  # read_record checked it
+        # A store read fails for the machine's reasons (disk, I/O), not the record's: it must
+        # stop the batch (redelivered later), never turn a good event into a dead letter.
+        raw = batch.pending.get(record.key)
+        if raw is None:
+            raw = self._table.get(record.key, partition=record.partition)
         try:
-            raw = batch.pending.get(record.key)
-            if raw is None:
-                raw = self._table.get(record.key, partition=record.partition)
             state = None if raw is None else self._states.get(record.key, raw)
             outcome: Outcome = apply(state, item, offset=record.offset)
             if isinstance(outcome, Applied):
@@ -173,7 +241,7 @@ class RunProcessor:
                 change_bytes = self._codec.encode_change(outcome.change)
         except Exception as exc:  # a reducer or state-codec bug must not stop the partition
             log.exception("processing %s@%s failed", record.topic, record.offset)
-            await self._dead_letter(
+            self._dead_letter(
                 DeadLetter(
                     record,
                     DeadLetterReason.PROCESSING_ERROR,
@@ -184,9 +252,10 @@ class RunProcessor:
             )
             return "dead_letter"
         p, key = record.partition, record.key
+        out = self._outputs
         if isinstance(outcome, Applied):
-            batch.deliveries.append(await self._outputs.send_change(p, key, change_bytes))
-            batch.deliveries.append(await self._outputs.send_state(p, key, state_bytes))
+            batch.send(p, functools.partial(out.send_change, p, key, change_bytes))
+            batch.send(p, functools.partial(out.send_state, p, key, state_bytes))
             batch.write(p, key, state_bytes)
             batch.observed.append((p, outcome.state))
             self._states.remember(key, state_bytes, outcome.state)
@@ -195,17 +264,18 @@ class RunProcessor:
             self.metrics.duplicates[outcome.why.value] += 1
             if raw is not None:
                 # Re-writing the same bytes re-sends the changelog record: if a crash lost
-                # it after RocksDB had it, the changelog catches up here.
+                # it after RocksDB had it, the changelog catches up here. The latest state
+                # is re-sent but not awaited (it changes nothing a reader can tell).
                 batch.write(p, key, raw)
-                await self._outputs.send_state(p, key, raw)
+                batch.send(p, functools.partial(out.send_state, p, key, raw), confirm=False)
             return "duplicate"
-        await self._dead_letter(
+        self._dead_letter(
             DeadLetter(record, DeadLetterReason.REJECTED, outcome.code.value, outcome.reason),
             batch,
         )
         return "dead_letter"
 
-    async def _dead_letter(self, letter: DeadLetter, batch: _Batch) -> None:
+    def _dead_letter(self, letter: DeadLetter, batch: _Batch) -> None:
         self.metrics.dead_letters[letter.reason.value] += 1
         log.warning(
             "dead letter %s@%s[%s]: %s %s",
@@ -215,10 +285,14 @@ class RunProcessor:
             letter.reason.value,
             letter.detail,
         )
-        batch.deliveries.append(
-            await self._outputs.dead_letter(
-                letter.source.key, letter.source.value, letter.headers(worker_id=self._worker_id)
-            )
+        batch.send(
+            letter.source.partition,
+            functools.partial(
+                self._outputs.dead_letter,
+                letter.source.key,
+                letter.source.value,
+                letter.headers(worker_id=self._worker_id),
+            ),
         )
 
 
@@ -228,8 +302,21 @@ class _Batch:
 
     pending: dict[bytes, bytes] = field(default_factory=dict)
     writes: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    sends: list[tuple[int, Callable[[], Awaitable[Awaitable[Any]]], bool]] = field(
+        default_factory=list
+    )
     deliveries: list[Awaitable[Any]] = field(default_factory=list)
     observed: list[tuple[int, RunState]] = field(default_factory=list)
+
+    def send(
+        self,
+        source_partition: int,
+        send: Callable[[], Awaitable[Awaitable[Any]]],
+        *,
+        confirm: bool = True,
+    ) -> None:
+        """Queue an output, sent once the batch passed its guard (``confirm``: await it)."""
+        self.sends.append((source_partition, send, confirm))
 
     def write(self, partition: int, key: bytes, value: bytes) -> None:
         self.pending[key] = value
