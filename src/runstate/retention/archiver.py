@@ -16,10 +16,18 @@ that:
 * **Commit after durability.** The Kafka offset is committed only after ``put_segment``
   returned, i.e. after segment and manifest are durable.
 
-A segment covers a contiguous range ``[first, last]`` from the consumer's positions, not only
-its records' offsets, so transaction markers between records do not look like gaps. Segments
-roll at ``roll_records`` records, ``roll_bytes`` payload bytes or ``roll_seconds`` after their
-first record, whichever comes first.
+* **Exactly the next offset.** A partition accepts only the message at the offset it expects
+  next. Anything below was archived already; anything above is either left over from before
+  a ``seek`` (prefetched, and delivered after it: bug F4) and ignored, or a hole the broker
+  confirms has no readable record (transaction markers, compaction; see
+  :mod:`runstate.retention.offset_gaps`). Right before publishing, the segment is checked
+  once more: its records must start at its first offset and leave no unproven hole, or it is
+  dropped and the partition resumes from the store.
+
+A segment covers a contiguous range ``[first, last]``, which may include proven holes, so
+transaction markers between records do not look like gaps. Segments roll at
+``roll_records`` records, ``roll_bytes`` payload bytes or ``roll_seconds`` after their first
+record, whichever comes first.
 """
 
 from __future__ import annotations
@@ -38,6 +46,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from runstate.errors import ArchiveError, DecodeError
 from runstate.retention.backends import ArchiveStore
 from runstate.retention.masking import EventMasker
+from runstate.retention.offset_gaps import (
+    KafkaOffsetProbe,
+    OffsetProbe,
+    ProvenGaps,
+    first_unproven_hole,
+)
 from runstate.retention.segment import ArchivedRecord, RecordMask, build_segment
 from runstate.schemas.codec import SingleObjectCodec
 
@@ -195,13 +209,16 @@ class ArchiverStats:
 class _Partition:
     """One assigned partition: where the open segment starts and what it holds."""
 
-    start: int  # first offset the open segment covers (= next offset to archive)
+    start: int  # first offset the open segment covers
     fences: list[tuple[int, int]]
     records: list[ArchivedRecord] = field(default_factory=list)
-    upto: int = 0  # next offset after everything seen (records, or EOF position)
+    upto: int = 0  # the next offset to accept: after the last record or proven hole
     payload: int = 0
     opened_at: float = 0.0
     at_eof: bool = False
+    gaps: ProvenGaps = field(default_factory=ProvenGaps)
+    #: Sought back in this consumer batch: the batch's later messages were fetched before.
+    rewound: bool = False
 
 
 class Archiver:
@@ -212,6 +229,8 @@ class Archiver:
         store: Where segments go.
         mask: Personal-data mask applied to every record (``writer_schema_mask``), or None.
         consumer_factory: Builds the consumer from its config (tests may wrap it).
+        probe_factory: Builds the probe that confirms holes in the offsets with the broker
+            (default: :class:`KafkaOffsetProbe` with a consumer of its own).
     """
 
     def __init__(
@@ -221,11 +240,14 @@ class Archiver:
         *,
         mask: RecordMask | None = None,
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        probe_factory: Callable[[ArchiverConfig], OffsetProbe] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.mask = mask
         self._consumer_factory = consumer_factory
+        self._probe_factory = probe_factory or _kafka_probe
+        self._probe: OffsetProbe | None = None
         self._parts: dict[int, _Partition] = {}
         self._consumer: Consumer | None = None
         self.stats = ArchiverStats()
@@ -293,6 +315,13 @@ class Archiver:
         if not state.records:
             return
         end = (upto if upto is not None else state.upto) - 1
+        hole = first_unproven_hole(state.start, (r.offset for r in state.records), end, state.gaps)
+        if hole is not None:
+            raise ArchiveError(
+                f"refusing to publish {self.config.topic}/{partition} {state.start}-{end}:"
+                f" offsets {hole[0]}..{hole[1]} are neither records nor a hole the broker"
+                f" confirmed; dropping the segment and resuming from {self.store.location}"
+            )
         segment = build_segment(
             self.config.topic,
             partition,
@@ -310,6 +339,7 @@ class Archiver:
         state.upto = max(state.upto, state.start)
         state.records = []
         state.payload = 0
+        state.gaps.forget_below(state.start)
         consumer = self._consumer
         if consumer is not None:
             try:
@@ -327,7 +357,63 @@ class Archiver:
         """Drop the open segment and resume the partition from the store again."""
         state = self._resume(consumer, partition)
         self._parts[partition] = state
-        consumer.seek(TopicPartition(self.config.topic, partition, state.start))
+        self._rewind(consumer, partition, state)
+
+    def _rewind(self, consumer: Consumer, partition: int, state: _Partition) -> None:
+        """Fetch the partition again from the next offset it expects.
+
+        Messages of the current batch were fetched before this ``seek`` and still arrive
+        after it; ``rewound`` makes :meth:`_is_next` ignore those above the expected offset.
+        """
+        consumer.seek(TopicPartition(self.config.topic, partition, state.upto))
+        state.rewound = True
+
+    def _hole_proven(self, partition: int, low: int, high: int) -> bool:
+        """Whether the broker has no readable record in ``[low, high)`` (``high`` is one)."""
+        if self._probe is None:
+            self._probe = self._probe_factory(self.config)
+        found = self._probe.next_readable(partition, low)
+        return found is not None and found >= high
+
+    def _is_next(self, consumer: Consumer, partition: int, state: _Partition, offset: int) -> bool:
+        """Whether ``offset`` (a record, or an end-of-partition position) comes next.
+
+        Accepting only the expected offset, or the first one after a proven hole, makes
+        skipping or doubling an offset impossible whatever order messages arrive in.
+        """
+        expected = state.upto
+        if offset == expected:
+            return True
+        if offset < expected or state.rewound:
+            # already archived or in the open segment; or fetched before a seek
+            log.debug(
+                "%s/%s: ignoring offset %s, expecting %s",
+                self.config.topic,
+                partition,
+                offset,
+                expected,
+            )
+            return False
+        if self._hole_proven(partition, expected, offset):
+            log.info(
+                "%s/%s: no readable record at offsets %s..%s (transaction markers or compaction)",
+                self.config.topic,
+                partition,
+                expected,
+                offset - 1,
+            )
+            state.gaps.add(expected, offset)
+            return True
+        log.warning(
+            "%s/%s: offset %s arrived while %s is next and readable; fetching again from %s",
+            self.config.topic,
+            partition,
+            offset,
+            expected,
+            expected,
+        )
+        self._rewind(consumer, partition, state)
+        return False
 
     def _safe_flush(self, consumer: Consumer, partition: int, *, upto: int | None = None) -> bool:
         try:
@@ -353,22 +439,28 @@ class Archiver:
             return  # revoked while the message was in flight
         err = msg.error()
         if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
+            if err.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(err)
+            end = msg.offset() or 0
+            if end < state.upto and not state.rewound:
+                state.at_eof = True  # nothing left to read past what we hold
+            elif end >= state.upto and self._is_next(consumer, partition, state, end):
+                state.upto = end
                 state.at_eof = True
-                state.upto = max(state.upto, msg.offset() or 0)
-                return
-            raise KafkaException(err)
+            return
         offset = msg.offset() or 0
-        if offset < state.upto:
-            return  # fetched before a seek, or already archived
+        if not self._is_next(consumer, partition, state, offset):
+            return
         while state.fences and offset >= state.fences[0][0]:
             fence_first, fence_last = state.fences.pop(0)
             if state.records and not self._safe_flush(consumer, partition, upto=fence_first):
                 return
             state.start = state.upto = fence_last + 1
+            state.gaps.forget_below(state.start)
             if offset <= fence_last:
-                consumer.seek(TopicPartition(self.config.topic, partition, state.start))
+                self._rewind(consumer, partition, state)
                 return
+            # Past the fence: the hole up to ``offset`` was proven, fence included.
         _, timestamp = msg.timestamp()
         key, value = msg.key(), msg.value()
         if not state.records:
@@ -421,7 +513,10 @@ class Archiver:
         deadline = time.monotonic() + assignment_timeout_s
         try:
             while not stop.is_set():
-                for msg in consumer.consume(num_messages=1000, timeout=self.config.poll_timeout_s):
+                batch = consumer.consume(num_messages=1000, timeout=self.config.poll_timeout_s)
+                for state in self._parts.values():
+                    state.rewound = False  # stale messages only come in the batch of the seek
+                for msg in batch:
                     self._take(consumer, msg)
                 self._roll_due(consumer)
                 if once:
@@ -440,7 +535,16 @@ class Archiver:
             self.stats.finished = time.monotonic()
             self._consumer = None
             consumer.close()
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
         return self.stats
+
+
+def _kafka_probe(config: ArchiverConfig) -> OffsetProbe:
+    return KafkaOffsetProbe(
+        config.bootstrap_servers, config.topic, group_id=f"{config.group_id}-probe"
+    )
 
 
 def _headers(raw: object) -> tuple[tuple[str, bytes | None], ...]:
