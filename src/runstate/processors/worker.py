@@ -187,6 +187,11 @@ class RunProcessor:
                 delivery = await send()
                 if confirm:
                     batch.deliveries.append(delivery)
+        for key, (source, value, confirm) in batch.latest.items():
+            if source not in gone:
+                delivery = await self._outputs.send_state(source, key, value)
+                if confirm:
+                    batch.deliveries.append(delivery)
         if batch.deliveries:
             await asyncio.gather(*batch.deliveries)
         if guard is not None:
@@ -198,7 +203,7 @@ class RunProcessor:
                 sorted(gone),
             )
         try:
-            for partition, key, value in batch.writes:
+            for key, (partition, value) in batch.writes.items():
                 if partition not in gone:
                     self._table.put(key, value, partition=partition)
         except Exception as exc:
@@ -208,7 +213,7 @@ class RunProcessor:
                     " batch is retried meanwhile"
                 ) from exc
             raise
-        if any(p not in gone for p, _, _ in batch.writes):
+        if any(p not in gone for p, _ in batch.writes.values()):
             await self._table.confirm()
         if self._on_state is not None:
             for partition, state in batch.observed:
@@ -255,8 +260,7 @@ class RunProcessor:
         out = self._outputs
         if isinstance(outcome, Applied):
             batch.send(p, functools.partial(out.send_change, p, key, change_bytes))
-            batch.send(p, functools.partial(out.send_state, p, key, state_bytes))
-            batch.write(p, key, state_bytes)
+            batch.write(p, key, state_bytes, confirm=True)
             batch.observed.append((p, outcome.state))
             self._states.remember(key, state_bytes, outcome.state)
             return "applied"
@@ -266,8 +270,7 @@ class RunProcessor:
                 # Re-writing the same bytes re-sends the changelog record: if a crash lost
                 # it after RocksDB had it, the changelog catches up here. The latest state
                 # is re-sent but not awaited (it changes nothing a reader can tell).
-                batch.write(p, key, raw)
-                batch.send(p, functools.partial(out.send_state, p, key, raw), confirm=False)
+                batch.write(p, key, raw, confirm=False)
             return "duplicate"
         self._dead_letter(
             DeadLetter(record, DeadLetterReason.REJECTED, outcome.code.value, outcome.reason),
@@ -298,10 +301,19 @@ class RunProcessor:
 
 @dataclass
 class _Batch:
-    """What one batch will write once its outputs are confirmed."""
+    """What one batch will write once its outputs are confirmed.
+
+    Every applied event gets its own ``RunStateChanged``, but a run's state is written
+    (table, changelog, latest-state topic) once per batch, as it stands after the batch's
+    last event of that run: the intermediate states are in the changes already, and each
+    write costs a RocksDB put and two produced records.
+    """
 
     pending: dict[bytes, bytes] = field(default_factory=dict)
-    writes: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    #: key -> (partition, state bytes after the batch)
+    writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    #: key -> (partition, state bytes, await its delivery): the latest-state record
+    latest: dict[bytes, tuple[int, bytes, bool]] = field(default_factory=dict)
     sends: list[tuple[int, Callable[[], Awaitable[Awaitable[Any]]], bool]] = field(
         default_factory=list
     )
@@ -318,9 +330,14 @@ class _Batch:
         """Queue an output, sent once the batch passed its guard (``confirm``: await it)."""
         self.sends.append((source_partition, send, confirm))
 
-    def write(self, partition: int, key: bytes, value: bytes) -> None:
+    def write(self, partition: int, key: bytes, value: bytes, *, confirm: bool) -> None:
+        """Make ``value`` the run's state after the batch; ``confirm``: a new state, whose
+        latest-state record must be delivered before the table write (a re-sent one need
+        not be)."""
         self.pending[key] = value
-        self.writes.append((partition, key, value))
+        self.writes[key] = (partition, value)
+        earlier = self.latest.get(key)
+        self.latest[key] = (partition, value, confirm or (earlier is not None and earlier[2]))
 
 
 class _DecodedStates:
