@@ -13,7 +13,11 @@ let an unfinished batch be acknowledged:
 * a batch whose offsets skip ahead of the previous one's stops the process
   (``EXIT_OFFSET_GAP``) so the skipped records are redelivered;
 * a full local store makes the loop retry the same batch, unacknowledged, until space
-  returns (or its partitions are revoked).
+  returns (or its partitions are revoked);
+* a batch interrupted by cancellation (faust stopping the agent on SIGTERM, after its
+  ``App.on_stop`` began) is left unacknowledged: faust closes ``take_events`` afterwards,
+  whose clean-up would ack the unfinished batch, and the consumer's stop then commits it -
+  offsets past events whose table write never happened (their outputs may already be out).
 """
 
 from __future__ import annotations
@@ -94,6 +98,15 @@ class BatchLoop:
 
     async def handle(self, events: Sequence[Any]) -> list[str]:
         """Process one batch of faust events; returns each record's outcome."""
+        try:
+            return await self._handle(events)
+        except BaseException:
+            # Cancelled (faust stopping: SIGTERM) or interrupted: nothing of the batch may be
+            # acked by take_events' clean-up, or the stop commit would skip it.
+            withhold_ack(events)
+            raise
+
+    async def _handle(self, events: Sequence[Any]) -> list[str]:
         records = source_records(events)
         try:
             self.continuity.check(
