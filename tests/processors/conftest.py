@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,6 +21,9 @@ from runstate.processors.reducer import (
 from runstate.processors.state import RunState, RunStatus
 from runstate.schemas.events import AgentEvent, StepStarted
 from tests.factories import T0, RunBuilder
+
+if TYPE_CHECKING:
+    from tests.processors.processor_support import Deployment, DeploymentFactory
 
 RunStateFactory = Callable[..., RunState]
 BuilderFactory = Callable[..., RunBuilder]
@@ -98,3 +102,25 @@ def running(builder: BuilderFactory, step: str = "collect") -> RunBuilder:
     b.step_index += 1
     b.emit(StepStarted, step=step, step_index=b.step_index, attempt=1)
     return b
+
+
+@pytest.fixture
+def deployment_factory(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> Iterator[DeploymentFactory]:
+    """``make(hint, partitions)``: a deployment with its own topics; closed after the test."""
+    from tests.processors.processor_support import Deployment
+
+    made: list[Deployment] = []
+
+    def make(hint: str, partitions: int) -> Deployment:
+        d = Deployment(kafka_bootstrap, unique_name(hint), partitions, tmp_path)
+        d.ensure_topics()
+        made.append(d)
+        return d
+
+    try:
+        yield make
+    finally:
+        for d in made:
+            d.close()

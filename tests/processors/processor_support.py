@@ -268,3 +268,7 @@ def assert_stays(check: Callable[[], object], *, for_s: float, interval_s: float
         check()
         time.sleep(interval_s)
     check()
+
+
+#: ``make(hint, partitions)``, the ``deployment_factory`` fixture.
+DeploymentFactory = Callable[[str, int], Deployment]

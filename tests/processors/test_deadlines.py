@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,12 @@ from runstate.processors.deadlines import (
 from runstate.processors.reducer import Applied, apply, fold
 from runstate.schemas.events import ApprovalExpired, ApprovalGranted
 from tests.factories import RunBuilder
-from tests.processors.processor_support import Deployment, assert_eventually, assert_stays
+from tests.processors.processor_support import (
+    Deployment,
+    DeploymentFactory,
+    assert_eventually,
+    assert_stays,
+)
 
 
 def _waiting(run_id: str, due_in: timedelta) -> RunBuilder:
@@ -61,15 +64,8 @@ def test_expiry_never_precedes_the_due_time() -> None:
 
 
 @pytest.fixture
-def deployment(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Deployment]:
-    d = Deployment(kafka_bootstrap, unique_name("deadline"), 2, tmp_path)
-    d.ensure_topics()
-    try:
-        yield d
-    finally:
-        d.close()
+def deployment(deployment_factory: DeploymentFactory) -> Deployment:
+    return deployment_factory("deadline", 2)
 
 
 @pytest.mark.integration

@@ -3,29 +3,24 @@ events are applied as if nothing had happened."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pytest
 
 from runstate.processors.fencing import EXIT_BATCH_FAILED
 from runstate.processors.run_view import run_to_json
 from tests.factories import make_run
-from tests.processors.processor_support import Deployment, assert_eventually, wait_processed_all
+from tests.processors.processor_support import (
+    Deployment,
+    DeploymentFactory,
+    assert_eventually,
+    wait_processed_all,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def deployment(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Deployment]:
-    d = Deployment(kafka_bootstrap, unique_name("crash"), 2, tmp_path)
-    d.ensure_topics()
-    try:
-        yield d
-    finally:
-        d.close()
+def deployment(deployment_factory: DeploymentFactory) -> Deployment:
+    return deployment_factory("crash", 2)
 
 
 def test_a_failed_batch_is_redelivered_not_committed(deployment: Deployment) -> None:

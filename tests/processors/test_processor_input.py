@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -13,21 +11,14 @@ from runstate.processors.dead_letters import DeadLetterReason
 from runstate.schemas.convert import encode_event
 from runstate.schemas.events import StepCompleted, StepStarted
 from tests.factories import RunBuilder
-from tests.processors.processor_support import Deployment, assert_eventually
+from tests.processors.processor_support import Deployment, DeploymentFactory, assert_eventually
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def deployment(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Deployment]:
-    d = Deployment(kafka_bootstrap, unique_name("input"), 2, tmp_path)
-    d.ensure_topics()
-    try:
-        yield d
-    finally:
-        d.close()
+def deployment(deployment_factory: DeploymentFactory) -> Deployment:
+    return deployment_factory("input", 2)
 
 
 def test_same_event_from_two_producers_is_applied_once(deployment: Deployment) -> None:

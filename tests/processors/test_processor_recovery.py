@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +12,7 @@ from runstate.streams.partitioning import partition_for
 from tests.factories import make_run
 from tests.processors.processor_support import (
     Deployment,
+    DeploymentFactory,
     assert_eventually,
     wait_processed_all,
 )
@@ -24,15 +23,8 @@ RUNS = 200
 
 
 @pytest.fixture
-def deployment(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Deployment]:
-    d = Deployment(kafka_bootstrap, unique_name("proc"), 4, tmp_path)
-    d.ensure_topics()
-    try:
-        yield d
-    finally:
-        d.close()
+def deployment(deployment_factory: DeploymentFactory) -> Deployment:
+    return deployment_factory("proc", 4)
 
 
 def test_kill_9_mid_stream_loses_and_doubles_nothing(deployment: Deployment) -> None:

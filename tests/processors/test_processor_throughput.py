@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.factories import make_run
 from tests.processors.processor_support import (
     Deployment,
+    DeploymentFactory,
     assert_eventually,
     wait_processed_all,
 )
@@ -19,15 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def deployment(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Deployment]:
-    d = Deployment(kafka_bootstrap, unique_name("speed"), 4, tmp_path)
-    d.ensure_topics()
-    try:
-        yield d
-    finally:
-        d.close()
+def deployment(deployment_factory: DeploymentFactory) -> Deployment:
+    return deployment_factory("speed", 4)
 
 
 def test_one_worker_events_per_second(deployment: Deployment) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +15,12 @@ from runstate.processors.run_view import run_to_json
 from runstate.processors.state import RunStatus
 from runstate.streams.reader import end_offsets
 from tests.factories import RunBuilder, make_run
-from tests.processors.processor_support import Deployment, Worker, assert_eventually
+from tests.processors.processor_support import (
+    Deployment,
+    DeploymentFactory,
+    Worker,
+    assert_eventually,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +28,8 @@ RUNS = 60
 
 
 @pytest.fixture
-def deployment(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[Deployment]:
-    d = Deployment(kafka_bootstrap, unique_name("query"), 4, tmp_path)
-    d.ensure_topics()
-    try:
-        yield d
-    finally:
-        d.close()
+def deployment(deployment_factory: DeploymentFactory) -> Deployment:
+    return deployment_factory("query", 4)
 
 
 def _two_workers(d: Deployment, *, standby_replicas: int = 0) -> tuple[Worker, Worker]:
