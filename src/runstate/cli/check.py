@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from runstate.cli.options import policy_option
 from runstate.errors import Error
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
@@ -18,13 +19,7 @@ _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
 def check(
     policy: Annotated[
         Path | None,
-        typer.Option(
-            "--policy",
-            envvar="RUNSTATE_RETENTION_POLICY",
-            exists=True,
-            dir_okay=False,
-            help="retention policy: personal-data tags, archive, hot windows",
-        ),
+        policy_option("retention policy: personal-data tags, archive, hot windows"),
     ] = None,
     bootstrap: Annotated[
         str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers [RUNSTATE_*]")

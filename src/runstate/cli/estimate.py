@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from runstate.cli.options import policy_option
 from runstate.errors import Error
 
 
@@ -36,13 +37,7 @@ def estimate(
     replication_factor: Annotated[int, typer.Option(help="Kafka copies of each topic")] = 1,
     policy: Annotated[
         Path | None,
-        typer.Option(
-            "--policy",
-            envvar="RUNSTATE_RETENTION_POLICY",
-            exists=True,
-            dir_okay=False,
-            help="retention policy (hot window, archive retention)",
-        ),
+        policy_option("retention policy (hot window, archive retention)"),
     ] = None,
     bootstrap: Annotated[
         str | None,

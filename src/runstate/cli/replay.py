@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from runstate.cli.options import policy_option
 from runstate.errors import Error
 
 if TYPE_CHECKING:
@@ -106,13 +107,7 @@ def _print_timeline(run_id: str, timeline: Timeline, console: Console) -> None:
 def replay(
     policy: Annotated[
         Path,
-        typer.Option(
-            "--policy",
-            envvar="RUNSTATE_RETENTION_POLICY",
-            exists=True,
-            dir_okay=False,
-            help="retention policy YAML file (names the archive)",
-        ),
+        policy_option("retention policy YAML file (names the archive)"),
     ],
     run: Annotated[str | None, typer.Option("--run", help="replay this run only")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="replay every run")] = False,

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from runstate.cli.options import policy_option
 from runstate.errors import Error
 
 if TYPE_CHECKING:
@@ -21,16 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-PolicyOption = Annotated[
-    Path,
-    typer.Option(
-        "--policy",
-        envvar="RUNSTATE_RETENTION_POLICY",
-        help="retention policy YAML file",
-        exists=True,
-        dir_okay=False,
-    ),
-]
+PolicyOption = Annotated[Path, policy_option("retention policy YAML file")]
 TopicOption = Annotated[
     list[str] | None, typer.Option("--topic", help="only this topic (repeatable) [all in policy]")
 ]

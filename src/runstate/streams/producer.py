@@ -16,6 +16,7 @@ Guarantees a caller can rely on:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -249,12 +250,8 @@ def _delivery_callback(
 
 
 def _deadline(timeout_s: float) -> float:
-    import time
-
     return time.monotonic() + timeout_s
 
 
 def _remaining(deadline: float) -> float:
-    import time
-
     return deadline - time.monotonic()
