@@ -9,7 +9,6 @@ checks that each one is in the log.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import resource
@@ -34,42 +33,11 @@ from runstate.streams.producer import Delivery, EventProducer
 from runstate.streams.reader import RawRecord, end_offsets, read_topic
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
 from tests.factories import make_run
+from tests.polling import assert_eventually, http_json
 
 ROOT = Path(__file__).resolve().parents[2]
 JARS = ROOT / ".runstate" / "jars" / f"kafka-{KAFKA_VERSION}"
 T = TypeVar("T")
-
-
-def assert_eventually(
-    check: Callable[[], T], *, timeout_s: float = 30.0, interval_s: float = 0.25, what: str = ""
-) -> T:
-    """Call ``check`` until it returns something truthy without raising AssertionError."""
-    deadline = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout_s:.0f}s: {what} ({last})") from last
-        time.sleep(interval_s)
-
-
-def http_json(url: str, timeout_s: float = 5.0) -> tuple[int, dict[str, Any]]:
-    """GET ``url``; (0, {...}) when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read() or b"{}")
-        except ValueError:
-            return exc.code, {}
-    except (OSError, ValueError) as exc:
-        return 0, {"error": "unreachable", "message": str(exc)}
 
 
 def fresh_broker(data_dir: Path) -> LocalBroker:

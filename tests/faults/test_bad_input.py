@@ -19,9 +19,10 @@ from runstate.schemas.events import StepCompleted
 from runstate.streams.topics import TopicNames
 from tests.factories import RunBuilder
 from tests.faults.conftest import DeploymentFactory
-from tests.faults.harness import Deployment, agent_runs, assert_eventually, interleave
+from tests.faults.harness import Deployment, agent_runs, interleave
 from tests.faults.oracle import Oracle, converge
 from tests.faults.report import ScenarioResult
+from tests.polling import assert_eventually
 
 #: A StepStarted whose ``step`` became an int: registered, but unreadable as StepStarted.
 _INCOMPATIBLE = {

@@ -18,9 +18,9 @@ from runstate.schemas.events import AgentEvent, ApprovalGranted, StepCompleted, 
 from runstate.streams.producer import EventProducer
 from tests.factories import RunBuilder
 from tests.faults.conftest import DeploymentFactory
-from tests.faults.harness import assert_eventually
 from tests.faults.oracle import Oracle, converge
 from tests.faults.report import ScenarioResult
+from tests.polling import assert_eventually
 
 HOUR = timedelta(hours=1)
 

@@ -24,9 +24,10 @@ from confluent_kafka.admin import AdminClient
 from runstate.retention.local import LocalArchive
 from runstate.streams.reader import read_topic
 from tests.faults.conftest import DeploymentFactory
-from tests.faults.harness import ROOT, Deployment, Load, agent_runs, assert_eventually, interleave
+from tests.faults.harness import ROOT, Deployment, Load, agent_runs, interleave
 from tests.faults.oracle import Oracle, converge, fold_log
 from tests.faults.report import ScenarioResult
+from tests.polling import assert_eventually
 
 
 @contextlib.contextmanager

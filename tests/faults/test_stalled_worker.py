@@ -11,9 +11,10 @@ import time
 import pytest
 
 from tests.faults.conftest import DeploymentFactory
-from tests.faults.harness import Load, WorkerProcess, agent_runs, assert_eventually, interleave
+from tests.faults.harness import Load, WorkerProcess, agent_runs, interleave
 from tests.faults.oracle import Oracle, converge
 from tests.faults.report import ScenarioResult
+from tests.polling import assert_eventually
 
 STALLS = 3
 

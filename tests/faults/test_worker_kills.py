@@ -21,11 +21,11 @@ from tests.faults.harness import (
     Deployment,
     Load,
     agent_runs,
-    assert_eventually,
     interleave,
 )
 from tests.faults.oracle import Oracle, Verdict, converge
 from tests.faults.report import ScenarioResult
+from tests.polling import assert_eventually
 
 TEN_KILLS = [
     "after_outputs",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,37 +23,10 @@ from runstate.streams.broker import free_port
 from runstate.streams.producer import EventProducer
 from runstate.streams.reader import RawRecord, read_topic
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
+from tests.polling import assert_eventually, http_json
 
 T = TypeVar("T")
 RUNSTATE = Path(sys.executable).with_name("runstate")
-
-
-def assert_eventually(
-    check: Callable[[], T], *, timeout_s: float = 30.0, interval_s: float = 0.2, what: str = ""
-) -> T:
-    """Call ``check`` until it returns without AssertionError (and not None/False)."""
-    deadline = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result is not None and result is not False:
-                return result
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout_s}s: {what} ({last})") from last
-        time.sleep(interval_s)
-
-
-def http_get(url: str, timeout_s: float = 30.0) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        return 0, {"error": "unreachable", "message": str(exc)}
 
 
 @dataclass
@@ -89,7 +61,7 @@ class Worker:
         return self
 
     def health(self) -> dict[str, Any] | None:
-        status, body = http_get(self.url + "/health", timeout_s=2)
+        status, body = http_json(self.url + "/health", timeout_s=2)
         return body if status == 200 else None
 
     def wait_ready(self, *, timeout_s: float = 45.0, partitions: int | None = None) -> float:
@@ -108,7 +80,7 @@ class Worker:
 
     def get(self, path: str, **params: Any) -> tuple[int, dict[str, Any]]:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        return http_get(self.url + path + (f"?{query}" if query else ""))
+        return http_json(self.url + path + (f"?{query}" if query else ""))
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

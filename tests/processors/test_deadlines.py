@@ -15,10 +15,10 @@ from runstate.processors.deadlines import (
 from runstate.processors.reducer import Applied, apply, fold
 from runstate.schemas.events import ApprovalExpired, ApprovalGranted
 from tests.factories import RunBuilder
+from tests.polling import assert_eventually
 from tests.processors.processor_support import (
     Deployment,
     DeploymentFactory,
-    assert_eventually,
     assert_stays,
 )
 

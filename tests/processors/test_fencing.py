@@ -17,8 +17,6 @@ from runstate.processors.fencing import (
     EXIT_OFFSET_GAP,
     BatchFence,
     Fenced,
-    OffsetContinuity,
-    OffsetGap,
     StallWatchdog,
     keep_monotonic,
     peek_version,
@@ -205,13 +203,37 @@ def _batch(records: list[SourceRecord]) -> list[Event]:
     ]
 
 
-def _loop(processor: RunProcessor, clock: Clock, owned: Owned | None = None) -> BatchLoop:
+@dataclass
+class GroupConsumer:
+    """The group's committed offsets and the seeks the loop asked for."""
+
+    committed: dict[int, int] = field(default_factory=dict)
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+
+    async def start_offsets(self, partitions: Collection[int]) -> dict[int, int]:
+        return {p: self.committed.get(p, 0) for p in partitions}
+
+    async def rewind(self, partition: int, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+
+def _loop(
+    processor: RunProcessor,
+    clock: Clock,
+    owned: Owned | None = None,
+    group: GroupConsumer | None = None,
+) -> BatchLoop:
+    group = group or GroupConsumer()
     return BatchLoop(
         processor=processor,
         table=NoBind(),
         fence=_fence(clock, owned),
         halt=_halt,
         restart_when_fenced=True,
+        start_offsets=group.start_offsets,
+        rewind=group.rewind,
+        seek_grace_s=5.0,
+        clock=clock,
     )
 
 
@@ -324,33 +346,78 @@ def test_storage_full_is_raised_for_enospc() -> None:
         )
 
 
-# -- offset continuity ------------------------------------------------------------------------
+# -- holes: records acked by the consumer but never delivered ---------------------------------
 
 
-def test_offset_continuity_stops_on_a_gap_and_accepts_a_rewind() -> None:
-    c = OffsetContinuity()
-    c.check([(0, 10), (1, 5), (0, 11)])
-    c.check([(0, 12), (1, 6)])
-    c.check([(0, 8)])  # a redelivery: idempotent, fine
-    with pytest.raises(OffsetGap, match=r"records 9\.\.9"):
-        c.check([(0, 10)])
-    c.check([(0, 20)], committed=lambda p: 20)  # skipped records committed by another owner
-    with pytest.raises(OffsetGap):
-        c.check([(0, 30)], committed=lambda p: 25)
-    c.reset([0])
-    c.check([(0, 500)])
+def test_a_hole_is_not_processed_past_and_the_partition_is_sought_back() -> None:
+    group = GroupConsumer()
+    table, topics = Table(), Topics()
+    loop = _loop(_processor(table, topics), Clock(), group=group)
+    records = _records(_events())
+    assert asyncio.run(loop.handle(_batch(records[:2]))) == ["applied"] * 2
+    later = _batch(records[3:])  # offset 2 never arrived: faust skipped and acked it
+    assert asyncio.run(loop.handle(later)) == ["held"]
+    assert group.seeks == [(0, 2)]
+    assert all(e.message.acked for e in later)  # withheld: faust's ack will not count them
+    assert loop.marks.get(0) == 2
+    # the seek redelivers 2 and 3 (and a stale copy of 1): all processed, the mark moves on
+    assert asyncio.run(loop.handle(_batch(records[1:]))) == ["duplicate", "applied", "applied"]
+    assert loop.marks.get(0) == 4 and loop.rewinds == {}
+    fresh_table, fresh_topics = Table(), Topics()
+    asyncio.run(_processor(fresh_table, fresh_topics).process_batch(records))
+    assert dict(table) == dict(fresh_table)
 
 
-def test_the_batch_loop_stops_on_an_offset_gap_without_acknowledging() -> None:
-    clock = Clock()
-    loop = _loop(_processor(Table(), Topics()), clock)
+def test_records_fetched_before_the_seek_are_held_without_another_seek() -> None:
+    group, clock = GroupConsumer(), Clock()
+    loop = _loop(_processor(Table(), Topics()), clock, group=group)
     records = _records(_events())
     asyncio.run(loop.handle(_batch(records[:2])))
+    for _ in range(5):  # faust's buffers still hold records fetched before the seek
+        assert asyncio.run(loop.handle(_batch(records[3:]))) == ["held"]
+        clock.now += 0.5
+    assert group.seeks == [(0, 2)] and loop.rewinds == {0: 1}
+    clock.now += 3.0  # the grace is over and the hole is still there: seek again
+    asyncio.run(loop.handle(_batch(records[3:])))
+    assert group.seeks == [(0, 2), (0, 2)]
+
+
+def test_a_hole_that_does_not_close_stops_the_worker_without_acknowledging() -> None:
+    group, clock = GroupConsumer(), Clock()
+    loop = _loop(_processor(Table(), Topics()), clock, group=group)
+    records = _records(_events())
+    asyncio.run(loop.handle(_batch(records[:2])))
+    for _ in range(3):
+        asyncio.run(loop.handle(_batch(records[3:])))
+        clock.now += 6.0
     later = _batch(records[3:])
     with pytest.raises(Halted) as stopped:
         asyncio.run(loop.handle(later))
     assert stopped.value.args[0] == EXIT_OFFSET_GAP
+    assert group.seeks == [(0, 2)] * 3
     assert all(e.message.acked for e in later)
+
+
+def test_marks_start_at_the_groups_committed_offset() -> None:
+    # Another worker processed partition 0 up to offset 1 and committed 2: a batch from 2 is
+    # the continuation, one from 3 has a hole, one from 0 is a redelivery.
+    group = GroupConsumer(committed={0: 2})
+    loop = _loop(_processor(Table(), Topics()), Clock(), group=group)
+    records = _records(_events())
+    assert asyncio.run(loop.handle(_batch(records[3:]))) == ["held"]
+    assert group.seeks == [(0, 2)]
+    assert asyncio.run(loop.handle(_batch(records[:3]))) == ["applied"] * 3
+    assert loop.marks.get(0) == 3
+
+
+def test_records_of_other_partitions_are_processed_beside_a_hole() -> None:
+    group = GroupConsumer(committed={0: 0, 1: 0})
+    loop = _loop(_processor(Table(), Topics()), Clock(), group=group)
+    events = _events()
+    batch = _records(events[:2], partition=1) + _records(events[2:], partition=0, start=5)
+    assert asyncio.run(loop.handle(_batch(batch))) == ["applied", "applied", "held", "held"]
+    assert loop.marks.snapshot() == {0: 0, 1: 2}
+    assert group.seeks == [(0, 0)]
 
 
 # -- monotonic restore ------------------------------------------------------------------------

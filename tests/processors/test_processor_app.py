@@ -8,7 +8,7 @@ import faust
 import pytest
 from faust.types import TP, RecordMetadata
 
-from runstate.processors.app import ChangelogConfirmingTable
+from runstate.processors.faust_adapters import ChangelogConfirmingTable
 
 
 def test_table_waits_for_the_changelog_records_faust_only_queued() -> None:

@@ -8,10 +8,10 @@ import pytest
 from runstate.processors.fencing import EXIT_BATCH_FAILED
 from runstate.processors.run_view import run_to_json
 from tests.factories import make_run
+from tests.polling import assert_eventually
 from tests.processors.processor_support import (
     Deployment,
     DeploymentFactory,
-    assert_eventually,
     wait_processed_all,
 )
 

@@ -11,7 +11,8 @@ from runstate.processors.dead_letters import DeadLetterReason
 from runstate.schemas.convert import encode_event
 from runstate.schemas.events import StepCompleted, StepStarted
 from tests.factories import RunBuilder
-from tests.processors.processor_support import Deployment, DeploymentFactory, assert_eventually
+from tests.polling import assert_eventually
+from tests.processors.processor_support import Deployment, DeploymentFactory
 
 pytestmark = pytest.mark.integration
 

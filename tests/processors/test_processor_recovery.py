@@ -10,10 +10,10 @@ import pytest
 from runstate.processors.run_view import run_to_json
 from runstate.streams.partitioning import partition_for
 from tests.factories import make_run
+from tests.polling import assert_eventually
 from tests.processors.processor_support import (
     Deployment,
     DeploymentFactory,
-    assert_eventually,
     wait_processed_all,
 )
 

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from tests.factories import make_run
+from tests.polling import assert_eventually
 from tests.processors.processor_support import (
     Deployment,
     DeploymentFactory,
-    assert_eventually,
     wait_processed_all,
 )
 

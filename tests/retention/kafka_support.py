@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -128,15 +127,3 @@ def archived_offsets(store: ArchiveStore, topic: str) -> Counter[tuple[int, int]
             if manifest.is_live:
                 seen.update((partition, r.offset) for r in store.read_segment(manifest))
     return seen
-
-
-def assert_eventually(
-    check: Callable[[], bool], *, timeout_s: float, message: str, interval_s: float = 0.2
-) -> None:
-    """Poll ``check`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval_s)
-    raise AssertionError(f"not within {timeout_s}s: {message}")

@@ -23,10 +23,10 @@ from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import ApprovalGranted, RunStarted
 from tests.factories import make_run
+from tests.polling import assert_eventually
 
 from .kafka_support import (
     archived_offsets,
-    assert_eventually,
     create_topics,
     generate_runs,
     in_time_order,
@@ -216,7 +216,7 @@ def test_kill_9_at_random_moments_neither_skips_nor_doubles_an_offset(
                 >= len(events)
             ),
             timeout_s=45,
-            message="the restarted archiver catches up",
+            what="the restarted archiver catches up",
         )
     finally:
         proc.send_signal(signal.SIGTERM)

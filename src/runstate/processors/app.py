@@ -20,25 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import weakref
-from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
 
 from runstate.processors.batch_loop import BatchLoop
+from runstate.processors.commit_marks import CommitMarks
 from runstate.processors.config import ProcessorConfig
+from runstate.processors.consumer_offsets import ConsumerOffsets
 from runstate.processors.deadlines import DeadlineIndex, expiry_event, utc_now
+from runstate.processors.fault_hooks import install_fault_hooks
+from runstate.processors.faust_adapters import (
+    ChangelogConfirmingTable,
+    FaustOutputs,
+    FaustRunTable,
+    raw_topic,
+)
 from runstate.processors.fencing import (
     EXIT_FENCED,
     BatchFence,
     StallWatchdog,
     halt,
-    keep_monotonic,
 )
 from runstate.processors.intake import CachedWriterSource
 from runstate.processors.metrics import ProcessorMetrics
@@ -52,150 +56,13 @@ from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event, encode_event
 from runstate.schemas.events import AgentEvent
+from runstate.streams.group_offsets import GroupOffsets
 from runstate.streams.partitioning import partition_for
 from runstate.streams.schema_topic import SchemaTopicSource
 
 __all__ = ["ProcessorApp", "build_processor"]
 
 log = logging.getLogger(__name__)
-
-
-def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
-    """A topic whose keys and values pass through faust as bytes, untouched."""
-    return app.topic(
-        name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
-
-
-class FaustOutputs:
-    """The output topics, sent through faust's producer (flushed before each commit)."""
-
-    def __init__(self, *, state_changes: Any, latest_state: Any, dead_letters: Any) -> None:
-        self._changes = state_changes
-        self._latest = latest_state
-        self._dead = dead_letters
-
-    async def send_change(self, partition: int, key: bytes, change: bytes) -> Awaitable[Any]:
-        sent: Awaitable[Any] = await self._changes.send(key=key, value=change, partition=partition)
-        return sent
-
-    async def send_state(self, partition: int, key: bytes, state: bytes) -> Awaitable[Any]:
-        sent: Awaitable[Any] = await self._latest.send(key=key, value=state, partition=partition)
-        return sent
-
-    async def dead_letter(
-        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> Awaitable[Any]:
-        sent: Awaitable[Any] = await self._dead.send(key=key, value=value, headers=headers)
-        return sent
-
-
-class ChangelogConfirmingTable(faust.Table[bytes, bytes]):
-    """A faust Table whose changelog records can be awaited.
-
-    faust queues a table write's changelog record in its producer buffer and relies on the
-    flush before each offset commit to deliver it, but that flush gives up after 0.1 s
-    without a send (``ProducerBuffer.flush_atmost``): under load the source offsets are
-    then committed while changelog records are still queued, and a kill -9 loses them
-    for good (the redelivery that would re-send them never comes). Keeping each record's
-    future lets the processor wait for the changelog before its batch can be committed.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._unconfirmed: list[Any] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        fut = super().send_changelog(*args, **kwargs)
-        self._unconfirmed.append(fut)
-        return fut
-
-    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        """Restore (and standby updates) never take a run back to an older version.
-
-        A worker that stalled past its session timeout may have sent changelog records after
-        the new owner's (the residual window of :mod:`runstate.processors.fencing`); applied
-        in log order they would regress the run. Keeping the higher version per key makes
-        such a stale record harmless.
-        """
-        store: Any = self.data
-
-        def local(partition: int, key: bytes) -> bytes | None:
-            db_for = getattr(store, "_db_for_partition", None)
-            value: bytes | None = db_for(partition).get(key) if db_for else store.get(key)
-            return value
-
-        def stale(event: Any, incoming: int, have: int) -> None:
-            # Mostly a replay from a persisted offset behind the store; rarely a zombie's write.
-            log.debug(
-                "changelog %s[%s]@%s: ignored v%s of %r, the store holds v%s",
-                event.message.topic,
-                event.message.partition,
-                event.message.offset,
-                incoming,
-                event.message.key,
-                have,
-            )
-
-        kept = list(
-            keep_monotonic(
-                batch,
-                key_value=lambda e: (e.message.partition, e.message.key, e.message.value),
-                local=local,
-                on_stale=stale,
-            )
-        )
-        super().apply_changelog_batch(kept)
-
-    async def confirm_changelog(self) -> int:
-        """Wait until every changelog record queued so far is on the broker.
-
-        Returns how many records were awaited.
-
-        Raises:
-            Exception: a record could not be delivered (the worker must stop).
-        """
-        pending, self._unconfirmed = self._unconfirmed, []
-        if pending:
-            await asyncio.gather(*pending)
-        return len(pending)
-
-
-class FaustRunTable:
-    """The faust table seen per partition.
-
-    faust picks a table key's RocksDB partition (and changelog partition) from the event
-    being processed; in a batch that is not the record at hand, so each access names an
-    event of the right partition first.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self._events: dict[int, Any] = {}
-
-    def bind(self, events: Iterable[Any]) -> None:
-        """Remember one event per partition of the batch about to be processed."""
-        self._events = {e.message.partition: e for e in events}
-
-    def _as(self, partition: int) -> None:
-        _current_event.set(weakref.ref(self._events[partition]))
-
-    def get(self, key: bytes, *, partition: int) -> bytes | None:
-        self._as(partition)
-        value: bytes | None = self._table.get(key)
-        return value
-
-    def put(self, key: bytes, value: bytes, *, partition: int) -> None:
-        self._as(partition)
-        self._table[key] = value
-
-    async def confirm(self) -> None:
-        await self._table.confirm_changelog()
 
 
 @dataclass
@@ -213,6 +80,7 @@ class ProcessorApp:
     stats: ProcessorMetrics
     progress: ProcessedOffsets
     batch_loop: BatchLoop | None = field(default=None)
+    consumer_offsets: ConsumerOffsets | None = field(default=None)
     _scanned: tuple[int, frozenset[int]] | None = field(default=None)
 
     # -- RunDirectory (for the query API) ---------------------------------------------------
@@ -275,9 +143,11 @@ class ProcessorApp:
 
     def processed_through(self, partition: int) -> int | None:
         done = self.progress.get(partition)
-        committed = self._committed(partition)
-        if committed is not None and (done is None or committed - 1 > done):
-            return committed - 1
+        mark = self.batch_loop.marks.get(partition) if self.batch_loop else None
+        if mark is None:  # no batch since the assignment: faust's offsets are still the broker's
+            mark = self._committed(partition)
+        if mark is not None and (done is None or mark - 1 > done):
+            return mark - 1
         return done
 
     async def wait_processed(self, partition: int, offset: int, timeout_s: float) -> bool:
@@ -303,8 +173,19 @@ class ProcessorApp:
         return {
             **self.stats.snapshot(),
             "processed_offsets": {str(k): v for k, v in self.progress.snapshot().items()},
+            "commit_marks": self._commit_marks(),
             "pending_deadlines": len(self.deadlines),
             "restore": self.restore.snapshot(),
+        }
+
+    def _commit_marks(self) -> dict[str, Any]:
+        loop, offsets = self.batch_loop, self.consumer_offsets
+        if loop is None or offsets is None:
+            return {}
+        return {
+            "next_offsets": {str(k): v for k, v in loop.marks.snapshot().items()},
+            "capped_commits": offsets.capped_commits,
+            "seeks_back": loop.rewinds_total,
         }
 
     def _committed(self, partition: int) -> int | None:
@@ -376,11 +257,11 @@ def build_processor(config: ProcessorConfig) -> ProcessorApp:
         web_port=config.web_port,
         canonical_url=config.url,
     )
-    events = _raw_topic(app, names.events, config.partitions)
+    events = raw_topic(app, names.events, config.partitions)
     outputs = FaustOutputs(
-        state_changes=_raw_topic(app, names.state_changes, config.partitions),
-        latest_state=_raw_topic(app, names.latest_state, config.partitions),
-        dead_letters=_raw_topic(app, names.dead_letters),
+        state_changes=raw_topic(app, names.state_changes, config.partitions),
+        latest_state=raw_topic(app, names.latest_state, config.partitions),
+        dead_letters=raw_topic(app, names.dead_letters),
     )
     restore = RestoreWatch()
     table = app.tables.add(
@@ -439,14 +320,24 @@ def build_processor(config: ProcessorConfig) -> ProcessorApp:
     )
 
     watchdog = StallWatchdog(threshold_s=config.session_timeout_s * config.stall_fence_share)
+    offsets = ConsumerOffsets(
+        consumer=app.consumer,
+        topic=names.events,
+        marks=CommitMarks(),
+        lookup=GroupOffsets(config.bootstrap_servers, config.app_id, names.events),
+    )
+    offsets.install()
     loop = BatchLoop(
         processor=processor,
         table=run_table,
         fence=BatchFence(watchdog, _Assignment(app, names.events)),
         halt=halt,
         restart_when_fenced=config.restart_when_fenced,
-        committed=worker._committed,
+        marks=offsets.marks,
+        start_offsets=offsets.start_offsets,
+        rewind=offsets.rewind,
     )
+    worker.consumer_offsets = offsets
     worker.batch_loop = loop
 
     watching: list[asyncio.Task[None]] = []
@@ -483,15 +374,15 @@ def build_processor(config: ProcessorConfig) -> ProcessorApp:
     def revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         gone: set[TP] = args[0] if args else kwargs.get("revoked", set())
         progress.forget(tp.partition for tp in gone if tp.topic == names.events)
-        loop.continuity.reset(tp.partition for tp in gone if tp.topic == names.events)
+        loop.forget(tp.partition for tp in gone if tp.topic == names.events)
 
     def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        loop.continuity.reset()  # faust seeks every assigned partition to its commit
+        loop.forget()  # faust seeks every assigned partition to its commit
 
     app.on_partitions_revoked.connect(revoked)
     app.on_partitions_assigned.connect(assigned)
     app.web_server(QueryServer(worker, host=config.web_host, port=config.web_port))
-    _install_fault_hooks(app, outputs)
+    install_fault_hooks(app, outputs)
     return worker
 
 
@@ -509,56 +400,3 @@ class _Assignment:
             tp.partition for tp in self._app.assignor.assigned_actives() if tp.topic == self._topic
         }
         return held & actives
-
-
-def _install_fault_hooks(app: faust.App, outputs: FaustOutputs) -> None:
-    """Fault injection for the crash tests; inert unless their variables are set.
-
-    ``RUNSTATE_TEST_FAIL_CHANGE_AT=<n>``: the delivery of the n-th RunStateChanged fails
-    (as a broker error would).
-
-    ``RUNSTATE_TEST_HOLD_FIRST_CHANGELOG_S``: faust's first changelog send waits that long
-    (one slow broker round trip). ``RUNSTATE_TEST_EXIT_AFTER_COMMIT``: the process ends at
-    once, as with kill -9, right after its first offset commit succeeded.
-    """
-    hold_s = float(os.environ.get("RUNSTATE_TEST_HOLD_FIRST_CHANGELOG_S") or 0)
-    if hold_s > 0:
-        buffer: Any = app.producer.buffer
-        send_pending = buffer._send_pending
-        held: list[bool] = []
-
-        async def slow_first_send(fut: Any) -> None:
-            if not held:
-                held.append(True)
-                await asyncio.sleep(hold_s)
-            await send_pending(fut)
-
-        buffer._send_pending = slow_first_send
-    if os.environ.get("RUNSTATE_TEST_EXIT_AFTER_COMMIT"):
-        consumer: Any = app.consumer
-        commit = consumer._commit
-
-        async def commit_then_die(offsets: Any) -> bool:
-            done = bool(await commit(offsets))
-            if done:
-                log.critical(
-                    "RUNSTATE_TEST_EXIT_AFTER_COMMIT: exiting after committing %s", offsets
-                )
-                os._exit(137)
-            return done
-
-        consumer._commit = commit_then_die
-    fail_at = int(os.environ.get("RUNSTATE_TEST_FAIL_CHANGE_AT") or 0)
-    if fail_at > 0:
-        send_change = outputs.send_change
-        count = [0]
-
-        async def failing_send_change(partition: int, key: bytes, change: bytes) -> Any:
-            count[0] += 1
-            if count[0] == fail_at:
-                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                failed.set_exception(RuntimeError("RUNSTATE_TEST_FAIL_CHANGE_AT: delivery failed"))
-                return failed
-            return await send_change(partition, key, change)
-
-        outputs.send_change = failing_send_change  # type: ignore[method-assign]

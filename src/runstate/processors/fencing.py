@@ -43,8 +43,6 @@ __all__ = [
     "EXIT_OFFSET_GAP",
     "BatchFence",
     "Fenced",
-    "OffsetContinuity",
-    "OffsetGap",
     "StallWatchdog",
     "halt",
     "keep_monotonic",
@@ -57,17 +55,13 @@ log = logging.getLogger(__name__)
 EXIT_BATCH_FAILED = 70
 #: The worker stalled past a safe share of its session timeout and stopped itself.
 EXIT_FENCED = 75
-#: faust handed over a batch that skipped offsets of a partition; nothing was committed.
+#: A partition's records past its commit mark were not redelivered after seeking back to it
+#: (see :mod:`runstate.processors.commit_marks`); nothing past the mark was committed.
 EXIT_OFFSET_GAP = 76
 
 
 class Fenced(Error):
     """This worker may no longer own its partitions; it must not write and must restart."""
-
-
-class OffsetGap(Error):
-    """A partition's records skipped offsets; the worker must restart to have them
-    redelivered."""
 
 
 class StallWatchdog:
@@ -165,53 +159,6 @@ class BatchFence:
             )
         owned = set(self.assignment.active_partitions())
         return {p for p in partitions if p not in owned}
-
-
-class OffsetContinuity:
-    """Per partition, each batch must not start past where the previous one ended.
-
-    faust can drop records when a partition's recovery completes (a suspected race); a gap
-    in offsets is the only trace. :meth:`reset` on every assignment: a seek starts anew.
-    """
-
-    def __init__(self) -> None:
-        self._next: dict[int, int] = {}
-
-    def reset(self, partitions: Iterable[int] | None = None) -> None:
-        if partitions is None:
-            self._next.clear()
-        else:
-            for p in partitions:
-                self._next.pop(p, None)
-
-    def check(
-        self,
-        offsets: Iterable[tuple[int, int]],
-        *,
-        committed: Callable[[int], int | None] = lambda _: None,
-    ) -> None:
-        """Check and remember ``(partition, offset)`` pairs of one batch, in order.
-
-        A skip up to the group's ``committed`` offset of the partition is no loss: another
-        worker processed those records (a seek after a rebalance this worker's signals did
-        not separate from a batch taken before it).
-
-        Raises:
-            OffsetGap: a partition's offset is not the one expected; the worker must stop
-                without committing so the missing records are redelivered.
-        """
-        expected = dict(self._next)
-        for partition, offset in offsets:
-            want = expected.get(partition)
-            if want is not None and offset > want and (committed(partition) or -1) < offset:
-                raise OffsetGap(
-                    f"partition {partition}: got offset {offset} after {want - 1}; records"
-                    f" {want}..{offset - 1} were skipped without a rebalance. Restarting"
-                    " without committing so they are redelivered"
-                )
-            # A rewind is a redelivery: processing is idempotent, so it only moves the mark.
-            expected[partition] = offset + 1
-        self._next = expected
 
 
 def halt(reason: str, code: int, *, restart_in_place: bool = False) -> None:

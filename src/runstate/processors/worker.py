@@ -15,7 +15,8 @@ Ordering is what makes at-least-once safe here. For each batch:
 So a changelog record for version *v* implies every change up to *v* reached the broker,
 and a committed source offset implies the changelog holds its event's effect. (faust's
 own flush before a commit is not enough for the latter: it gives up after 0.1 s without
-a send and commits anyway; see :class:`runstate.processors.app.ChangelogConfirmingTable`.)
+a send and commits anyway; see
+:class:`runstate.processors.faust_adapters.ChangelogConfirmingTable`.)
 A crash anywhere before step 2 leaves the changelog at *v-1*; the event is redelivered,
 re-applied to the same state and yields byte-identical outputs (the reducer is pure), so
 consumers deduplicating by ``(run_id, version)`` never see two contents for one version.
