@@ -2,7 +2,8 @@
 
 The article's first three checks, plus the crash cases that make them hard: an agent killed
 between the provider call and the recording of its outcome, a retry whose not-before time
-must survive a restart, and approvals that are stale or decided twice.
+must survive a restart (of the agent, and of the reactor that resumes it), and approvals
+that are stale or decided twice.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from runstate.agents import (
     EffectsService,
     HttpRunStateReader,
     Reactor,
+    RetryDue,
+    RetryPolicy,
     StepContext,
 )
 from runstate.agents.credit_limit import EXIT_COMPLETED, EXIT_RECONCILE, EXIT_WAITING, MANAGER
@@ -31,7 +34,8 @@ from runstate.errors import RunSuspended
 from runstate.processors.state import ActionState, RunState, RunStateChanged, RunStatus
 from runstate.schemas.events import AgentEvent, ApprovalGranted, RetryScheduled, StepStarted
 from runstate.streams.producer import EventProducer
-from tests.processors.processor_support import RUNSTATE, Deployment, assert_eventually
+from tests.polling import assert_eventually
+from tests.processors.processor_support import RUNSTATE, Deployment
 
 pytestmark = pytest.mark.integration
 
@@ -360,3 +364,140 @@ def test_the_reactor_resumes_an_approved_run_from_the_recorded_step(
     assert len(seen) == 1
     assert bodies == ["check", "score"]  # check_form was not run again
     assert state_of(deployment, run_id).status is RunStatus.COMPLETED
+
+
+class _ScoringAgent:
+    """``check``, then ``score``, which times out on its first attempt; ``backoff_s`` later
+    the retry succeeds. Suspends instead of waiting, so only a reactor brings it back."""
+
+    def __init__(self, d: Deployment, producer: EventProducer, backoff_s: float) -> None:
+        self.d = d
+        self.producer = producer
+        self.backoff_s = backoff_s
+        self.bodies: list[str] = []
+
+    def drive(self, run: DurableRun) -> None:
+        def score(ctx: StepContext) -> str:
+            self.bodies.append(f"score#{ctx.attempt}")
+            if ctx.attempt == 1:
+                raise TimeoutError("scoring did not answer")
+            return "score:700"
+
+        def check(ctx: StepContext) -> str:
+            self.bodies.append("check")
+            return "clean"
+
+        run.step("check", check)
+        run.step("score", score, retry=RetryPolicy(max_attempts=3, base_s=self.backoff_s))
+        run.complete()
+
+    def start(self, run_id: str) -> datetime:
+        """Run until the retry is scheduled; its not-before time."""
+        with pytest.raises(RunSuspended):
+            self.drive(DurableRun.start(
+                self.producer, reader(self.d), run_id=run_id, agent="t", input="{}",
+                prompt_version="t@1", owner="tests", source="pytest", max_inline_wait_s=0.0,
+            ))  # fmt: skip
+        not_before = state_of(self.d, run_id).retry_not_before
+        assert not_before is not None
+        return not_before
+
+    def resume(self, run_id: str) -> None:
+        self.drive(DurableRun.attach(self.producer, reader(self.d), run_id, max_inline_wait_s=0.0))
+
+
+def _retry_reactor(d: Deployment, group_id: str) -> Reactor:
+    return Reactor(
+        bootstrap_servers=d.bootstrap,
+        topic=d.names.state_changes,
+        group_id=group_id,
+        runs=reader(d),
+    )
+
+
+def _completed(d: Deployment, run_id: str) -> Callable[[], bool]:
+    def check() -> bool:
+        state = reader(d).read(run_id)
+        return state is not None and state.status is RunStatus.COMPLETED
+
+    return check
+
+
+def _assert_resumed_once_at_the_failed_step(
+    d: Deployment, run_id: str, agent: _ScoringAgent, calls: list[tuple[RetryDue, datetime]]
+) -> None:
+    [(due, called_at)] = calls
+    assert called_at >= due.not_before  # never before not-before
+    assert (due.step, due.attempt) == ("score", 2)
+    assert agent.bodies == ["check", "score#1", "score#2"]  # not started over
+    events = events_of(d, run_id)
+    [scheduled] = [e for e in events if isinstance(e, RetryScheduled)]
+    attempts = started(events, "score")
+    assert [a.attempt for a in attempts] == [1, 2]
+    assert attempts[1].occurred_at >= scheduled.not_before == due.not_before
+    assert len(started(events, "check")) == 1
+    assert state_of(d, run_id).status is RunStatus.COMPLETED
+
+
+def test_the_reactor_resumes_a_run_when_its_retry_is_due(
+    deployment: Deployment, producer: EventProducer
+) -> None:
+    run_id = new_run_id("retry-due")
+    agent = _ScoringAgent(deployment, producer, backoff_s=2.0)
+    reactor = _retry_reactor(deployment, f"{deployment.prefix}-retrier-{uuid.uuid4().hex[:6]}")
+    calls: list[tuple[RetryDue, datetime]] = []
+
+    @reactor.on_retry_due
+    def retry(due: RetryDue) -> None:
+        if due.run_id == run_id:
+            calls.append((due, datetime.now(UTC)))
+            agent.resume(due.run_id)
+
+    agent.start(run_id)
+    reactor.run(max_seconds=40, until=_completed(deployment, run_id))
+    _assert_resumed_once_at_the_failed_step(deployment, run_id, agent, calls)
+
+
+def test_a_reactor_restarted_while_the_run_waits_still_resumes_it_once(
+    deployment: Deployment, producer: EventProducer
+) -> None:
+    run_id = new_run_id("retry-restart")
+    group = f"{deployment.prefix}-retrier-{uuid.uuid4().hex[:6]}"
+    agent = _ScoringAgent(deployment, producer, backoff_s=10.0)
+    calls: list[tuple[RetryDue, datetime]] = []
+
+    def retry(due: RetryDue) -> None:
+        if due.run_id == run_id:
+            calls.append((due, datetime.now(UTC)))
+            agent.resume(due.run_id)
+
+    agent.start(run_id)
+    first = _retry_reactor(deployment, group)
+    first.on_retry_due(retry)
+    committed: list[int] = []
+
+    @first.on(event="RetryScheduled")
+    def note(change: RunStateChanged) -> None:
+        if change.run_id == run_id:
+            committed.append(change.version)  # the loop commits it right after this returns
+
+    waiting: list[RetryDue] = []
+
+    def saw_it() -> bool:
+        waiting.extend(due for due in first.pending_retries.values() if due.run_id == run_id)
+        return bool(committed and waiting)
+
+    first.run(max_seconds=30, until=saw_it)
+    assert committed and waiting, "the first reactor saw the retry"
+    assert calls == []  # stopped before the run was due
+
+    # A new process: nothing in memory, and the RetryScheduled change is committed.
+    second = _retry_reactor(deployment, group)
+    second.on_retry_due(retry)
+    redelivered: list[int] = []
+    second.on(event="RetryScheduled")(
+        lambda change: redelivered.append(change.version) if change.run_id == run_id else None
+    )
+    stats = second.run(max_seconds=40, until=_completed(deployment, run_id))
+    assert redelivered == [] and stats.retries_loaded >= 1  # found through the query API
+    _assert_resumed_once_at_the_failed_step(deployment, run_id, agent, calls)

@@ -133,14 +133,26 @@ class HttpRunStateReader:
         owner: str | None = None,
         approver: str | None = None,
         overdue: bool = False,
+        require_complete: bool = False,
     ) -> list[RunState]:
-        """Runs matching every given filter, from all workers of the group."""
+        """Runs matching every given filter, from all workers of the group.
+
+        Raises:
+            QueryError: the worker is unreachable; or ``require_complete`` is set and some
+                partitions had no worker to answer for them (during a rebalance).
+        """
         body = self._client.runs(
             status=None if status is None else RunStatus(status).value,
             owner=owner,
             approver=approver,
             overdue=overdue,
         )
+        if require_complete and not body.get("complete", True):
+            raise QueryError(
+                f"the runs of partitions {body.get('missing_partitions')} are missing from the"
+                f" answer ({'; '.join(body.get('errors', [])) or 'no worker owns them'});"
+                " ask again once every processor worker is up"
+            )
         return [state_from_json(r) for r in body["runs"]]
 
     def latest_position(self, run_id: str) -> Position | None:

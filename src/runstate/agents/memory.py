@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from runstate.errors import ValidationError
 from runstate.processors.reducer import Applied, Rejected, apply
-from runstate.processors.state import RunState, RunStateChanged
+from runstate.processors.state import RunState, RunStateChanged, RunStatus
 from runstate.schemas.events import AgentEvent
 from runstate.schemas.ids import uuid7
 from runstate.streams.producer import Delivery
@@ -93,3 +93,11 @@ class InMemoryRuns:
         """Every event emitted for the run, in order (rejected ones included)."""
         with self._lock:
             return [e for e in self.events if e.run_id == run_id]
+
+    def list(
+        self, *, status: RunStatus | str | None = None, require_complete: bool = False
+    ) -> list[RunState]:
+        """Every run's state (with ``status`` only, if given); ``require_complete`` is moot."""
+        wanted = None if status is None else RunStatus(status)
+        with self._lock:
+            return [s for s in self._states.values() if wanted is None or s.status is wanted]
