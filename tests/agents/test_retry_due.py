@@ -24,7 +24,7 @@ from runstate.agents import (
 )
 from runstate.agents.client import Position
 from runstate.errors import RunSuspended
-from runstate.processors.state import RunState, RunStatus
+from runstate.processors.state import RunState, RunStatus, StepPhase
 from runstate.schemas.events import RetryScheduled, RunCancelled, StepStarted
 
 RUN = "run-1"
@@ -260,9 +260,13 @@ class LaggingReader:
         return self.runs.latest_position(run_id)
 
     def list(
-        self, *, status: RunStatus | str | None = None, require_complete: bool = False
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        phase: StepPhase | str | None = None,
+        require_complete: bool = False,
     ) -> list[RunState]:
-        return self.runs.list(status=status, require_complete=require_complete)
+        return self.runs.list(status=status, phase=phase, require_complete=require_complete)
 
 
 def test_a_state_older_than_the_change_is_read_again_at_the_partition_end(
@@ -290,3 +294,50 @@ def test_retry_handlers_need_a_reader() -> None:
     reactor = Reactor(bootstrap_servers="unused:9092", topic="unused", group_id="g")
     with pytest.raises(ValueError, match="runs="):
         reactor.on_retry_due(lambda due: None)
+
+
+class RecordingReader:
+    """Reads from ``runs`` and remembers what ``list`` was asked for."""
+
+    def __init__(self, runs: InMemoryRuns) -> None:
+        self.runs = runs
+        self.asked: list[dict[str, Any]] = []
+
+    def read(self, run_id: str, *, after: Position | None = None) -> RunState | None:
+        return self.runs.read(run_id)
+
+    def latest_position(self, run_id: str) -> Position | None:
+        return self.runs.latest_position(run_id)
+
+    def list(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        phase: StepPhase | str | None = None,
+        require_complete: bool = False,
+    ) -> list[RunState]:
+        self.asked.append({"status": status, "phase": phase, "require_complete": require_complete})
+        return self.runs.list(status=status, phase=phase, require_complete=require_complete)
+
+
+def test_the_rebuild_asks_the_workers_for_runs_waiting_for_a_retry_only(
+    runs: InMemoryRuns, clock: ManualClock, agent: Agent, new_reactor: ReactorFactory
+) -> None:
+    DurableRun.start(
+        runs, runs, run_id="run-busy", agent="t", input="{}", prompt_version="t@1",
+        owner="tests", source="test", clock=clock,
+    ).step("check", lambda ctx: "clean")  # fmt: skip
+    assert [s.run_id for s in runs.list(phase=StepPhase.RETRY_SCHEDULED)] == [RUN]
+    assert len(runs.list(status=RunStatus.IN_PROGRESS)) == 2
+
+    reader = RecordingReader(runs)
+    reactor = new_reactor(reader)
+    reactor.on_retry_due(lambda due: None)
+    assert reactor.load_waiting_retries() == 1
+    assert reader.asked == [
+        {
+            "status": RunStatus.IN_PROGRESS,
+            "phase": StepPhase.RETRY_SCHEDULED,
+            "require_complete": True,
+        }
+    ]

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from runstate.cli import app as cli
 from runstate.processors.run_view import run_to_json
 from runstate.processors.state import RunStatus
+from runstate.schemas.events import AgentEvent, RetryScheduled, StepStarted
 from runstate.streams.reader import end_offsets
-from tests.factories import RunBuilder, make_run
+from tests.factories import T0, RunBuilder, make_run
 from tests.polling import assert_eventually
 from tests.processors.processor_support import (
     Deployment,
@@ -141,6 +142,7 @@ def test_list_finds_every_waiting_run_across_two_workers(deployment: Deployment)
         return found
 
     assert_eventually(listed, timeout_s=30, what="every waiting run listed")
+    _stuck_filters_answer_across_workers(d, a, b, waiting)
     team0 = CliRunner().invoke(cli, ["runs", "list", "--owner", "team-0", "--json", "--url", a.url])
     assert {r["owner"] for r in json.loads(team0.output)["runs"]} == {"team-0"}
     table = CliRunner().invoke(
@@ -151,3 +153,54 @@ def test_list_finds_every_waiting_run_across_two_workers(deployment: Deployment)
     assert json.loads(shown.output)["status"] == "waiting_approval"
     missing = CliRunner().invoke(cli, ["runs", "show", "no-such-run", "--url", a.url])
     assert missing.exit_code == 1 and "404" in missing.output
+
+
+def _waiting_for_retry(run_id: str, at: datetime) -> list[AgentEvent]:
+    """A run whose first step failed and waits for its retry (phase ``retry_scheduled``)."""
+    b = RunBuilder(run_id, clock=at)
+    b.start()
+    b.emit(StepStarted, step="score", step_index=0, attempt=1)
+    b.fail_step("score")
+    b.emit(RetryScheduled, step="score", attempt=2, not_before=b.clock + timedelta(minutes=5))
+    return b.events
+
+
+def _stuck_filters_answer_across_workers(
+    d: Deployment, a: Worker, b: Worker, waiting: list[str]
+) -> None:
+    """``--step``, ``--phase`` and ``--idle-for`` through the fan-out of two real workers.
+
+    The runs of ``_produce_runs`` that ``make_run`` built are dated 2025 (idle for days); the
+    waiting ones were made now. Two more runs wait for a retry: one as old, one fresh.
+    """
+    with d.producer() as p:
+        for e in [
+            *_waiting_for_retry("retry-old", T0),
+            *_waiting_for_retry("retry-new", datetime.now(UTC)),
+        ]:
+            p.send(e)
+        p.flush()
+    old_runs = sorted([*(f"run-{i:03d}" for i in range(RUNS) if i % 3 != 0), "retry-old"])
+
+    def ids(*args: str, via: Worker = b) -> list[str]:
+        result = CliRunner().invoke(cli, ["runs", "list", *args, "--json", "--url", via.url])
+        assert result.exit_code == 0, result.output
+        body = json.loads(result.output)
+        assert body["complete"] and sorted(body["workers"]) == ["wa", "wb"], body
+        return sorted(r["run_id"] for r in body["runs"])
+
+    def retries_listed() -> bool:
+        assert ids("--phase", "retry_scheduled") == ["retry-new", "retry-old"]
+        return True
+
+    assert_eventually(retries_listed, timeout_s=30, what="runs waiting for a retry listed")
+    assert ids("--phase", "retry_scheduled", "--idle-for", "1d", via=a) == ["retry-old"]
+    assert ids("--step", "score", "--phase", "retry_scheduled", "--idle-for", "2h") == ["retry-old"]
+    assert ids("--step", "collect") == waiting
+    assert ids("--status", "waiting_approval", "--idle-for", "1h") == []  # asked just now
+    assert ids("--idle-for", "1d", via=a) == old_runs
+
+    status, body = a.get("/runs", phase="stuck")
+    assert status == 400 and "one of running, completed, failed, retry_scheduled" in body["message"]
+    status, body = a.get("/runs", idle_for="3600")
+    assert status == 400 and "'3600' is not a duration" in body["message"]

@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from runstate.errors import QueryError
 from runstate.processors.query_client import QueryClient
+from runstate.processors.run_view import RunFilter
 from runstate.processors.state import (
     ActionState,
     Approval,
@@ -133,20 +134,39 @@ class HttpRunStateReader:
         owner: str | None = None,
         approver: str | None = None,
         overdue: bool = False,
+        step: str | None = None,
+        phase: StepPhase | str | None = None,
+        idle_for: timedelta | str | None = None,
         require_complete: bool = False,
     ) -> list[RunState]:
         """Runs matching every given filter, from all workers of the group.
 
+        Args:
+            status: the run's status.
+            owner: the run's owner.
+            approver: who the run's latest approval is for.
+            overdue: only runs whose pending approval is past its due time.
+            step: the run's current step.
+            phase: the current step's phase, e.g. ``retry_scheduled``.
+            idle_for: only runs unchanged for at least this long (``timedelta`` or ``"2h"``,
+                ``"15m"``, ``"1d"``), measured from ``RunState.updated_at``.
+            require_complete: refuse an answer that lacks some partitions.
+
         Raises:
+            ValueError: an unknown status or phase, or ``idle_for`` is not a positive duration.
             QueryError: the worker is unreachable; or ``require_complete`` is set and some
                 partitions had no worker to answer for them (during a rebalance).
         """
-        body = self._client.runs(
-            status=None if status is None else RunStatus(status).value,
+        flt = RunFilter.of(
+            status=status,
             owner=owner,
             approver=approver,
             overdue=overdue,
+            step=step,
+            phase=phase,
+            idle_for=idle_for,
         )
+        body = self._client.get("/runs", **flt.as_query())
         if require_complete and not body.get("complete", True):
             raise QueryError(
                 f"the runs of partitions {body.get('missing_partitions')} are missing from the"

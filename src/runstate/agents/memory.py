@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from runstate.errors import ValidationError
 from runstate.processors.reducer import Applied, Rejected, apply
-from runstate.processors.state import RunState, RunStateChanged, RunStatus
+from runstate.processors.run_view import RunFilter
+from runstate.processors.state import RunState, RunStateChanged, RunStatus, StepPhase
 from runstate.schemas.events import AgentEvent
 from runstate.schemas.ids import uuid7
 from runstate.streams.producer import Delivery
@@ -95,9 +96,34 @@ class InMemoryRuns:
             return [e for e in self.events if e.run_id == run_id]
 
     def list(
-        self, *, status: RunStatus | str | None = None, require_complete: bool = False
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        owner: str | None = None,
+        approver: str | None = None,
+        overdue: bool = False,
+        step: str | None = None,
+        phase: StepPhase | str | None = None,
+        idle_for: timedelta | str | None = None,
+        require_complete: bool = False,
     ) -> list[RunState]:
-        """Every run's state (with ``status`` only, if given); ``require_complete`` is moot."""
-        wanted = None if status is None else RunStatus(status)
+        """Every run's state matching the filters, as
+        :meth:`~runstate.agents.client.HttpRunStateReader.list` selects them (the same
+        :class:`~runstate.processors.run_view.RunFilter`, "now" is the wall clock);
+        ``require_complete`` is moot.
+
+        Raises:
+            ValueError: an unknown status or phase, or ``idle_for`` is not a positive duration.
+        """
+        flt = RunFilter.of(
+            status=status,
+            owner=owner,
+            approver=approver,
+            overdue=overdue,
+            step=step,
+            phase=phase,
+            idle_for=idle_for,
+        )
+        now = datetime.now(UTC)
         with self._lock:
-            return [s for s in self._states.values() if wanted is None or s.status is wanted]
+            return [s for s in self._states.values() if flt.matches(s, now)]

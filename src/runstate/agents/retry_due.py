@@ -22,7 +22,8 @@ runs wait would never see their ``RetryScheduled`` again. Holding that offset ba
 retry ran would block every later change of the partition - other runs' approvals included -
 for as long as the longest backoff (up to hours). Instead, whenever partitions are assigned
 (start, restart, rebalance) the reactor lists the runs waiting for a retry
-(:meth:`~runstate.agents.client.HttpRunStateReader.list`, requiring an answer for every
+(:meth:`~runstate.agents.client.HttpRunStateReader.list` with status ``in_progress`` and
+phase ``retry_scheduled``, filtered by the workers, requiring an answer for every
 partition) and puts those of its partitions back on the timetable; revoked partitions are
 taken off, so replicas of one reactor group never both resume a run.
 """
@@ -70,7 +71,11 @@ class WaitingRuns(Protocol):
     def latest_position(self, run_id: str) -> Position | None: ...
 
     def list(
-        self, *, status: RunStatus | str | None = None, require_complete: bool = False
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        phase: StepPhase | str | None = None,
+        require_complete: bool = False,
     ) -> list[RunState]: ...
 
 
@@ -141,10 +146,16 @@ class RetryTimetable:
     def rebuild(self, *, owns: Callable[[str], bool] = lambda run_id: True) -> int:
         """Put every waiting run that ``owns(run_id)`` back on the timetable; how many.
 
+        The workers filter by phase, so the answer holds only waiting runs, not every run in
+        progress; :func:`retry_due_of` still checks each state (a worker older than the
+        ``phase`` filter ignores it and answers every run in progress).
+
         Raises:
             QueryError: the query API is unreachable or did not answer for every partition.
         """
-        states = self.runs.list(status=RunStatus.IN_PROGRESS, require_complete=True)
+        states = self.runs.list(
+            status=RunStatus.IN_PROGRESS, phase=StepPhase.RETRY_SCHEDULED, require_complete=True
+        )
         return sum(self._consider(s) for s in states if owns(s.run_id))
 
     def forget(self, owns: Callable[[str], bool]) -> int:

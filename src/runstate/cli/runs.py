@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from runstate.errors import QueryError
+from runstate.processors.run_view import RunFilter
+from runstate.processors.state import StepPhase
 from runstate.settings import load_settings
 
 app = typer.Typer(help="Show and list runs (asks the processor's query API).", no_args_is_help=True)
@@ -47,18 +49,51 @@ def show(
     typer.echo(json.dumps(body, indent=2, sort_keys=True))
 
 
+_PHASES = ", ".join(p.value for p in StepPhase)
+
+
 @app.command(name="list")
 def list_runs(
     status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
     owner: Annotated[str | None, typer.Option(help="only runs of this owner")] = None,
     approver: Annotated[str | None, typer.Option(help="only runs whose approval is theirs")] = None,
     overdue: Annotated[bool, typer.Option("--overdue", help="only approvals past due")] = False,
+    step: Annotated[str | None, typer.Option(help="only runs whose current step is this")] = None,
+    phase: Annotated[
+        str | None,
+        typer.Option(help=f"only runs whose current step is in this phase: {_PHASES}"),
+    ] = None,
+    idle_for: Annotated[
+        str | None,
+        typer.Option(
+            help="only runs unchanged for at least this long, e.g. 90s, 15m, 2h, 1d, 1h30m:"
+            " measured from the run's updated_at, the time (producer's clock) of the latest"
+            " event applied to it (finished runs match too: add --status)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
     url: Url = None,
 ) -> None:
-    """List runs across every worker of the processor group."""
+    """List runs across every worker of the processor group (exit 2 on a bad filter value).
+
+    Every given filter must hold. Stuck in approval for 4 hours:
+    --status waiting_approval --idle-for 4h. Waiting for a retry: --phase retry_scheduled.
+    """
     try:
-        body = _client(url).runs(status=status, owner=owner, approver=approver, overdue=overdue)
+        RunFilter.of(status=status, phase=phase, idle_for=idle_for)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        body = _client(url).runs(
+            status=status,
+            owner=owner,
+            approver=approver,
+            overdue=overdue,
+            step=step,
+            phase=phase,
+            idle_for=idle_for,
+        )
     except QueryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -70,12 +105,15 @@ def list_runs(
         table.add_column(column)
     for run in body["runs"]:
         approval = run.get("approval") or {}
+        step_text = run.get("current_step") or ""
+        if step_text and run.get("step_phase"):
+            step_text += f" ({run['step_phase']})"
         table.add_row(
             run["run_id"],
             run["status"],
             run["owner"],
             run["agent"],
-            run.get("current_step") or "",
+            step_text,
             approval.get("approver", ""),
             approval.get("due_at", ""),
             run["updated_at"],

@@ -7,6 +7,12 @@ the partitions it owns and merges the answers. Forwarded requests carry ``local=
 are never forwarded again; a worker that is asked locally about a partition it does not own
 (a rebalance moved it) says so with 503 and the asking worker retries until its deadline.
 
+``GET /runs`` filters (all optional, every given one must hold): ``status``, ``owner``,
+``approver``, ``overdue=true``, ``step`` (the current step), ``phase`` (the current step's
+:class:`~runstate.processors.state.StepPhase`) and ``idle_for`` (a duration such as ``90s``,
+``15m``, ``2h``, ``1d``: the run's ``updated_at`` is at least that long ago). A bad value is
+a 400 whose message lists what is accepted; see :class:`~runstate.processors.run_view.RunFilter`.
+
 Read-your-writes: ``min_partition``/``min_offset`` (the ``Delivery`` a producer got back)
 make the owner wait until it has processed that offset, up to ``timeout`` seconds, else 504.
 """
@@ -25,7 +31,7 @@ from aiohttp import web
 from mode import Service
 
 from runstate.processors.run_view import RunFilter, run_to_json
-from runstate.processors.state import RunState, RunStatus
+from runstate.processors.state import RunState
 from runstate.streams.partitioning import partition_for
 
 __all__ = ["QueryServer", "RunDirectory"]
@@ -255,16 +261,9 @@ class QueryServer(Service):
     async def list_runs(self, request: web.Request) -> web.Response:
         d = self.directory
         try:
-            status = request.query.get("status")
-            flt = RunFilter(
-                status=RunStatus(status) if status else None,
-                owner=request.query.get("owner") or None,
-                approver=request.query.get("approver") or None,
-                overdue=request.query.get("overdue", "").lower() in {"1", "true", "yes"},
-            )
-        except ValueError:
-            choices = ", ".join(s.value for s in RunStatus)
-            return _error(400, "bad_request", f"unknown status {status!r}; one of {choices}")
+            flt = RunFilter.from_query(request.query)
+        except ValueError as exc:
+            return _error(400, "bad_request", str(exc))
         now = datetime.now(UTC)
         local_partitions = d.owned_partitions()
         runs = [run_to_json(s) for s in d.local_runs() if flt.matches(s, now)]

@@ -69,11 +69,22 @@ class QueryClient:
         owner: str | None = None,
         approver: str | None = None,
         overdue: bool = False,
+        step: str | None = None,
+        phase: str | None = None,
+        idle_for: str | None = None,
     ) -> dict[str, Any]:
+        """``GET /runs`` with these filters (see :class:`~runstate.processors.run_view.RunFilter`).
+
+        Raises:
+            QueryError: as :meth:`get`; a bad filter value is HTTP 400 naming what is accepted.
+        """
         return self.get(
             "/runs",
             status=status,
             owner=owner,
             approver=approver,
             overdue="true" if overdue else None,
+            step=step,
+            phase=phase,
+            idle_for=idle_for,
         )

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from runstate.durations import format_duration, parse_duration
 from runstate.processors.reducer import is_overdue
-from runstate.processors.state import RunState, RunStatus
+from runstate.processors.state import RunState, RunStatus, StepPhase
 
-__all__ = ["RunFilter", "run_to_json"]
+__all__ = ["RunFilter", "parse_idle_for", "parse_phase", "parse_status", "run_to_json"]
 
 
 def _plain(value: Any) -> Any:
@@ -40,14 +42,112 @@ def run_to_json(state: RunState) -> dict[str, Any]:
     return out
 
 
+def parse_status(text: RunStatus | str) -> RunStatus:
+    """The :class:`RunStatus` spelled ``text``.
+
+    Raises:
+        ValueError: not a status; the message lists the valid ones.
+    """
+    try:
+        return RunStatus(text)
+    except ValueError:
+        choices = ", ".join(s.value for s in RunStatus)
+        raise ValueError(f"unknown status {text!r}; one of {choices}") from None
+
+
+def parse_phase(text: StepPhase | str) -> StepPhase:
+    """The :class:`StepPhase` spelled ``text``.
+
+    Raises:
+        ValueError: not a step phase; the message lists the valid ones.
+    """
+    try:
+        return StepPhase(text)
+    except ValueError:
+        choices = ", ".join(p.value for p in StepPhase)
+        raise ValueError(f"unknown phase {text!r}; one of {choices}") from None
+
+
+def parse_idle_for(text: str | timedelta) -> timedelta:
+    """How long a run must have been unchanged, from ``90s``, ``15m``, ``2h``, ``1d``, ``1h30m``.
+
+    Bare numbers are refused, as in retention policies: ``2`` could mean seconds or hours.
+    A :class:`~datetime.timedelta` is taken as it is, if it is positive.
+
+    Raises:
+        ValueError: not such a duration; the message shows the accepted form.
+    """
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"idle_for: {exc}") from None
+
+
+_TRUE = frozenset({"1", "true", "yes"})
+
+
 @dataclass(frozen=True, slots=True)
 class RunFilter:
-    """What ``GET /runs`` selects; every given criterion must hold."""
+    """What ``GET /runs`` selects; every given criterion must hold.
+
+    ``idle_for`` compares with :attr:`RunState.updated_at`, the latest ``occurred_at`` (the
+    producer's clock) of any event applied to the run, model calls included: a run is idle
+    for ``2h`` when nothing happened to it in the last two hours.
+    """
 
     status: RunStatus | None = None
     owner: str | None = None
     approver: str | None = None
     overdue: bool = False
+    step: str | None = None
+    phase: StepPhase | None = None
+    idle_for: timedelta | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        status: RunStatus | str | None = None,
+        owner: str | None = None,
+        approver: str | None = None,
+        overdue: bool = False,
+        step: str | None = None,
+        phase: StepPhase | str | None = None,
+        idle_for: timedelta | str | None = None,
+    ) -> RunFilter:
+        """The filter of these values, given as enum members or their spellings, ``idle_for``
+        as a ``timedelta`` or ``"2h"``; ``None`` or ``""`` mean "any".
+
+        Raises:
+            ValueError: an unknown status or phase, or an ``idle_for`` that is not a positive
+                duration; the message says what is accepted.
+        """
+        return cls(
+            status=parse_status(status) if status else None,
+            owner=owner or None,
+            approver=approver or None,
+            overdue=overdue,
+            step=step or None,
+            phase=parse_phase(phase) if phase else None,
+            idle_for=None if idle_for is None or idle_for == "" else parse_idle_for(idle_for),
+        )
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> RunFilter:
+        """The filter named by URL query parameters (unknown parameters are ignored).
+
+        Raises:
+            ValueError: as :meth:`of`.
+        """
+        return cls.of(
+            status=query.get("status"),
+            owner=query.get("owner"),
+            approver=query.get("approver"),
+            overdue=query.get("overdue", "").lower() in _TRUE,
+            step=query.get("step"),
+            phase=query.get("phase"),
+            idle_for=query.get("idle_for"),
+        )
 
     def matches(self, state: RunState, now: datetime) -> bool:
         if self.status is not None and state.status is not self.status:
@@ -57,6 +157,12 @@ class RunFilter:
         if self.approver is not None and (
             state.approval is None or state.approval.approver != self.approver
         ):
+            return False
+        if self.step is not None and state.current_step != self.step:
+            return False
+        if self.phase is not None and state.step_phase is not self.phase:
+            return False
+        if self.idle_for is not None and state.updated_at > now - self.idle_for:
             return False
         return not self.overdue or is_overdue(state, now)
 
@@ -71,4 +177,10 @@ class RunFilter:
             q["approver"] = self.approver
         if self.overdue:
             q["overdue"] = "true"
+        if self.step is not None:
+            q["step"] = self.step
+        if self.phase is not None:
+            q["phase"] = self.phase.value
+        if self.idle_for is not None:
+            q["idle_for"] = format_duration(self.idle_for)
         return q
