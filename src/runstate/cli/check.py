@@ -60,7 +60,7 @@ def check(
     logs; 5 estimate storage per tier. The run's events stay in the log, marked by their
     run id and agent (runstate-check).
     """
-    from runstate.retention.checks import LaunchCheckConfig, run_launch_checks
+    from runstate.checks import LaunchCheckConfig, run_launch_checks
     from runstate.retention.policy import load_policy
     from runstate.settings import load_settings
     from runstate.streams.topics import TopicNames
@@ -95,7 +95,7 @@ def check(
 
 
 def _print(body: dict[str, object]) -> None:
-    from runstate.retention.checks.volume import format_bytes
+    from runstate.checks.volume import format_bytes
 
     console = Console()
     table = Table(title=f"launch checks, synthetic run {body['run_id']}", show_lines=True)

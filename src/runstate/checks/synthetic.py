@@ -2,7 +2,7 @@
 
 ``runstate check`` runs it as a child process, so it can really be killed::
 
-    python -m runstate.retention.checks {start,resume} RUN_ID \
+    python -m runstate.checks {start,resume} RUN_ID \
         --effects-url URL --query-url URL
 
 Kafka settings come from ``RUNSTATE_*``. Exit codes as the credit-limit agent: 0 completed,

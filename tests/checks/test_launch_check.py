@@ -21,17 +21,17 @@ import pytest
 from typer.testing import CliRunner
 
 from runstate.agents.effects import EffectCount
-from runstate.cli import app
-from runstate.retention.checks import Exposure, Place, Verdict, pii_plan
-from runstate.retention.checks.personal_data import (
+from runstate.checks import Exposure, Place, Verdict, pii_plan
+from runstate.checks.personal_data import (
     _file_chunks,
     exposure,
     found_in,
     judge_personal_data,
     scan_places,
 )
-from runstate.retention.checks.scenario import judge_side_effects
-from runstate.retention.checks.synthetic import RUN_ID_PREFIX, new_check_run_id
+from runstate.checks.scenario import judge_side_effects
+from runstate.checks.synthetic import RUN_ID_PREFIX, new_check_run_id
+from runstate.cli import app
 from runstate.retention.masking import mask_text
 from runstate.retention.policy import PersonalDataAction
 from runstate.streams.topics import TopicNames

@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from runstate.retention.checks.deployment import CheckedDeployment
-from runstate.retention.checks.results import CheckResult, Verdict
+from runstate.checks.deployment import CheckedDeployment
+from runstate.checks.results import CheckResult, Verdict
 from runstate.retention.estimate import (
     DEFAULT_EVENT_BYTES,
     HORIZONS,

@@ -2,7 +2,7 @@
 
 The retention policy's ``personal_data`` rules (events topic: event type -> field ->
 keep/mask/drop) say which fields are personal. The synthetic run fills those fields with
-recognisable tokens (:func:`~runstate.retention.checks.synthetic.pii_plan`); this check then
+recognisable tokens (:func:`~runstate.checks.synthetic.pii_plan`); this check then
 searches every place a run's data lands for each token (found: **clear**) and for the
 ``sha256:`` mask of the field's whole value (found: **masked**), else **absent** (dropped,
 or never written there):
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from runstate.retention.checks.deployment import CheckedDeployment
-from runstate.retention.checks.results import CheckResult, Verdict
-from runstate.retention.checks.synthetic import PiiField
+from runstate.checks.deployment import CheckedDeployment
+from runstate.checks.results import CheckResult, Verdict
+from runstate.checks.synthetic import PiiField
 from runstate.retention.masking import mask_text
 from runstate.retention.policy import PersonalDataAction, format_duration
 from runstate.streams.reader import RawRecord

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runstate.agents.effects import EffectsService
-from runstate.errors import BrokerError
-from runstate.processors.query_client import QueryClient
-from runstate.retention.checks.deployment import CheckedDeployment, LaunchCheckConfig
-from runstate.retention.checks.personal_data import (
+from runstate.checks.deployment import CheckedDeployment, LaunchCheckConfig
+from runstate.checks.personal_data import (
     collect_places,
     judge_personal_data,
     scan_places,
 )
-from runstate.retention.checks.results import CheckResult, LaunchReport, NotRun, Verdict
-from runstate.retention.checks.scenario import Scenario
-from runstate.retention.checks.synthetic import AGENT, new_check_run_id, pii_plan
-from runstate.retention.checks.volume import estimate_volume
+from runstate.checks.results import CheckResult, LaunchReport, NotRun, Verdict
+from runstate.checks.scenario import Scenario
+from runstate.checks.synthetic import AGENT, new_check_run_id, pii_plan
+from runstate.checks.volume import estimate_volume
+from runstate.errors import BrokerError
+from runstate.processors.query_client import QueryClient
 from runstate.streams.producer import EventProducer
 
 __all__ = ["CHECK_NAMES", "run_launch_checks"]

@@ -1,6 +1,6 @@
 """Checks 1 to 3: drive the synthetic agent through a kill, an approval and a re-run.
 
-The agent runs as a child process (``python -m runstate.retention.checks``) against the
+The agent runs as a child process (``python -m runstate.checks``) against the
 deployment's broker and query API, with its side effects going to a counting
 :class:`~runstate.agents.effects.EffectsService` in no-key mode: the service performs every
 request it gets, so only runstate's own ledger can prevent a duplicate.
@@ -32,15 +32,9 @@ from typing import Any
 
 from runstate.agents.approvals import approve
 from runstate.agents.effects import EffectCount, EffectsService
-from runstate.errors import Error, QueryError
-from runstate.processors.query_client import QueryClient
-from runstate.processors.reducer import fold
-from runstate.processors.state import RunState, RunStatus, StepPhase
-from runstate.processors.state_codec import StateCodec
-from runstate.retention.audit import compare_states
-from runstate.retention.checks.deployment import CheckedDeployment
-from runstate.retention.checks.results import CheckResult, NotRun, Verdict
-from runstate.retention.checks.synthetic import (
+from runstate.checks.deployment import CheckedDeployment
+from runstate.checks.results import CheckResult, NotRun, Verdict
+from runstate.checks.synthetic import (
     EFFECT_KEYS,
     EXIT_COMPLETED,
     EXIT_WAITING,
@@ -48,6 +42,12 @@ from runstate.retention.checks.synthetic import (
     effect_key,
     pii_plan,
 )
+from runstate.errors import Error, QueryError
+from runstate.processors.query_client import QueryClient
+from runstate.processors.reducer import fold
+from runstate.processors.state import RunState, RunStatus, StepPhase
+from runstate.processors.state_codec import StateCodec
+from runstate.retention.audit import compare_states
 from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.retention.replay import HistorySource, replay_all
 from runstate.schemas.events import AgentEvent, RunCancelled, StepStarted
@@ -55,7 +55,7 @@ from runstate.streams.producer import EventProducer
 
 __all__ = ["Scenario", "judge_side_effects", "step_attempts"]
 
-_AGENT_MODULE = "runstate.retention.checks"
+_AGENT_MODULE = "runstate.checks"
 
 
 def step_attempts(events: list[tuple[int, AgentEvent]]) -> dict[str, list[int]]:

@@ -16,11 +16,11 @@ This package sits on the retention layer and uses the agent SDK (``runstate.agen
 same layer): a check of the whole deployment needs both.
 """
 
-from runstate.retention.checks.deployment import CheckedDeployment, LaunchCheckConfig
-from runstate.retention.checks.personal_data import Exposure, Place
-from runstate.retention.checks.results import CheckResult, LaunchReport, NotRun, Verdict
-from runstate.retention.checks.runner import CHECK_NAMES, run_launch_checks
-from runstate.retention.checks.synthetic import RUN_ID_PREFIX, PiiField, pii_plan
+from runstate.checks.deployment import CheckedDeployment, LaunchCheckConfig
+from runstate.checks.personal_data import Exposure, Place
+from runstate.checks.results import CheckResult, LaunchReport, NotRun, Verdict
+from runstate.checks.runner import CHECK_NAMES, run_launch_checks
+from runstate.checks.synthetic import RUN_ID_PREFIX, PiiField, pii_plan
 
 __all__ = [
     "CHECK_NAMES",

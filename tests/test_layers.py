@@ -1,0 +1,63 @@
+"""The package's layers import only downward: cli -> checks -> {retention, agents} ->
+processors -> streams -> schemas; the root modules (errors, settings, durations) are for
+everyone, and ``python -m runstate`` (``__main__``) starts the CLI."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "runstate"
+
+#: What each layer may import besides itself and the root modules.
+ALLOWED: dict[str, set[str]] = {
+    "schemas": set(),
+    "streams": {"schemas"},
+    "processors": {"streams", "schemas"},
+    "retention": {"processors", "streams", "schemas"},
+    "agents": {"processors", "streams", "schemas"},
+    "checks": {"retention", "agents", "processors", "streams", "schemas"},
+    "cli": {"checks", "retention", "agents", "processors", "streams", "schemas"},
+}
+ROOT_MODULES = {"errors", "settings", "durations"}
+
+
+def _imports(path: Path) -> set[str]:
+    """The runstate subpackages or root modules ``path`` imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "runstate" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_go_down_the_layers(path: Path) -> None:
+    rel = path.relative_to(PACKAGE)
+    if rel.parts == ("__main__.py",):
+        layer, allowed = "__main__", {"cli"}
+    elif len(rel.parts) == 1:  # a root module: only other root modules
+        layer, allowed = rel.stem, set(ROOT_MODULES)
+    else:
+        layer = rel.parts[0]
+        allowed = ALLOWED[layer] | ROOT_MODULES | {layer}
+    wrong = _imports(path) - allowed
+    assert not wrong, f"{rel} ({layer}) imports {sorted(wrong)}"
+
+
+def test_every_subpackage_has_a_layer() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages <= set(ALLOWED), packages - set(ALLOWED)
