@@ -36,6 +36,7 @@ from runstate.processors.faust_adapters import (
     ChangelogConfirmingTable,
     FaustOutputs,
     FaustRunTable,
+    RunStateApp,
     raw_topic,
 )
 from runstate.processors.fencing import (
@@ -233,7 +234,7 @@ class ProcessorApp:
 def build_processor(config: ProcessorConfig) -> ProcessorApp:
     """A configured, not yet started worker (start it with ``faust.Worker``)."""
     names = config.names
-    app = faust.App(
+    app = RunStateApp(
         config.app_id,
         broker=[f"kafka://{hp.strip()}" for hp in config.bootstrap_servers.split(",")],
         store="rocksdb://",

@@ -11,12 +11,54 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.types import ProducerT
+from mode.utils.futures import stampede
 
 from runstate.processors.fencing import keep_monotonic
 
-__all__ = ["ChangelogConfirmingTable", "FaustOutputs", "FaustRunTable", "raw_topic"]
+__all__ = [
+    "ChangelogConfirmingTable",
+    "FaustOutputs",
+    "FaustRunTable",
+    "RunStateApp",
+    "raw_topic",
+]
 
 log = logging.getLogger(__name__)
+
+
+class RunStateApp(faust.App):
+    """faust's App, minus three event-loop yields per produced record.
+
+    Every ``Topic.send`` and every changelog record faust drains from its producer buffer
+    asks ``App.maybe_start_producer`` for the producer. faust guards that call against
+    concurrent starts with mode's ``stampede``, which runs ``asyncio.sleep(0)`` three
+    times on *every* call, started or not. Each yield lets aiokafka's sender ship what has
+    been appended so far, so a batch's outputs went out as a produce request every few records
+    (measured: about 20 requests and 0.5 ms of socket write each per 30-event batch, at
+    500 events/s), and latency grew with the load. Once the producer runs, the call
+    returns it directly, as ``maybe_start`` would after its own no-op: the records then
+    reach aiokafka's accumulator without a yield and leave together when the batch awaits
+    them. Nothing about delivery, order or acknowledgement changes.
+    """
+
+    async def maybe_start_producer(self) -> ProducerT:
+        producer = self.producer
+        if not self.in_transaction and producer.started:
+            return producer
+        started: ProducerT = await self._start_producer()
+        return started
+
+    @stampede
+    async def _start_producer(self) -> ProducerT:
+        # faust's own maybe_start_producer. Not reached through super(): the stampede caches
+        # its wrapper in the instance's __dict__ under the method's name, which would shadow
+        # the override above from then on.
+        if self.in_transaction:
+            transactions: ProducerT = self.consumer.transactions
+            return transactions
+        await self.producer.maybe_start()
+        return self.producer
 
 
 def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
