@@ -9,9 +9,10 @@ never committed starts at the log start offset, as ``auto.offset.reset=earliest`
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from runstate.streams.reader import watermarks
 
@@ -42,27 +43,45 @@ class GroupOffsets:
         )
 
     def start_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
-        """The group's committed offset of each partition, or its log start if none."""
+        """The group's committed offset of each partition, or its log start if none.
+
+        Retriable broker errors (a coordinator still loading after a broker restart, a moved
+        leader) are retried until ``timeout_s``.
+
+        Raises:
+            RuntimeError: the broker did not answer within ``timeout_s``, or refused.
+        """
         wanted = [TopicPartition(self.topic, p) for p in sorted(set(partitions))]
         if not wanted:
             return {}
+        deadline = time.monotonic() + self._timeout_s
         with self._lock:
-            found = self._consumer.committed(wanted, timeout=self._timeout_s)
-            result: dict[int, int] = {}
-            for tp in found:
-                if tp.error is not None:
-                    raise RuntimeError(
-                        f"committed offset of {self.topic}[{tp.partition}] for group"
-                        f" {self.group}: {tp.error}"
-                    )
-                if tp.offset >= 0:
-                    result[tp.partition] = int(tp.offset)
-                else:
-                    low, _ = watermarks(
-                        self._consumer, self.topic, tp.partition, timeout_s=self._timeout_s
-                    )
-                    result[tp.partition] = low
-            return result
+            while True:
+                try:
+                    return self._lookup(wanted)
+                except KafkaException as exc:
+                    error = exc.args[0] if exc.args else None
+                    retriable = isinstance(error, KafkaError) and error.retriable()
+                    if not retriable or time.monotonic() >= deadline:
+                        raise RuntimeError(
+                            f"committed offsets of {self.topic} for group {self.group}: {exc}"
+                        ) from exc
+                    time.sleep(0.2)
+
+    def _lookup(self, wanted: list[TopicPartition]) -> dict[int, int]:
+        found = self._consumer.committed(wanted, timeout=self._timeout_s)
+        result: dict[int, int] = {}
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if tp.offset >= 0:
+                result[tp.partition] = int(tp.offset)
+            else:
+                low, _ = watermarks(
+                    self._consumer, self.topic, tp.partition, timeout_s=self._timeout_s
+                )
+                result[tp.partition] = low
+        return result
 
     def close(self) -> None:
         with self._lock:
