@@ -18,8 +18,7 @@ import signal
 import sys
 
 from runstate.agents import DurableRun, EffectsClient, HttpRunStateReader, RetryPolicy, StepContext
-from runstate.agents.credit_limit import EXIT_COMPLETED, EXIT_FAILED, EXIT_RECONCILE, EXIT_WAITING
-from runstate.errors import Error, ReconcileRequired, RunSuspended
+from runstate.agents.process import drive_once
 from runstate.settings import load_settings
 from runstate.streams.producer import EventProducer
 
@@ -84,7 +83,6 @@ def main() -> int:
     args = parser.parse_args()
     s = load_settings()
     effects = EffectsClient(args.effects_url)
-    status, code, detail = "failed", EXIT_FAILED, ""
     with EventProducer(s, producer_name="test-agent") as producer:
         reader = HttpRunStateReader(
             args.query_url,
@@ -92,7 +90,8 @@ def main() -> int:
             events_topic=producer.names.events,
         )
         options = {"max_inline_wait_s": 0.0}
-        try:
+
+        def start_or_resume() -> str:
             if args.action == "start":
                 run = DurableRun.start(
                     producer, reader, run_id=args.run_id, agent="test-agent", input="{}",
@@ -101,18 +100,12 @@ def main() -> int:
             else:
                 run = DurableRun.attach(producer, reader, args.run_id, **options)
             if args.mode == "ledger":
-                detail = ledger_agent(run, effects, reconcile=not args.no_reconcile)
-            else:
-                detail = retry_agent(run, effects)
-            status, code = "completed", EXIT_COMPLETED
-        except RunSuspended as exc:
-            status, code, detail = "waiting", EXIT_WAITING, str(exc)
-        except ReconcileRequired as exc:
-            status, code, detail = "needs_attention", EXIT_RECONCILE, str(exc)
-        except Error as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-    print(json.dumps({"status": status, "detail": detail}), flush=True)
-    return code
+                return ledger_agent(run, effects, reconcile=not args.no_reconcile)
+            return retry_agent(run, effects)
+
+        outcome = drive_once(start_or_resume)
+    print(json.dumps({"status": outcome.status, "detail": outcome.detail}), flush=True)
+    return outcome.code
 
 
 if __name__ == "__main__":

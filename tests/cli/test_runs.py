@@ -5,17 +5,13 @@ The real worker answering these filters is covered in ``tests/processors/test_qu
 
 from __future__ import annotations
 
-import json
-import threading
-import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from runstate.cli import app as cli
+from tests.stand_in_api import StandInApi, stand_in_api
 
 RUN = {
     "run_id": "run-7",
@@ -29,48 +25,18 @@ RUN = {
 }
 
 
-class StandIn(ThreadingHTTPServer):
-    queries: list[dict[str, str]]
-
-
-class _RecordingAnswer(BaseHTTPRequestHandler):
-    server: StandIn
-
-    def do_GET(self) -> None:
-        query = urllib.parse.urlsplit(self.path).query
-        self.server.queries.append(dict(urllib.parse.parse_qsl(query)))
-        body = json.dumps({"runs": [RUN], "count": 1, "complete": True}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def api() -> Iterator[StandIn]:
-    server = StandIn(("127.0.0.1", 0), _RecordingAnswer)
-    server.queries = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def api() -> Iterator[StandInApi]:
+    with stand_in_api({"runs": [RUN], "count": 1, "complete": True}) as server:
+        yield server
 
 
-def _url(server: StandIn) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}"
-
-
-def test_list_passes_step_phase_and_idle_for_to_the_api(api: StandIn) -> None:
+def test_list_passes_step_phase_and_idle_for_to_the_api(api: StandInApi) -> None:
     result = CliRunner().invoke(
         cli,
         [
             "runs", "list", "--step", "score", "--phase", "retry_scheduled",
-            "--idle-for", "2h", "--status", "in_progress", "--url", _url(api),
+            "--idle-for", "2h", "--status", "in_progress", "--url", api.url,
         ],
         env={"COLUMNS": "160"},  # rich truncates cells to fit; a wide terminal shows them whole
     )  # fmt: skip
@@ -94,9 +60,9 @@ def test_list_passes_step_phase_and_idle_for_to_the_api(api: StandIn) -> None:
     ],
 )
 def test_a_bad_filter_value_exits_2_before_asking_the_api(
-    api: StandIn, args: list[str], message: str
+    api: StandInApi, args: list[str], message: str
 ) -> None:
-    result = CliRunner().invoke(cli, ["runs", "list", *args, "--url", _url(api)])
+    result = CliRunner().invoke(cli, ["runs", "list", *args, "--url", api.url])
     assert result.exit_code == 2
     assert message in result.output
     assert api.queries == []

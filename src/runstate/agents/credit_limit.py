@@ -30,9 +30,15 @@ from typing import Any
 from runstate.agents.approvals import canonical_json
 from runstate.agents.client import HttpRunStateReader
 from runstate.agents.effects import EffectsClient
+from runstate.agents.process import (
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_RECONCILE,
+    EXIT_WAITING,
+    drive_once,
+)
 from runstate.agents.retry import RetryPolicy
 from runstate.agents.steps import DurableRun, StepContext
-from runstate.errors import Error, ReconcileRequired, RunSuspended
 
 __all__ = [
     "AGENT",
@@ -49,8 +55,6 @@ __all__ = [
 AGENT = "credit-limit"
 PROMPT_VERSION = "credit-check@3"
 MANAGER = "manager.aliya"
-
-EXIT_COMPLETED, EXIT_FAILED, EXIT_RECONCILE, EXIT_WAITING = 0, 1, 4, 10
 
 #: A request as it arrives: the phone is not a valid Kazakh mobile number.
 SAMPLE_REQUEST: dict[str, Any] = {
@@ -199,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     s = load_settings()
     agent = CreditLimitAgent(EffectsClient(args.effects_url))
-    status, code, detail = "failed", EXIT_FAILED, ""
     with EventProducer(s, producer_name="credit-limit-agent") as producer:
         reader = HttpRunStateReader(
             args.query_url or s.query_url,
             bootstrap_servers=s.bootstrap_servers,
             events_topic=producer.names.events,
         )
-        try:
+
+        def start_or_resume() -> str:
             if args.action == "start":
                 run = DurableRun.start(
                     producer,
@@ -220,16 +224,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 run = DurableRun.attach(producer, reader, args.run_id)
-            detail = agent.drive(run)
-            status, code = "completed", EXIT_COMPLETED
-        except RunSuspended as exc:
-            status, code, detail = "waiting", EXIT_WAITING, str(exc)
-        except ReconcileRequired as exc:
-            status, code, detail = "needs_attention", EXIT_RECONCILE, str(exc)
-        except Error as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-    print(json.dumps({"run_id": args.run_id, "status": status, "detail": detail}), flush=True)
-    return code
+            return agent.drive(run)
+
+        outcome = drive_once(start_or_resume)
+    print(
+        json.dumps({"run_id": args.run_id, "status": outcome.status, "detail": outcome.detail}),
+        flush=True,
+    )
+    return outcome.code
 
 
 if __name__ == "__main__":

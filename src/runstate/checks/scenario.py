@@ -45,6 +45,7 @@ from runstate.checks.synthetic import (
 from runstate.errors import Error, QueryError
 from runstate.processors.query_client import QueryClient
 from runstate.processors.reducer import fold
+from runstate.processors.run_view import RunFilter
 from runstate.processors.state import RunState, RunStatus, StepPhase
 from runstate.processors.state_codec import StateCodec
 from runstate.retention.audit import compare_states
@@ -299,7 +300,7 @@ class Scenario:
             if waiting and approval.get("approver") == approver and requested is not None:
                 seen["GET /runs/{id}"] = seen["GET /runs/{id}"] or _since(requested)
             if requested is not None and seen["GET /runs?status=waiting_approval"] is None:
-                listed = client.runs(status=RunStatus.WAITING_APPROVAL.value)["runs"]
+                listed = client.runs(RunFilter(status=RunStatus.WAITING_APPROVAL))["runs"]
                 mine = [r for r in listed if r.get("run_id") == self.run_id]
                 if mine and (mine[0].get("approval") or {}).get("approver") == approver:
                     seen["GET /runs?status=waiting_approval"] = _since(requested)

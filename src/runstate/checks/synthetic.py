@@ -38,8 +38,14 @@ from runstate.agents.approvals import canonical_json
 from runstate.agents.client import HttpRunStateReader
 from runstate.agents.effects import EffectsClient
 from runstate.agents.ports import EventSink
+from runstate.agents.process import (
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_RECONCILE,
+    EXIT_WAITING,
+    drive_once,
+)
 from runstate.agents.steps import ActionOutcome, DurableRun, StepContext
-from runstate.errors import Error, ReconcileRequired, RunSuspended
 
 __all__ = [
     "AGENT",
@@ -69,8 +75,6 @@ APPROVAL_STEP: Final = "approval"
 STEPS: Final = ("collect", "enrich", APPROVAL_STEP, "notify")
 #: The side effects of a complete run: idempotency key suffix -> kind at the effects service.
 EFFECT_KEYS: Final = {"collect": "notification", "enrich": "crm", "notify": "email"}
-
-EXIT_COMPLETED, EXIT_FAILED, EXIT_RECONCILE, EXIT_WAITING = 0, 1, 4, 10
 
 
 def new_check_run_id(now: datetime | None = None) -> str:
@@ -232,25 +236,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     s = load_settings()
     effects = EffectsClient(args.effects_url)
-    status, code, detail = "failed", EXIT_FAILED, ""
     with EventProducer(s, producer_name=AGENT) as producer:
         reader = HttpRunStateReader(
             args.query_url,
             bootstrap_servers=s.bootstrap_servers,
             events_topic=producer.names.events,
         )
-        try:
+
+        def start_or_resume() -> str:
             if args.action == "start":
                 run = start(producer, reader, args.run_id)
             else:
                 run = DurableRun.attach(producer, reader, args.run_id, max_inline_wait_s=0.0)
-            detail = drive(run, effects)
-            status, code = "completed", EXIT_COMPLETED
-        except RunSuspended as exc:
-            status, code, detail = "waiting", EXIT_WAITING, str(exc)
-        except ReconcileRequired as exc:
-            status, code, detail = "needs_attention", EXIT_RECONCILE, str(exc)
-        except Error as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-    print(json.dumps({"run_id": args.run_id, "status": status, "detail": detail}), flush=True)
-    return code
+            return drive(run, effects)
+
+        outcome = drive_once(start_or_resume)
+    print(
+        json.dumps({"run_id": args.run_id, "status": outcome.status, "detail": outcome.detail}),
+        flush=True,
+    )
+    return outcome.code

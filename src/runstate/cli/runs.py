@@ -80,12 +80,7 @@ def list_runs(
     --status waiting_approval --idle-for 4h. Waiting for a retry: --phase retry_scheduled.
     """
     try:
-        RunFilter.of(status=status, phase=phase, idle_for=idle_for)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    try:
-        body = _client(url).runs(
+        flt = RunFilter.of(
             status=status,
             owner=owner,
             approver=approver,
@@ -94,6 +89,11 @@ def list_runs(
             phase=phase,
             idle_for=idle_for,
         )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        body = _client(url).runs(flt)
     except QueryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

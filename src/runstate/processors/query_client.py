@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 from runstate.errors import QueryError
+from runstate.processors.run_view import RunFilter
 
 __all__ = ["QueryClient"]
 
@@ -62,29 +63,10 @@ class QueryClient:
             timeout=timeout_s,
         )
 
-    def runs(
-        self,
-        *,
-        status: str | None = None,
-        owner: str | None = None,
-        approver: str | None = None,
-        overdue: bool = False,
-        step: str | None = None,
-        phase: str | None = None,
-        idle_for: str | None = None,
-    ) -> dict[str, Any]:
-        """``GET /runs`` with these filters (see :class:`~runstate.processors.run_view.RunFilter`).
+    def runs(self, flt: RunFilter) -> dict[str, Any]:
+        """``GET /runs`` with this filter.
 
         Raises:
-            QueryError: as :meth:`get`; a bad filter value is HTTP 400 naming what is accepted.
+            QueryError: as :meth:`get`.
         """
-        return self.get(
-            "/runs",
-            status=status,
-            owner=owner,
-            approver=approver,
-            overdue="true" if overdue else None,
-            step=step,
-            phase=phase,
-            idle_for=idle_for,
-        )
+        return self.get("/runs", **flt.as_query())
