@@ -1,7 +1,7 @@
 """The baseline: the same job on Quix Streams (``python -m benchmarks.baseline_quix``).
 
 Same input (the events topic our SDK wrote), same Avro decoding (our codec), same reducer
-(:func:`runstate.processors.reducer.apply`), state as the state codec's bytes in Quix's
+(:func:`runstate.runs.reducer.apply`), state as the state codec's bytes in Quix's
 RocksDB store with its changelog topic, and the same outputs: ``RunStateChanged`` (our codec)
 to the state-changes topic and the latest state to the run-state topic. No dead-letter topic:
 the workload has no bad records, so that path costs neither system anything.
@@ -20,8 +20,8 @@ from typing import Any
 from quixstreams import Application, State, message_context
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from runstate.processors.reducer import Applied, apply
-from runstate.processors.state_codec import StateCodec
+from runstate.runs.reducer import Applied, apply
+from runstate.runs.state_codec import StateCodec
 from runstate.schemas.codec import default_codec
 from runstate.schemas.convert import decode_event
 from runstate.streams.topics import TopicNames

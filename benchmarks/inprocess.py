@@ -20,8 +20,8 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from rocksdict import Options, Rdict
 
-from runstate.processors.reducer import Applied, apply
-from runstate.processors.state_codec import StateCodec, state_to_record
+from runstate.runs.reducer import Applied, apply
+from runstate.runs.state_codec import StateCodec, state_to_record
 from runstate.schemas.codec import SingleObjectCodec, default_codec, encode
 from runstate.schemas.convert import decode_event, encode_event, event_to_record, record_to_event
 from runstate.schemas.events import AgentEvent

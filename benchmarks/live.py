@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks import harness as h
 from benchmarks.workload import Workload, generate
-from runstate.processors.state_codec import decode_change
+from runstate.runs.state_codec import decode_change
 from runstate.schemas.events import ModelCalled
 from runstate.streams.producer import EventProducer
 

@@ -10,7 +10,7 @@ through a longer producer identity (user agent plus trace baggage), as a real SD
 
 Runs interleave as they would on a busy cluster: up to ``concurrency`` runs are live at once
 and the next event comes from a random live run, so each run's own order is kept.
-Every sequence is valid for the reducer (:func:`runstate.processors.reducer.apply` applies
+Every sequence is valid for the reducer (:func:`runstate.runs.reducer.apply` applies
 each event; ``tests/benchmarks/test_workload.py`` checks it).
 """
 

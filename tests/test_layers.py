@@ -1,6 +1,11 @@
-"""The package's layers import only downward: cli -> checks -> {retention, agents} ->
-processors -> streams -> schemas; the root modules (errors, settings, durations) are for
-everyone, and ``python -m runstate`` (``__main__``) starts the CLI."""
+"""The package's layers import only downward: cli -> checks -> {retention, agents,
+processors} -> runs -> streams -> schemas; the root modules (errors, settings, durations) are
+for everyone, and ``python -m runstate`` (``__main__``) starts the CLI.
+
+The run domain (``runs``: state, reducer, codec, views, deadlines) sits beside the runtime,
+not in it: the agent SDK, retention, replay and the launch checks depend on it and never on
+``processors``. It imports no Kafka client, no RocksDB and no runtime library, so the same
+reducer serves the live processor, replay and the tests."""
 
 from __future__ import annotations
 
@@ -15,13 +20,28 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "runstate"
 ALLOWED: dict[str, set[str]] = {
     "schemas": set(),
     "streams": {"schemas"},
-    "processors": {"streams", "schemas"},
-    "retention": {"processors", "streams", "schemas"},
-    "agents": {"processors", "streams", "schemas"},
-    "checks": {"retention", "agents", "processors", "streams", "schemas"},
-    "cli": {"checks", "retention", "agents", "processors", "streams", "schemas"},
+    "runs": {"schemas"},
+    "processors": {"runs", "streams", "schemas"},
+    "retention": {"runs", "streams", "schemas"},
+    "agents": {"runs", "streams", "schemas"},
+    "checks": {"retention", "agents", "runs", "streams", "schemas"},
+    "cli": {"checks", "retention", "agents", "processors", "runs", "streams", "schemas"},
 }
 ROOT_MODULES = {"errors", "settings", "durations"}
+
+
+#: Third-party modules the run domain must never import (Kafka clients, stores, runtimes).
+RUNTIME_LIBRARIES = {"confluent_kafka", "rocksdict", "faust", "mode", "aiokafka", "aiohttp"}
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
 
 
 def _imports(path: Path) -> set[str]:
@@ -61,3 +81,13 @@ def test_imports_go_down_the_layers(path: Path) -> None:
 def test_every_subpackage_has_a_layer() -> None:
     packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert packages <= set(ALLOWED), packages - set(ALLOWED)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((PACKAGE / "runs").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_the_run_domain_imports_no_runtime(path: Path) -> None:
+    wrong = _third_party_imports(path) & RUNTIME_LIBRARIES
+    assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)}"

@@ -31,7 +31,7 @@ from runstate.agents import (
 )
 from runstate.agents.credit_limit import EXIT_COMPLETED, EXIT_RECONCILE, EXIT_WAITING, MANAGER
 from runstate.errors import RunSuspended
-from runstate.processors.state import ActionState, RunState, RunStateChanged, RunStatus
+from runstate.runs.state import ActionState, RunState, RunStateChanged, RunStatus
 from runstate.schemas.events import AgentEvent, ApprovalGranted, RetryScheduled, StepStarted
 from runstate.streams.producer import EventProducer
 from tests.polling import assert_eventually

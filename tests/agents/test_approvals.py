@@ -8,8 +8,8 @@ import pytest
 
 from runstate.agents import DurableRun, InMemoryRuns, approve, reject, subject_hash
 from runstate.errors import ApprovalError, RunSuspended
-from runstate.processors.reducer import RejectCode
-from runstate.processors.state import ApprovalOutcome, RunStatus
+from runstate.runs.reducer import RejectCode
+from runstate.runs.state import ApprovalOutcome, RunStatus
 from runstate.schemas.events import ApprovalGranted
 
 SUBJECT = {"company": "Acme", "limit": 50000}

@@ -10,7 +10,7 @@ import pytest
 
 from runstate.agents import HttpRunStateReader
 from runstate.errors import QueryError
-from runstate.processors.state import StepPhase
+from runstate.runs.state import StepPhase
 from tests.stand_in_api import StandInApi, stand_in_api
 
 PARTIAL: dict[str, Any] = {

@@ -24,7 +24,7 @@ from runstate.agents import (
 )
 from runstate.agents.client import Position
 from runstate.errors import RunSuspended
-from runstate.processors.state import RunState, RunStatus, StepPhase
+from runstate.runs.state import RunState, RunStatus, StepPhase
 from runstate.schemas.events import RetryScheduled, RunCancelled, StepStarted
 
 RUN = "run-1"

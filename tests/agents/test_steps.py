@@ -21,7 +21,7 @@ from runstate.agents import (
     approve,
 )
 from runstate.errors import ReconcileRequired, RunSuspended, StepAttemptFailed, StepError
-from runstate.processors.state import ActionState, RunStatus, StepPhase
+from runstate.runs.state import ActionState, RunStatus, StepPhase
 from runstate.schemas.events import (
     ExternalActionIntended,
     FailureReason,

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from benchmarks.workload import MAX_EVENTS, MAX_SIZE, MIN_EVENTS, MIN_SIZE, Workload, generate
 
-from runstate.processors.reducer import Applied, apply
+from runstate.runs.reducer import Applied, apply
 from runstate.schemas.convert import decode_event, encode_event
 
 

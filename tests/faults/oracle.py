@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstate.processors.reducer import Applied, apply
-from runstate.processors.run_view import run_to_json
-from runstate.processors.state import RunState
-from runstate.processors.state_codec import decode_change, decode_state, encode_change
+from runstate.runs.reducer import Applied, apply
+from runstate.runs.run_view import run_to_json
+from runstate.runs.state import RunState
+from runstate.runs.state_codec import decode_change, decode_state, encode_change
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event

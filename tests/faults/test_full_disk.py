@@ -76,7 +76,7 @@ def commits_ahead_of_state(d: Deployment, oracle: Oracle) -> list[str]:
     for r in oracle.read(d.names.changelog):
         if r.key is not None and r.value is not None:
             table[r.key.decode()] = r.value
-    from runstate.processors.state_codec import decode_change, decode_state
+    from runstate.runs.state_codec import decode_change, decode_state
 
     changes = {(c.run_id, c.version) for c in (
         decode_change(r.value) for r in oracle.read(d.names.state_changes) if r.value)}  # fmt: skip

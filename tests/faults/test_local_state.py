@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runstate.processors.state import RunState
+from runstate.runs.state import RunState
 from tests.faults.conftest import DeploymentFactory
 from tests.faults.harness import Deployment, Load, WorkerProcess, agent_runs, interleave
 from tests.faults.oracle import Oracle, converge
@@ -112,7 +112,7 @@ def restart_and_watch(
 ) -> dict[str, object]:
     """Restart ``w`` (again, up to MAX_RESTARTS, if it dies) and ask about ``sample`` runs
     until it is ready; every answer given must equal the fold."""
-    from runstate.processors.run_view import run_to_json
+    from runstate.runs.run_view import run_to_json
 
     began = time.monotonic()
     w.start()

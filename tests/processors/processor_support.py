@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runstate.processors.reducer import fold
-from runstate.processors.state import RunState
-from runstate.processors.state_codec import decode_change, decode_state
+from runstate.runs.reducer import fold
+from runstate.runs.state import RunState
+from runstate.runs.state_codec import decode_change, decode_state
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent
 from runstate.streams.broker import free_port

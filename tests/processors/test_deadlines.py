@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runstate.processors.deadlines import (
+from runstate.runs.deadlines import (
     Deadline,
     DeadlineIndex,
     expiry_event,
     expiry_event_id,
 )
-from runstate.processors.reducer import Applied, apply, fold
+from runstate.runs.reducer import Applied, apply, fold
 from runstate.schemas.events import ApprovalExpired, ApprovalGranted
 from tests.factories import RunBuilder
 from tests.polling import assert_eventually

@@ -21,13 +21,13 @@ from runstate.processors.fencing import (
     keep_monotonic,
     peek_version,
 )
-from runstate.processors.state_codec import StateCodec, encode_state
 from runstate.processors.worker import RunProcessor, StorageFull
+from runstate.runs.state_codec import StateCodec, encode_state
 from runstate.schemas.convert import encode_event
 from runstate.schemas.events import AgentEvent
 from tests.factories import make_run
-from tests.processors.conftest import RunStateFactory
 from tests.processors.test_processor_unit import Table, Topics, _decode
+from tests.runs.conftest import RunStateFactory
 
 
 class Clock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runstate.processors.fencing import EXIT_BATCH_FAILED
-from runstate.processors.run_view import run_to_json
+from runstate.runs.run_view import run_to_json
 from tests.factories import make_run
 from tests.polling import assert_eventually
 from tests.processors.processor_support import (

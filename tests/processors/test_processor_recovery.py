@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from runstate.processors.run_view import run_to_json
+from runstate.runs.run_view import run_to_json
 from runstate.streams.partitioning import partition_for
 from tests.factories import make_run
 from tests.polling import assert_eventually

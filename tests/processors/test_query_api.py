@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from runstate.cli import app as cli
-from runstate.processors.run_view import run_to_json
-from runstate.processors.state import RunStatus
+from runstate.runs.run_view import run_to_json
+from runstate.runs.state import RunStatus
 from runstate.schemas.events import AgentEvent, RetryScheduled, StepStarted
 from runstate.streams.reader import end_offsets
 from tests.factories import T0, RunBuilder, make_run

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import test_utils
 
 from runstate.processors.query_api import QueryServer
-from runstate.processors.state import RunState, RunStatus, StepPhase
-from tests.processors.conftest import RunStateFactory
+from runstate.runs.state import RunState, RunStatus, StepPhase
+from tests.runs.conftest import RunStateFactory
 
 
 class OneWorker:

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from runstate.processors.reducer import fold
-from runstate.processors.state import RunState
 from runstate.retention import ArchiveStore
+from runstate.runs.reducer import fold
+from runstate.runs.state import RunState
 from runstate.schemas.events import AgentEvent
 from runstate.streams.producer import Delivery, EventProducer
 from runstate.streams.reader import read_topic

@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 
 from runstate.cli import app
 from runstate.errors import ReplayError
-from runstate.processors.reducer import fold
-from runstate.processors.state_codec import encode_state
 from runstate.retention.apply import apply_retention, plan_retention
 from runstate.retention.archiver import Archiver, ArchiverConfig
 from runstate.retention.context import RetentionContext, load_context
 from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.retention.manifest import SegmentManifest
 from runstate.retention.replay import HistorySource, plan_partition, replay_all, replay_until
+from runstate.runs.reducer import fold
+from runstate.runs.state_codec import encode_state
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import encode
 from runstate.schemas.convert import event_to_record

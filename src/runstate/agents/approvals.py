@@ -26,7 +26,7 @@ from typing import Any
 from runstate.agents.client import RunStateReader
 from runstate.agents.ports import EventSink
 from runstate.errors import ApprovalError
-from runstate.processors.state import ApprovalOutcome, RunState, RunStatus
+from runstate.runs.state import ApprovalOutcome, RunState, RunStatus
 from runstate.schemas.events import ApprovalGranted, ApprovalRejected, ApproverKind
 from runstate.streams.producer import Delivery
 

@@ -11,27 +11,15 @@ event written before it started, including its crashed predecessor's.
 
 from __future__ import annotations
 
-import dataclasses
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Protocol
 
 from runstate.errors import QueryError
-from runstate.processors.query_client import QueryClient
-from runstate.processors.run_view import RunFilter
-from runstate.processors.state import (
-    ActionState,
-    Approval,
-    ApprovalOutcome,
-    CompletedStep,
-    ExternalAction,
-    ModelCall,
-    RunState,
-    RunStatus,
-    StepPhase,
-)
-from runstate.schemas.events import ApproverKind, FailureReason
+from runstate.runs.query_client import QueryClient
+from runstate.runs.run_view import RunFilter, state_from_json
+from runstate.runs.state import RunState, RunStatus, StepPhase
 from runstate.streams.partitioning import partition_for
 from runstate.streams.reader import end_offsets
 
@@ -200,76 +188,3 @@ class HttpRunStateReader:
 
     def __repr__(self) -> str:
         return f"HttpRunStateReader({urllib.parse.urlsplit(self.query_url).netloc})"
-
-
-def _dt(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _req_dt(value: Any) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def state_from_json(body: dict[str, Any]) -> RunState:
-    """The :class:`RunState` in a query API answer (the inverse of ``run_to_json``).
-
-    Keys the state does not have (``served_by``, ``partition``, ``is_terminal``) are ignored,
-    so a newer worker adding fields does not break an older SDK.
-
-    Raises:
-        QueryError: the answer is not a run state.
-    """
-    try:
-        a = body.get("approval")
-        fields = {f.name for f in dataclasses.fields(RunState)}
-        plain = {k: v for k, v in body.items() if k in fields}
-        return RunState(
-            **{
-                **plain,
-                "status": RunStatus(body["status"]),
-                "created_at": _req_dt(body["created_at"]),
-                "updated_at": _req_dt(body["updated_at"]),
-                "step_phase": None
-                if body.get("step_phase") is None
-                else StepPhase(body["step_phase"]),
-                "retry_not_before": _dt(body.get("retry_not_before")),
-                "last_attempt_at": _dt(body.get("last_attempt_at")),
-                "last_error_reason": None
-                if body.get("last_error_reason") is None
-                else FailureReason(body["last_error_reason"]),
-                "completed_steps": tuple(
-                    CompletedStep(**{**c, "completed_at": _req_dt(c["completed_at"])})
-                    for c in body.get("completed_steps", ())
-                ),
-                "approval": None
-                if a is None
-                else Approval(
-                    **{
-                        **a,
-                        "approver_kind": ApproverKind(a["approver_kind"]),
-                        "outcome": ApprovalOutcome(a["outcome"]),
-                        "requested_at": _req_dt(a["requested_at"]),
-                        "due_at": _req_dt(a["due_at"]),
-                        "decided_at": _dt(a.get("decided_at")),
-                    }
-                ),
-                "external_actions": tuple(
-                    ExternalAction(
-                        **{
-                            **x,
-                            "state": ActionState(x["state"]),
-                            "intended_at": _req_dt(x["intended_at"]),
-                            "recorded_at": _dt(x.get("recorded_at")),
-                        }
-                    )
-                    for x in body.get("external_actions", ())
-                ),
-                "model_calls": tuple(ModelCall(**m) for m in body.get("model_calls", ())),
-                "recent_event_digests": tuple(body.get("recent_event_digests", ())),
-            }
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise QueryError(
-            f"the query API answered something that is not a run state ({exc}); is the worker"
-            " the same runstate version as this client?"
-        ) from exc

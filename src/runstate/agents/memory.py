@@ -1,7 +1,7 @@
 """An in-process event log and run-state reader: the real reducer, no Kafka.
 
 :class:`InMemoryRuns` is both the SDK's event sink and its state reader. Each emitted event
-gets the next offset and is folded with :func:`runstate.processors.reducer.apply` exactly as
+gets the next offset and is folded with :func:`runstate.runs.reducer.apply` exactly as
 the processor would fold it, so unit tests of agents (and of the SDK) exercise the real rules -
 rejections included - without a broker. It is not a mock: nothing is scripted, and a test can
 "crash" an agent simply by dropping its :class:`~runstate.agents.steps.DurableRun` and
@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from runstate.errors import ValidationError
-from runstate.processors.reducer import Applied, Rejected, apply
-from runstate.processors.run_view import RunFilter
-from runstate.processors.state import RunState, RunStateChanged, RunStatus, StepPhase
+from runstate.runs.reducer import Applied, Rejected, apply
+from runstate.runs.run_view import RunFilter
+from runstate.runs.state import RunState, RunStateChanged, RunStatus, StepPhase
 from runstate.schemas.events import AgentEvent
 from runstate.schemas.ids import uuid7
 from runstate.streams.producer import Delivery
@@ -109,7 +109,7 @@ class InMemoryRuns:
     ) -> list[RunState]:
         """Every run's state matching the filters, as
         :meth:`~runstate.agents.client.HttpRunStateReader.list` selects them (the same
-        :class:`~runstate.processors.run_view.RunFilter`, "now" is the wall clock);
+        :class:`~runstate.runs.run_view.RunFilter`, "now" is the wall clock);
         ``require_complete`` is moot.
 
         Raises:

@@ -55,8 +55,8 @@ from typing import Any, Protocol, TypeVar
 from runstate.agents.ports import Clock, SystemClock
 from runstate.agents.retry_due import RetryDue, RetryTimetable, WaitingRuns
 from runstate.errors import DecodeError, QueryError
-from runstate.processors.state import ApprovalOutcome, RunStateChanged, RunStatus
-from runstate.processors.state_codec import StateCodec
+from runstate.runs.state import ApprovalOutcome, RunStateChanged, RunStatus
+from runstate.runs.state_codec import StateCodec
 from runstate.streams.partitioning import partition_for
 
 __all__ = ["ChangeFilter", "ChangeHandler", "Reactor", "ReactorStats", "RetryHandler"]

@@ -40,7 +40,7 @@ from typing import Protocol
 
 from runstate.agents.client import Position
 from runstate.agents.ports import Clock
-from runstate.processors.state import RunState, RunStateChanged, RunStatus, StepPhase
+from runstate.runs.state import RunState, RunStateChanged, RunStatus, StepPhase
 
 __all__ = ["RetryDue", "RetryTimetable", "WaitingRuns", "retry_due_of"]
 

@@ -41,7 +41,7 @@ from runstate.errors import (
     StepAttemptFailed,
     StepError,
 )
-from runstate.processors.state import (
+from runstate.runs.state import (
     ActionState,
     ApprovalOutcome,
     CompletedStep,

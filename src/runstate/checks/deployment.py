@@ -13,10 +13,10 @@ from pathlib import Path
 
 from runstate.agents.client import HttpRunStateReader
 from runstate.errors import QueryError
-from runstate.processors.state import RunState
 from runstate.retention.backends import ArchiveStore
 from runstate.retention.context import RetentionContext
 from runstate.retention.policy import RetentionPolicy, TopicPolicy
+from runstate.runs.state import RunState
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent

@@ -16,7 +16,7 @@ from runstate.checks.scenario import Scenario
 from runstate.checks.synthetic import AGENT, new_check_run_id, pii_plan
 from runstate.checks.volume import estimate_volume
 from runstate.errors import BrokerError
-from runstate.processors.query_client import QueryClient
+from runstate.runs.query_client import QueryClient
 from runstate.streams.producer import EventProducer
 
 __all__ = ["CHECK_NAMES", "run_launch_checks"]

@@ -43,14 +43,14 @@ from runstate.checks.synthetic import (
     pii_plan,
 )
 from runstate.errors import Error, QueryError
-from runstate.processors.query_client import QueryClient
-from runstate.processors.reducer import fold
-from runstate.processors.run_view import RunFilter
-from runstate.processors.state import RunState, RunStatus, StepPhase
-from runstate.processors.state_codec import StateCodec
 from runstate.retention.audit import compare_states
 from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.retention.replay import HistorySource, replay_all
+from runstate.runs.query_client import QueryClient
+from runstate.runs.reducer import fold
+from runstate.runs.run_view import RunFilter
+from runstate.runs.state import RunState, RunStatus, StepPhase
+from runstate.runs.state_codec import StateCodec
 from runstate.schemas.events import AgentEvent, RunCancelled, StepStarted
 from runstate.streams.producer import EventProducer
 

@@ -47,7 +47,7 @@ from runstate.agents.effects import EffectsService
 from runstate.agents.reactor import Reactor
 from runstate.cli.broker import _broker
 from runstate.errors import Error
-from runstate.processors.state import RunState, RunStateChanged, RunStatus
+from runstate.runs.state import RunState, RunStateChanged, RunStatus
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event

@@ -141,11 +141,11 @@ def replay(
     `--run R [--at T] [--history]` prints one run's state (and timeline); `--all [--at T]`
     every run's; `--all --verify` compares with the live state and lists every mismatch.
     """
-    from runstate.processors.run_view import run_to_json
     from runstate.retention.audit import Timeline, compare_states, read_live_states
     from runstate.retention.context import load_context
     from runstate.retention.kafka_log import ConfluentKafkaLog
     from runstate.retention.replay import HistorySource, replay_all
+    from runstate.runs.run_view import run_to_json
 
     if (run is None) == (not all_runs):
         raise typer.BadParameter("give exactly one of --run RUN_ID and --all")

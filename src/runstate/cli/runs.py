@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from runstate.errors import QueryError
-from runstate.processors.run_view import RunFilter
-from runstate.processors.state import StepPhase
+from runstate.runs.run_view import RunFilter
+from runstate.runs.state import StepPhase
 from runstate.settings import load_settings
 
 app = typer.Typer(help="Show and list runs (asks the processor's query API).", no_args_is_help=True)
@@ -23,7 +23,7 @@ Url = Annotated[
 
 
 def _client(url: str | None) -> Any:
-    from runstate.processors.query_client import QueryClient
+    from runstate.runs.query_client import QueryClient
 
     return QueryClient(url or load_settings().query_url)
 

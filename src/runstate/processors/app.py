@@ -30,7 +30,6 @@ from runstate.processors.batch_loop import BatchLoop
 from runstate.processors.commit_marks import CommitMarks
 from runstate.processors.config import ProcessorConfig
 from runstate.processors.consumer_offsets import ConsumerOffsets
-from runstate.processors.deadlines import DeadlineIndex, expiry_event, utc_now
 from runstate.processors.fault_hooks import install_fault_hooks
 from runstate.processors.faust_adapters import (
     ChangelogConfirmingTable,
@@ -50,9 +49,10 @@ from runstate.processors.metrics import ProcessorMetrics
 from runstate.processors.progress import ProcessedOffsets
 from runstate.processors.query_api import QueryServer
 from runstate.processors.recovery import RestoreWatch
-from runstate.processors.state import RunState
-from runstate.processors.state_codec import StateCodec
 from runstate.processors.worker import RunProcessor
+from runstate.runs.deadlines import DeadlineIndex, expiry_event, utc_now
+from runstate.runs.state import RunState
+from runstate.runs.state_codec import StateCodec
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event, encode_event

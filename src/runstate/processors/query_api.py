@@ -9,9 +9,9 @@ are never forwarded again; a worker that is asked locally about a partition it d
 
 ``GET /runs`` filters (all optional, every given one must hold): ``status``, ``owner``,
 ``approver``, ``overdue=true``, ``step`` (the current step), ``phase`` (the current step's
-:class:`~runstate.processors.state.StepPhase`) and ``idle_for`` (a duration such as ``90s``,
+:class:`~runstate.runs.state.StepPhase`) and ``idle_for`` (a duration such as ``90s``,
 ``15m``, ``2h``, ``1d``: the run's ``updated_at`` is at least that long ago). A bad value is
-a 400 whose message lists what is accepted; see :class:`~runstate.processors.run_view.RunFilter`.
+a 400 whose message lists what is accepted; see :class:`~runstate.runs.run_view.RunFilter`.
 
 Read-your-writes: ``min_partition``/``min_offset`` (the ``Delivery`` a producer got back)
 make the owner wait until it has processed that offset, up to ``timeout`` seconds, else 504.
@@ -30,8 +30,8 @@ import aiohttp
 from aiohttp import web
 from mode import Service
 
-from runstate.processors.run_view import RunFilter, run_to_json
-from runstate.processors.state import RunState
+from runstate.runs.run_view import RunFilter, run_to_json
+from runstate.runs.state import RunState
 from runstate.streams.partitioning import partition_for
 
 __all__ = ["QueryServer", "RunDirectory"]

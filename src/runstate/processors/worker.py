@@ -44,8 +44,8 @@ from runstate.processors.dead_letters import DeadLetter, DeadLetterReason, Sourc
 from runstate.processors.intake import EventDecoder, read_record
 from runstate.processors.metrics import ProcessorMetrics
 from runstate.processors.progress import ProcessedOffsets
-from runstate.processors.reducer import Applied, Duplicate, Outcome, apply
-from runstate.processors.state import RunState, RunStateChanged
+from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
+from runstate.runs.state import RunState, RunStateChanged
 
 __all__ = ["Outputs", "RunProcessor", "RunTable", "StateCodec", "StorageFull", "WriteGuard"]
 
@@ -111,7 +111,7 @@ class Outputs(Protocol):
 
 
 class StateCodec(Protocol):
-    """Avro bytes of states and changes (``runstate.processors.state_codec``)."""
+    """Avro bytes of states and changes (``runstate.runs.state_codec``)."""
 
     def encode_state(self, state: RunState) -> bytes: ...
 

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from runstate.processors.reducer import Applied, Duplicate, Outcome
-from runstate.processors.run_view import run_to_json
-from runstate.processors.state import RunState
-from runstate.processors.state_codec import StateCodec
 from runstate.retention.masking import mask_text
 from runstate.retention.policy import PersonalDataAction, TopicPolicy
 from runstate.retention.replay import HistoryRecord
+from runstate.runs.reducer import Applied, Duplicate, Outcome
+from runstate.runs.run_view import run_to_json
+from runstate.runs.state import RunState
+from runstate.runs.state_codec import StateCodec
 from runstate.schemas.events import (
     AgentEvent,
     ApprovalExpired,

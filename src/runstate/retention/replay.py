@@ -9,13 +9,13 @@ Segments deleted by retention (tombstones) are skipped and reported: their histo
 by policy, not by accident.
 
 Every value is decoded into the current event classes whatever schema version wrote it
-(Avro resolution in the codec), and folded with :func:`runstate.processors.reducer.apply`,
+(Avro resolution in the codec), and folded with :func:`runstate.runs.reducer.apply`,
 the function the live processor runs, with the original offsets, so a replayed state is
 field for field what the processor kept (``last_offset`` included). Values that cannot be
 decoded are skipped and counted, as the processor dead-letters them.
 
 ``--at TIME`` stops each run at its first event after TIME (log order wins, as
-:func:`~runstate.processors.reducer.fold` does), so the answer is the state a query at TIME
+:func:`~runstate.runs.reducer.fold` does), so the answer is the state a query at TIME
 would have seen, give or take producers' clock skew.
 """
 
@@ -28,11 +28,11 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from runstate.errors import DecodeError, ReplayError
-from runstate.processors.reducer import Applied, Duplicate, Outcome, apply
-from runstate.processors.state import RunState
 from runstate.retention.backends import ArchiveStore
 from runstate.retention.kafka_log import KafkaLog
 from runstate.retention.manifest import SegmentManifest
+from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
+from runstate.runs.state import RunState
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent

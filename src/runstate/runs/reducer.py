@@ -4,7 +4,7 @@ The live processor, the replay tool and the tests call the same :func:`apply`, s
 replayed from the log ends in exactly the state the processor kept. Three outcomes:
 
 * :class:`Applied` - the event changed the run; a new state (``version`` + 1) and the
-  :class:`~runstate.processors.state.RunStateChanged` to emit.
+  :class:`~runstate.runs.state.RunStateChanged` to emit.
 * :class:`Duplicate` - the event is already reflected: its offset or id was seen, or it
   restates a fact the state holds (redelivered with a new id, an expiry that lost the race
   to a decision). The state is returned unchanged.
@@ -13,7 +13,7 @@ replayed from the log ends in exactly the state the processor kept. Three outcom
 
 Decisions worth knowing:
 
-* Status moves follow :data:`~runstate.processors.state.TRANSITIONS` only; step, approval
+* Status moves follow :data:`~runstate.runs.state.TRANSITIONS` only; step, approval
   and action guards add detail.
 * ``ApprovalGranted``/``ApprovalRejected``/``ApprovalExpired`` all return the run to
   ``in_progress`` with the outcome in ``state.approval``: the agent's own handler decides
@@ -41,8 +41,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeAlias
 
-from runstate.processors._rules import DuplicateWhy, NoOp, RejectCode, Rejected, dispatch
-from runstate.processors.state import (
+from runstate.runs._rules import DuplicateWhy, NoOp, RejectCode, Rejected, dispatch
+from runstate.runs.state import (
     RECENT_EVENT_IDS_LIMIT,
     TRANSITIONS,
     ApprovalOutcome,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from runstate.processors.reducer import (
+from runstate.runs.reducer import (
     Applied,
     Duplicate,
     DuplicateWhy,
@@ -13,7 +13,7 @@ from runstate.processors.reducer import (
     apply,
     fold,
 )
-from runstate.processors.state import (
+from runstate.runs.state import (
     RECENT_EVENT_IDS_LIMIT,
     TERMINAL_STATUSES,
     TRANSITIONS,
@@ -31,7 +31,7 @@ from runstate.schemas.events import (
     StepStarted,
 )
 from tests.factories import T0, RunBuilder, make_run
-from tests.processors.conftest import (
+from tests.runs.conftest import (
     BuilderFactory,
     applied,
     duplicate,

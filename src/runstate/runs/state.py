@@ -1,7 +1,7 @@
 """The run state: what one agent run knows, has done, and should do next.
 
 A :class:`RunState` is the snapshot the processor keeps per ``run_id`` and the value the
-reducer (:mod:`runstate.processors.reducer`) folds events into. It is a frozen dataclass,
+reducer (:mod:`runstate.runs.reducer`) folds events into. It is a frozen dataclass,
 not a pydantic model: the reducer builds one per event in the hot path and every field it
 sets comes from an already validated event, so validating again would only cost time.
 Collections are tuples so that a state is a value (equal by content, safe to share).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runstate.processors.state import (
+from runstate.runs.state import (
     TERMINAL_STATUSES,
     ActionState,
     ExternalAction,
@@ -13,7 +13,7 @@ from runstate.processors.state import (
     event_digest,
 )
 from tests.factories import T0
-from tests.processors.conftest import RunStateFactory
+from tests.runs.conftest import RunStateFactory
 
 
 def test_event_digest_is_stable_and_64_bit() -> None:

@@ -1,19 +1,37 @@
-"""RunState as JSON for the query API, and the filters ``GET /runs`` accepts."""
+"""RunState as JSON for the query API (both ways), and the filters ``GET /runs`` accepts.
+
+There is one JSON form of a run state: :func:`run_to_json` writes it from the dataclass
+fields and :func:`state_from_json` reads it back by the same fields' types, so a field added to
+:class:`~runstate.runs.state.RunState` is in both without another hand-kept mapping.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from runstate.durations import format_duration, parse_duration
-from runstate.processors.reducer import is_overdue
-from runstate.processors.state import RunState, RunStatus, StepPhase
+from runstate.errors import QueryError
+from runstate.runs.reducer import is_overdue
+from runstate.runs.state import RunState, RunStatus, StepPhase
 
-__all__ = ["RunFilter", "parse_idle_for", "parse_phase", "parse_status", "run_to_json"]
+__all__ = [
+    "RunFilter",
+    "parse_idle_for",
+    "parse_phase",
+    "parse_status",
+    "run_to_json",
+    "state_from_json",
+]
+
+_D = TypeVar("_D")
 
 
 def _plain(value: Any) -> Any:
@@ -40,6 +58,59 @@ def run_to_json(state: RunState) -> dict[str, Any]:
         out[f.name] = _plain(value)
     out["is_terminal"] = state.is_terminal
     return out
+
+
+def state_from_json(body: Mapping[str, Any]) -> RunState:
+    """The :class:`RunState` in a query API answer (the inverse of :func:`run_to_json`).
+
+    Keys the state does not have (``served_by``, ``partition``, ``is_terminal``) are ignored,
+    so a newer worker adding fields does not break an older SDK.
+
+    Raises:
+        QueryError: the answer is not a run state.
+    """
+    try:
+        return _dataclass_from_json(RunState, body)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise QueryError(
+            f"the query API answered something that is not a run state ({exc}); is the worker"
+            " the same runstate version as this client?"
+        ) from exc
+
+
+@functools.cache
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_from_json(cls: type[_D], body: Mapping[str, Any]) -> _D:
+    hints = _field_types(cls)  # type: ignore[arg-type]
+    values = {
+        f.name: _from_json(hints[f.name], body[f.name])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name in body
+    }
+    return cls(**values)
+
+
+def _from_json(tp: Any, value: Any) -> Any:
+    """``value`` (as :func:`_plain` wrote it) read back as type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        [inner] = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _from_json(inner, value)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return tuple(_from_json(item, v) for v in value)
+    if tp is datetime:
+        return datetime.fromisoformat(value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_from_json(tp, value)  # type: ignore[arg-type]
+    return value
 
 
 def parse_status(text: RunStatus | str) -> RunStatus:

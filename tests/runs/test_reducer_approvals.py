@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from runstate.errors import ApprovalError, IllegalTransition
-from runstate.processors.reducer import (
+from runstate.runs.reducer import (
     Applied,
     DuplicateWhy,
     RejectCode,
@@ -15,7 +15,7 @@ from runstate.processors.reducer import (
     apply,
     is_overdue,
 )
-from runstate.processors.state import ActionState, ApprovalOutcome, RunStatus
+from runstate.runs.state import ActionState, ApprovalOutcome, RunStatus
 from runstate.schemas.events import (
     ApprovalExpired,
     ApprovalGranted,
@@ -25,7 +25,7 @@ from runstate.schemas.events import (
     StepStarted,
 )
 from tests.factories import RunBuilder
-from tests.processors.conftest import (
+from tests.runs.conftest import (
     BuilderFactory,
     applied,
     duplicate,

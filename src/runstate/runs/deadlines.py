@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from runstate.processors.state import ApprovalOutcome, RunState, RunStatus
+from runstate.runs.state import ApprovalOutcome, RunState, RunStatus
 from runstate.schemas.events import ApprovalExpired
 
 __all__ = ["EXPIRY_NAMESPACE", "Deadline", "DeadlineIndex", "expiry_event", "expiry_event_id"]

@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 from runstate.errors import QueryError
-from runstate.processors.run_view import RunFilter
+from runstate.runs.run_view import RunFilter
 
 __all__ = ["QueryClient"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runstate.processors.reducer import Applied, Duplicate, Rejected, apply, fold
-from runstate.processors.state import (
+from runstate.runs.reducer import Applied, Duplicate, Rejected, apply, fold
+from runstate.runs.state import (
     RECENT_EVENT_IDS_LIMIT,
     TERMINAL_STATUSES,
     TRANSITIONS,

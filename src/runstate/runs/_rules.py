@@ -1,8 +1,8 @@
-"""The per-event rules behind :func:`runstate.processors.reducer.apply`.
+"""The per-event rules behind :func:`runstate.runs.reducer.apply`.
 
-Private: import the names from :mod:`runstate.processors.reducer`. Each rule gets a state
+Private: import the names from :mod:`runstate.runs.reducer`. Each rule gets a state
 and one event type and answers with the next state (status from
-:data:`~runstate.processors.state.TRANSITIONS`), a :class:`NoOp` or a :class:`Rejected`.
+:data:`~runstate.runs.state.TRANSITIONS`), a :class:`NoOp` or a :class:`Rejected`.
 Each first checks whether the event restates what the state already holds, so an event
 redelivered with a new id, or long after the state forgot its id, is recognised as a
 duplicate instead of being rejected.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TypeAlias
 
 from runstate.errors import ApprovalError, IllegalTransition
-from runstate.processors.state import (
+from runstate.runs.state import (
     TRANSITIONS,
     ActionState,
     Approval,

@@ -10,7 +10,7 @@ An old record read by new code is upgraded on read, in two stages:
 1. Avro schema resolution (in :class:`~runstate.schemas.codec.SingleObjectCodec`) reads it
    into the newest layout: fields the writer lacked get their defaults.
 2. :func:`upgrade` then runs the steps in :data:`UPGRADES` from the record's
-   ``schema_version`` up to :data:`~runstate.processors.state.STATE_SCHEMA_VERSION`, for
+   ``schema_version`` up to :data:`~runstate.runs.state.STATE_SCHEMA_VERSION`, for
    what a default cannot express (a field derived from others, a renamed meaning).
 
 A record from a newer writer is read into this code's layout (fields it does not know are
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from runstate.errors import CompatibilityError, DecodeError
-from runstate.processors.state import (
+from runstate.runs.state import (
     STATE_SCHEMA_VERSION,
     ActionState,
     Approval,

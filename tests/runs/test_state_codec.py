@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runstate.errors import CompatibilityError, DecodeError
-from runstate.processors import state_codec
-from runstate.processors.reducer import Applied, apply
-from runstate.processors.state import (
+from runstate.runs import state_codec
+from runstate.runs.reducer import Applied, apply
+from runstate.runs.state import (
     STATE_SCHEMA_VERSION,
     ActionState,
     Approval,
@@ -28,7 +28,7 @@ from runstate.processors.state import (
     RunStatus,
     StepPhase,
 )
-from runstate.processors.state_codec import (
+from runstate.runs.state_codec import (
     CHANGE_RECORD,
     STATE_RECORD,
     StateCodec,
@@ -42,7 +42,7 @@ from runstate.schemas.catalog import SchemaCatalog, default_catalog, load_schema
 from runstate.schemas.codec import SingleObjectCodec, encode
 from runstate.schemas.events import AgentEvent, ApproverKind, FailureReason
 from tests.factories import make_run, plausible_runs
-from tests.processors.conftest import RunStateFactory
+from tests.runs.conftest import RunStateFactory
 
 # --- strategies for arbitrary (not necessarily reachable) states -----------------------
 

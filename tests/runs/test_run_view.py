@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
 
-from runstate.processors.run_view import RunFilter, parse_idle_for, parse_phase, parse_status
-from runstate.processors.state import RunStatus, StepPhase
+from runstate.errors import QueryError
+from runstate.runs.run_view import (
+    RunFilter,
+    parse_idle_for,
+    parse_phase,
+    parse_status,
+    run_to_json,
+    state_from_json,
+)
+from runstate.runs.state import RunState, RunStatus, StepPhase
 from tests.factories import T0
-from tests.processors.conftest import BuilderFactory, RunStateFactory, folded
+from tests.runs.conftest import BuilderFactory, RunStateFactory, folded
+from tests.runs.test_state_codec import states
 
 
 @pytest.mark.parametrize(
@@ -122,3 +133,33 @@ def test_idle_for_compares_updated_at_inclusively(run_state_factory: RunStateFac
     assert flt.matches(state, T0 + timedelta(hours=2))  # unchanged for exactly 2h
     assert flt.matches(state, T0 + timedelta(days=1))
     assert not flt.matches(state, T0 + timedelta(hours=2) - timedelta(seconds=1))
+
+
+@given(states)
+def test_the_json_form_reads_back_into_the_same_state(state: RunState) -> None:
+    body = json.loads(json.dumps(run_to_json(state)))
+    assert state_from_json(body) == state
+
+
+def test_the_json_form_ignores_keys_it_does_not_know(
+    run_state_factory: RunStateFactory,
+) -> None:
+    body = {**run_to_json(run_state_factory()), "served_by": "w1", "partition": 3}
+    assert state_from_json(body) == run_state_factory()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [{"status": "no-such-status"}, {"created_at": "yesterday"}, {"completed_steps": [{}]}],
+)
+def test_what_is_not_a_run_state_is_a_query_error(
+    run_state_factory: RunStateFactory, broken: dict[str, object]
+) -> None:
+    body = {**run_to_json(run_state_factory()), **broken}
+    with pytest.raises(QueryError, match="not a run state"):
+        state_from_json(body)
+
+
+def test_an_answer_without_the_required_fields_is_a_query_error() -> None:
+    with pytest.raises(QueryError, match="not a run state"):
+        state_from_json({"run_id": "r"})
