@@ -1,6 +1,6 @@
 """The package's layers import only downward: cli -> checks -> {retention, agents,
-processors} -> runs -> streams -> schemas; the root modules (errors, settings, durations) are
-for everyone, and ``python -m runstate`` (``__main__``) starts the CLI.
+processors, runtime} -> runs -> streams -> schemas; the root modules (errors, settings,
+durations) are for everyone, and ``python -m runstate`` (``__main__``) starts the CLI.
 
 The run domain (``runs``: state, reducer, codec, views, deadlines) sits beside the runtime,
 not in it: the agent SDK, retention, replay and the launch checks depend on it and never on
@@ -21,11 +21,21 @@ ALLOWED: dict[str, set[str]] = {
     "schemas": set(),
     "streams": {"schemas"},
     "runs": {"schemas"},
+    "runtime": {"runs", "streams", "schemas"},
     "processors": {"runs", "streams", "schemas"},
     "retention": {"runs", "streams", "schemas"},
     "agents": {"runs", "streams", "schemas"},
     "checks": {"retention", "agents", "runs", "streams", "schemas"},
-    "cli": {"checks", "retention", "agents", "processors", "runs", "streams", "schemas"},
+    "cli": {
+        "checks",
+        "retention",
+        "agents",
+        "processors",
+        "runtime",
+        "runs",
+        "streams",
+        "schemas",
+    },
 }
 ROOT_MODULES = {"errors", "settings", "durations"}
 

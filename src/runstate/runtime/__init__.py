@@ -1,0 +1,7 @@
+"""The processor runtime on confluent-kafka (being built beside the faust processor, issue 10).
+
+Small modules, one concern each: ``store`` (the local table behind one interface, RocksDB or
+memory), ``checkpoint`` (the commit protocol: one Kafka transaction per interval), ``recovery``
+(restore from the changelog), the poll loop, and standbys. The run domain it drives
+(``runstate.runs``) knows nothing of it.
+"""

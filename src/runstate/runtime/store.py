@@ -1,0 +1,96 @@
+"""The local state store: ordered bytes per partition, behind one interface.
+
+The runtime keeps each owned (and standby) partition's table in a :class:`PartitionStore`:
+RocksDB (:mod:`runstate.runtime.rocksdb_store`) in production, a sorted in-memory map
+(:mod:`runstate.runtime.memory_store`) where nothing must survive the process. The same
+parametrised tests run against both.
+
+Writes never go straight to a store. A batch reads and writes through a
+:class:`PartitionTransaction` (its own writes overlay the store), the runtime turns the
+transaction's writes into changelog records inside the Kafka transaction, and only once that
+Kafka transaction has committed are they applied to the store, atomically, together with the
+changelog offset they reach (:meth:`PartitionStore.apply`). An aborted Kafka transaction
+simply drops the overlay: the store never holds what the broker did not commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+__all__ = ["PartitionStore", "PartitionTransaction", "Store", "Write"]
+
+#: One write: ``(key, value)``, value ``None`` deletes the key (a tombstone in the changelog).
+Write = tuple[bytes, bytes | None]
+
+
+class PartitionStore(Protocol):
+    """One partition's table: ordered keys, atomic batch writes, the changelog position."""
+
+    @property
+    def partition(self) -> int: ...
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def items(
+        self, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``start <= key < end`` in key order (or reversed); lazy, so a caller
+        that stops early reads no more."""
+        ...
+
+    def apply(self, writes: Sequence[Write], *, changelog_offset: int) -> None:
+        """Apply ``writes`` in order, atomically, and record that the store now reflects the
+        changelog up to and including ``changelog_offset``.
+
+        Raises:
+            StorageFull: no space left; nothing was applied.
+        """
+        ...
+
+    def changelog_offset(self) -> int | None:
+        """The last changelog offset applied (None: empty, restore from the beginning)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    """Opens partition stores under one data directory (or in memory)."""
+
+    def open(self, partition: int) -> PartitionStore: ...
+
+    def drop(self, partition: int) -> None:
+        """Delete the partition's data (damaged, or restored from scratch)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PartitionTransaction:
+    """A batch's view of one partition: its own writes over the store's committed data.
+
+    Reads see the batch's writes first; :meth:`writes` lists them in order (last write of a
+    key wins) for the changelog and for :meth:`PartitionStore.apply` once committed.
+    """
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self._pending: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._pending:
+            return self._pending[key]
+        return self.store.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._pending[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._pending[key] = None
+
+    def writes(self) -> list[Write]:
+        return list(self._pending.items())
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
