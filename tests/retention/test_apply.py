@@ -199,3 +199,22 @@ def test_apply_never_trims_an_offset_the_lagging_archiver_has_not_archived(
     # Applying again changes nothing: the trim point is the watermark.
     again = CliRunner().invoke(app, ["retention", "apply", "--yes", *common], env=env)
     assert again.exit_code == 0 and topic_offsets(kafka_bootstrap, names.events) == after
+
+    # The policy moves to a new, empty store: it can only archive what Kafka still has, so
+    # its partitions start where the trim left Kafka. Verify must not call that sound.
+    moved = write_policy(tmp_path / "moved.yaml", names, target=f"local:{tmp_path / 'b'}")
+    moved_context = load_context(moved, bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    config_b = ArchiverConfig(kafka_bootstrap, names.events, f"{prefix}-gb", roll_records=100)
+    Archiver(config_b, moved_context.store(names.events)).run(once=True)
+    moved_common = ["--policy", str(moved), *common[2:]]
+    wrong = CliRunner().invoke(app, ["archive", "verify", "--json", *moved_common], env=env)
+    assert wrong.exit_code == 1, wrong.output
+    trimmed_partitions = {p for p, (low, _high) in marks.items() if low > 0}
+    holes = {
+        r["partition"]: r["issues"]
+        for r in json.loads(wrong.output)
+        if any("not in this archive" in i for i in r["issues"])
+    }
+    assert set(holes) == trimmed_partitions, holes
+    # The old store still proves the whole history.
+    assert CliRunner().invoke(app, ["archive", "verify", *common], env=env).exit_code == 0

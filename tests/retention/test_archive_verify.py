@@ -167,3 +167,48 @@ def test_report_keeps_tombstones_out_of_the_checks(
     report = verify(archive_store, TOPIC, 0)
 
     assert report.ok and report.expired == 1 and report.segments == 0
+
+
+def test_an_archive_that_does_not_start_at_zero_has_a_hole(
+    archive_store: BlobArchive, segment_factory: SegmentFactory
+) -> None:
+    """The case a new store after a trim shows: contiguous from 15, but 0..14 are nowhere."""
+    archive_store.put_segment(segment_factory(15, 26))
+
+    report = verify(archive_store, TOPIC, 0, kafka_earliest=15)
+
+    assert [(i.kind, i.first_offset, i.last_offset) for i in report.issues] == [
+        (IssueKind.GAP, 0, 14)
+    ]
+    assert "starts at 15" in report.issues[0].detail
+    assert "--from-offset 15" in report.issues[0].detail
+
+
+def test_a_given_start_accepts_an_archive_continuing_another_store(
+    archive_store: BlobArchive, segment_factory: SegmentFactory
+) -> None:
+    archive_store.put_segment(segment_factory(15, 26))
+
+    assert verify(archive_store, TOPIC, 0, start=15, kafka_earliest=15).ok
+    assert not verify(archive_store, TOPIC, 0, start=10, kafka_earliest=15).ok
+
+
+def test_offsets_trimmed_from_kafka_beyond_the_archive_are_lost(
+    archive_store: BlobArchive, segment_factory: SegmentFactory
+) -> None:
+    archive_store.put_segment(segment_factory(0, 9))
+
+    report = verify(archive_store, TOPIC, 0, kafka_earliest=25)
+
+    assert [(i.kind, i.first_offset, i.last_offset) for i in report.issues] == [
+        (IssueKind.GAP, 10, 24)
+    ]
+    assert "neither archived nor in Kafka" in report.issues[0].detail
+    assert verify(archive_store, TOPIC, 0, kafka_earliest=10).ok  # Kafka has the rest
+
+
+def test_an_empty_archive_of_a_trimmed_partition_is_not_sound(
+    archive_store: BlobArchive,
+) -> None:
+    assert not verify(archive_store, TOPIC, 3, kafka_earliest=5).ok
+    assert verify(archive_store, TOPIC, 3, kafka_earliest=0).ok

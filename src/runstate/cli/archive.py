@@ -113,19 +113,58 @@ def verify(
         bool, typer.Option("--quick", help="compare manifests only; do not read segments")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
+    from_offset: Annotated[
+        int,
+        typer.Option(
+            "--from-offset",
+            min=0,
+            help="prove coverage from this offset, not 0 (an archive continuing another store's)",
+        ),
+    ] = 0,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="do not ask Kafka; holes between the archive and Kafka's log go unchecked",
+        ),
+    ] = False,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
-    """Check the archive for gaps, overlaps and damaged segments (exit 1 on any issue)."""
+    """Check the archive for gaps, overlaps and damaged segments (exit 1 on any issue).
+
+    Coverage is proven from offset 0 (or --from-offset) for every partition of the topic,
+    and up to Kafka's earliest offset: an offset neither archived nor in Kafka is an issue.
+    Without --offline, Kafka must be reachable.
+    """
     from runstate.retention.context import load_context
+    from runstate.retention.kafka_log import ConfluentKafkaLog
     from runstate.retention.verify import verify as verify_partition
 
     try:
         context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
         full = context.resolve(topic)
         store = context.store(full)
-        partitions = partition or store.partitions(full)
-        reports = [verify_partition(store, full, p, deep=not quick) for p in partitions]
+        earliest: dict[int, int] = {}
+        if not offline:
+            kafka = ConfluentKafkaLog(context.bootstrap_servers, timeout_s=15.0)
+            if full not in kafka.topics():
+                raise Error(
+                    f"topic {full} is not in Kafka; pass --offline to check the archive alone"
+                )
+            earliest = {p: low for p, (low, _high) in kafka.watermarks(full).items()}
+        partitions = partition or sorted(set(store.partitions(full)) | set(earliest))
+        reports = [
+            verify_partition(
+                store,
+                full,
+                p,
+                deep=not quick,
+                start=from_offset,
+                kafka_earliest=earliest.get(p),
+            )
+            for p in partitions
+        ]
     except Error as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -2,6 +2,12 @@
 
 ``verify`` reports instead of raising on the first problem, so one run of
 ``archive verify`` shows the whole extent of the damage: every gap, overlap and bad segment.
+
+Coverage is proven from the partition's first offset, not from wherever the archive happens
+to start: history is whole only if every offset from 0 (or from an explicitly given start,
+for an archive that continues an earlier store's) up to Kafka's earliest offset is archived.
+An archive that starts at offset 15 after Kafka was trimmed to 15 is *not* sound - offsets
+0..14 are neither archived here nor in Kafka - even though its own segments are contiguous.
 """
 
 from __future__ import annotations
@@ -138,7 +144,53 @@ def _segment_issues(store: ArchiveStore, m: SegmentManifest) -> list[ArchiveIssu
     return issues
 
 
-def verify(store: ArchiveStore, topic: str, partition: int, *, deep: bool = True) -> ArchiveReport:
+def _continuity_issues(
+    manifests: list[SegmentManifest], *, start: int, kafka_earliest: int | None
+) -> list[ArchiveIssue]:
+    """Holes between ``start`` and the archive, and between the archive and Kafka."""
+    issues: list[ArchiveIssue] = []
+    first = manifests[0].first_offset if manifests else None
+    watermark = contiguous_watermark(m.offsets for m in manifests)
+    if first is not None and first > start:
+        where = (
+            "Kafka no longer has them either"
+            if kafka_earliest is not None and kafka_earliest >= first
+            else "Kafka may still have them: run `runstate archive run` to archive them"
+            if kafka_earliest is not None and kafka_earliest <= start
+            else "Kafka's log starts later too"
+        )
+        issues.append(
+            ArchiveIssue(
+                IssueKind.GAP,
+                start,
+                first - 1,
+                f"not in this archive, which starts at {first}; {where}. If an earlier"
+                f" store holds them, verify it too and check this one with --from-offset {first}",
+            )
+        )
+    covered_to = watermark if watermark is not None else start
+    if kafka_earliest is not None and kafka_earliest > covered_to:
+        issues.append(
+            ArchiveIssue(
+                IssueKind.GAP,
+                covered_to,
+                kafka_earliest - 1,
+                f"neither archived nor in Kafka (its log starts at {kafka_earliest}): these"
+                " offsets are lost unless another store holds them",
+            )
+        )
+    return issues
+
+
+def verify(
+    store: ArchiveStore,
+    topic: str,
+    partition: int,
+    *,
+    deep: bool = True,
+    start: int = 0,
+    kafka_earliest: int | None = None,
+) -> ArchiveReport:
     """Check a partition's archive for gaps, overlaps and damaged segments.
 
     Args:
@@ -147,6 +199,10 @@ def verify(store: ArchiveStore, topic: str, partition: int, *, deep: bool = True
         partition: Partition to check.
         deep: Also re-hash and decode every live segment (reads the whole partition);
             without it only manifests are compared, which is quick.
+        start: The offset the archive must cover from (0: the partition's whole history);
+            larger only for an archive that continues another store's.
+        kafka_earliest: Kafka's earliest offset of the partition, when known: every offset
+            below it must be archived, or it is lost. None skips that comparison.
 
     Returns:
         A report listing every issue; ``report.ok`` when there are none.
@@ -157,6 +213,7 @@ def verify(store: ArchiveStore, topic: str, partition: int, *, deep: bool = True
     """
     manifests = store.list_manifests(topic, partition)
     issues = _coverage_issues(manifests)
+    issues += _continuity_issues(manifests, start=start, kafka_earliest=kafka_earliest)
     live = [m for m in manifests if m.is_live]
     if deep:
         for m in live:
