@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from runstate.cli import app
@@ -14,6 +16,9 @@ from runstate.retention.apply import apply_retention, plan_retention
 from runstate.retention.archiver import Archiver, ArchiverConfig
 from runstate.retention.context import load_context
 from runstate.retention.kafka_log import ConfluentKafkaLog
+from runstate.schemas.convert import encode_event
+from runstate.schemas.events import AgentEvent, ModelCalled, RunStarted
+from runstate.settings import load_settings
 from tests.processors.processor_support import Deployment, wait_processed_all
 
 from .kafka_support import generate_runs, in_time_order, produce, write_policy
@@ -35,6 +40,8 @@ def test_replay_of_archive_and_kafka_agrees_with_the_live_processor(
     try:
         worker.wait_ready(partitions=3)
         produce(kafka_bootstrap, names.prefix, events[:900])
+        other = next(e for e in events if e.run_id != events[0].run_id)
+        _produce_what_live_dead_letters(kafka_bootstrap, names.events, events[0], other)
         wait_processed_all(deployment, worker)
         config = ArchiverConfig(kafka_bootstrap, names.events, f"{names.prefix}-arch")
         Archiver(config, context.store(names.events)).run(once=True)
@@ -59,10 +66,46 @@ def test_replay_of_archive_and_kafka_agrees_with_the_live_processor(
             "--no-progress",
         ]
 
-        result = CliRunner().invoke(app, args)
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
 
         assert result.exit_code == 0, result.output + worker.tail()
         assert '"mismatches": []' in result.output
         assert '"runs_replayed": 150' in result.output and '"runs_live": 150' in result.output
+        assert "3 set aside" in result.output, result.output
+        for reason in ("key_mismatch 1", "missing_key 1", "oversize 1"):
+            assert reason in result.output, result.output
     finally:
         deployment.close()
+
+
+def _produce_what_live_dead_letters(
+    bootstrap: str, topic: str, some: AgentEvent, other: AgentEvent
+) -> None:
+    """A model call of run ``some`` keyed by run ``other``, the same event with no key, and a
+    RunStarted over the size limit: the processor dead-letters all three, so a replay that
+    applied them would rebuild states that never existed (issue 11)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    call = ModelCalled(
+        event_id=str(uuid.uuid4()),
+        run_id=some.run_id,
+        occurred_at=now,
+        producer="test",
+        model_request_id="req-wrong-key",
+        model="m",
+    )
+    huge = RunStarted(
+        event_id=str(uuid.uuid4()),
+        run_id="run-too-big",
+        occurred_at=now,
+        producer="test",
+        agent="a",
+        input="x" * (load_settings().max_event_bytes + 1000),
+        prompt_version="p",
+        owner="o",
+        source="s",
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 2_000_000})
+    producer.produce(topic, key=other.run_id.encode(), value=encode_event(call))
+    producer.produce(topic, value=encode_event(call))
+    producer.produce(topic, key=b"run-too-big", value=encode_event(huge))
+    assert producer.flush(30) == 0

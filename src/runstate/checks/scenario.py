@@ -52,6 +52,7 @@ from runstate.runs.run_view import RunFilter
 from runstate.runs.state import RunState, RunStatus, StepPhase
 from runstate.runs.state_codec import StateCodec
 from runstate.schemas.events import AgentEvent, RunCancelled, StepStarted
+from runstate.settings import load_settings
 from runstate.streams.producer import EventProducer
 
 __all__ = ["Scenario", "judge_side_effects", "step_attempts"]
@@ -217,7 +218,12 @@ class Scenario:
         if store is None:
             return fold(events), "the reducer over the events in Kafka"
         source = HistorySource(
-            store, ConfluentKafkaLog(self.d.bootstrap), self.d.bootstrap, topic, self.d.codec
+            store,
+            ConfluentKafkaLog(self.d.bootstrap),
+            self.d.bootstrap,
+            topic,
+            self.d.codec,
+            max_event_bytes=load_settings().max_event_bytes,
         )
         result = replay_all(source, run_id=self.run_id)
         return result.states.get(self.run_id), "a replay of archive + Kafka"

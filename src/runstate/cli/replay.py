@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -82,9 +83,16 @@ def _stats_line(result: ReplayResult) -> str:
     return (
         f"replayed {s.records} records ({s.archive_records} from the archive, {s.kafka_records}"
         f" from Kafka) in {s.elapsed_s:.1f}s, {s.events_per_s:,.0f} events/s: {s.applied} applied,"
-        f" {s.duplicates} duplicates, {s.rejected} rejected, {s.undecodable} undecodable;"
+        f" {s.duplicates} duplicates, {s.rejected} rejected, {_set_aside(s.set_aside)};"
         f" {len(result.states)} runs"
     )
+
+
+def _set_aside(counts: Mapping[str, int]) -> str:
+    if not counts:
+        return "0 set aside"
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+    return f"{sum(counts.values())} set aside as the processor dead-letters them ({reasons})"
 
 
 def _print_timeline(run_id: str, timeline: Timeline, console: Console) -> None:
@@ -164,6 +172,7 @@ def replay(
             context.bootstrap_servers,
             topic,
             context.event_codec(),
+            max_event_bytes=context.max_event_bytes,
         )
         timeline = Timeline() if history else None
         observe = timeline.observe if timeline is not None else None
@@ -182,7 +191,7 @@ def replay(
                     " under the retention policy; runs there are incomplete[/yellow]"
                 )
         for problem in result.problems[:5]:
-            err.print(f"[yellow]skipped[/yellow]: {problem}")
+            err.print(f"[yellow]set aside[/yellow]: {problem}")
         if verify:
             live = read_live_states(context.bootstrap_servers, context.names.latest_state)
             mismatches = compare_states(

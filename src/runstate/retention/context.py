@@ -34,11 +34,13 @@ class RetentionContext:
         policy: The validated retention policy.
         names: Topic names of the deployment (from its prefix).
         bootstrap_servers: Kafka bootstrap servers.
+        max_event_bytes: The processor's size limit (replay sets larger records aside).
     """
 
     policy: RetentionPolicy
     names: TopicNames
     bootstrap_servers: str
+    max_event_bytes: int = 256 * 1024
     _stores: dict[str, ArchiveStore] = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, topic: str) -> str:
@@ -104,4 +106,5 @@ def load_context(
         policy=load_policy(policy_path),
         names=TopicNames(topic_prefix or settings.topic_prefix),
         bootstrap_servers=bootstrap_servers or settings.bootstrap_servers,
+        max_event_bytes=settings.max_event_bytes,
     )

@@ -11,8 +11,12 @@ by policy, not by accident.
 Every value is decoded into the current event classes whatever schema version wrote it
 (Avro resolution in the codec), and folded with :func:`runstate.runs.reducer.apply`,
 the function the live processor runs, with the original offsets, so a replayed state is
-field for field what the processor kept (``last_offset`` included). Values that cannot be
-decoded are skipped and counted, as the processor dead-letters them.
+field for field what the processor kept (``last_offset`` included). Every record first goes
+through the live processor's intake (:func:`runstate.runs.intake.read_record`): a record
+the processor dead-letters (no value, oversize, no key, undecodable, unknown schema, keyed by
+another run than its event names) is set aside here too and counted by reason, never
+applied. So a run's offsets all come from its own partition, and no state is rebuilt from a
+record the live processor refused.
 
 ``--at TIME`` stops each run at its first event after TIME (log order wins, as
 :func:`~runstate.runs.reducer.fold` does), so the answer is the state a query at TIME
@@ -21,16 +25,20 @@ would have seen, give or take producers' clock skew.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from runstate.errors import DecodeError, ReplayError
+from runstate.errors import ReplayError
 from runstate.retention.backends import ArchiveStore
 from runstate.retention.kafka_log import KafkaLog
 from runstate.retention.manifest import SegmentManifest
+from runstate.runs.dead_letters import DeadLetter, SourceRecord
+from runstate.runs.intake import read_record
 from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
 from runstate.runs.state import RunState
 from runstate.schemas.codec import SingleObjectCodec
@@ -77,6 +85,8 @@ class HistorySource:
         topic: The events topic.
         codec: Decodes values (give it the schemas topic as writer source, so values from
             producers newer than this code still decode).
+        max_event_bytes: The live processor's size limit (``RUNSTATE_MAX_EVENT_BYTES``):
+            larger records were dead-lettered live, so replay sets them aside too.
     """
 
     store: ArchiveStore
@@ -84,6 +94,7 @@ class HistorySource:
     bootstrap_servers: str
     topic: str
     codec: SingleObjectCodec
+    max_event_bytes: int = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +181,8 @@ class ReplayStats:
     applied: int = 0
     duplicates: int = 0
     rejected: int = 0
-    undecodable: int = 0
+    #: Records the live processor dead-letters at intake, by reason (``rs-reason``).
+    set_aside: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -195,7 +207,7 @@ class ReplayResult:
         states: Run id -> state at the replay's point in time.
         spans: Per partition, what came from the archive and what from Kafka.
         partitions: Partition count of the topic (to place a run in its partition).
-        problems: Skipped records (undecodable), first 100.
+        problems: Records set aside at intake, with where and why; the first 100.
     """
 
     states: dict[str, RunState]
@@ -335,27 +347,29 @@ def replay_all(
     result = ReplayResult({}, spans, count, stats)
     states = result.states
     stopped: set[str] = set()
+    decode = functools.partial(decode_event, codec=source.codec)
     for span in spans.values():
         for record in iter_history(source, span, run_id=run_id, progress=progress):
             if record.origin == "archive":
                 stats.archive_records += 1
             else:
                 stats.kafka_records += 1
-            if record.value is None:
-                continue
-            try:
-                event = decode_event(
-                    record.value,
-                    codec=source.codec,
-                    topic=source.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
-            except DecodeError as exc:
-                stats.undecodable += 1
+            item = read_record(
+                SourceRecord(
+                    source.topic, record.partition, record.offset, record.key, record.value
+                ),
+                decode=decode,
+                max_event_bytes=source.max_event_bytes,
+            )
+            if isinstance(item, DeadLetter):
+                stats.set_aside[item.reason.value] += 1
                 if len(result.problems) < 100:
-                    result.problems.append(str(exc))
+                    result.problems.append(
+                        f"{source.topic}[{record.partition}]@{record.offset}:"
+                        f" {item.reason.value}: {item.detail}"
+                    )
                 continue
+            event = item
             run = event.run_id
             if at is not None and (run in stopped or event.occurred_at > at):
                 stopped.add(run)
