@@ -462,3 +462,68 @@ def test_primitive_verdict_agrees_with_fastavro(
     else:
         readable = True
     assert compatible == readable, (writer_type, reader_type, value)
+
+
+# Properties over generated records: whatever the other fields are, the rules for adding and
+# removing a field hold, and every schema reads itself.
+_SIMPLE_TYPES = st.sampled_from(sorted(PRIMITIVE_VALUES))
+
+
+@st.composite
+def _field_types(draw: st.DrawFn, index: int) -> Any:
+    """A field type: a primitive, an array or map of one, an optional one, an enum or fixed."""
+    kind = draw(st.sampled_from(["primitive", "array", "map", "optional", "enum", "fixed"]))
+    inner = draw(_SIMPLE_TYPES)
+    if kind == "array":
+        return {"type": "array", "items": inner}
+    if kind == "map":
+        return {"type": "map", "values": inner}
+    if kind == "optional":
+        return ["null", inner] if inner != "null" else "null"
+    if kind == "enum":
+        symbols = draw(st.lists(st.sampled_from("ABCDE"), min_size=1, max_size=5, unique=True))
+        return {"type": "enum", "name": f"E{index}", "symbols": symbols}
+    if kind == "fixed":
+        return {"type": "fixed", "name": f"F{index}", "size": draw(st.integers(1, 16))}
+    return inner
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> dict[str, Any]:
+    count = draw(st.integers(0, 6))
+    return record("R", *(field(f"f{i}", draw(_field_types(i))) for i in range(count)))
+
+
+def _with(schema: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "fields": [*schema["fields"], extra]}
+
+
+def _both_ways(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    return backward(Change(old, new, {}, {})), forward(Change(old, new, {}, {}))
+
+
+@given(_records())
+def test_every_schema_reads_itself(schema: dict[str, Any]) -> None:
+    assert check_pair(schema, schema) == []
+
+
+@given(_records(), _SIMPLE_TYPES)
+def test_a_field_added_or_removed_with_a_default_is_fully_compatible(
+    schema: dict[str, Any], new_type: str
+) -> None:
+    optional = field("extra", ["null", new_type] if new_type != "null" else "null", default=None)
+    assert _both_ways(schema, _with(schema, optional)) == ([], [])
+    assert _both_ways(_with(schema, optional), schema) == ([], [])
+
+
+@given(_records(), _SIMPLE_TYPES)
+def test_a_required_field_breaks_exactly_the_direction_that_lacks_it(
+    schema: dict[str, Any], new_type: str
+) -> None:
+    required = field("extra", new_type)
+    added_backward, added_forward = _both_ways(schema, _with(schema, required))
+    assert [p.split(":")[0] for p in added_backward] == ["R.extra"]
+    assert added_forward == []
+    removed_backward, removed_forward = _both_ways(_with(schema, required), schema)
+    assert removed_backward == []
+    assert [p.split(":")[0] for p in removed_forward] == ["R.extra"]
