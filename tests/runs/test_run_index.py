@@ -19,6 +19,7 @@ from runstate.runs.run_index import (
     list_order,
     list_runs,
     pending_approvals,
+    runs_needing_attention,
 )
 from runstate.runs.run_view import RunFilter
 from runstate.runs.state import Approval, ApprovalOutcome, ModelCall, RunState, RunStatus, StepPhase
@@ -197,3 +198,17 @@ def test_the_last_full_page_has_no_cursor(run_state_factory: RunStateFactory) ->
     second, last = list_runs(store, RunFilter(), now=T0, after=cursor, limit=2)
     assert [s.run_id for s in first + second] == ["run-0", "run-1", "run-2", "run-3"]
     assert last is None
+
+
+@given(_run_sets, st.integers(1, 4))
+def test_runs_needing_attention_page_by_run_id(runs: list[RunState], limit: int) -> None:
+    store = _stored(runs)
+    out: list[RunState] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = runs_needing_attention(store, after=cursor, limit=limit)
+        out.extend(page)
+        if cursor is None:
+            break
+    expected = sorted((s for s in runs if s.needs_attention), key=lambda s: s.run_id.encode())
+    assert out == expected

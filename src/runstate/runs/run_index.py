@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +37,14 @@ from runstate.runs.layout import LayoutCodec, load_run
 from runstate.runs.run_view import RunFilter
 from runstate.runs.state import RunState
 
-__all__ = ["due_approvals", "list_order", "list_runs", "pending_approvals", "rebuild_indexes"]
+__all__ = [
+    "due_approvals",
+    "list_order",
+    "list_runs",
+    "pending_approvals",
+    "rebuild_indexes",
+    "runs_needing_attention",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_WIDTH = 8
@@ -174,12 +181,54 @@ def list_runs(
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
     scan = _plan(f, now)
+    return _page(
+        reader,
+        scan,
+        lambda run_id: _matches_rest(reader, f, scan, run_id, now),
+        after,
+        limit,
+        codec,
+    )
+
+
+def runs_needing_attention(
+    reader: KeyValueReader,
+    *,
+    after: str | None = None,
+    limit: int = 100,
+    codec: LayoutCodec | None = None,
+) -> tuple[list[RunState], str | None]:
+    """One page of the runs a person must look at (``needs_attention``), by run id.
+
+    Raises:
+        QueryError: ``after`` is not a cursor of this listing.
+        ValueError: ``limit`` is below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    prefix = index_prefix("attention")
+    scan = _Scan("attention", prefix, prefix_end(prefix), len(prefix))
+    return _page(reader, scan, lambda run_id: True, after, limit, codec)
+
+
+def _page(
+    reader: KeyValueReader,
+    scan: _Scan,
+    keep: Callable[[str], bool],
+    after: str | None,
+    limit: int,
+    codec: LayoutCodec | None,
+) -> tuple[list[RunState], str | None]:
+    """Walk ``scan`` from the cursor, keep up to ``limit`` runs, then load only those.
+
+    One more kept run is looked for (by key) so the last page says so: no empty last page.
+    """
     start = scan.start if after is None else _resume_at(scan, after)
     found: list[tuple[bytes, str]] = []
     more = False
     for key, _ in reader.items(start, scan.end):
         run_id, _end = decode_text_part(key, scan.run_at)
-        if not _matches_rest(reader, f, scan, run_id, now):
+        if not keep(run_id):
             continue
         if len(found) == limit:
             more = True
