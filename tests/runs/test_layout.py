@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runstate.errors import DecodeError
-from runstate.runs.keyspace import ENTRY, HEAD, INDEX, entry_key, head_key, index_entries
+from runstate.runs.keyspace import (
+    ENTRY,
+    HEAD,
+    INDEX,
+    decode_text_part,
+    entry_key,
+    head_key,
+    index_entries,
+)
 from runstate.runs.layout import LayoutCodec, load_run, run_deletes, run_writes
 from runstate.runs.reducer import Applied, apply, fold
 from runstate.runs.run_index import rebuild_indexes
@@ -50,6 +58,45 @@ def test_a_run_written_event_by_event_loads_as_its_fold(events: list[AgentEvent]
         assert len(store) == 0
         return
     _assert_stored_exactly(store, state)
+
+
+@given(st.lists(_SEPARATORS, min_size=2, max_size=3, unique=True), st.data())
+def test_interleaved_runs_share_the_key_space_exactly(
+    run_ids: list[str], data: st.DataObject
+) -> None:
+    """Runs whose ids run into each other's prefixes, their events interleaved."""
+    runs = [data.draw(plausible_runs(run_id=run_id)) for run_id in run_ids]
+    order = data.draw(st.permutations([i for i, events in enumerate(runs) for _ in events]))
+    queues = [iter(events) for events in runs]
+    store = SortedStore()
+    states: dict[str, RunState] = {}
+    for i in order:
+        event = next(queues[i])
+        outcome = apply(states.get(event.run_id), event)
+        if isinstance(outcome, Applied):
+            writes = run_writes(states.get(event.run_id), outcome.state)
+            assert {decode_text_part(key, _run_at(key))[0] for key, _ in writes} == {event.run_id}
+            store.apply(writes)
+            states[event.run_id] = outcome.state
+    expected: dict[bytes, bytes] = {}
+    for run_id, events in zip(run_ids, runs, strict=True):
+        assert load_run(store, run_id) == states.get(run_id) == fold(events)
+    for state in states.values():
+        expected.update(index_entries(state))
+    assert store.under(INDEX) == expected
+    assert rebuild_indexes(store) == []
+
+
+def _run_at(key: bytes) -> int:
+    """Where the run id starts in any key of the scheme."""
+    if key.startswith((HEAD, ENTRY)):
+        return 2
+    name_end = key.index(b"\x00", len(INDEX))
+    if key[len(INDEX) : name_end] in (b"due", b"updated"):
+        return name_end + 1 + 8
+    if key[len(INDEX) : name_end] in (b"times", b"attention"):
+        return name_end + 1
+    return decode_text_part(key, name_end + 1)[1]
 
 
 @given(st.lists(states, min_size=1, max_size=5), _SEPARATORS)

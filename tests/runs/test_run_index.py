@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from runstate.runs.keyspace import ENTRY, HEAD, decode_text_part
 from runstate.runs.layout import LayoutCodec, run_writes
 from runstate.runs.reducer import is_overdue
 from runstate.runs.run_index import (
+    FILTER_INDEXES,
     due_approvals,
     list_order,
     list_runs,
@@ -212,3 +214,7 @@ def test_runs_needing_attention_page_by_run_id(runs: list[RunState], limit: int)
             break
     expected = sorted((s for s in runs if s.needs_attention), key=lambda s: s.run_id.encode())
     assert out == expected
+
+
+def test_every_filter_criterion_has_an_index() -> None:
+    assert set(FILTER_INDEXES) == {f.name for f in dataclasses.fields(RunFilter)}

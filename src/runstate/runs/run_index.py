@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +38,7 @@ from runstate.runs.run_view import RunFilter
 from runstate.runs.state import RunState
 
 __all__ = [
+    "FILTER_INDEXES",
     "due_approvals",
     "list_order",
     "list_runs",
@@ -48,6 +49,19 @@ __all__ = [
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_WIDTH = 8
+
+#: Every :class:`RunFilter` criterion -> the index that answers it. A new criterion needs an
+#: index in :func:`~runstate.runs.keyspace.index_entries` and a place in :func:`_plan` and
+#: :func:`_matches_rest`; a test fails until it is listed here.
+FILTER_INDEXES: Mapping[str, str] = {
+    "status": "status",
+    "owner": "owner",
+    "approver": "approver",
+    "overdue": "due",
+    "step": "step",
+    "phase": "phase",
+    "idle_for": "updated",
+}
 
 #: Equality criteria in the order they are preferred to drive a scan (most selective first,
 #: by what they usually select: one approver's queue is short, every ``completed`` run is not).
