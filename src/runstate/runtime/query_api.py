@@ -1,0 +1,467 @@
+"""The HTTP query API of a runtime worker: one run by id, indexed lists, health, metrics.
+
+It runs in a thread of its own (:class:`QueryServer`), never on the poll loop: a slow query
+can delay an answer but never a poll, a heartbeat or a checkpoint, so it cannot get a worker
+fenced. It reads only committed state: the stores hold what the last Kafka transaction
+committed (the checkpoint applies writes after the commit), never a batch in flight.
+
+Any worker answers any question:
+
+* ``GET /runs/{run_id}`` is answered by the worker that owns the run's partition (never a
+  standby copy, which may lag); others forward it there (``local=1`` stops a second hop). With
+  ``min_partition``/``min_offset`` (the ``Delivery`` a producer got back) the owner waits up to
+  ``timeout`` seconds until that offset is committed (read-your-writes), else 504.
+* ``GET /runs`` takes the filters of :class:`~runstate.runs.run_view.RunFilter`, ``limit``
+  (default 100, at most 1,000) and ``after`` (the ``next`` cursor of the previous page). A page
+  walks the partitions in order and, in each, the most selective index of the filter
+  (:func:`~runstate.runs.run_index.list_runs`): it reads what it returns, never every run.
+  Partitions owned elsewhere are asked through ``GET /partitions/{p}/runs`` on their owner.
+  ``complete`` is false (and ``missing_partitions`` says which) when an owner could not be
+  reached; the cursor then stops at the first missing partition, so retrying the same
+  cursor loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from runstate.errors import QueryError
+from runstate.runs.keyspace import KeyValueReader
+from runstate.runs.layout import load_run
+from runstate.runs.run_index import list_runs
+from runstate.runs.run_view import RunFilter, run_to_json
+from runstate.runs.state import RunState
+from runstate.runtime.owners import GroupOwners
+from runstate.streams.partitioning import partition_for
+
+__all__ = ["QueryServer", "QuerySource", "decode_cursor", "encode_cursor"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = 0.1
+_MAX_TIMEOUT_S = 60.0
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class QuerySource(Protocol):
+    """What the API needs from its worker (:class:`~runstate.runtime.loop.Worker`)."""
+
+    @property
+    def worker_id(self) -> str: ...
+
+    @property
+    def partitions(self) -> int: ...
+
+    def reader(self, partition: int) -> KeyValueReader | None:
+        """The committed store of ``partition`` if this worker actively owns it and has
+        restored it; None otherwise."""
+        ...
+
+    def processed_through(self, partition: int) -> int | None:
+        """Highest offset of ``partition`` whose effects are committed, if known."""
+        ...
+
+    def owned_partitions(self) -> list[int]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> dict[str, Any]: ...
+
+
+def encode_cursor(partition: int, inner: str | None) -> str:
+    """The ``next`` cursor of a list: where in which partition the next page starts."""
+    raw = f"{partition}:{inner or ''}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[int, str | None]:
+    """``(partition, cursor within it)`` of :func:`encode_cursor`.
+
+    Raises:
+        ValueError: not a cursor of this API.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        partition, _, inner = raw.partition(":")
+        return int(partition), inner or None
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError(f"after={text!r} is not a cursor this API returned") from None
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": error, "message": message, **extra}, status=status)
+
+
+def _limit(query: Mapping[str, str]) -> int:
+    text = query.get("limit", "")
+    if text == "":
+        return DEFAULT_LIMIT
+    value = int(text)
+    if not 1 <= value <= MAX_LIMIT:
+        raise ValueError(f"limit must be 1..{MAX_LIMIT}, not {value}")
+    return value
+
+
+class QueryServer:
+    """aiohttp on ``host:port`` in a thread of its own.
+
+    Args:
+        source: The worker's committed state.
+        owners: Who owns which partition (the consumer group's members).
+        url: This worker's own base URL (as in its ``client.id``).
+        default_timeout_s: Read-your-writes wait when a request names none.
+    """
+
+    def __init__(
+        self,
+        source: QuerySource,
+        owners: GroupOwners,
+        *,
+        host: str,
+        port: int,
+        url: str,
+        default_timeout_s: float = 5.0,
+    ) -> None:
+        self.source = source
+        self.owners = owners
+        self.host = host
+        self.port = port
+        self.url = url.rstrip("/")
+        self.default_timeout_s = default_timeout_s
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Serve in a background thread; returns once the port is bound.
+
+        Raises:
+            QueryError: the port cannot be bound (in use?).
+        """
+        self._thread = threading.Thread(target=self._serve, name="query-api", daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+        if self._failure is not None:
+            raise QueryError(
+                f"cannot serve the query API on {self.host}:{self.port}: {self._failure};"
+                " choose another --web-port"
+            ) from self._failure
+
+    def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        loop, self._loop = self._loop, None
+        if loop is not None and self._runner is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._startup())
+        except OSError as exc:
+            self._failure = exc
+            self._started.set()
+            loop.close()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _startup(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_MAX_TIMEOUT_S))
+        self._runner = web.AppRunner(self.build(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        log.info("query API on %s", self.url)
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/runs", self.list_runs)
+        app.router.add_get("/runs/{run_id}", self.show_run)
+        app.router.add_get("/partitions/{partition}/runs", self.partition_runs)
+        return app
+
+    # -- handlers --------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(self.source.health())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.json_response(self.source.metrics())
+
+    async def show_run(self, request: web.Request) -> web.Response:
+        run_id = request.match_info["run_id"]
+        try:
+            timeout_s = min(
+                float(request.query.get("timeout", self.default_timeout_s)), _MAX_TIMEOUT_S
+            )
+            min_offset = _opt_int(request.query.get("min_offset"))
+            min_partition = _opt_int(request.query.get("min_partition"))
+        except ValueError as exc:
+            return _error(
+                400, "bad_request", f"{exc}; timeout, min_offset and min_partition are numbers"
+            )
+        partition = partition_for(run_id.encode(), self.source.partitions)
+        if min_offset is not None and min_partition is None:
+            min_partition = partition
+        local = request.query.get("local") in {"1", "true"}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reader = self.source.reader(partition)
+            if reader is not None:
+                answer = await self._answer(run_id, partition, min_partition, min_offset, deadline)
+                if answer is not None:
+                    return answer
+            elif local:
+                return _error(
+                    503,
+                    "not_owner",
+                    f"worker {self.source.worker_id} does not own partition {partition}",
+                    partition=partition,
+                )
+            else:
+                owner = self.owners.owner_url(partition)
+                if owner is not None and owner.rstrip("/") != self.url:
+                    forwarded = await self._forward(owner, request.path, request.query, deadline)
+                    if forwarded is not None:
+                        return forwarded
+            if time.monotonic() >= deadline:
+                return _error(
+                    503,
+                    "no_owner",
+                    f"no worker owned partition {partition} of run {run_id!r} within"
+                    f" {timeout_s}s (rebalancing, or no worker running); retry",
+                    partition=partition,
+                )
+            await asyncio.sleep(_RETRY_S)
+
+    async def _answer(
+        self,
+        run_id: str,
+        partition: int,
+        min_partition: int | None,
+        min_offset: int | None,
+        deadline: float,
+    ) -> web.Response | None:
+        """The run from the local store, once caught up; None if ownership moved away."""
+        while True:
+            reader = self.source.reader(partition)
+            if reader is None:
+                return None
+            state = load_run(reader, run_id)
+            if min_offset is None or min_partition is None:
+                break
+            if _caught_up(self.source, state, partition, min_partition, min_offset):
+                break
+            if time.monotonic() >= deadline:
+                done = self.source.processed_through(min_partition)
+                return _error(
+                    504,
+                    "not_caught_up",
+                    f"worker {self.source.worker_id} has committed partition {min_partition}"
+                    f" up to offset {done}, not yet {min_offset}; retry later or raise timeout"
+                    " (is the processor keeping up? see /metrics)",
+                    partition=min_partition,
+                    processed_offset=done,
+                    wanted_offset=min_offset,
+                )
+            await asyncio.sleep(_RETRY_S / 4)
+        if state is None:
+            return _error(
+                404,
+                "unknown_run",
+                f"no run {run_id!r}; check the id, or pass min_partition/min_offset to wait"
+                " for a run just started",
+                run_id=run_id,
+            )
+        body = run_to_json(state)
+        body["served_by"] = self.source.worker_id
+        body["partition"] = partition
+        return web.json_response(body)
+
+    async def _forward(
+        self, owner: str, path: str, query: Mapping[str, str], deadline: float
+    ) -> web.Response | None:
+        """Ask the owner; None when it could not answer (not owner now, unreachable)."""
+        assert self._session is not None
+        params = {**query, "local": "1"}
+        params["timeout"] = f"{max(deadline - time.monotonic(), 0.0):.3f}"
+        try:
+            async with self._session.get(owner.rstrip("/") + path, params=params) as resp:
+                body = await resp.read()
+                if resp.status == 503:
+                    return None
+                return web.Response(body=body, status=resp.status, content_type="application/json")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("forwarding to %s failed: %s", owner, exc)
+            return None
+
+    async def partition_runs(self, request: web.Request) -> web.Response:
+        try:
+            partition = int(request.match_info["partition"])
+            flt = RunFilter.from_query(request.query)
+            limit = _limit(request.query)
+            now = _now(request.query)
+        except ValueError as exc:
+            return _error(400, "bad_request", str(exc))
+        reader = self.source.reader(partition)
+        if reader is None:
+            return _error(
+                503,
+                "not_owner",
+                f"worker {self.source.worker_id} does not own partition {partition}",
+                partition=partition,
+            )
+        try:
+            runs, after = list_runs(
+                reader, flt, now=now, after=request.query.get("after") or None, limit=limit
+            )
+        except QueryError as exc:
+            return _error(400, "bad_request", str(exc))
+        return web.json_response(
+            {
+                "runs": [run_to_json(s) for s in runs],
+                "next": after,
+                "partition": partition,
+                "worker_id": self.source.worker_id,
+            }
+        )
+
+    async def list_runs(self, request: web.Request) -> web.Response:
+        try:
+            flt = RunFilter.from_query(request.query)
+            limit = _limit(request.query)
+            cursor = request.query.get("after")
+            partition, inner = decode_cursor(cursor) if cursor else (0, None)
+        except ValueError as exc:
+            return _error(400, "bad_request", str(exc))
+        # One "now" for the whole listing, so overdue/idle_for do not shift between pages.
+        now = datetime.now(UTC)
+        runs: list[dict[str, Any]] = []
+        errors: list[str] = []
+        missing: list[int] = []
+        workers: set[str] = set()
+        next_cursor: str | None = None
+        total = self.source.partitions
+        while partition < total and len(runs) < limit:
+            page = await self._partition_page(partition, flt, now, inner, limit - len(runs))
+            if isinstance(page, str):
+                errors.append(f"partition {partition}: {page}")
+                missing.append(partition)
+                if next_cursor is None:
+                    next_cursor = encode_cursor(partition, inner)
+                partition, inner = partition + 1, None
+                continue
+            runs.extend(page["runs"])
+            workers.add(page["worker_id"])
+            if page["next"] is not None:
+                inner = page["next"]
+                continue
+            partition, inner = partition + 1, None
+        if next_cursor is None and partition < total:
+            next_cursor = encode_cursor(partition, inner)
+        return web.json_response(
+            {
+                "runs": runs,
+                "count": len(runs),
+                "next": next_cursor,
+                "workers": sorted(workers),
+                "complete": not missing,
+                "missing_partitions": missing,
+                "errors": errors,
+            }
+        )
+
+    async def _partition_page(
+        self, partition: int, flt: RunFilter, now: datetime, after: str | None, limit: int
+    ) -> dict[str, Any] | str:
+        """One partition's page, from the local store or its owner; a string says why not."""
+        reader = self.source.reader(partition)
+        if reader is not None:
+            try:
+                runs, following = list_runs(reader, flt, now=now, after=after, limit=limit)
+            except QueryError as exc:
+                return str(exc)
+            return {
+                "runs": [run_to_json(s) for s in runs],
+                "next": following,
+                "worker_id": self.source.worker_id,
+            }
+        owner = self.owners.owner_url(partition)
+        if owner is None or owner.rstrip("/") == self.url:
+            return "no worker owns it now (rebalancing?)"
+        assert self._session is not None
+        params = {
+            **flt.as_query(),
+            "limit": str(limit),
+            "now": now.isoformat(),
+            **({"after": after} if after else {}),
+        }
+        url = f"{owner.rstrip('/')}/partitions/{partition}/runs"
+        try:
+            async with self._session.get(
+                url, params=params, timeout=aiohttp.ClientTimeout(total=10)
+            ) as resp:
+                if resp.status != 200:
+                    return f"{owner} answered HTTP {resp.status}"
+                body: dict[str, Any] = await resp.json()
+                return body
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{owner} unreachable: {exc}"
+
+
+def _opt_int(text: str | None) -> int | None:
+    return None if text in (None, "") else int(text)
+
+
+def _now(query: Mapping[str, str]) -> datetime:
+    text = query.get("now")
+    if not text:
+        return datetime.now(UTC)
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _caught_up(
+    source: QuerySource, state: RunState | None, partition: int, wanted: int, offset: int
+) -> bool:
+    """Whether ``offset`` of partition ``wanted`` is committed: the run's own state holds
+    it, or the worker committed past it."""
+    if (
+        state is not None
+        and wanted == partition
+        and state.last_offset is not None
+        and state.last_offset >= offset
+    ):
+        return True
+    done = source.processed_through(wanted)
+    return done is not None and done >= offset

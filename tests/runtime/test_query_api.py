@@ -1,0 +1,250 @@
+"""The runtime's query API: two workers in one process, each owning some partitions.
+
+The stores are in-memory partition stores holding runs in the layout the runtime writes;
+ownership comes from a described group (a fixed member list here: describing a real group
+is covered where the runtime runs against the broker).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from runstate.runs.keyspace import KeyValueReader
+from runstate.runs.layout import run_writes
+from runstate.runs.run_view import state_from_json
+from runstate.runs.state import Approval, RunState, RunStatus
+from runstate.runtime.memory_store import MemoryPartitionStore
+from runstate.runtime.owners import GroupOwners, client_id
+from runstate.runtime.query_api import QueryServer, decode_cursor, encode_cursor
+from runstate.schemas.events import ApproverKind
+from runstate.streams.broker import free_port
+from runstate.streams.partitioning import partition_for
+from tests.runs.conftest import RunStateFactory
+
+PARTITIONS = 4
+
+
+@dataclass
+class Source:
+    """A worker's committed state: partition stores it owns, and its committed offsets."""
+
+    worker_id: str
+    partitions: int
+    stores: dict[int, MemoryPartitionStore] = field(default_factory=dict)
+    committed: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reader(self, partition: int) -> KeyValueReader | None:
+        return self.stores.get(partition)
+
+    def processed_through(self, partition: int) -> int | None:
+        return self.committed.get(partition)
+
+    def owned_partitions(self) -> list[int]:
+        return sorted(self.stores)
+
+    def health(self) -> dict[str, Any]:
+        return {"ready": True, "worker_id": self.worker_id}
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+    def put(self, state: RunState, *, offset: int) -> None:
+        p = partition_for(state.run_id.encode(), self.partitions)
+        store = self.stores[p]
+        store.apply(run_writes(None, state), changelog_offset=offset)
+        self.committed[p] = offset
+
+
+@dataclass
+class Group:
+    servers: list[QueryServer]
+    sources: list[Source]
+
+    def url(self, i: int) -> str:
+        return self.servers[i].url
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def group() -> Iterator[Group]:
+    owned = [[0, 2], [1, 3]]
+    sources = [Source(f"w{i}", PARTITIONS) for i in range(2)]
+    for source, parts in zip(sources, owned, strict=True):
+        source.stores = {p: MemoryPartitionStore(p) for p in parts}
+    ports = [free_port() for _ in sources]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    members = [
+        (client_id(s.worker_id, url), parts)
+        for s, url, parts in zip(sources, urls, owned, strict=True)
+    ]
+    servers = [
+        QueryServer(
+            source,
+            GroupOwners(lambda: members),
+            host="127.0.0.1",
+            port=port,
+            url=url,
+            default_timeout_s=2.0,
+        )
+        for source, port, url in zip(sources, ports, urls, strict=True)
+    ]
+    for s in servers:
+        s.start()
+    try:
+        yield Group(servers, sources)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _owner(group: Group, run_id: str) -> Source:
+    p = partition_for(run_id.encode(), PARTITIONS)
+    return next(s for s in group.sources if p in s.stores)
+
+
+def _runs(group: Group, make: RunStateFactory, n: int) -> list[RunState]:
+    made = []
+    for i in range(n):
+        status = RunStatus.WAITING_APPROVAL if i % 3 == 0 else RunStatus.IN_PROGRESS
+        state = make(run_id=f"run-{i:03d}", status=status, owner=f"team-{i % 2}")
+        _owner(group, state.run_id).put(state, offset=i)
+        made.append(state)
+    return made
+
+
+def test_any_worker_answers_for_any_run(group: Group, run_state_factory: RunStateFactory) -> None:
+    made = _runs(group, run_state_factory, 12)
+    for state in made:
+        for i in range(2):
+            status, body = _get(f"{group.url(i)}/runs/{state.run_id}")
+            assert status == 200, body
+            assert state_from_json(body) == state
+            assert body["served_by"] == _owner(group, state.run_id).worker_id
+
+
+def test_an_unknown_run_is_404_naming_it(group: Group) -> None:
+    status, body = _get(f"{group.url(0)}/runs/no-such-run")
+    assert (status, body["error"]) == (404, "unknown_run")
+    assert "no-such-run" in body["message"]
+
+
+def test_lists_page_through_every_partition_of_both_workers(
+    group: Group, run_state_factory: RunStateFactory
+) -> None:
+    made = _runs(group, run_state_factory, 40)
+    waiting = {s.run_id for s in made if s.status is RunStatus.WAITING_APPROVAL}
+    seen: list[str] = []
+    url = f"{group.url(0)}/runs?status=waiting_approval&limit=3"
+    pages = 0
+    while True:
+        status, body = _get(url)
+        assert status == 200, body
+        assert body["complete"] and len(body["runs"]) <= 3
+        seen += [r["run_id"] for r in body["runs"]]
+        pages += 1
+        if body["next"] is None:
+            break
+        url = f"{group.url(0)}/runs?status=waiting_approval&limit=3&after={body['next']}"
+    assert sorted(seen) == sorted(waiting) and len(seen) == len(set(seen))
+    assert pages >= len(waiting) // 3
+
+
+def test_filters_combine(group: Group, run_state_factory: RunStateFactory) -> None:
+    made = _runs(group, run_state_factory, 30)
+    status, body = _get(f"{group.url(1)}/runs?status=in_progress&owner=team-1&limit=1000")
+    assert status == 200
+    expected = {s.run_id for s in made if s.status is RunStatus.IN_PROGRESS and s.owner == "team-1"}
+    assert {r["run_id"] for r in body["runs"]} == expected
+
+
+@pytest.mark.parametrize(
+    "query", ["status=sleeping", "limit=0", "limit=abc", "after=%%%", "idle_for=2"]
+)
+def test_bad_list_requests_are_400_saying_what_is_accepted(group: Group, query: str) -> None:
+    status, body = _get(f"{group.url(0)}/runs?{query}")
+    assert status == 400, body
+    assert body["error"] == "bad_request" and body["message"]
+
+
+def test_a_missing_owner_makes_the_list_incomplete_and_the_cursor_stops_there(
+    group: Group, run_state_factory: RunStateFactory
+) -> None:
+    _runs(group, run_state_factory, 20)
+    group.servers[1].stop()
+    status, body = _get(f"{group.url(0)}/runs?limit=1000")
+    assert status == 200
+    assert not body["complete"] and body["missing_partitions"] == [1, 3]
+    assert body["next"] is not None and decode_cursor(body["next"])[0] == 1
+
+
+def test_read_your_writes_waits_for_the_commit(
+    group: Group, run_state_factory: RunStateFactory
+) -> None:
+    state = run_state_factory(run_id="late-run", last_offset=7)
+    owner = _owner(group, state.run_id)
+    p = partition_for(state.run_id.encode(), PARTITIONS)
+    timer = threading.Timer(0.3, lambda: owner.put(state, offset=7))
+    timer.start()
+    status, body = _get(f"{group.url(0)}/runs/late-run?min_partition={p}&min_offset=7&timeout=10")
+    timer.join()
+    assert status == 200, body
+    assert body["version"] == state.version
+
+    later = replace(state, last_offset=7)
+    status, body = _get(
+        f"{group.url(0)}/runs/{later.run_id}?min_partition={p}&min_offset=99&timeout=0.3"
+    )
+    assert (status, body["error"]) == (504, "not_caught_up")
+
+
+def test_cursors_round_trip() -> None:
+    assert decode_cursor(encode_cursor(3, "abc")) == (3, "abc")
+    assert decode_cursor(encode_cursor(0, None)) == (0, None)
+    with pytest.raises(ValueError, match="not a cursor"):
+        decode_cursor("%%%")
+
+
+def test_the_partition_endpoint_judges_overdue_at_the_listing_now(
+    group: Group, run_state_factory: RunStateFactory
+) -> None:
+    """A listing fans out with its own "now", so pages agree on what is overdue."""
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    approval = Approval(
+        step="check",
+        approver="ops",
+        approver_kind=ApproverKind.GROUP,
+        subject_hash="sha256:x",
+        subject="s",
+        requested_at=due - timedelta(hours=2),
+        due_at=due,
+    )
+    state = run_state_factory(
+        run_id="due-soon", status=RunStatus.WAITING_APPROVAL, approval=approval
+    )
+    owner = _owner(group, state.run_id)
+    owner.put(state, offset=1)
+    p = partition_for(state.run_id.encode(), PARTITIONS)
+    base = f"{group.url(0)}/partitions/{p}/runs?overdue=1"
+    if p not in group.sources[0].stores:
+        base = f"{group.url(1)}/partitions/{p}/runs?overdue=1"
+    later = urllib.parse.quote((due + timedelta(minutes=1)).isoformat())
+    assert _get(base)[1]["runs"] == []
+    assert [r["run_id"] for r in _get(f"{base}&now={later}")[1]["runs"]] == ["due-soon"]
