@@ -15,6 +15,8 @@ simply drops the overlay: the store never holds what the broker did not commit.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -70,24 +72,61 @@ class Store(Protocol):
 class PartitionTransaction:
     """A batch's view of one partition: its own writes over the store's committed data.
 
-    Reads see the batch's writes first; :meth:`writes` lists them in order (last write of a
-    key wins) for the changelog and for :meth:`PartitionStore.apply` once committed.
+    Reads see the batch's writes first, point reads and ordered ranges alike (a run written
+    earlier in the interval is read back with its entries); :meth:`writes` lists them (last
+    write of a key wins) for the changelog and for :meth:`PartitionStore.apply` once
+    committed. Pending keys are kept sorted as they come, so a range read merges two ordered
+    streams instead of sorting the interval's writes again.
     """
 
     def __init__(self, store: PartitionStore) -> None:
         self.store = store
         self._pending: dict[bytes, bytes | None] = {}
+        self._sorted: list[bytes] = []
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._pending:
             return self._pending[key]
         return self.store.get(key)
 
+    def items(
+        self, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The committed entries in ``[start, end)`` with this batch's writes over them."""
+        lo = bisect.bisect_left(self._sorted, start)
+        hi = bisect.bisect_left(self._sorted, end)
+        if lo == hi:  # nothing pending in the range: the store's own iterator, lazily
+            yield from self.store.items(start, end, reverse=reverse)
+            return
+        pending = self._sorted[lo:hi]
+        committed = self.store.items(start, end, reverse=reverse)
+        if reverse:
+            pending.reverse()
+        merged = heapq.merge(
+            ((k, 0, None) for k in pending),
+            ((k, 1, v) for k, v in committed),
+            key=lambda item: item[0],
+            reverse=reverse,
+        )
+        last: bytes | None = None
+        for key, _rank, value in merged:
+            if key == last:
+                continue  # the pending write of this key came first and won
+            last = key
+            current = self._pending.get(key, value)
+            if current is not None:
+                yield key, current
+
     def set(self, key: bytes, value: bytes) -> None:
-        self._pending[key] = value
+        self._put(key, value)
 
     def delete(self, key: bytes) -> None:
-        self._pending[key] = None
+        self._put(key, None)
+
+    def _put(self, key: bytes, value: bytes | None) -> None:
+        if key not in self._pending:
+            bisect.insort(self._sorted, key)
+        self._pending[key] = value
 
     def writes(self) -> list[Write]:
         return list(self._pending.items())
