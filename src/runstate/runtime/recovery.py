@@ -235,6 +235,10 @@ class ChangelogRestorer:
             messages = self._consumer.consume(batch, self._poll_timeout_s)
             #: followed partitions this call was not asked about -> their first offset read
             not_asked: dict[int, int] = {}
+            # The loop runs once per record: it stays lean (no per-record batch check, the
+            # partition's progress looked up only when the partition changes; records come
+            # in runs of one partition).
+            current, p = -1, None
             for msg in messages:
                 err = msg.error()
                 if err is not None:
@@ -245,22 +249,23 @@ class ChangelogRestorer:
                     )
                 # a record always has both (only error events lack them)
                 partition: int = msg.partition()  # type: ignore[assignment]
-                offset: int = msg.offset()  # type: ignore[assignment]
-                p = progress.get(partition)
+                if partition != current:
+                    current, p = partition, progress.get(partition)
+                    if p is not None and p.first_offset is None:
+                        p.first_offset = msg.offset()
                 if p is None:
-                    not_asked.setdefault(partition, offset)
+                    not_asked.setdefault(partition, msg.offset())  # type: ignore[arg-type]
                     continue
                 key = msg.key()
                 if key is None:
                     raise RestoreError(
-                        f"{self._topic} partition {partition} offset {offset} has no key: "
-                        "not a changelog record; check what else writes to this topic"
+                        f"{self._topic} partition {partition} offset {msg.offset()} has no "
+                        "key: not a changelog record; check what else writes to this topic"
                     )
                 p.writes.append((key, msg.value()))
-                if p.first_offset is None:
-                    p.first_offset = offset
-                p.last_offset = offset
-                if len(p.writes) >= batch:
+                p.last_offset = msg.offset()
+            for partition, p in progress.items():
+                if len(p.writes) >= batch and p.last_offset is not None:
                     self._flush(partition, p, p.last_offset)
             for partition, offset in not_asked.items():
                 # leave it where its own store is: a later call reads these again
