@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -269,3 +271,43 @@ def test_rocksdb_full_disk_raises_storage_full_and_applies_nothing(small_disk: P
     assert (part.get(b"late"), part.changelog_offset()) == (None, batch - 1)
     with pytest.raises(StorageFull):
         store.close()
+
+
+_CRASHING_WRITER = """
+import sys
+from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
+store = RocksDBStore(sys.argv[1], options=RocksDBOptions(write_buffer_bytes=64 * 1024))
+part = store.open(0)
+for batch in range(1_000_000):
+    writes = [(b"batch-%08d-%02d" % (batch, i), b"x" * 100) for i in range(20)]
+    writes.append((b"last-batch", b"%d" % batch))
+    part.apply(writes, changelog_offset=batch)
+    if batch == 300:
+        print("ready", flush=True)
+"""
+
+
+def test_rocksdb_without_wal_a_crash_keeps_data_and_offset_together(tmp_path: Path) -> None:
+    # No WAL: a kill loses the memtables, but what survives must be a consistent prefix of
+    # the batches, offset included (atomic flush of both column families).
+    src = Path(__file__).resolve().parents[2] / "src"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == b"ready"
+    time.sleep(0.3)
+    writer.kill()
+    writer.wait(10)
+
+    store = RocksDBStore(tmp_path / "state")
+    part = store.open(0)
+    offset = part.changelog_offset()
+    assert offset is not None and offset > 0  # small memtables: many flushes happened
+    assert part.get(b"last-batch") == b"%d" % offset
+    keys = [k for k, _ in part.items(b"batch-", b"batch.")]
+    assert len(keys) == 20 * (offset + 1)
+    assert keys[-1] == b"batch-%08d-19" % offset
+    store.close()

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rocksdict import (
     BlockBasedOptions,
@@ -42,7 +42,7 @@ from rocksdict import (
 )
 
 from runstate.errors import StorageFull, StoreDamaged, StoreError, StoreInUse
-from runstate.runtime.store import Write
+from runstate.runtime.store import PartitionStore, Store, Write
 
 __all__ = ["RocksDBOptions", "RocksDBPartitionStore", "RocksDBStore"]
 
@@ -300,6 +300,12 @@ class RocksDBStore:
                 failure = failure or exc
         if failure is not None:
             raise failure
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: RocksDBStore, part: RocksDBPartitionStore) -> tuple[Store, PartitionStore]:
+        return store, part  # mypy proves both satisfy the interface
 
 
 def _db_options(options: RocksDBOptions, cache: Cache) -> Options:
