@@ -12,6 +12,10 @@ returned is usually not ``end - 1``. Restoring therefore watches the consumer's 
 ``end - 1``, and records ``end - 1`` as the store's offset once the position got there, so a
 kept store that is up to date reads nothing at all next time.
 
+A kept store may only resume if it is younger than the topic's ``delete.retention.ms``:
+compaction drops tombstones after that long, and a store that missed a tombstone would keep
+the deleted key forever. Callers drop (and fully restore) stores older than that.
+
 :class:`ChangelogRestorer` keeps its consumer between calls: a standby calls
 :meth:`~ChangelogRestorer.catch_up` again and again, and each call continues where the last
 stopped (no seek, no reset) up to the end as it is then.
