@@ -85,10 +85,11 @@ def bench_apply(work: Path, *, records: int, value_bytes: int, batch: int) -> tu
 
 
 def fill_changelog(
-    bootstrap: str, *, records: int, value_bytes: int, compression: str
+    bootstrap: str, *, records: int, value_bytes: int, compression: str, partitions: int
 ) -> tuple[str, int]:
     topic = f"bench-restore-{uuid.uuid4().hex[:8]}"
-    ensure_topics(admin_client(bootstrap), [TopicSpec(topic, 1, {"cleanup.policy": "compact"})])
+    spec = TopicSpec(topic, partitions, {"cleanup.policy": "compact"})
+    ensure_topics(admin_client(bootstrap), [spec])
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -104,11 +105,11 @@ def fill_changelog(
     writes = _writes(records, value_bytes, seed=2)
     for tx in range(0, records, per_tx):
         producer.begin_transaction()
-        for _ in range(min(per_tx, records - tx)):
+        for i in range(min(per_tx, records - tx)):
             key, value = next(writes)
             while True:
                 try:
-                    producer.produce(topic, key=key, value=value, partition=0)
+                    producer.produce(topic, key=key, value=value, partition=i % partitions)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -121,23 +122,27 @@ def fill_changelog(
     return topic, committed
 
 
-def bench_restore(work: Path, bootstrap: str, topic: str, *, batch: int) -> tuple[float, int]:
+def bench_restore(
+    work: Path, bootstrap: str, topic: str, *, batch: int, partitions: int
+) -> tuple[float, int]:
+    """Every partition restored by one restorer (one consumer), as a starting worker does."""
     store = RocksDBStore(work / "restore")
     started = time.perf_counter()
     restorer = ChangelogRestorer(changelog_consumer(bootstrap), topic, batch_records=batch)
-    report = restorer.catch_up({0: store.open(0)})[0]
+    reports = restorer.catch_up({p: store.open(p) for p in range(partitions)})
     restorer.close()
     store.close()  # flushes: a restored store is on disk
     seconds = time.perf_counter() - started
-    return report.records / seconds, report.records
+    records = sum(r.records for r in reports.values())
+    return records / seconds, records
 
 
-def bench_reopen(work: Path, bootstrap: str, topic: str) -> float:
+def bench_reopen(work: Path, bootstrap: str, topic: str, *, partitions: int) -> float:
     started = time.perf_counter()
     store = RocksDBStore(work / "restore")
     restorer = ChangelogRestorer(changelog_consumer(bootstrap), topic)
-    report = restorer.catch_up({0: store.open(0)})[0]
-    assert report.records == 0, report
+    reports = restorer.catch_up({p: store.open(p) for p in range(partitions)})
+    assert sum(r.records for r in reports.values()) == 0, reports
     seconds = time.perf_counter() - started
     restorer.close()
     store.close()
@@ -151,6 +156,7 @@ def main() -> None:
     parser.add_argument("--value-bytes", type=int, default=200)
     parser.add_argument("--batch", type=int, default=20_000, help="records per store write")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--partitions", type=int, default=1, help="changelog partitions")
     parser.add_argument("--compression", default="lz4", help="the changelog producer's codec")
     parser.add_argument("--bootstrap", help="use this cluster instead of starting a broker")
     args = parser.parse_args()
@@ -170,7 +176,10 @@ def main() -> None:
             )
             broker.start()
             bootstrap = broker.config.bootstrap
-        print(f"cpus={os.cpu_count()} batch={args.batch} value={args.value_bytes}B")
+        print(
+            f"cpus={os.cpu_count()} batch={args.batch} value={args.value_bytes}B "
+            f"partitions={args.partitions} compression={args.compression}"
+        )
 
         rounds = [
             bench_apply(
@@ -194,6 +203,7 @@ def main() -> None:
             records=args.restore_records,
             value_bytes=args.value_bytes,
             compression=args.compression,
+            partitions=args.partitions,
         )
         print(
             f"filled {topic}: {args.restore_records:,} records ({committed:,} committed) in "
@@ -202,14 +212,19 @@ def main() -> None:
         restored: list[float] = []
         for _ in range(args.rounds):
             shutil.rmtree(work / "restore", ignore_errors=True)
-            rate, count = bench_restore(work, bootstrap, topic, batch=args.batch)
+            rate, count = bench_restore(
+                work, bootstrap, topic, batch=args.batch, partitions=args.partitions
+            )
             assert count == committed, (count, committed)
             restored.append(rate)
         print(
             f"restore: {statistics.median(restored):>10,.0f} records/s (median; rounds "
             f"{', '.join(f'{r:,.0f}' for r in restored)}), end to end"
         )
-        reopened = [bench_reopen(work, bootstrap, topic) for _ in range(args.rounds)]
+        reopened = [
+            bench_reopen(work, bootstrap, topic, partitions=args.partitions)
+            for _ in range(args.rounds)
+        ]
         print(
             f"reopen:  {statistics.median(reopened):>10.3f} s until a kept store is open "
             f"and caught up ({count:,} records kept)"

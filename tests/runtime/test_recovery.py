@@ -280,3 +280,20 @@ def test_a_missing_topic_fails_within_the_timeout(
             kafka_bootstrap, unique_name("missing"), 0, MemoryPartitionStore(0), stall_timeout_s=2
         )
     assert time.monotonic() - started < 15
+
+
+def test_a_followed_partition_whose_store_was_dropped_is_read_again(
+    changelog_factory: Callable[..., Changelog], rocksdb: RocksDBStore
+) -> None:
+    log = changelog_factory()
+    log.transaction(0, [(b"k%d" % i, b"1") for i in range(10)])
+    restorer = ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10)
+    try:
+        assert restorer.catch_up({0: rocksdb.open(0)})[0].records == 10
+        rocksdb.drop(0)  # damaged, say: the runtime starts it over
+        log.transaction(0, [(b"k0", None)])
+        report = restorer.catch_up({0: rocksdb.open(0)})[0]
+        assert (report.records, report.first_offset) == (11, 0)
+        assert len(_contents(rocksdb.open(0))) == 9
+    finally:
+        restorer.close()

@@ -101,6 +101,7 @@ class _Progress:
     """One partition during one catch-up."""
 
     store: PartitionStore
+    start: int
     end: int
     started: float
     writes: list[Write] = field(default_factory=list)
@@ -166,8 +167,13 @@ class ChangelogRestorer:
             StorageFull: a store ran out of disk; what was applied before stays applied.
         """
         progress: dict[int, _Progress] = {}
+        started = time.monotonic()
         for partition, store in stores.items():
-            progress[partition] = self._prepare(partition, store)
+            # every end first, then the assignments: once a partition is assigned, its
+            # fetches hold the connection and each further end query waits behind one
+            progress[partition] = self._measure(store, started, *self._watermarks(partition))
+        for partition, p in progress.items():
+            self._position(partition, p)
         self._read(progress)
         return {
             partition: RestoreReport(
@@ -194,25 +200,26 @@ class ChangelogRestorer:
         self._next.clear()
         self._consumer.close()
 
-    def _prepare(self, partition: int, store: PartitionStore) -> _Progress:
-        started = time.monotonic()
-        low, end = self._watermarks(partition)
+    def _measure(self, store: PartitionStore, started: float, low: int, end: int) -> _Progress:
         stored = store.changelog_offset()
         start = max(low, stored + 1) if stored is not None else low
         if stored is not None and stored >= end:
             raise RestoreError(
-                f"partition {partition} store is at changelog offset {stored} but "
+                f"partition {store.partition} store is at changelog offset {stored} but "
                 f"{self._topic} ends at {end}: the topic was recreated or truncated; drop the "
                 "partition store and restore it from scratch"
             )
-        tp = TopicPartition(self._topic, partition, start)
+        return _Progress(store=store, start=start, end=end, started=started, done=start >= end)
+
+    def _position(self, partition: int, p: _Progress) -> None:
+        """Assign the partition at the store's next offset, or seek there if it moved."""
+        tp = TopicPartition(self._topic, partition, p.start)
         if partition not in self._next:
             self._consumer.incremental_assign([tp])
-            self._next[partition] = start
-        elif self._next[partition] != start:
+            self._next[partition] = p.start
+        elif self._next[partition] != p.start:
             self._consumer.seek(tp)
-            self._next[partition] = start
-        return _Progress(store=store, end=end, started=started, done=start >= end)
+            self._next[partition] = p.start
 
     def _watermarks(self, partition: int) -> tuple[int, int]:
         """(low, end): with read_committed the high mark the broker gives is the LSO."""
