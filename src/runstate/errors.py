@@ -24,9 +24,14 @@ __all__ = [
     "QueryError",
     "ReconcileRequired",
     "ReplayError",
+    "RestoreError",
     "RunSuspended",
     "StepAttemptFailed",
     "StepError",
+    "StorageFull",
+    "StoreDamaged",
+    "StoreError",
+    "StoreInUse",
     "TopicMismatch",
     "UnknownSchema",
     "ValidationError",
@@ -124,6 +129,36 @@ class ArchiveError(Error):
 
 class ReplayError(Error):
     """History could not be replayed (offset gap between archive and topic, bad data)."""
+
+
+class StoreError(Error):
+    """The local state store failed; the subclasses say what the caller can do about it."""
+
+
+class StorageFull(StoreError):
+    """The disk under the state store is full; nothing of the failed write was applied.
+
+    Free space (or give the store a larger volume) and restart: the store resumes from its
+    last applied changelog offset.
+    """
+
+
+class StoreDamaged(StoreError):
+    """A partition store cannot be opened or read (corrupt files, foreign directory).
+
+    Drop the partition (``Store.drop``) and restore it from the changelog.
+    """
+
+
+class StoreInUse(StoreError):
+    """Another process (or another handle in this one) holds the partition store open.
+
+    Stop the other worker using the same data directory, or give each worker its own.
+    """
+
+
+class RestoreError(Error):
+    """A partition store could not be restored from its changelog (timeout, broker error)."""
 
 
 class StepAttemptFailed(StepError):

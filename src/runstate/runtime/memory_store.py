@@ -34,11 +34,10 @@ class MemoryPartitionStore:
     ) -> Iterator[tuple[bytes, bytes]]:
         lo = bisect.bisect_left(self._keys, start)
         hi = bisect.bisect_left(self._keys, end)
-        keys = self._keys[lo:hi]  # a copy: writes during the iteration do not disturb it
-        for key in reversed(keys) if reverse else keys:
-            value = self._values.get(key)
-            if value is not None:
-                yield key, value
+        # a copy, as RocksDB's iterator reads a snapshot: writes during the iteration do not
+        # show in it
+        entries = [(key, self._values[key]) for key in self._keys[lo:hi]]
+        yield from reversed(entries) if reverse else entries
 
     def apply(self, writes: Sequence[Write], *, changelog_offset: int) -> None:
         for key, value in writes:

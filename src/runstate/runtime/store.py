@@ -38,7 +38,8 @@ class PartitionStore(Protocol):
         self, start: bytes, end: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key < end`` in key order (or reversed); lazy, so a caller
-        that stops early reads no more."""
+        that stops early reads no more. The entries are those of the store when iteration
+        began: writes applied meanwhile do not show in it."""
         ...
 
     def apply(self, writes: Sequence[Write], *, changelog_offset: int) -> None:

@@ -1,0 +1,352 @@
+"""Restore partition stores from their changelog, and keep standbys caught up.
+
+A partition store reflects its changelog up to :meth:`PartitionStore.changelog_offset`;
+restoring reads from the next offset (or the beginning) to the end of the partition and
+applies the records in large batches (one RocksDB write per batch, with the offset reached).
+
+The end is where a ``read_committed`` consumer stops: the last stable offset. The changelog is
+written in Kafka transactions, so the log holds commit markers and records of aborted
+transactions that the consumer never returns: offsets have gaps, and the last record
+returned is usually not ``end - 1``. Restoring therefore watches the consumer's *position*
+(which moves past markers and aborted records) instead of waiting for a record at
+``end - 1``, and records ``end - 1`` as the store's offset once the position got there, so a
+kept store that is up to date reads nothing at all next time.
+
+A kept store may only resume if it is younger than the topic's ``delete.retention.ms``:
+compaction drops tombstones after that long, and a store that missed a tombstone would keep
+the deleted key forever. Callers drop (and fully restore) stores older than that.
+
+:class:`ChangelogRestorer` keeps its consumer between calls: a standby calls
+:meth:`~ChangelogRestorer.catch_up` again and again, and each call continues where the last
+stopped (no seek, no reset) up to the end as it is then.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from runstate.errors import RestoreError
+from runstate.runtime.store import PartitionStore, Write
+
+__all__ = [
+    "ChangelogRestorer",
+    "RestoreReport",
+    "changelog_consumer",
+    "restore_partition",
+]
+
+#: Records per store write: large enough that RocksDB's per-batch cost vanishes, small
+#: enough that a batch's Python list stays a few MiB.
+DEFAULT_BATCH_RECORDS = 20_000
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What one catch-up of one partition did.
+
+    Attributes:
+        partition: the changelog partition.
+        records: changelog records applied (tombstones included).
+        first_offset: offset of the first record applied, None when none was.
+        last_offset: the store's changelog offset afterwards (None: the log is still empty).
+        end_offset: the partition's end (last stable offset) the catch-up read up to.
+        seconds: wall time, including the wait for the broker.
+    """
+
+    partition: int
+    records: int
+    first_offset: int | None
+    last_offset: int | None
+    end_offset: int
+    seconds: float
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+def changelog_consumer(bootstrap_servers: str, **overrides: Any) -> Consumer:
+    """A consumer for restoring: assigned (never subscribed), read_committed, no commits.
+
+    The store's own offset is the restore position, so nothing is committed to Kafka; the
+    group id only satisfies the client. Fetches are large because a restore reads a whole
+    partition as fast as it can.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": "runstate-restore",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "queued.max.messages.kbytes": 256 * 1024,
+        # A fetch waiting for new records holds the connection, and the end-offset query of
+        # the next catch-up waits behind it: keep that wait short for tailing standbys.
+        "fetch.wait.max.ms": 50,
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+@dataclass
+class _Progress:
+    """One partition during one catch-up."""
+
+    store: PartitionStore
+    start: int
+    end: int
+    started: float
+    writes: list[Write] = field(default_factory=list)
+    records: int = 0
+    first_offset: int | None = None
+    last_offset: int | None = None
+    done: bool = False
+
+
+class ChangelogRestorer:
+    """Catches partition stores up with one changelog topic, through one assigned consumer.
+
+    Give it the consumer (see :func:`changelog_consumer`) so tests and the runtime choose its
+    settings; the restorer assigns and unassigns partitions but never subscribes or commits.
+    Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        *,
+        batch_records: int = DEFAULT_BATCH_RECORDS,
+        stall_timeout_s: float = 30.0,
+        poll_timeout_s: float = 0.05,
+    ) -> None:
+        """
+        Args:
+            consumer: an unsubscribed, read_committed consumer; the restorer owns its
+                assignment from now on.
+            topic: the changelog topic.
+            batch_records: records per :meth:`PartitionStore.apply`.
+            stall_timeout_s: how long the position may stay still before giving up (the
+                whole restore may take much longer, as long as it moves).
+            poll_timeout_s: the wait of one consume call.
+        """
+        self._consumer = consumer
+        self._topic = topic
+        self._batch_records = batch_records
+        self._stall_timeout_s = stall_timeout_s
+        self._poll_timeout_s = poll_timeout_s
+        #: partition -> the next offset the consumer will return for it (its position).
+        self._next: dict[int, int] = {}
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def assigned(self) -> set[int]:
+        return set(self._next)
+
+    def catch_up(self, stores: Mapping[int, PartitionStore]) -> dict[int, RestoreReport]:
+        """Bring each store (by changelog partition) up to its partition's current end.
+
+        A store with no offset is read from the beginning; a store the consumer already
+        follows continues without a seek. Records of aborted transactions never reach a
+        store; tombstones delete.
+
+        Raises:
+            RestoreError: a partition made no progress for ``stall_timeout_s`` (broker gone,
+                partition without a leader), the changelog is shorter than the store claims
+                (topic recreated: drop the store), or the broker refused the read.
+            StorageFull: a store ran out of disk; what was applied before stays applied.
+        """
+        progress: dict[int, _Progress] = {}
+        started = time.monotonic()
+        for partition, store in stores.items():
+            # every end first, then the assignments: once a partition is assigned, its
+            # fetches hold the connection and each further end query waits behind one
+            progress[partition] = self._measure(store, started, *self._watermarks(partition))
+        for partition, p in progress.items():
+            self._position(partition, p)
+        self._read(progress)
+        return {
+            partition: RestoreReport(
+                partition=partition,
+                records=p.records,
+                first_offset=p.first_offset,
+                last_offset=p.store.changelog_offset(),
+                end_offset=p.end,
+                seconds=time.monotonic() - p.started,
+            )
+            for partition, p in progress.items()
+        }
+
+    def release(self, partitions: list[int]) -> None:
+        """Stop following ``partitions`` (the partition moved away, or its store closed)."""
+        owned = [p for p in partitions if p in self._next]
+        if owned:
+            self._consumer.incremental_unassign([TopicPartition(self._topic, p) for p in owned])
+        for p in owned:
+            del self._next[p]
+
+    def close(self) -> None:
+        """Close the consumer (nothing to commit)."""
+        self._next.clear()
+        self._consumer.close()
+
+    def _measure(self, store: PartitionStore, started: float, low: int, end: int) -> _Progress:
+        stored = store.changelog_offset()
+        start = max(low, stored + 1) if stored is not None else low
+        if stored is not None and stored >= end:
+            raise RestoreError(
+                f"partition {store.partition} store is at changelog offset {stored} but "
+                f"{self._topic} ends at {end}: the topic was recreated or truncated; drop the "
+                "partition store and restore it from scratch"
+            )
+        return _Progress(store=store, start=start, end=end, started=started, done=start >= end)
+
+    def _position(self, partition: int, p: _Progress) -> None:
+        """Assign the partition at the store's next offset, or seek there if it moved."""
+        tp = TopicPartition(self._topic, partition, p.start)
+        if partition not in self._next:
+            self._consumer.incremental_assign([tp])
+            self._next[partition] = p.start
+        elif self._next[partition] != p.start:
+            self._consumer.seek(tp)
+            self._next[partition] = p.start
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        """(low, end): with read_committed the high mark the broker gives is the LSO."""
+        tp = TopicPartition(self._topic, partition)
+        deadline = time.monotonic() + self._stall_timeout_s
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    tp, timeout=self._stall_timeout_s, cached=False
+                )
+                return int(low), int(high)
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise RestoreError(
+                        f"cannot read the end of {self._topic} partition {partition}: "
+                        f"{exc.args[0]}; check that the broker is up and the topic exists"
+                    ) from exc
+                time.sleep(0.1)
+
+    def _read(self, progress: dict[int, _Progress]) -> None:
+        batch = self._batch_records
+        last_move = time.monotonic()
+        while not all(p.done for p in progress.values()):
+            messages = self._consumer.consume(batch, self._poll_timeout_s)
+            #: followed partitions this call was not asked about -> their first offset read
+            not_asked: dict[int, int] = {}
+            # The loop runs once per record: it stays lean (no per-record batch check, the
+            # partition's progress looked up only when the partition changes; records come
+            # in runs of one partition).
+            current, p = -1, None
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise RestoreError(
+                        f"reading {self._topic}: {err}; the restore stopped, retry it"
+                    )
+                # a record always has both (only error events lack them)
+                partition: int = msg.partition()  # type: ignore[assignment]
+                if partition != current:
+                    current, p = partition, progress.get(partition)
+                    if p is not None and p.first_offset is None:
+                        p.first_offset = msg.offset()
+                if p is None:
+                    not_asked.setdefault(partition, msg.offset())  # type: ignore[arg-type]
+                    continue
+                key = msg.key()
+                if key is None:
+                    raise RestoreError(
+                        f"{self._topic} partition {partition} offset {msg.offset()} has no "
+                        "key: not a changelog record; check what else writes to this topic"
+                    )
+                p.writes.append((key, msg.value()))
+                p.last_offset = msg.offset()
+            for partition, p in progress.items():
+                if len(p.writes) >= batch and p.last_offset is not None:
+                    self._flush(partition, p, p.last_offset)
+            for partition, offset in not_asked.items():
+                # leave it where its own store is: a later call reads these again
+                self._consumer.seek(TopicPartition(self._topic, partition, offset))
+            moved = self._check_positions(progress)
+            now = time.monotonic()
+            if messages or moved:
+                last_move = now
+            elif now - last_move > self._stall_timeout_s:
+                stuck = sorted(n for n, p in progress.items() if not p.done)
+                raise RestoreError(
+                    f"restoring {self._topic} partitions {stuck} made no progress for "
+                    f"{self._stall_timeout_s}s; check the broker, then retry"
+                )
+
+    def _check_positions(self, progress: dict[int, _Progress]) -> bool:
+        """Mark partitions whose position reached their end; apply what they buffered."""
+        moved = False
+        open_ = [n for n, p in progress.items() if not p.done or p.writes]
+        if not open_:
+            return False
+        positions = self._consumer.position([TopicPartition(self._topic, n) for n in open_])
+        for tp in positions:
+            partition, position = tp.partition, tp.offset
+            p = progress[partition]
+            if position < 0:  # nothing fetched yet: the position is still unknown
+                continue
+            if position != self._next[partition]:
+                moved = True
+                self._next[partition] = position
+            if not p.done and position >= p.end:
+                p.done = True
+                # everything below the position is accounted for: markers and aborted
+                # records carry no data, so the store reflects the log up to position - 1
+                self._flush(partition, p, position - 1)
+            elif p.done and p.writes:
+                self._flush(partition, p, position - 1)
+        return moved
+
+    def _flush(self, partition: int, p: _Progress, offset: int) -> None:
+        stored = p.store.changelog_offset()
+        if not p.writes and stored is not None and stored >= offset:
+            return
+        p.store.apply(p.writes, changelog_offset=offset)
+        p.records += len(p.writes)
+        p.writes = []
+
+
+def restore_partition(
+    bootstrap_servers: str,
+    topic: str,
+    partition: int,
+    store: PartitionStore,
+    *,
+    batch_records: int = DEFAULT_BATCH_RECORDS,
+    stall_timeout_s: float = 30.0,
+) -> RestoreReport:
+    """Restore one partition store from its changelog with a consumer of its own.
+
+    Raises:
+        RestoreError: see :meth:`ChangelogRestorer.catch_up`.
+        StorageFull: the store ran out of disk.
+    """
+    restorer = ChangelogRestorer(
+        changelog_consumer(bootstrap_servers),
+        topic,
+        batch_records=batch_records,
+        stall_timeout_s=stall_timeout_s,
+    )
+    try:
+        return restorer.catch_up({partition: store})[partition]
+    finally:
+        restorer.close()

@@ -1,0 +1,349 @@
+"""Partition stores on RocksDB (rocksdict): one database directory per partition.
+
+Why the design looks the way it does:
+
+* **Offset and data in one atomic batch.** Every :meth:`RocksDBPartitionStore.apply` is one
+  RocksDB ``WriteBatch`` holding the data writes (default column family) and the changelog
+  offset they reach (the ``runstate.meta`` column family, so no data key can collide with it).
+  RocksDB applies a batch all or nothing, so the offset and the data can never disagree:
+  after any crash the store holds exactly the changelog up to its recorded offset.
+* **No write-ahead log by default.** The changelog topic is the durable copy; the local
+  store is a cache of it that recovery catches up. Without the WAL a crash loses the writes
+  still in the memtables, but ``atomic_flush`` makes RocksDB flush both column families
+  together, so what survives is always a consistent prefix of the batches: the data of some
+  earlier batch together with that batch's offset. Restore then replays the changelog from
+  that offset (Kafka Streams runs its RocksDB stores without a WAL for the same reason).
+  ``wal=True`` trades write speed for keeping those last writes across a crash.
+* **Nothing is scanned at open.** Opening reads one key (the offset), whatever the number
+  of runs, so a restarted worker with its data kept is ready at once.
+* **Errors a caller can act on.** A full disk raises :class:`~runstate.errors.StorageFull`,
+  corrupt files :class:`~runstate.errors.StoreDamaged` (drop and restore), a directory held
+  by another process :class:`~runstate.errors.StoreInUse`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
+
+from runstate.errors import StorageFull, StoreDamaged, StoreError, StoreInUse
+from runstate.runtime.store import PartitionStore, Store, Write
+
+__all__ = ["RocksDBOptions", "RocksDBPartitionStore", "RocksDBStore"]
+
+_META_FAMILY = "runstate.meta"
+_OFFSET_KEY = b"changelog-offset"
+_OFFSET = struct.Struct(">q")
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RocksDBOptions:
+    """Sizing of the partition databases; the defaults suit a worker with a few GiB of RAM.
+
+    Attributes:
+        block_cache_bytes: read cache shared by every partition of one :class:`RocksDBStore`.
+        write_buffer_bytes: size of one memtable per partition; larger means fewer, bigger
+            flushes (faster restores) and more memory per partition.
+        max_write_buffers: memtables per partition before writes stall for a flush.
+        wal: keep RocksDB's write-ahead log (see the module docstring for why it is off).
+        background_jobs: flush and compaction threads per partition database.
+    """
+
+    block_cache_bytes: int = 64 * _MiB
+    write_buffer_bytes: int = 16 * _MiB
+    max_write_buffers: int = 3
+    wal: bool = False
+    background_jobs: int = 2
+
+
+class RocksDBPartitionStore:
+    """One partition's table in its own RocksDB directory.
+
+    Not thread-safe for writes: one batch at a time applies to a partition, as the runtime
+    does. Finish (or drop) the iterators of :meth:`items` before :meth:`close`: a live
+    iterator keeps the database, and its lock, open.
+    """
+
+    def __init__(self, partition: int, path: Path, options: RocksDBOptions, cache: Cache) -> None:
+        self._partition = partition
+        self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db: Rdict | None = Rdict(
+                str(path),
+                _db_options(options, cache),
+                column_families={_META_FAMILY: _family_options(options, cache)},
+            )
+        except Exception as exc:
+            raise _store_error(exc, f"opening partition {partition} store at {path}") from exc
+        self._meta: Any = self._db.get_column_family_handle(_META_FAMILY)
+        self._write_options = WriteOptions()
+        # a property at run time; rocksdict's stub declares it a method
+        self._write_options.disable_wal = not options.wal  # type: ignore[method-assign,assignment]
+        self._offset = self._read_offset()
+
+    @property
+    def partition(self) -> int:
+        return self._partition
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key``, or None.
+
+        Raises:
+            StoreDamaged: the files holding the key are corrupt.
+        """
+        try:
+            value: bytes | None = self._open_db().get(key)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _store_error(exc, f"reading partition {self._partition}") from exc
+        return value
+
+    def items(
+        self, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``start <= key < end`` in key order (or reversed), read lazily.
+
+        The iterator reads a snapshot taken when iteration begins, so writes applied while
+        it runs do not disturb it.
+
+        Raises:
+            StoreDamaged: the files holding the range are corrupt.
+        """
+        if start >= end:
+            return
+        read_options = ReadOptions()
+        # Only the upper bound: rocksdict 0.3.29 applies set_iterate_lower_bound as an upper
+        # bound, so the lower end is checked here instead.
+        read_options.set_iterate_upper_bound(end)
+        it = self._open_db().iter(read_options)
+        try:
+            if reverse:
+                it.seek_to_last()
+                while it.valid():
+                    key: bytes = it.key()
+                    if key < start:
+                        break
+                    yield key, it.value()
+                    it.prev()
+            else:
+                it.seek(start)
+                while it.valid():
+                    yield it.key(), it.value()
+                    it.next()
+            it.status()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _store_error(exc, f"reading partition {self._partition}") from exc
+        finally:
+            del it
+
+    def apply(self, writes: Sequence[Write], *, changelog_offset: int) -> None:
+        """Apply ``writes`` and the offset they reach in one atomic RocksDB batch.
+
+        Raises:
+            StorageFull: no space left on the device; nothing was applied.
+            StoreError: RocksDB refused the batch for another reason; nothing was applied.
+        """
+        batch = WriteBatch(raw_mode=True)
+        for key, value in writes:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(_OFFSET_KEY, _OFFSET.pack(changelog_offset), self._meta)
+        try:
+            self._open_db().write(batch, self._write_options)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _store_error(exc, f"writing partition {self._partition}") from exc
+        self._offset = changelog_offset
+
+    def changelog_offset(self) -> int | None:
+        return self._offset
+
+    def flush(self) -> None:
+        """Write the memtables to disk, so a crash after this loses nothing applied so far.
+
+        Raises:
+            StorageFull: no space left on the device.
+        """
+        try:
+            self._open_db().flush()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _store_error(exc, f"flushing partition {self._partition}") from exc
+
+    def close(self) -> None:
+        """Flush and close; idempotent. Without the WAL, flushing is what keeps the writes."""
+        if self._db is None:
+            return
+        db, self._db = self._db, None
+        self._meta = None
+        failure: Exception | None = None
+        try:
+            db.flush()
+        except Exception as exc:
+            failure = exc
+        try:
+            db.close()
+        except Exception as exc:
+            failure = failure or exc
+        if failure is not None:
+            raise _store_error(failure, f"closing partition {self._partition}") from failure
+
+    def _open_db(self) -> Rdict:
+        if self._db is None:
+            raise StoreError(f"partition {self._partition} store is closed; open it again")
+        return self._db
+
+    def _read_offset(self) -> int | None:
+        try:
+            raw = self._open_db().get_column_family(_META_FAMILY).get(_OFFSET_KEY)
+        except Exception as exc:
+            raise _store_error(exc, f"reading partition {self._partition} offset") from exc
+        if raw is None:
+            return None
+        if len(raw) != _OFFSET.size:
+            raise StoreDamaged(
+                f"partition {self._partition} store at {self._path} has a malformed changelog "
+                "offset; drop the partition and restore it from the changelog"
+            )
+        offset: int = _OFFSET.unpack(raw)[0]
+        return offset
+
+
+class RocksDBStore:
+    """Partition stores under ``data_dir``, one directory each (``partition-<n>``).
+
+    The block cache is shared by all partitions of this store, so its size bounds the read
+    cache of the whole worker rather than of each partition.
+    """
+
+    def __init__(self, data_dir: Path | str, *, options: RocksDBOptions | None = None) -> None:
+        self._data_dir = Path(data_dir)
+        self._options = options or RocksDBOptions()
+        self._cache = Cache(self._options.block_cache_bytes)
+        self._open: dict[int, RocksDBPartitionStore] = {}
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    def partition_path(self, partition: int) -> Path:
+        return self._data_dir / f"partition-{partition}"
+
+    def open(self, partition: int) -> RocksDBPartitionStore:
+        """The partition's store, opened (or created) once and shared until closed.
+
+        Raises:
+            StoreDamaged: the directory holds corrupt or foreign files; :meth:`drop` it.
+            StoreInUse: another process holds the directory open.
+            StorageFull: no space left to create it.
+        """
+        store = self._open.get(partition)
+        if store is None or store.closed:
+            store = RocksDBPartitionStore(
+                partition, self.partition_path(partition), self._options, self._cache
+            )
+            self._open[partition] = store
+        return store
+
+    def drop(self, partition: int) -> None:
+        """Close the partition if open and delete its directory (no need for it to open)."""
+        store = self._open.pop(partition, None)
+        if store is not None:
+            with contextlib.suppress(StoreError):  # being deleted: a failed flush loses nothing
+                store.close()
+        shutil.rmtree(self.partition_path(partition), ignore_errors=True)
+
+    def close(self) -> None:
+        """Close every open partition (flushing each).
+
+        Raises:
+            StoreError: the first partition that failed to flush or close (all are closed).
+        """
+        stores, self._open = list(self._open.values()), {}
+        failure: StoreError | None = None
+        for store in stores:
+            try:
+                store.close()
+            except StoreError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: RocksDBStore, part: RocksDBPartitionStore) -> tuple[Store, PartitionStore]:
+        return store, part  # mypy proves both satisfy the interface
+
+
+def _db_options(options: RocksDBOptions, cache: Cache) -> Options:
+    opts = _family_options(options, cache)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    # Without the WAL only an atomic flush of both families keeps data and offset together.
+    opts.set_atomic_flush(True)
+    opts.set_max_background_jobs(options.background_jobs)
+    opts.set_keep_log_file_num(3)
+    return opts
+
+
+def _family_options(options: RocksDBOptions, cache: Cache) -> Options:
+    opts = Options(raw_mode=True)
+    opts.set_write_buffer_size(options.write_buffer_bytes)
+    opts.set_max_write_buffer_number(options.max_write_buffers)
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    table.set_bloom_filter(10, False)
+    opts.set_block_based_table_factory(table)
+    return opts
+
+
+def _store_error(exc: Exception, doing: str) -> StoreError:
+    """Translate a RocksDB error (rocksdict raises plain ``Exception`` with RocksDB's status
+    text) into the subclass that tells the caller what to do."""
+    text = str(exc)
+    lowered = text.lower()
+    if "no space left" in lowered or "enospc" in lowered:
+        return StorageFull(f"{doing}: no space left on the device ({text}); free space and retry")
+    if "lock" in lowered and ("io error" in lowered or "resource temporarily" in lowered):
+        return StoreInUse(
+            f"{doing}: the store is open elsewhere ({text}); stop the other worker using it"
+        )
+    if "corruption" in lowered or "invalid argument" in lowered or "not a directory" in lowered:
+        return StoreDamaged(
+            f"{doing}: the store is damaged ({text}); drop the partition and restore it "
+            "from the changelog"
+        )
+    return StoreError(f"{doing}: {text}")
