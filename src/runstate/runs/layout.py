@@ -8,6 +8,11 @@ collection item only when it is appended or changed; so an event costs the same 
 of the run. Where each part lives is :mod:`runstate.runs.keyspace`; the queries over the
 indexes are :mod:`runstate.runs.run_index`.
 
+The head is not tiny: it keeps the last 128 event-id digests for deduplication, 1 KiB of its
+about 1.3 KiB once a run has had 128 events. That is bounded, not growing with the run; moving
+the digests into entries of their own would trade those bytes per event for up to 128 more
+keys per run, kept for every finished run too, which costs more in a year of runs.
+
 Every part is Avro single-object encoded, so each says which schema wrote it: the head with
 ``RunState.vN.avsc`` (upgraded on read as :mod:`~runstate.runs.state_codec` does), the
 entries with ``CompletedStepEntry``, ``ExternalActionEntry`` and ``ModelCallEntry``.

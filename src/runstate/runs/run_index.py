@@ -92,6 +92,8 @@ def _equalities(f: RunFilter) -> dict[str, bytes]:
 
 
 def _plan(f: RunFilter, now: datetime) -> _Scan:
+    """The index range to walk for ``f``: overdue approvals (usually few), else the first
+    equality criterion of :data:`_EQUALITY_ORDER`, else the idle range, else every head."""
     if f.overdue:
         prefix = index_prefix("due")
         end = prefix + millis_part(millis(now) + 1)
@@ -124,11 +126,16 @@ def list_order(f: RunFilter) -> str:
 
 
 def _matches_rest(
-    reader: KeyValueReader, f: RunFilter, scan: _Scan, run_id: str, now: datetime
+    reader: KeyValueReader,
+    f: RunFilter,
+    scan: _Scan,
+    lookups: Mapping[str, bytes],
+    run_id: str,
+    now: datetime,
 ) -> bool:
     """Whether the run meets the criteria its scan did not, from index keys alone."""
-    for name, part in _equalities(f).items():
-        if name != scan.index and reader.get(index_key(name, part, run_id)) is None:
+    for name, part in lookups.items():
+        if reader.get(index_key(name, part, run_id)) is None:
             return False
     need_due = f.overdue and scan.index != "due"
     need_idle = f.idle_for is not None and scan.index != "updated"
@@ -195,14 +202,12 @@ def list_runs(
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
     scan = _plan(f, now)
-    return _page(
-        reader,
-        scan,
-        lambda run_id: _matches_rest(reader, f, scan, run_id, now),
-        after,
-        limit,
-        codec,
-    )
+    lookups = {name: part for name, part in _equalities(f).items() if name != scan.index}
+
+    def keep(run_id: str) -> bool:
+        return _matches_rest(reader, f, scan, lookups, run_id, now)
+
+    return _page(reader, scan, keep, after, limit, codec)
 
 
 def runs_needing_attention(
