@@ -1,0 +1,164 @@
+"""Check 4 over archived events: every field in clear counts, tagged or not (issue 11).
+
+Events go through the real codec and the archiver's own mask (``writer_schema_mask``) and
+are decoded back the way the check reads the archive, so no broker is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from runstate.checks import Place, Verdict, pii_plan
+from runstate.checks.archive_scan import detect, scan_events
+from runstate.checks.personal_data import judge_personal_data, scan_places
+from runstate.retention import ArchivedRecord, parse_mask_keys, parse_policy
+from runstate.retention.archiver import decode_archived_value, writer_schema_mask
+from runstate.retention.masking import masker_for_topic
+from runstate.schemas.catalog import default_catalog
+from runstate.schemas.codec import SingleObjectCodec
+from runstate.schemas.convert import encode_event
+from runstate.schemas.events import ModelCalled, StepCompleted, StepStarted
+from tests.factories import RunBuilder
+
+EMAIL = "cfo@acme.example"
+PHONE = "+7 701 123 45 67"
+KEYS = parse_mask_keys("k1:" + base64.b64encode(b"check-test-key-of-32-bytes-long!").decode())
+PLANTED = ("StepStarted.input_ref", "StepCompleted.output_ref", "ModelCalled.tags")
+
+
+def _policy(rules: str) -> Any:
+    return parse_policy(f"topics:\n  events:\n    hot: 7d\n    personal_data:\n{rules}")
+
+
+ONLY_OWNER = _policy("      RunStarted: {owner: mask}\n")
+ALL_TAGGED = _policy(
+    "      RunStarted: {owner: mask, input: mask}\n"
+    "      StepStarted: {input_ref: mask}\n"
+    "      StepCompleted: {output_ref: mask}\n"
+    "      ModelCalled: {tags: drop}\n"
+)
+
+
+def _archived_events(policy: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """A run whose untagged fields hold an e-mail and a phone number, as the archive has it."""
+    b = RunBuilder("run-pii")
+    b.start(owner="intern.eve", input=json.dumps({"email": EMAIL}))
+    b.emit(StepStarted, step="form", step_index=0, attempt=1, input_ref=f"call {PHONE}")
+    b.emit(ModelCalled, model_request_id="m1", model="m", tags={"to": EMAIL, PHONE: "caller"})
+    b.emit(StepCompleted, step="form", attempt=1, output_ref=json.dumps({"email": EMAIL}))
+    codec = SingleObjectCodec(default_catalog())
+    masker = masker_for_topic(policy, "events", keys=KEYS)
+    assert masker is not None
+    mask = writer_schema_mask(masker, codec)
+    out = []
+    for offset, event in enumerate(b.events):
+        record = mask(ArchivedRecord(offset, 0, b"run-pii", encode_event(event, codec=codec)))
+        assert record.value is not None
+        event_type, fields = decode_archived_value(codec, record.value, offset=offset)
+        out.append((f"segment events/0/0-3 offset {offset}", event_type, fields))
+    return out
+
+
+def _judge(policy: Any) -> tuple[Any, dict[str, Any]]:
+    fields = {f.name: f for f in pii_plan("check-20250101T000000Z-abcdef12").values()}
+    places = [
+        Place("archive: events", "archive", None, "", scan=scan_events(_archived_events(policy)))
+    ]
+    tags = {
+        f"{t}.{n}": action
+        for t, named in policy.topic("events").personal_data.items()
+        for n, action in named.items()
+    }
+    result = judge_personal_data(tags, fields, places, scan_places(places, fields))
+    return result, result.details["places"]["archive: events"]
+
+
+def test_personal_data_in_untagged_fields_fails_and_names_each_field() -> None:
+    result, archive = _judge(ONLY_OWNER)
+
+    assert result.verdict is Verdict.FAIL
+    assert set(PLANTED) <= set(archive["in_clear"])
+    assert "RunStarted.input" in archive["in_clear"]  # the input is not tagged either
+    assert archive["masked"] == {"RunStarted.owner": 1}
+    tags = archive["in_clear"]["ModelCalled.tags"]
+    assert tags["values"] == 1 and tags["kinds"] == ["e-mail", "phone number"]
+    assert tags["example"] == "segment events/0/0-3 offset 2"
+    for name in PLANTED:
+        assert name in result.evidence
+    assert "not tagged by the policy" in result.evidence
+
+
+def test_no_value_appears_in_the_report() -> None:
+    result, _archive = _judge(ONLY_OWNER)
+    text = result.evidence + json.dumps(result.details)
+
+    for value in (EMAIL, PHONE, "intern.eve", "+77011234567"):
+        assert value not in text
+
+
+def test_the_same_fields_tagged_and_masked_pass() -> None:
+    result, archive = _judge(ALL_TAGGED)
+
+    assert result.verdict is Verdict.PASS, result.evidence
+    assert archive["in_clear"] == {}
+    assert set(archive["masked"]) == {
+        "RunStarted.owner",
+        "RunStarted.input",
+        "StepStarted.input_ref",
+        "StepCompleted.output_ref",
+    }
+
+
+def test_the_summary_line_and_the_json_agree() -> None:
+    for policy in (ONLY_OWNER, ALL_TAGGED):
+        result, archive = _judge(policy)
+        found = re.search(
+            r"archive: events: (\d+) clear, (\d+) masked, (\d+) absent", result.evidence
+        )
+
+        assert found is not None, result.evidence
+        clear, masked, absent = (int(g) for g in found.groups())
+        assert archive["counts"] == {"clear": clear, "masked": masked, "absent": absent}
+        assert clear == len(archive["in_clear"]) and masked == len(archive["masked"])
+        for name, finding in archive["in_clear"].items():
+            assert f"{name} ({finding['values']} values" in result.evidence
+
+
+def test_a_field_tagged_keep_in_clear_warns_instead() -> None:
+    kept = _policy(
+        "      RunStarted: {owner: keep, input: mask}\n"
+        "      StepStarted: {input_ref: mask}\n"
+        "      StepCompleted: {output_ref: mask}\n"
+        "      ModelCalled: {tags: drop}\n"
+    )
+    b = RunBuilder("run-kept")
+    b.start(owner=EMAIL)
+    events = [("segment s offset 0", "RunStarted", b.events[0].model_dump())]
+    fields = {f.name: f for f in pii_plan("check-20250101T000000Z-abcdef12").values()}
+    places = [Place("archive: events", "archive", None, "", scan=scan_events(events))]
+    tags = {
+        f"{t}.{n}": a
+        for t, named in kept.topic("events").personal_data.items()
+        for n, a in named.items()
+    }
+
+    result = judge_personal_data(tags, fields, places, scan_places(places, fields))
+
+    assert (
+        result.verdict is Verdict.WARN and "policy says keep: RunStarted.owner" in result.evidence
+    )
+
+
+def test_detectors_find_e_mails_and_phone_numbers_not_ids_dates_or_masks() -> None:
+    assert detect(json.dumps({"email": EMAIL, "phone": "+77011234567"})) == {
+        "e-mail",
+        "phone number",
+    }
+    assert detect("8 701 123 45") == {"phone number"}
+    assert detect("check-pii-abcdef12-owner") == {"check token"}
+    for text in ("990101300123", "check-20250101T000000Z-abcdef12", "2026-12-04 20:38:25",
+                 "manager.aliya", "10.0.0.1", "v1.2.3", "mask:k1:" + "0" * 32):  # fmt: skip
+        assert detect(text) == set(), text
