@@ -9,18 +9,31 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from runstate.agents import DurableRun, InMemoryRuns, approve
+from runstate.agents.credit_limit import AGENT, PROMPT_VERSION, SAMPLE_REQUEST, CreditLimitAgent
+from runstate.agents.effects import EffectsClient, EffectsService
 from runstate.checks import Place, Verdict, pii_plan
 from runstate.checks.archive_scan import detect, scan_events
 from runstate.checks.personal_data import judge_personal_data, scan_places
-from runstate.retention import ArchivedRecord, parse_mask_keys, parse_policy
+from runstate.errors import RunSuspended
+from runstate.retention import (
+    ArchivedRecord,
+    PersonalDataAction,
+    load_policy,
+    parse_mask_keys,
+    parse_policy,
+)
 from runstate.retention.archiver import decode_archived_value, writer_schema_mask
 from runstate.retention.masking import masker_for_topic
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import encode_event
-from runstate.schemas.events import ModelCalled, StepCompleted, StepStarted
+from runstate.schemas.events import AgentEvent, ModelCalled, StepCompleted, StepStarted
 from tests.factories import RunBuilder
 
 EMAIL = "cfo@acme.example"
@@ -162,3 +175,59 @@ def test_detectors_find_e_mails_and_phone_numbers_not_ids_dates_or_masks() -> No
     for text in ("990101300123", "check-20250101T000000Z-abcdef12", "2026-12-04 20:38:25",
                  "manager.aliya", "10.0.0.1", "v1.2.3", "mask:k1:" + "0" * 32):  # fmt: skip
         assert detect(text) == set(), text
+
+
+EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "examples" / "retention-policy.yaml"
+
+
+def _demo_events() -> list[AgentEvent]:
+    """What ``runstate demo`` writes for one credit-limit run, approved by the manager."""
+    runs = InMemoryRuns()
+    with EffectsService() as service:
+        agent = CreditLimitAgent(EffectsClient(service.url))
+
+        def attach() -> DurableRun:
+            return DurableRun.attach(runs, runs, "demo-run", max_inline_wait_s=0.0)
+
+        run = DurableRun.start(
+            runs, runs, run_id="demo-run", agent=AGENT, input=json.dumps(SAMPLE_REQUEST),
+            prompt_version=PROMPT_VERSION, owner="loans-desk", source="demo",
+            max_inline_wait_s=0.0,
+        )  # fmt: skip
+        with pytest.raises(RunSuspended):
+            agent.drive(run)
+        approve(runs, runs, "demo-run", by="manager.aliya", comment="ok, within policy")
+        agent.drive(attach())
+    return list(runs.events_of("demo-run"))
+
+
+def test_the_example_policy_scrubs_what_the_demo_writes() -> None:
+    policy = load_policy(EXAMPLE_POLICY)
+    topic = "runstate.events"
+    codec = SingleObjectCodec(default_catalog())
+    masker = masker_for_topic(policy, topic, keys=KEYS)
+    assert masker is not None
+    mask = writer_schema_mask(masker, codec)
+    events = _demo_events()
+    plain, masked = [], []
+    for offset, event in enumerate(events):
+        value = encode_event(event, codec=codec)
+        record = mask(ArchivedRecord(offset, 0, b"demo-run", value))
+        assert record.value is not None
+        where = f"offset {offset}"
+        plain.append((where, *decode_archived_value(codec, value)))
+        masked.append((where, *decode_archived_value(codec, record.value)))
+
+    assert {"e-mail", "phone number"} <= set().union(
+        *(t.kinds for t in scan_events(plain).fields.values())
+    )  # the demo does write personal data
+    assert scan_events(masked).in_clear == []
+
+
+def test_the_example_policy_hides_every_field_the_synthetic_run_fills() -> None:
+    rules = load_policy(EXAMPLE_POLICY).topic("runstate.events").personal_data
+    tags = {f"{t}.{n}": a for t, named in rules.items() for n, a in named.items()}
+    plan = {f.name for f in pii_plan("check-20250101T000000Z-abcdef12").values()}
+
+    assert plan <= set(tags)
+    assert {n for n in plan if tags[n] is PersonalDataAction.KEEP} == {"RunStarted.tenant"}

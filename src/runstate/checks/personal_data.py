@@ -203,7 +203,7 @@ def judge_personal_data(
                 verdict = _worse(verdict, Verdict.WARN)
                 problems.append(
                     f"{place.label}: {place.scan.undecodable} record(s) could not be decoded,"
-                    " so not searched"
+                    " so only searched as bytes"
                 )
         elif clear:
             verdict = _worse(verdict, Verdict.WARN)
@@ -347,6 +347,8 @@ def _archive_place(
                 event_type, decoded = decode_archived_value(d.codec, r.value, offset=r.offset)
             except DecodeError:
                 scan.undecodable += 1
+                # Searched as text all the same: Avro keeps strings as plain UTF-8.
+                scan.add("undecodable", {"value": r.value}, where)
                 continue
             scan.add(event_type, decoded, where)
     note = f"{scan.records} records in {segments} segment(s) holding the run, every field"

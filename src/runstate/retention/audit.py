@@ -176,7 +176,10 @@ _STATE_PATHS: Mapping[tuple[str, str], str] = {
     ("RunCancelled", "reason"): "cancel_reason",
     ("StepFailed", "message"): "last_error_message",
     ("RunFailed", "message"): "last_error_message",
+    ("StepCompleted", "output_ref"): "completed_steps[].output_ref",
+    ("RunCompleted", "output_ref"): "output_ref",
     ("ExternalActionRecorded", "external_id"): "external_actions[].external_id",
+    ("ExternalActionRecorded", "output_ref"): "external_actions[].output_ref",
     ("ModelCalled", "model"): "model_calls[].model",
 }
 
