@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 from runstate.retention import compare_states, event_masker, parse_mask_keys, parse_policy
 from runstate.runs.reducer import fold
@@ -41,3 +42,15 @@ def test_masked_step_and_run_outputs_are_tolerated_only_where_the_policy_masks()
     assert compare_states({"run-a": replayed}, {"run-a": live}, rules=RULES) == []
     paths = {m.path for m in compare_states({"run-a": replayed}, {"run-a": live})}
     assert {"owner", "output_ref", "completed_steps[0].output_ref"} <= paths
+
+
+def test_unkeyed_masks_of_older_archives_are_still_tolerated() -> None:
+    live = fold(_run())
+    assert live is not None
+    old = dataclasses.replace(live, owner="sha256:0123456789abcdef")
+    clear_text = dataclasses.replace(live, owner="someone.else")
+
+    assert compare_states({"run-a": old}, {"run-a": live}, rules=RULES) == []
+    assert [
+        m.path for m in compare_states({"run-a": clear_text}, {"run-a": live}, rules=RULES)
+    ] == ["owner"]

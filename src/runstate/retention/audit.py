@@ -8,9 +8,10 @@ or dropped as duplicates: an auditor needs to see those too.
 tolerates, because they are expected rather than wrong:
 
 * **Masked personal data.** Archived events had the policy's ``mask`` and ``drop`` rules
-  applied, so a state rebuilt from the archive holds ``sha256:…`` (or null / the default)
-  where the live state holds the clear value. A field is accepted when the replayed value
-  equals the clear value, its mask, or (for ``drop``) the dropped value.
+  applied, so a state rebuilt from the archive holds ``mask:<key id>:…`` (or null / the
+  default) where the live state holds the clear value. A field is accepted when the replayed
+  value equals the clear value, is a well-formed mask (the audit has no mask key, so it
+  cannot recompute one), or (for ``drop``) anything.
 * **Live ahead of the replay.** The replay stops at each partition's end offset as of its
   start; a live state that already applied a later event (``last_offset`` at or after that
   end) is skipped, not reported.
@@ -25,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from runstate.retention.masking import mask_key_id
 from runstate.retention.policy import PersonalDataAction, TopicPolicy
@@ -224,12 +225,18 @@ def _diff(a: Any, b: Any, path: str) -> Iterable[tuple[str, Any, Any]]:
         yield path, a, b
 
 
+_UNKEYED_MASK: Final = re.compile(r"sha256:[0-9a-f]{16}")
+
+
 def _tolerated(actions: set[PersonalDataAction], replayed: Any, live: Any) -> bool:
     if PersonalDataAction.DROP in actions:
         return True
     # Without the archiver's keys a mask cannot be recomputed here; a well-formed mask where
-    # the policy masks and the live state holds text is what masking leaves behind.
-    return isinstance(live, str) and isinstance(replayed, str) and mask_key_id(replayed) is not None
+    # the policy masks and the live state holds text is what masking leaves behind (the
+    # unkeyed ``sha256:`` form too, in segments archived before masks were keyed).
+    if not isinstance(live, str) or not isinstance(replayed, str):
+        return False
+    return mask_key_id(replayed) is not None or _UNKEYED_MASK.fullmatch(replayed) is not None
 
 
 def compare_states(
