@@ -19,11 +19,13 @@ from runstate.agents.credit_limit import AGENT, PROMPT_VERSION, SAMPLE_REQUEST, 
 from runstate.agents.effects import EffectsClient, EffectsService
 from runstate.checks import Place, Verdict, pii_plan
 from runstate.checks.archive_scan import detect, scan_events
-from runstate.checks.personal_data import judge_personal_data, scan_places
+from runstate.checks.personal_data import judge_personal_data, scan_places, scan_segments
 from runstate.errors import RunSuspended
 from runstate.retention import (
     ArchivedRecord,
+    LocalArchive,
     PersonalDataAction,
+    build_segment,
     load_policy,
     parse_mask_keys,
     parse_policy,
@@ -231,3 +233,33 @@ def test_the_example_policy_hides_every_field_the_synthetic_run_fills() -> None:
 
     assert plan <= set(tags)
     assert {n for n in plan if tags[n] is PersonalDataAction.KEEP} == {"RunStarted.tenant"}
+
+
+def test_each_finding_stays_on_one_line_of_the_table() -> None:
+    result, archive = _judge(ONLY_OWNER)
+    lines = result.evidence.split("; ")  # what `runstate check` prints, one per row line
+
+    for name in archive["in_clear"]:
+        assert sum(name + " (" in line and "offset" in line for line in lines) == 1, name
+
+
+def test_scan_segments_reads_every_record_of_a_real_segment(tmp_path: Path) -> None:
+    codec = SingleObjectCodec(default_catalog())
+    b = RunBuilder("run-other")
+    b.start(owner="team")
+    b.emit(StepCompleted, step="s", attempt=1, output_ref=f"mailed {EMAIL}")
+    records = [
+        ArchivedRecord(o, 1_700_000_000_000 + o, b"run-other", encode_event(e, codec=codec))
+        for o, e in enumerate(b.events)
+    ]
+    records.append(
+        ArchivedRecord(len(records), 1_700_000_000_100, b"run-x", b"\x00 " + PHONE.encode())
+    )
+    store = LocalArchive(tmp_path / "archive")
+    store.put_segment(build_segment("events", 0, records))
+
+    scan = scan_segments(store, store.list_manifests("events", 0), codec)
+
+    assert scan.records == 3 and scan.undecodable == 1
+    assert scan.in_clear == ["StepCompleted.output_ref", "undecodable.value"]
+    assert scan.fields["StepCompleted.output_ref"].example == "segment events/0/0-2 offset 1"
