@@ -7,8 +7,9 @@ with recognisable tokens (:func:`~runstate.checks.synthetic.pii_plan`). The chec
 * the events, state-changes, latest-state, changelog and dead-letters topics (the records
   of the run written during the check) and any log files given, for the tokens (bytes: Avro
   writes strings as plain UTF-8); found means **clear**, else **absent**;
-* each archived topic's segments that list the run, once the archiver has reached the run's
-  last offset (waiting up to ``archive_wait_s``): every record in them is decoded and every
+* each archived topic's segments that list the run (or all its live segments, with
+  ``archive_scope="all"``), once the archiver has reached the run's last offset (waiting up
+  to ``archive_wait_s``): every record in them, of any run, is decoded and every
   string of every field, tagged or not, is run through the personal-data detectors
   (e-mail, phone number, the check's tokens; :mod:`runstate.checks.archive_scan`). A field
   holding a keyed mask (``mask:<key id>:<hex>``) is **masked**.
@@ -82,10 +83,6 @@ class Place:
     blobs: Iterable[bytes] | None
     note: str = ""
     scan: ArchiveScan | None = None
-
-    @property
-    def searched(self) -> bool:
-        return self.blobs is not None or self.scan is not None
 
 
 def _needles(fields: Iterable[PiiField]) -> set[bytes]:

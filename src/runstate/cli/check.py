@@ -63,8 +63,9 @@ def check(
     """Run the five launch checks with a synthetic run (id check-...); exit 1 if any fails.
 
     1 kill the agent mid-step and restart it; 2 wait for an approval and see who sees it;
-    3 run the same step twice; 4 find the run's fake personal data in topics, archive and
-    logs; 5 estimate storage per tier. The run's events stay in the log, marked by their
+    3 run the same step twice; 4 find the run's fake personal data in topics and logs, and any
+    e-mail, phone number or fake data in clear in any archived field, tagged or not; 5 estimate
+    storage per tier. The run's events stay in the log, marked by their
     run id and agent (runstate-check).
     """
     from runstate.checks import LaunchCheckConfig, run_launch_checks
