@@ -19,6 +19,7 @@ __all__ = [
     "Error",
     "IllegalTransition",
     "InvalidSchema",
+    "MaskKeyError",
     "OversizeRecord",
     "PolicyError",
     "QueryError",
@@ -121,6 +122,10 @@ class ApprovalError(Error):
 
 class PolicyError(ConfigError):
     """A retention policy file is invalid."""
+
+
+class MaskKeyError(ConfigError):
+    """No usable mask key: masking refuses to run rather than write guessable masks."""
 
 
 class ArchiveError(Error):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runstate.errors import ConfigError
@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     producer_name: str = Field("runstate-sdk", description="producer identity in events")
     query_url: str = Field(
         "http://127.0.0.1:6066", description="a processor worker's HTTP query API"
+    )
+    mask_keys: SecretStr | None = Field(
+        None,
+        description="personal-data mask keys, newest first: id1:<base64 secret>[,id2:...]",
+    )
+    mask_keys_file: Path | None = Field(
+        None, description="file holding the mask keys (same form), instead of mask_keys"
     )
 
 

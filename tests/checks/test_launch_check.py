@@ -1,12 +1,14 @@
 """``runstate check``: the five launch checks against a real processor, archiver and broker.
 
 The integration tests share one deployment (a processor worker and two archivers as child
-processes): one archiver masks per policy, the other archives the same topic without any
-personal-data rules, which is what check 4 must catch.
+processes): one archiver masks per policy (with a test mask key), the other archives the
+same topic without any personal-data rules, which is what check 4 must catch, whether the
+policy the check reads tags the fields or not.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -22,6 +24,7 @@ from typer.testing import CliRunner
 
 from runstate.agents.effects import EffectCount
 from runstate.checks import Exposure, Place, Verdict, pii_plan
+from runstate.checks.archive_scan import scan_events
 from runstate.checks.personal_data import (
     _file_chunks,
     exposure,
@@ -32,17 +35,28 @@ from runstate.checks.personal_data import (
 from runstate.checks.scenario import judge_side_effects
 from runstate.checks.synthetic import RUN_ID_PREFIX, new_check_run_id
 from runstate.cli import app
-from runstate.retention.masking import mask_text
 from runstate.retention.policy import PersonalDataAction
 from runstate.streams.topics import TopicNames
 from tests.processors.processor_support import RUNSTATE, Deployment, Worker
 
+#: Tags every field the synthetic run fills (pii_plan), and one it does not.
 RULES = """    personal_data:
       RunStarted: {input: mask, owner: mask, tenant: drop}
+      StepStarted: {input_ref: mask}
+      StepCompleted: {output_ref: mask}
+      ModelCalled: {tags: drop}
+      ExternalActionRecorded: {output_ref: mask}
       ApprovalRequested: {approver: mask, subject: drop}
       ApprovalGranted: {by: mask, comment: drop}
+      RunCompleted: {output_ref: mask}
       RunCancelled: {by: mask}
 """
+#: Tags only what the example policy tagged before issue 11: the rest is untagged.
+SOME_RULES = """    personal_data:
+      RunStarted: {input: mask, owner: mask, tenant: drop}
+      ApprovalRequested: {approver: mask, subject: drop}
+"""
+MASK_KEYS = "k1:" + base64.b64encode(b"launch-check-test-key-32-bytes!!").decode()
 
 
 def _policy(path: Path, names: TopicNames, archive: Path, *, rules: str) -> Path:
@@ -69,7 +83,7 @@ class Site:
     deployment: Deployment
     worker: Worker
     masked_policy: Path
-    #: Tags the same fields, but names the archive written without masking.
+    #: Tags some of the fields, and names the archive written without masking.
     unmasked_archive_policy: Path
 
 
@@ -81,7 +95,10 @@ def _archiver(d: Deployment, policy: Path, group: str, log: Path) -> subprocess.
                 "--bootstrap", d.bootstrap, "--topic-prefix", d.prefix,
                 "--roll-seconds", "1", "--group", group, "--log-level", "warning",
             ],
-            env={k: v for k, v in d.workers[0].env.items() if k != "RUNSTATE_RETENTION_POLICY"},
+            env={
+                **{k: v for k, v in d.workers[0].env.items() if k != "RUNSTATE_RETENTION_POLICY"},
+                "RUNSTATE_MASK_KEYS": MASK_KEYS,
+            },
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
@@ -95,7 +112,7 @@ def site(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     worker = d.worker("w1").start()
     masked = _policy(root / "masked.yaml", d.names, root / "masked", rules=RULES)
     plain = _policy(root / "plain.yaml", d.names, root / "plain", rules="")
-    unmasked = _policy(root / "unmasked.yaml", d.names, root / "plain", rules=RULES)
+    unmasked = _policy(root / "unmasked.yaml", d.names, root / "plain", rules=SOME_RULES)
     archivers: list[subprocess.Popen[bytes]] = []
     try:
         worker.wait_ready(partitions=3, timeout_s=90)
@@ -161,6 +178,9 @@ def test_a_healthy_deployment_passes_all_five_checks(site: Site) -> None:
     assert {archived[f] for f in judged} == {"masked", "absent"}
     assert archived["RunStarted.owner"] == "masked" and archived["ApprovalGranted.by"] == "masked"
     assert archived["RunStarted.tenant"] == "absent"  # dropped
+    archive = places[f"archive: {site.deployment.names.events}"]
+    assert archive["in_clear"] == {} and archive["counts"]["clear"] == 0, checks[4]["evidence"]
+    assert archive["masked"]["StepCompleted.output_ref"] >= 1
     assert places["events topic"]["fields"]["RunStarted.owner"] == "clear"
     assert set(places[f"log: {site.worker.log_path}"]["fields"].values()) == {"absent"}
     assert "RunCancelled.by" in checks[4]["details"]["not_exercised"]
@@ -171,13 +191,21 @@ def test_a_healthy_deployment_passes_all_five_checks(site: Site) -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(150)
-def test_an_archive_holding_tagged_fields_in_clear_fails_check_4(site: Site) -> None:
-    code, body, output = _check(site, site.unmasked_archive_policy)
+def test_an_archive_holding_fields_in_clear_fails_check_4_tagged_or_not(site: Site) -> None:
+    code, body, output = _check(site, site.unmasked_archive_policy, "--archive-scope", "all")
 
     checks = _by_number(body)
+    evidence = checks[4]["evidence"]
+    archive = checks[4]["details"]["places"][f"archive: {site.deployment.names.events}"]
     assert code == 1, output
     assert checks[4]["result"] == "FAIL"
-    assert "in clear" in checks[4]["evidence"] and "RunStarted.owner" in checks[4]["evidence"]
+    assert "in clear" in evidence and "RunStarted.owner" in evidence  # tagged
+    for untagged in ("StepCompleted.output_ref", "ModelCalled.tags", "StepStarted.input_ref"):
+        assert untagged in archive["in_clear"] and untagged in evidence
+        assert "offset" in archive["in_clear"][untagged]["example"]
+    assert "every live segment of the archive" in archive["note"]
+    clear = archive["counts"]["clear"]
+    assert clear == len(archive["in_clear"]) and f": {clear} clear, " in evidence
     assert [checks[n]["result"] for n in (1, 2, 3)] == ["PASS"] * 3, output
 
 
@@ -208,10 +236,10 @@ def test_the_synthetic_run_is_easy_to_spot_and_its_tokens_do_not_overlap() -> No
     assert pii_plan(run_id) == plan  # the agent process derives the same plan
 
 
-def _places(archive: list[bytes], hot: list[bytes]) -> list[Place]:
+def _places(archive: list[tuple[str, str, dict[str, Any]]], hot: list[bytes]) -> list[Place]:
     return [
         Place("events topic", "hot", hot, "hot"),
-        Place("archive: x.events", "archive", archive, ""),
+        Place("archive: x.events", "archive", None, "", scan=scan_events(archive)),
     ]
 
 
@@ -220,18 +248,20 @@ def test_clear_values_in_the_archive_fail_and_in_hot_topics_warn() -> None:
     owner = fields["RunStarted.owner"]
     tags = {"RunStarted.owner": PersonalDataAction.MASK, "RunCancelled.by": PersonalDataAction.MASK}
     clear = f"...{owner.token}...".encode()
-    masked = f"...{mask_text(owner.value or '')}...".encode()
+    archived_clear = [("segment s offset 1", "RunStarted", {"owner": owner.token})]
+    archived_masked = [("segment s offset 1", "RunStarted", {"owner": "mask:k1:" + "0" * 32})]
 
-    places = _places([masked], [clear])
+    places = _places(archived_masked, [clear])
     warned = judge_personal_data(tags, fields, places, scan_places(places, fields))
-    places = _places([clear], [clear])
+    places = _places(archived_clear, [clear])
     failed = judge_personal_data(tags, fields, places, scan_places(places, fields))
-    places = _places([masked], [masked])
+    places = _places(archived_masked, [])
     passed = judge_personal_data(tags, fields, places, scan_places(places, fields))
 
     assert warned.verdict is Verdict.WARN
     assert warned.details["places"]["archive: x.events"]["fields"]["RunStarted.owner"] == "masked"
     assert failed.verdict is Verdict.FAIL and "RunStarted.owner" in failed.evidence
+    assert "segment s offset 1" in failed.evidence and owner.token not in failed.evidence
     assert passed.verdict is Verdict.PASS
     assert passed.details["not_exercised"] == ["RunCancelled.by"]
 
@@ -255,15 +285,11 @@ def test_an_archive_that_was_not_searched_or_a_policy_without_tags_warns() -> No
     )
 
 
-def test_exposure_prefers_clear_then_masked() -> None:
+def test_a_token_in_bytes_is_clear_else_absent() -> None:
     f = pii_plan("check-20250101T000000Z-abcdef12")["RunStarted", "input"]
-    mask = mask_text(f.value or "").encode()
 
-    assert exposure(found_in([f.token.encode() + mask], {f.token.encode(), mask}), f) is (
-        Exposure.CLEAR
-    )
-    assert exposure(found_in([mask], {f.token.encode(), mask}), f) is Exposure.MASKED
-    assert exposure(set(), f) is Exposure.ABSENT
+    assert exposure(found_in([b".." + f.token.encode()], {f.token.encode()}), f) is (Exposure.CLEAR)
+    assert exposure(found_in([b"mask:k1:00"], {f.token.encode()}), f) is Exposure.ABSENT
 
 
 def test_a_token_across_a_chunk_boundary_of_a_log_file_is_found(tmp_path: Path) -> None:

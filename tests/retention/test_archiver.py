@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from runstate.retention import LocalArchive, verify
 from runstate.retention.archiver import Archiver, ArchiverConfig, resume_point, writer_schema_mask
-from runstate.retention.masking import mask_text, masker_for_topic
+from runstate.retention.masking import mask_text, masker_for_topic, parse_mask_keys
 from runstate.retention.policy import load_policy
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
@@ -121,7 +122,8 @@ def test_archiver_masks_personal_data_and_keeps_the_writer_version(
     produce(kafka_bootstrap, prefix, make_run("run-m", seed=1, with_approval=True))
     store = LocalArchive(tmp_path / "archive")
     codec = SingleObjectCodec(default_catalog())
-    masker = masker_for_topic(policy, names.events)
+    keys = parse_mask_keys("k1:" + base64.b64encode(b"archiver-test-key-32-bytes-long!").decode())
+    masker = masker_for_topic(policy, names.events, keys=keys)
     assert masker is not None
     config = _config(kafka_bootstrap, names.events, f"{prefix}-g")
 
@@ -138,7 +140,7 @@ def test_archiver_masks_personal_data_and_keeps_the_writer_version(
     started = [e for e in decoded if isinstance(e, RunStarted)]
     granted = [e for e in decoded if isinstance(e, ApprovalGranted)]
     assert len(started) == len(granted) == 1
-    assert started[0].owner == mask_text("team-procurement")
+    assert started[0].owner == mask_text("team-procurement", keys)
     assert started[0].agent == "purchase-approver"  # not listed: kept as is
     assert granted[0].comment is None  # dropped
     assert granted[0].by == "alice"

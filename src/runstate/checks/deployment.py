@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from runstate.agents.client import HttpRunStateReader
 from runstate.errors import QueryError
@@ -41,6 +42,8 @@ class LaunchCheckConfig:
         replication_factor: Kafka copies, for the estimate.
         visibility_limit_s: How soon a waiting approval must be visible (the article: 10 s).
         archive_wait_s: How long to wait for the archiver to archive the synthetic run.
+        archive_scope: Which archive segments check 4 decodes and searches: ``run``, those
+            holding the synthetic run; ``all``, every live segment (reads the whole archive).
         agent_timeout_s: Longest an agent process may take for one start or resume.
     """
 
@@ -54,6 +57,7 @@ class LaunchCheckConfig:
     replication_factor: int = 1
     visibility_limit_s: float = 10.0
     archive_wait_s: float = 30.0
+    archive_scope: Literal["run", "all"] = "run"
     agent_timeout_s: float = 60.0
 
 

@@ -1,24 +1,26 @@
-"""Check 4: where the synthetic run's fake personal data sits, in clear or masked.
+"""Check 4: where personal data sits, in clear or masked.
 
 The retention policy's ``personal_data`` rules (events topic: event type -> field ->
-keep/mask/drop) say which fields are personal. The synthetic run fills those fields with
-recognisable tokens (:func:`~runstate.checks.synthetic.pii_plan`); this check then
-searches every place a run's data lands for each token (found: **clear**) and for the
-``sha256:`` mask of the field's whole value (found: **masked**), else **absent** (dropped,
-or never written there):
+keep/mask/drop) say which fields are personal. The synthetic run fills every field it can
+with recognisable tokens (:func:`~runstate.checks.synthetic.pii_plan`). The check searches:
 
 * the events, state-changes, latest-state, changelog and dead-letters topics (the records
-  of the run written during the check);
-* each archived topic's segments that list the run, once the archiver has reached the run's
-  last offset (waiting up to ``archive_wait_s``);
-* any log files given.
+  of the run written during the check) and any log files given, for the tokens (bytes: Avro
+  writes strings as plain UTF-8); found means **clear**, else **absent**;
+* each archived topic's segments that list the run (or all its live segments, with
+  ``archive_scope="all"``), once the archiver has reached the run's last offset (waiting up
+  to ``archive_wait_s``): every record in them, of any run, is decoded and every
+  string of every field, tagged or not, is run through the personal-data detectors
+  (e-mail, phone number, the check's tokens; :mod:`runstate.checks.archive_scan`). A field
+  holding a keyed mask (``mask:<key id>:<hex>``) is **masked**.
 
-A field tagged ``mask`` or ``drop`` in clear in the archive fails the check: the archive is
-the long-term copy the policy promises to scrub. In clear anywhere else is a warning: hot
-topics must hold the values (the live state needs them), but the latest-state and changelog
-topics keep each run's state for ever (compaction only), and logs are outside the policy.
-Searching bytes works because Avro writes strings as plain UTF-8, and it finds a value that
-leaked into a field nobody tagged as well.
+Personal data in clear in the archive fails the check, whether the policy tags the field or
+not, unless the policy says ``keep`` for that field (then it warns): the archive is the
+long-term copy the policy promises to scrub. In clear anywhere else is a warning: hot topics
+must hold the values (the live state needs them), but the latest-state and changelog topics
+keep each run's state for ever (compaction only), and logs are outside the policy. The
+summary line and ``--json`` are built from the same counts and name the same fields, each
+with a count and an example location, never the value.
 """
 
 from __future__ import annotations
@@ -30,11 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from runstate.checks.archive_scan import ArchiveScan
 from runstate.checks.deployment import CheckedDeployment
 from runstate.checks.results import CheckResult, Verdict
 from runstate.checks.synthetic import PiiField
-from runstate.retention.masking import mask_text
+from runstate.errors import DecodeError
+from runstate.retention.archiver import decode_archived_value
+from runstate.retention.backends import ArchiveStore
+from runstate.retention.manifest import SegmentManifest
 from runstate.retention.policy import PersonalDataAction, format_duration
+from runstate.schemas.codec import SingleObjectCodec
 from runstate.streams.reader import RawRecord
 
 __all__ = [
@@ -44,6 +51,7 @@ __all__ = [
     "found_in",
     "judge_personal_data",
     "scan_places",
+    "scan_segments",
 ]
 
 PlaceKind = Literal["archive", "hot", "compacted", "log"]
@@ -65,23 +73,20 @@ class Place:
     Attributes:
         label: e.g. ``events topic``, ``archive: runstate.events``, ``log: worker.log``.
         kind: archive, hot (trimmed by retention), compacted (kept for ever) or log.
-        blobs: The bytes to search; None when the place could not be searched.
+        blobs: The bytes to search for tokens; None when the place could not be searched.
         note: What the place keeps (or why it was not searched).
+        scan: For an archive, its decoded records' findings (used instead of ``blobs``).
     """
 
     label: str
     kind: PlaceKind
     blobs: Iterable[bytes] | None
     note: str = ""
+    scan: ArchiveScan | None = None
 
 
 def _needles(fields: Iterable[PiiField]) -> set[bytes]:
-    out: set[bytes] = set()
-    for f in fields:
-        out.add(f.token.encode())
-        if f.value is not None:
-            out.add(mask_text(f.value).encode())
-    return out
+    return {f.token.encode() for f in fields}
 
 
 def found_in(blobs: Iterable[bytes], wanted: Collection[bytes]) -> set[bytes]:
@@ -97,10 +102,15 @@ def found_in(blobs: Iterable[bytes], wanted: Collection[bytes]) -> set[bytes]:
 
 
 def exposure(found: Collection[bytes], field: PiiField) -> Exposure:
-    """Clear if the token was found, masked if the value's mask was, else absent."""
-    if field.token.encode() in found:
+    """Clear if the field's token was found in the bytes, else absent."""
+    return Exposure.CLEAR if field.token.encode() in found else Exposure.ABSENT
+
+
+def _scanned_exposure(scan: ArchiveScan, name: str) -> Exposure:
+    tally = scan.fields.get(name)
+    if tally is not None and tally.clear:
         return Exposure.CLEAR
-    if field.value is not None and mask_text(field.value).encode() in found:
+    if tally is not None and tally.masked:
         return Exposure.MASKED
     return Exposure.ABSENT
 
@@ -112,12 +122,22 @@ def scan_places(
     wanted = _needles(fields.values())
     matrix: dict[str, dict[str, Exposure] | None] = {}
     for place in places:
+        if place.scan is not None:
+            scan = place.scan
+            matrix[place.label] = {name: _scanned_exposure(scan, name) for name in fields}
+            continue
         if place.blobs is None:
             matrix[place.label] = None
             continue
         found = found_in(place.blobs, wanted)
         matrix[place.label] = {name: exposure(found, f) for name, f in fields.items()}
     return matrix
+
+
+def _describe(name: str, scan: ArchiveScan) -> str:
+    t = scan.fields[name]
+    # No "; " inside: the table view breaks the evidence into lines there.
+    return f"{name} ({t.clear} values: {' + '.join(sorted(t.kinds))}, e.g. {t.example})"
 
 
 def judge_personal_data(
@@ -131,31 +151,62 @@ def judge_personal_data(
     Args:
         tags: ``EventType.field -> action`` from the policy.
         fields: The synthetic run's personal-data fields, by ``EventType.field``.
-        places: The places searched (for their kind and note).
+        places: The places searched (for their kind, note and archive findings).
         matrix: :func:`scan_places`' answer.
     """
     name = "where personal data sits"
     hidden = {n for n, action in tags.items() if action is not PersonalDataAction.KEEP}
+    kept = {n for n, action in tags.items() if action is PersonalDataAction.KEEP}
     judged = sorted(hidden & set(fields))
     unexercised = sorted(set(tags) - set(fields))
     verdict = Verdict.PASS
     lines: list[str] = []
     problems: list[str] = []
     in_clear: dict[str, list[str]] = {}
+    place_details: dict[str, dict[str, Any]] = {}
     for place in places:
         seen = matrix.get(place.label)
+        detail: dict[str, Any] = {"kind": place.kind, "note": place.note, "fields": None}
+        place_details[place.label] = detail
         if seen is None:
             lines.append(f"{place.label}: not searched ({place.note})")
             if place.kind == "archive":
                 verdict = _worse(verdict, Verdict.WARN)
             continue
-        clear = [n for n in judged if seen.get(n) is Exposure.CLEAR]
-        masked = [n for n in judged if seen.get(n) is Exposure.MASKED]
-        absent = len(judged) - len(clear) - len(masked)
+        detail["fields"] = {n: e.value for n, e in seen.items()}
+        if place.scan is not None:
+            scan = place.scan
+            clear, masked = scan.in_clear, scan.masked
+            absent = len([n for n in fields if n not in clear and n not in masked])
+            detail.update(scan.as_json())
+        else:
+            clear = sorted(n for n, e in seen.items() if e is Exposure.CLEAR)
+            masked = []
+            absent = len(seen) - len(clear)
+        detail["counts"] = {"clear": len(clear), "masked": len(masked), "absent": absent}
         summary = f"{len(clear)} clear, {len(masked)} masked, {absent} absent"
-        if clear and place.kind == "archive":
-            verdict = Verdict.FAIL
-            problems.append(f"{place.label} holds tagged fields in clear: {', '.join(clear)}")
+        if place.scan is not None:
+            failing = [n for n in clear if n not in kept]
+            if failing:
+                verdict = Verdict.FAIL
+                untagged = [n for n in failing if n not in hidden]
+                problems.append(
+                    f"{place.label} holds personal data in clear in {len(failing)} field(s)"
+                    f" ({len(untagged)} not tagged by the policy): "
+                    + ", ".join(_describe(n, place.scan) for n in failing)
+                )
+            if set(clear) - set(failing):
+                verdict = _worse(verdict, Verdict.WARN)
+                problems.append(
+                    f"{place.label}: in clear where the policy says keep: "
+                    + ", ".join(sorted(set(clear) - set(failing)))
+                )
+            if place.scan.undecodable:
+                verdict = _worse(verdict, Verdict.WARN)
+                problems.append(
+                    f"{place.label}: {place.scan.undecodable} record(s) could not be decoded,"
+                    " so only searched as bytes"
+                )
         elif clear:
             verdict = _worse(verdict, Verdict.WARN)
             in_clear.setdefault(place.kind, []).append(place.label)
@@ -185,16 +236,7 @@ def judge_personal_data(
         "judged_fields": judged,
         "not_exercised": unexercised,
         "tokens": {n: f.token for n, f in sorted(fields.items())},
-        "places": {
-            p.label: {
-                "kind": p.kind,
-                "note": p.note,
-                "fields": None
-                if matrix.get(p.label) is None
-                else {n: e.value for n, e in (matrix[p.label] or {}).items()},
-            }
-            for p in places
-        },
+        "places": place_details,
     }
     evidence = "; ".join([*problems, *lines])
     return CheckResult(4, name, verdict, evidence, details)
@@ -288,15 +330,50 @@ def _archive_place(
                 " archive run` running?",
             )
         time.sleep(0.5)
-    key = run_id.encode()
-    blobs: list[bytes] = []
-    count = 0
-    for m in live:
-        if m.last_offset < first or m.first_offset > last or run_id not in store.run_ids(m):
-            continue
+    if d.config.archive_scope == "all":
+        chosen = [
+            m
+            for p in store.partitions(topic)
+            for m in (live if p == partition else store.list_manifests(topic, p))
+            if m.is_live
+        ]
+        what = "every live segment of the archive"
+    else:
+        chosen = [
+            m
+            for m in live
+            if m.last_offset >= first and m.first_offset <= last and run_id in store.run_ids(m)
+        ]
+        what = "segment(s) holding the run"
+    scan = scan_segments(store, chosen, d.codec)
+    note = f"{scan.records} records in {len(chosen)} {what}, every field"
+    return Place(label, "archive", None, note, scan=scan)
+
+
+def scan_segments(
+    store: ArchiveStore, manifests: Iterable[SegmentManifest], codec: SingleObjectCodec
+) -> ArchiveScan:
+    """Decode every record of ``manifests`` and tally the personal data in its fields.
+
+    A value that cannot be decoded is counted (``undecodable``) and searched as text all the
+    same: Avro keeps strings as plain UTF-8. Headers are searched as ``header.<name>``.
+    """
+    scan = ArchiveScan()
+    for m in manifests:
+        segment = f"segment {m.topic}/{m.partition}/{m.first_offset}-{m.last_offset}"
         for r in store.read_segment(m):
-            if r.key == key:
-                count += 1
-                blobs.append(r.value or b"")
-                blobs.extend(v for _k, v in r.headers if v)
-    return Place(label, "archive", blobs, f"{count} records of the run")
+            where = f"{segment} offset {r.offset}"
+            scan.records += 1
+            for header, value in r.headers:
+                if value:
+                    scan.add("header", {header: value}, where)
+            if r.value is None:
+                continue
+            try:
+                event_type, decoded = decode_archived_value(codec, r.value, offset=r.offset)
+            except DecodeError:
+                scan.undecodable += 1
+                scan.add("undecodable", {"value": r.value}, where)
+                continue
+            scan.add(event_type, decoded, where)
+    return scan

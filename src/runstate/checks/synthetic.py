@@ -91,8 +91,8 @@ class PiiField:
         event_type: The event that carries it.
         field: The field's name in that event.
         token: The recognisable text; found anywhere means "in clear".
-        value: The field's whole value, whose ``sha256:`` mask means "masked"; None for
-            fields that are not text (they can only be dropped, never masked).
+        value: The field's whole value; None for fields that are not text (they can only
+            be dropped, never masked).
     """
 
     event_type: str

@@ -65,7 +65,8 @@ def run(
     """
     from runstate.retention.archiver import Archiver, ArchiverConfig, writer_schema_mask
     from runstate.retention.context import load_context
-    from runstate.retention.masking import masker_for_topic
+    from runstate.retention.masking import mask_keys_from_settings, masker_for_topic
+    from runstate.settings import load_settings
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -81,7 +82,9 @@ def run(
         context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
         full = context.resolve(topic)
         store = context.store(full)
-        masker = masker_for_topic(context.policy, full)
+        masker = masker_for_topic(
+            context.policy, full, keys=mask_keys_from_settings(load_settings())
+        )
         mask = writer_schema_mask(masker, context.event_codec()) if masker else None
         config = ArchiverConfig(
             bootstrap_servers=context.bootstrap_servers,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from runstate.cli.options import policy_option
-from runstate.errors import Error
+from runstate.errors import ConfigError, Error
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
 
@@ -51,13 +51,21 @@ def check(
     archive_wait: Annotated[
         float, typer.Option(help="seconds to wait for the archiver to archive the run")
     ] = 30.0,
+    archive_scope: Annotated[
+        str,
+        typer.Option(
+            help="archive segments check 4 decodes and searches: run (those holding the"
+            " synthetic run) or all (every live segment; reads the whole archive)"
+        ),
+    ] = "run",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
 ) -> None:
     """Run the five launch checks with a synthetic run (id check-...); exit 1 if any fails.
 
     1 kill the agent mid-step and restart it; 2 wait for an approval and see who sees it;
-    3 run the same step twice; 4 find the run's fake personal data in topics, archive and
-    logs; 5 estimate storage per tier. The run's events stay in the log, marked by their
+    3 run the same step twice; 4 find the run's fake personal data in topics and logs, and any
+    e-mail, phone number or fake data in clear in any archived field, tagged or not; 5 estimate
+    storage per tier. The run's events stay in the log, marked by their
     run id and agent (runstate-check).
     """
     from runstate.checks import LaunchCheckConfig, run_launch_checks
@@ -79,6 +87,7 @@ def check(
             replication_factor=replication_factor or s.replication_factor,
             visibility_limit_s=visibility_limit,
             archive_wait_s=archive_wait,
+            archive_scope=_scope(archive_scope),
         )
         report = run_launch_checks(
             config, progress=None if as_json else lambda text: err.print(f"[dim]{text}[/dim]")
@@ -92,6 +101,14 @@ def check(
         _print(report.as_json())
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _scope(text: str) -> Literal["run", "all"]:
+    if text == "run":
+        return "run"
+    if text == "all":
+        return "all"
+    raise ConfigError(f"--archive-scope {text!r}: use run or all")
 
 
 def _print(body: dict[str, object]) -> None:

@@ -53,12 +53,14 @@ from runstate.retention.offset_gaps import (
     first_unproven_hole,
 )
 from runstate.retention.segment import ArchivedRecord, RecordMask, build_segment
+from runstate.schemas.catalog import SchemaVersion
 from runstate.schemas.codec import SingleObjectCodec
 
 __all__ = [
     "Archiver",
     "ArchiverConfig",
     "ArchiverStats",
+    "decode_archived_value",
     "resume_point",
     "writer_schema_mask",
 ]
@@ -96,6 +98,39 @@ def resume_point(
     return position, fences
 
 
+def _decode_with_writer_schema(
+    codec: SingleObjectCodec, value: bytes, *, offset: int | None
+) -> tuple[SchemaVersion, dict[str, Any]]:
+    if len(value) < _HEADER or value[:2] != b"\xc3\x01":
+        raise DecodeError(
+            "not single-object encoded; cannot check it for personal data", offset=offset
+        )
+    schema, _local = codec.writer_schema(value[2:_HEADER], offset=offset)
+    try:
+        fields = fastavro.schemaless_reader(io.BytesIO(value[_HEADER:]), schema.parsed, None)
+    except Exception as exc:  # fastavro raises bare EOF/Index/Value errors on damage
+        raise DecodeError(f"corrupt {schema.name} body: {exc}", offset=offset) from exc
+    if not isinstance(fields, dict):
+        raise DecodeError(f"{schema.name} is not a record", offset=offset)
+    return schema, fields
+
+
+def decode_archived_value(
+    codec: SingleObjectCodec, value: bytes, *, offset: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """``(event type, fields)`` of an archived value, read with its own writer schema.
+
+    Reading with the writer schema shows every field the value holds, including fields of
+    versions newer than this code, which is what a search for personal data must see.
+
+    Raises:
+        UnknownSchema: the writer schema is neither local nor on the schemas topic.
+        DecodeError: the value is not single-object encoded or its body is corrupt.
+    """
+    schema, fields = _decode_with_writer_schema(codec, value, offset=offset)
+    return schema.name, fields
+
+
 def writer_schema_mask(masker: EventMasker, codec: SingleObjectCodec) -> RecordMask:
     """A record mask that decodes each value with its own writer schema and re-encodes it.
 
@@ -113,17 +148,7 @@ def writer_schema_mask(masker: EventMasker, codec: SingleObjectCodec) -> RecordM
         value = record.value
         if value is None:
             return record
-        if len(value) < _HEADER or value[:2] != b"\xc3\x01":
-            raise DecodeError(
-                "not single-object encoded; cannot check it for personal data", offset=record.offset
-            )
-        schema, _local = codec.writer_schema(value[2:_HEADER], offset=record.offset)
-        try:
-            fields = fastavro.schemaless_reader(io.BytesIO(value[_HEADER:]), schema.parsed, None)
-        except Exception as exc:  # fastavro raises bare EOF/Index/Value errors on damage
-            raise DecodeError(f"corrupt {schema.name} body: {exc}", offset=record.offset) from exc
-        if not isinstance(fields, dict):
-            raise DecodeError(f"{schema.name} is not a record", offset=record.offset)
+        schema, fields = _decode_with_writer_schema(codec, value, offset=record.offset)
         masked = masker(schema.name, fields)
         if masked == fields:
             return record

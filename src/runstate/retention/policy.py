@@ -78,7 +78,7 @@ class PersonalDataAction(enum.StrEnum):
     """What the archive does with a personal-data field."""
 
     KEEP = "keep"  # archived as is (lists it as reviewed, unlike leaving it out)
-    MASK = "mask"  # replaced by a stable ``sha256:`` prefix: still joinable, not readable
+    MASK = "mask"  # replaced by a keyed ``mask:<key id>:<hex>``: joinable, not readable
     DROP = "drop"  # replaced by null, or the field's default when it is not nullable
 
 
