@@ -181,6 +181,8 @@ def verify(
                         "watermark": r.watermark,
                         "issues": [str(i) for i in r.issues],
                         "orphans": list(r.orphans),
+                        "hold_segments": r.hold_segments,
+                        "held_records": r.held_records,
                     }
                     for r in reports
                 ],
@@ -189,7 +191,7 @@ def verify(
         )
     else:
         table = Table(title=f"{full} in {store.location}")
-        for column in ("partition", "segments", "expired", "records", "offsets", "issues"):
+        for column in ("partition", "segments", "expired", "records", "held", "offsets", "issues"):
             table.add_column(column)
         for r in reports:
             span = "-" if r.first_offset is None else f"{r.first_offset}..{(r.watermark or 1) - 1}"
@@ -198,6 +200,7 @@ def verify(
                 str(r.segments),
                 str(r.expired),
                 str(r.records),
+                f"{r.held_records} in {r.hold_segments}" if r.hold_segments else "-",
                 span,
                 "\n".join(str(i) for i in r.issues) or "ok",
             )

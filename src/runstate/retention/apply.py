@@ -19,6 +19,7 @@ from datetime import datetime
 
 from runstate.errors import ArchiveError
 from runstate.retention.context import RetentionContext
+from runstate.retention.holds import split_off_holds
 from runstate.retention.kafka_log import KafkaLog
 from runstate.retention.manifest import SegmentManifest
 from runstate.retention.planning import ExpiryPlan, TrimPlan, plan_expiry, plan_trim
@@ -75,6 +76,11 @@ class RetentionPlan:
         return [m for e in self.expiries for m in e.expire]
 
     @property
+    def segments_to_split(self) -> list[SegmentManifest]:
+        """Segments whose held runs' records move to a hold segment before they expire."""
+        return [h.manifest for e in self.expiries for h in e.split]
+
+    @property
     def records_to_expire(self) -> int:
         return sum(m.record_count for m in self.segments_to_expire)
 
@@ -89,6 +95,8 @@ class RetentionOutcome:
 
     trimmed: dict[tuple[str, int], int] = field(default_factory=dict)
     expired: list[SegmentManifest] = field(default_factory=list)
+    #: Hold segments written for split segments (their sources are in ``expired``).
+    hold_segments: list[SegmentManifest] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
     @property
@@ -149,7 +157,10 @@ def plan_retention(
                         policy,
                         topic,
                         partition,
-                        store.list_manifests(topic, partition),
+                        [
+                            *store.list_manifests(topic, partition),
+                            *store.list_hold_manifests(topic, partition),
+                        ],
                         now=now,
                         run_ids_of=store.run_ids,
                     )
@@ -164,7 +175,9 @@ def apply_retention(
 
     Before each ``DeleteRecords`` the archived watermark is read again from the store; a
     trim above it is refused (reported in the outcome, nothing deleted for that partition).
-    Segments are expired after the trims, each leaving a tombstone manifest.
+    Segments are expired after the trims, each leaving a tombstone manifest; a segment the
+    plan splits first has its held runs' records copied into a hold segment, with the
+    holds as they stand in the policy now.
 
     Raises:
         ArchiveError: the archive cannot be read or a segment cannot be deleted.
@@ -191,6 +204,7 @@ def apply_retention(
     for topic, before in by_topic.items():
         for partition, low in kafka.delete_records(topic, before).items():
             outcome.trimmed[(topic, partition)] = low
+    holds = context.policy.held_run_ids
     for expiry in plan.expiries:
         store = context.store(expiry.topic)
         for manifest in expiry.expire:
@@ -198,4 +212,12 @@ def apply_retention(
                 outcome.expired.append(store.delete_segment(manifest, at=plan.now))
             except ArchiveError as exc:
                 outcome.refused.append(f"{manifest.segment_name}: not expired: {exc}")
+        for split in expiry.split:
+            try:
+                tombstone, kept = split_off_holds(store, split.manifest, holds, at=plan.now)
+            except ArchiveError as exc:
+                outcome.refused.append(f"{split.manifest.segment_name}: not expired: {exc}")
+                continue
+            outcome.expired.append(tombstone)
+            outcome.hold_segments.append(kept)
     return outcome
