@@ -1,0 +1,241 @@
+"""Legal holds scoped to runs: a hold keeps its run's records and lets every other run go.
+
+Each test runs once per backend (local and S3 over moto). The archive holds three segments
+of 30 records each, three runs interleaved in every one; one run is under legal hold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from runstate.errors import ArchiveError
+from runstate.retention import (
+    ArchiveSegment,
+    BlobArchive,
+    build_segment,
+    parse_policy,
+    verify,
+)
+from runstate.retention.apply import RetentionOutcome, apply_retention, plan_retention
+from runstate.retention.context import RetentionContext
+from runstate.retention.holds import archive_chain
+from runstate.retention.manifest import HoldOrigin
+from runstate.retention.replay import HistorySource, iter_history, plan_partition
+from runstate.streams.topics import TopicNames
+
+from .support import MemoryKafka, RecordFactory
+
+NAMES = TopicNames("rs")
+TOPIC = NAMES.events
+NOW = datetime(2026, 1, 1, tzinfo=UTC)  # factory records are from 2025-01-01: all past 30d
+RUNS = ("run-a", "run-b", "run-held")
+OFFSETS = 90
+
+
+def _context(store: BlobArchive, *, holds: tuple[str, ...]) -> RetentionContext:
+    policy = parse_policy(
+        f"legal_holds: {list(holds)}\ntopics:\n  {TOPIC}:\n    hot: 1d\n"
+        "    archive: {target: 'local:/unused'}\n    archive_retention: 30d\n"
+        f"  {NAMES.state_changes}:\n    hot: 3d\n"
+    )
+    context = RetentionContext(policy, NAMES, "unused:9092")
+    context._stores[TOPIC] = store  # the backend under test instead of the policy's target
+    return context
+
+
+@pytest.fixture
+def kafka(archive_store: BlobArchive, record_factory: RecordFactory) -> MemoryKafka:
+    """Offsets 0..89 in Kafka and archived as three segments; runs round-robin by offset."""
+    for first in range(0, OFFSETS, 30):
+        offsets = range(first, first + 30)
+        records = record_factory(offsets, run_ids=[RUNS[o % 3] for o in offsets])
+        archive_store.put_segment(build_segment(TOPIC, 0, records))
+    return MemoryKafka(TOPIC, {0: {r.offset: r.timestamp_ms for r in record_factory(range(90))}})
+
+
+def _in_kafka(kafka: MemoryKafka) -> Counter[str]:
+    low, high = kafka.watermarks(TOPIC)[0]
+    return Counter(RUNS[o % 3] for o in range(low, high))
+
+
+def _in_archive(store: BlobArchive) -> Counter[str]:
+    """Records per run as readers see the archive (hold segments in tombstones' place)."""
+    chain = archive_chain(store.list_manifests(TOPIC, 0), store.list_hold_manifests(TOPIC, 0))
+    return Counter(
+        (r.key or b"").decode() for m in chain if m.is_live for r in store.read_segment(m)
+    )
+
+
+def _apply(context: RetentionContext, kafka: MemoryKafka) -> RetentionOutcome:
+    outcome = apply_retention(context, kafka, plan_retention(context, kafka, now=NOW))
+    assert outcome.ok, outcome.refused
+    return outcome
+
+
+def test_a_hold_on_one_run_lets_every_other_run_be_trimmed_and_expired(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    context = _context(archive_store, holds=("run-held",))
+    assert _in_kafka(kafka) == {"run-a": 30, "run-b": 30, "run-held": 30}
+    assert _in_archive(archive_store) == {"run-a": 30, "run-b": 30, "run-held": 30}
+
+    plan = plan_retention(context, kafka, now=NOW)
+    assert [t.plan.trim_to for t in plan.trims] == [OFFSETS]  # the hold does not stop the trim
+    assert [m.first_offset for m in plan.segments_to_split] == [0, 30, 60]
+    outcome = apply_retention(context, kafka, plan)
+
+    assert outcome.ok and outcome.trimmed == {(TOPIC, 0): OFFSETS}
+    assert _in_kafka(kafka) == {}
+    assert _in_archive(archive_store) == {"run-held": 30}
+    assert len(outcome.expired) == 3 and len(outcome.hold_segments) == 3
+    holds = archive_store.list_hold_manifests(TOPIC, 0)
+    assert [(h.offsets, h.record_count, h.run_ids) for h in holds] == [
+        ((first, first + 29), 10, ["run-held"]) for first in (0, 30, 60)
+    ]
+    assert all(h.hold is not None and h.hold.source_record_count == 30 for h in holds)
+    tombstones = archive_store.list_manifests(TOPIC, 0)
+    assert [t.hold_segment_sha256 for t in tombstones] == [h.sha256 for h in holds]
+    # The held run's records keep their offsets, in order; nothing else is left to read.
+    chain = archive_chain(tombstones, holds)
+    held_offsets = [r.offset for m in chain for r in archive_store.read_segment(m)]
+    assert held_offsets == list(range(2, OFFSETS, 3))
+    # Coverage is whole, the watermark still reaches the end, nothing is debris.
+    report = verify(archive_store, TOPIC, 0, kafka_earliest=OFFSETS)
+    assert report.ok, report.issues
+    assert (report.segments, report.expired, report.hold_segments, report.held_records) == (
+        0,
+        3,
+        3,
+        30,
+    )
+    assert report.orphans == ()
+    assert archive_store.archived_watermark(TOPIC, 0, start=0) == OFFSETS
+
+    # Applying again changes nothing: the hold segments serve a hold that still stands.
+    again = _apply(context, kafka)
+    assert again.expired == [] and again.hold_segments == []
+    assert _in_archive(archive_store) == {"run-held": 30}
+
+
+def test_lifting_the_hold_expires_the_hold_segments(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    assert _in_archive(archive_store) == {"run-held": 30}
+
+    lifted = _apply(_context(archive_store, holds=()), kafka)
+
+    assert [m.is_hold for m in lifted.expired] == [True, True, True]
+    assert _in_archive(archive_store) == {}
+    assert [h.is_live for h in archive_store.list_hold_manifests(TOPIC, 0)] == [False] * 3
+    report = verify(archive_store, TOPIC, 0, kafka_earliest=OFFSETS)
+    assert report.ok and report.hold_segments == 0 and report.expired == 3, report.issues
+    assert report.orphans == ()
+
+
+def test_a_hold_on_another_run_of_the_same_hold_segment_keeps_it(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    _apply(_context(archive_store, holds=("run-held", "run-b")), kafka)
+    assert _in_archive(archive_store) == {"run-held": 30, "run-b": 30}
+
+    # Lifting one of two holds keeps the hold segments whole until both are lifted.
+    _apply(_context(archive_store, holds=("run-b",)), kafka)
+    assert _in_archive(archive_store) == {"run-held": 30, "run-b": 30}
+    _apply(_context(archive_store, holds=()), kafka)
+    assert _in_archive(archive_store) == {}
+
+
+def test_replay_of_the_held_run_reads_its_records_from_the_hold_segments(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    chain = archive_chain(
+        archive_store.list_manifests(TOPIC, 0), archive_store.list_hold_manifests(TOPIC, 0)
+    )
+    span = plan_partition(chain, 0, kafka_low=OFFSETS, kafka_end=OFFSETS, topic=TOPIC)
+    source = HistorySource(archive_store, kafka, "unused:9092", TOPIC, codec=None)  # type: ignore[arg-type]
+
+    held = list(iter_history(source, span, run_id="run-held"))
+    other = list(iter_history(source, span, run_id="run-a"))
+
+    assert [r.offset for r in held] == list(range(2, OFFSETS, 3))
+    assert {r.origin for r in held} == {"archive"} and other == []
+    assert span.held == ((0, 29), (30, 59), (60, 89)) and span.expired == ()
+    assert span.archive_end == OFFSETS
+
+
+def test_an_interrupted_split_is_read_from_the_source_and_redone(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    first = archive_store.list_manifests(TOPIC, 0)[0]
+    # A crash after the hold segment was published, before the source expired.
+    copy = build_segment(
+        TOPIC,
+        0,
+        [r for r in archive_store.read_segment(first) if r.key == b"run-held"],
+        first_offset=first.first_offset,
+        last_offset=first.last_offset,
+        created_at=NOW,
+    )
+    origin = HoldOrigin(
+        holds=["run-held"], source_sha256=first.sha256, source_record_count=30, held_at=NOW
+    )
+    archive_store.put_hold_segment(
+        ArchiveSegment(copy.manifest.model_copy(update={"hold": origin}), copy.data)
+    )
+
+    # The source is live beside its hold segment: readers use the source only.
+    assert _in_archive(archive_store) == {"run-a": 30, "run-b": 30, "run-held": 30}
+    assert verify(archive_store, TOPIC, 0).ok
+
+    _apply(_context(archive_store, holds=("run-held",)), kafka)  # the next apply finishes
+    assert _in_archive(archive_store) == {"run-held": 30}
+    report = verify(archive_store, TOPIC, 0)
+    assert report.ok and report.hold_segments == 3 and report.orphans == (), report.issues
+
+
+@pytest.mark.parametrize("damage", ["body", "manifest", "bytes"])
+def test_verify_and_replay_report_a_missing_or_damaged_hold_segment(
+    archive_store: BlobArchive, kafka: MemoryKafka, damage: str
+) -> None:
+    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    hold = archive_store.list_hold_manifests(TOPIC, 0)[1]
+    if damage == "body":
+        archive_store._delete(hold.segment_name)
+    elif damage == "manifest":
+        archive_store._delete(hold.manifest_name)
+    else:
+        archive_store._write(hold.segment_name, b"not the segment")
+
+    report = verify(archive_store, TOPIC, 0, kafka_earliest=OFFSETS)
+
+    assert not report.ok
+    issue = report.issues[0]
+    assert issue.kind == {"body": "missing", "manifest": "missing", "bytes": "checksum"}[damage]
+    assert {(i.first_offset, i.last_offset) for i in report.issues} == {(30, 59)}
+    if damage == "manifest":
+        assert "hold segment" in issue.detail and "lost" in issue.detail
+        with pytest.raises(ArchiveError, match=r"hold segment .* is missing"):
+            archive_chain(
+                archive_store.list_manifests(TOPIC, 0), archive_store.list_hold_manifests(TOPIC, 0)
+            )
+    else:
+        with pytest.raises(ArchiveError):
+            _in_archive(archive_store)
+
+
+def test_a_hold_segment_needs_its_live_source(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    hold = archive_store.list_hold_manifests(TOPIC, 0)[0]
+    data = archive_store.fetch_segment(hold)
+
+    with pytest.raises(ArchiveError, match="not the live segment"):
+        archive_store.put_hold_segment(ArchiveSegment(hold, data))
+    with pytest.raises(ArchiveError, match="put_hold_segment"):
+        archive_store.put_segment(ArchiveSegment(hold, data))
