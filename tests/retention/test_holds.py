@@ -6,26 +6,43 @@ of 30 records each, three runs interleaved in every one; one run is under legal 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from runstate.cli import app
 from runstate.errors import ArchiveError
 from runstate.retention import (
     ArchiveSegment,
+    ArchiveStore,
     BlobArchive,
     build_segment,
     parse_policy,
     verify,
 )
 from runstate.retention.apply import RetentionOutcome, apply_retention, plan_retention
-from runstate.retention.context import RetentionContext
+from runstate.retention.archiver import Archiver, ArchiverConfig
+from runstate.retention.context import RetentionContext, load_context
 from runstate.retention.holds import archive_chain
+from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.retention.manifest import HoldOrigin
-from runstate.retention.replay import HistorySource, iter_history, plan_partition
+from runstate.retention.replay import HistorySource, iter_history, plan_partition, replay_all
+from runstate.streams.reader import read_topic
 from runstate.streams.topics import TopicNames
 
+from .kafka_support import (
+    create_topics,
+    generate_runs,
+    in_time_order,
+    oracle,
+    produce,
+    write_policy,
+)
 from .support import MemoryKafka, RecordFactory
 
 NAMES = TopicNames("rs")
@@ -239,3 +256,98 @@ def test_a_hold_segment_needs_its_live_source(
         archive_store.put_hold_segment(ArchiveSegment(hold, data))
     with pytest.raises(ArchiveError, match="put_hold_segment"):
         archive_store.put_segment(ArchiveSegment(hold, data))
+
+
+# -- the real thing: Kafka, the archiver, replay ---------------------------------------------
+
+
+def _kafka_counts(bootstrap: str, topic: str) -> Counter[str]:
+    return Counter((r.key or b"").decode() for r in read_topic(bootstrap, topic))
+
+
+def _archive_counts(store: ArchiveStore, topic: str) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for p in store.partitions(topic):
+        chain = archive_chain(store.list_manifests(topic, p), store.list_hold_manifests(topic, p))
+        counts.update(
+            (r.key or b"").decode() for m in chain if m.is_live for r in store.read_segment(m)
+        )
+    return counts
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_held_run_replays_whole_after_everything_around_it_expired(
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    prefix = unique_name("holds")
+    names = create_topics(kafka_bootstrap, prefix)
+    target, endpoint = f"local:{tmp_path / 'archive'}", None
+    if backend == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        target = f"s3://{request.getfixturevalue('s3_bucket')}/runstate/events"
+    runs = generate_runs(60, seed=11)
+    held = sorted(runs)[7]
+    events = in_time_order(runs)
+    policy = write_policy(
+        tmp_path / "policy.yaml",
+        names,
+        target=target,
+        endpoint=endpoint,
+        archive_retention="1d",
+        legal_holds=[held],
+    )
+    context = load_context(policy, bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    store = context.store(names.events)
+    cut = len(events) * 2 // 3
+    deliveries = produce(kafka_bootstrap, prefix, events[:cut])
+    config = ArchiverConfig(kafka_bootstrap, names.events, f"{prefix}-g", roll_records=50)
+    Archiver(config, store).run(once=True)
+    before = _kafka_counts(kafka_bootstrap, names.events)
+    assert _archive_counts(store, names.events) == before and len(before) > 40
+    kafka = ConfluentKafkaLog(kafka_bootstrap)
+
+    later = datetime.now(UTC) + timedelta(days=2)  # every archived record is past 1d
+    plan = plan_retention(context, kafka, now=later, topics=["events"])
+    outcome = apply_retention(context, kafka, plan)
+
+    assert outcome.ok and outcome.hold_segments, outcome.refused
+    kept = outcome.hold_segments
+    assert _kafka_counts(kafka_bootstrap, names.events) == {}  # the hold did not stop the trim
+    assert _archive_counts(store, names.events) == {held: before[held]}
+    deliveries += produce(kafka_bootstrap, prefix, events[cut:])
+    source = HistorySource(store, kafka, kafka_bootstrap, names.events, context.event_codec())
+    expected = oracle(deliveries, events)
+    result = replay_all(source, run_id=held)
+    assert result.states == {held: expected[held]}
+    assert result.stats.archive_records == before[held]
+    common = ["--policy", str(policy), "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
+    checked = CliRunner().invoke(app, ["archive", "verify", "--json", *common])
+    assert checked.exit_code == 0, checked.output
+    reports = json.loads(checked.output)
+    assert sum(r["held_records"] for r in reports) == before[held]
+    shown = CliRunner().invoke(app, ["replay", "--run", held, "--json", "--no-progress", *common])
+    assert shown.exit_code == 0, shown.output
+
+    # The hold is lifted: its records expire like any other run's.
+    lifted = write_policy(
+        tmp_path / "lifted.yaml", names, target=target, endpoint=endpoint, archive_retention="1d"
+    )
+    lifted_context = load_context(lifted, bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    plan = plan_retention(lifted_context, kafka, now=later, topics=["events"])
+    outcome = apply_retention(lifted_context, kafka, plan)
+    kept = [
+        h
+        for p in store.partitions(names.events)
+        for h in store.list_hold_manifests(names.events, p)
+    ]
+    assert outcome.ok and {m.segment_name for m in outcome.expired} == {
+        h.segment_name for h in kept
+    }
+    assert _archive_counts(lifted_context.store(names.events), names.events) == {}
+    assert CliRunner().invoke(app, ["archive", "verify", *common]).exit_code == 0
