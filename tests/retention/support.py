@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,6 +29,8 @@ class MemoryKafka:
     topic: str
     partitions: dict[int, dict[int, int]]
     deleted: dict[int, int] = field(default_factory=dict)
+    #: Record keys by partition and offset (for ``read_records``); absent: ``run-<offset>``.
+    keys: dict[int, dict[int, bytes]] = field(default_factory=dict)
 
     def topics(self) -> set[str]:
         return {self.topic}
@@ -50,3 +52,12 @@ class MemoryKafka:
 
     def sample_sizes(self, topic: str, partition: int, *, start: int, limit: int) -> SizeSample:
         return SizeSample(10, 1000)  # 100 bytes a record
+
+    def read_records(
+        self, topic: str, partition: int, *, start: int, end: int
+    ) -> Iterator[ArchivedRecord]:
+        low, high = self.watermarks(topic)[partition]
+        keys = self.keys.get(partition, {})
+        for offset in range(max(start, low), min(end, high)):
+            key = keys.get(offset, f"run-{offset}".encode())
+            yield ArchivedRecord(offset, self.partitions[partition][offset], key, b"v")

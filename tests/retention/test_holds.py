@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runstate.cli import app
-from runstate.errors import ArchiveError
+from runstate.errors import ArchiveError, PolicyError
 from runstate.retention import (
     ArchiveSegment,
     ArchiveStore,
@@ -28,7 +28,7 @@ from runstate.retention import (
 from runstate.retention.apply import RetentionOutcome, apply_retention, plan_retention
 from runstate.retention.archiver import Archiver, ArchiverConfig
 from runstate.retention.context import RetentionContext, load_context
-from runstate.retention.holds import archive_chain
+from runstate.retention.holds import archive_chain, keep_held_before_trim
 from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.retention.manifest import HoldOrigin
 from runstate.retention.replay import HistorySource, iter_history, plan_partition, replay_all
@@ -43,23 +43,29 @@ from .kafka_support import (
     produce,
     write_policy,
 )
-from .support import MemoryKafka, RecordFactory
+from .support import T0_MS, MemoryKafka, RecordFactory
 
 NAMES = TopicNames("rs")
 TOPIC = NAMES.events
+CHANGES = NAMES.state_changes
 NOW = datetime(2026, 1, 1, tzinfo=UTC)  # factory records are from 2025-01-01: all past 30d
 RUNS = ("run-a", "run-b", "run-held")
 OFFSETS = 90
 
 
-def _context(store: BlobArchive, *, holds: tuple[str, ...]) -> RetentionContext:
+def _context(
+    store: BlobArchive, *, holds: tuple[str, ...], hold_archive: bool = True
+) -> RetentionContext:
+    changes_holds = "    hold_archive: {target: 'local:/unused'}\n" if hold_archive else ""
     policy = parse_policy(
         f"legal_holds: {list(holds)}\ntopics:\n  {TOPIC}:\n    hot: 1d\n"
         "    archive: {target: 'local:/unused'}\n    archive_retention: 30d\n"
-        f"  {NAMES.state_changes}:\n    hot: 3d\n"
+        f"  {CHANGES}:\n    hot: 1d\n{changes_holds}"
     )
     context = RetentionContext(policy, NAMES, "unused:9092")
-    context._stores[TOPIC] = store  # the backend under test instead of the policy's target
+    # The backend under test instead of the policy's targets.
+    context._stores[TOPIC] = store
+    context._stores[f"hold:{CHANGES}"] = store
     return context
 
 
@@ -256,6 +262,130 @@ def test_a_hold_segment_needs_its_live_source(
         archive_store.put_hold_segment(ArchiveSegment(hold, data))
     with pytest.raises(ArchiveError, match="put_hold_segment"):
         archive_store.put_segment(ArchiveSegment(hold, data))
+
+
+# -- a topic that is not archived: held runs' records go to its hold_archive ---------------
+
+
+def _changes(first: int, last: int) -> MemoryKafka:
+    offsets = range(first, last + 1)
+    return MemoryKafka(
+        CHANGES,
+        {0: {o: T0_MS + o * 1000 for o in offsets}},
+        deleted={0: first},
+        keys={0: {o: RUNS[o % 3].encode() for o in offsets}},
+    )
+
+
+def _changes_in_kafka(kafka: MemoryKafka) -> Counter[str]:
+    low, high = kafka.watermarks(CHANGES)[0]
+    return Counter(RUNS[o % 3] for o in range(low, high))
+
+
+def _kept(store: BlobArchive) -> Counter[str]:
+    holds = [h for h in store.list_hold_manifests(CHANGES, 0) if h.is_live]
+    return Counter((r.key or b"").decode() for h in holds for r in store.read_segment(h))
+
+
+def _apply_changes(context: RetentionContext, kafka: MemoryKafka) -> RetentionOutcome:
+    plan = plan_retention(context, kafka, now=NOW, topics=["state-changes"])
+    outcome = apply_retention(context, kafka, plan)
+    assert outcome.ok, outcome.refused
+    return outcome
+
+
+def test_an_unarchived_topic_is_trimmed_under_a_hold_once_held_records_are_kept(
+    archive_store: BlobArchive,
+) -> None:
+    kafka = _changes(0, OFFSETS - 1)
+    context = _context(archive_store, holds=("run-held",))
+    assert _changes_in_kafka(kafka) == {"run-a": 30, "run-b": 30, "run-held": 30}
+
+    outcome = _apply_changes(context, kafka)
+
+    assert outcome.trimmed == {(CHANGES, 0): OFFSETS}
+    assert _changes_in_kafka(kafka) == {}
+    assert _kept(archive_store) == {"run-held": 30}
+    (hold,) = outcome.hold_segments
+    assert hold.offsets == (0, OFFSETS - 1) and hold.hold is not None
+    assert (hold.hold.source_sha256, hold.hold.source_record_count) == (None, OFFSETS)
+    offsets = [r.offset for r in archive_store.read_segment(hold)]
+    assert offsets == list(range(2, OFFSETS, 3))
+    assert archive_store.orphans(CHANGES, 0) == []
+
+    # More state changes arrive and age: the next trim keeps the next range, no overlap.
+    kafka.partitions[0].update({o: T0_MS + o * 1000 for o in range(OFFSETS, 120)})
+    kafka.keys[0].update({o: RUNS[o % 3].encode() for o in range(OFFSETS, 120)})
+    again = _apply_changes(context, kafka)
+    assert again.trimmed == {(CHANGES, 0): 120}
+    assert [h.offsets for h in again.hold_segments] == [(OFFSETS, 119)]
+    assert _kept(archive_store) == {"run-held": 40}
+
+    # The hold is lifted: what it kept expires at the next apply.
+    lifted = _apply_changes(_context(archive_store, holds=()), kafka)
+    assert {m.segment_name for m in lifted.expired} == {
+        h.segment_name for h in [hold, *again.hold_segments]
+    }
+    assert _kept(archive_store) == {}
+
+
+def test_without_a_hold_archive_holds_stop_the_trim_of_an_unarchived_topic(
+    archive_store: BlobArchive,
+) -> None:
+    kafka = _changes(0, OFFSETS - 1)
+    context = _context(archive_store, holds=("run-held",), hold_archive=False)
+
+    plan = plan_retention(context, kafka, now=NOW, topics=["state-changes"])
+
+    (trim,) = plan.trims
+    assert trim.plan.trim_to is None and "hold_archive" in trim.plan.reason
+    assert apply_retention(context, kafka, plan).trimmed == {}
+    assert _changes_in_kafka(kafka) == {"run-a": 30, "run-b": 30, "run-held": 30}
+    # Without holds the same topic is trimmed after hot, as before.
+    free = _context(archive_store, holds=(), hold_archive=False)
+    assert _apply_changes(free, kafka).trimmed == {(CHANGES, 0): OFFSETS}
+
+
+def test_a_trim_interrupted_after_keeping_the_held_records_resumes_without_overlap(
+    archive_store: BlobArchive,
+) -> None:
+    kafka = _changes(0, 59)
+    context = _context(archive_store, holds=("run-held",))
+    plan = plan_retention(context, kafka, now=NOW, topics=["state-changes"])
+    # The held records of 0..59 were kept, then the apply stopped before DeleteRecords.
+    kept = keep_held_before_trim(
+        archive_store,
+        kafka,
+        CHANGES,
+        0,
+        low=0,
+        trim_to=60,
+        holds=frozenset({"run-held"}),
+        at=NOW,
+    )
+    assert kept[0] == 60 and kept[1] is not None
+    kafka.partitions[0].update({o: T0_MS + o * 1000 for o in range(60, OFFSETS)})
+    kafka.keys[0].update({o: RUNS[o % 3].encode() for o in range(60, OFFSETS)})
+
+    first = _apply_changes(context, kafka)  # trims only as far as the kept range reaches
+    second = _apply_changes(context, kafka)
+
+    assert plan.trims[0].plan.trim_to == 60
+    assert first.trimmed == {(CHANGES, 0): 60} and first.hold_segments == []
+    assert second.trimmed == {(CHANGES, 0): OFFSETS}
+    assert [h.offsets for h in archive_store.list_hold_manifests(CHANGES, 0)] == [
+        (0, 59),
+        (60, OFFSETS - 1),
+    ]
+    assert _kept(archive_store) == {"run-held": 30}
+
+
+def test_a_hold_archive_is_only_for_topics_that_are_not_archived() -> None:
+    with pytest.raises(PolicyError, match="hold_archive is for topics that are not archived"):
+        parse_policy(
+            "topics:\n  t:\n    hot: 1d\n    archive: {target: 'local:/a'}\n"
+            "    hold_archive: {target: 'local:/b'}\n"
+        )
 
 
 # -- the real thing: Kafka, the archiver, replay ---------------------------------------------

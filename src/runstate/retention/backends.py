@@ -296,12 +296,13 @@ class BlobArchive(ABC):
         The source segment must still be live here: the hold segment is written before the
         source expires, so a crash in between leaves both live (readers prefer the source)
         and the next ``retention apply`` repeats the split. A live hold segment of the same
-        range is replaced, an expired one never is.
+        range is replaced, an expired one never is. A hold segment cut from Kafka (no
+        source segment: the topic is not archived) must not overlap another one.
 
         Raises:
             ArchiveError: not a hold segment, the checksum or sidecar does not match, no
-                live source segment with the checksum the hold names, the hold segment for
-                the range already expired, or the backend failed.
+                live source segment with the checksum the hold names, an overlap, the hold
+                segment for the range already expired, or the backend failed.
         """
         manifest = segment.manifest
         if manifest.hold is None or not manifest.is_live:
@@ -309,15 +310,10 @@ class BlobArchive(ABC):
         self._check_segment(segment)
         directory = partition_dir(manifest.topic, manifest.partition)
         names = self._list(directory)
-        source_name = f"{directory}/{manifest.stem}{_MANIFEST_SUFFIX}"
-        if f"{manifest.stem}{_MANIFEST_SUFFIX}" not in names:
-            raise ArchiveError(f"{self.location}/{source_name}: no segment to keep records of")
-        source = self._load_manifest(source_name)
-        if not source.is_live or source.sha256 != manifest.hold.source_sha256:
-            raise ArchiveError(
-                f"{self.location}/{source_name}: not the live segment the hold segment was"
-                " cut from; list the manifests again"
-            )
+        if manifest.hold.source_sha256 is None:
+            self._refuse_hold_overlap(manifest, names)
+        else:
+            self._check_hold_source(manifest, names)
         if manifest.manifest_name.rsplit("/", 1)[-1] in names:
             existing = self._load_manifest(manifest.manifest_name)
             if not existing.is_live:
@@ -332,6 +328,34 @@ class BlobArchive(ABC):
             self._write(manifest.sidecar_name, segment.run_ids_sidecar)
         self._write(manifest.manifest_name, manifest.to_json())
         return manifest
+
+    def _check_hold_source(self, manifest: SegmentManifest, names: list[str]) -> None:
+        directory = partition_dir(manifest.topic, manifest.partition)
+        source_name = f"{directory}/{manifest.stem}{_MANIFEST_SUFFIX}"
+        if f"{manifest.stem}{_MANIFEST_SUFFIX}" not in names:
+            raise ArchiveError(f"{self.location}/{source_name}: no segment to keep records of")
+        source = self._load_manifest(source_name)
+        if (
+            not source.is_live
+            or manifest.hold is None
+            or source.sha256 != manifest.hold.source_sha256
+        ):
+            raise ArchiveError(
+                f"{self.location}/{source_name}: not the live segment the hold segment was"
+                " cut from; list the manifests again"
+            )
+
+    def _refuse_hold_overlap(self, manifest: SegmentManifest, names: list[str]) -> None:
+        for name in names:
+            published = parse_stem(name) if name.endswith(_HOLD_MANIFEST_SUFFIX) else None
+            if published is None or published == manifest.offsets:
+                continue
+            lo, hi = published
+            if hi >= manifest.first_offset and lo <= manifest.last_offset:
+                raise ArchiveError(
+                    f"{self.location}: hold segment {manifest.stem} of {manifest.topic}/"
+                    f"{manifest.partition} overlaps hold segment {lo}..{hi}"
+                )
 
     def partitions(self, topic: str) -> list[int]:
         """Partitions of ``topic`` that have anything archived, ascending."""

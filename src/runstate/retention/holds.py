@@ -14,6 +14,13 @@ The order of the steps makes every crash harmless: the hold segment is published
 source is still live (readers prefer a live source and ignore its hold segment), then the
 tombstone is written, then the body deleted; the next ``retention apply`` repeats what did
 not happen. When every hold a hold segment serves is lifted, it expires like any segment.
+
+A topic that is not archived (``state-changes`` in the example policy) has no segments to
+split: Kafka can only delete a partition's oldest offsets, so a held run's records there
+would stop every trim. With a ``hold_archive`` in the topic's policy,
+:func:`keep_held_before_trim` reads the range a trim is about to delete, writes the held
+runs' records into a hold segment covering exactly that range (no source segment:
+``source_sha256`` is None) and only then lets the trim go ahead.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from datetime import datetime
 
 from runstate.errors import ArchiveError
 from runstate.retention.backends import ArchiveStore
+from runstate.retention.kafka_log import KafkaLog
 from runstate.retention.manifest import HoldOrigin, SegmentManifest
 from runstate.retention.segment import ArchiveSegment, build_segment, key_as_run_id
 
-__all__ = ["archive_chain", "split_off_holds"]
+__all__ = ["archive_chain", "keep_held_before_trim", "split_off_holds"]
 
 
 def split_off_holds(
@@ -76,6 +84,59 @@ def split_off_holds(
     )
     tombstone = store.delete_segment(manifest, at=at, hold_segment=published)
     return tombstone, published
+
+
+def keep_held_before_trim(
+    store: ArchiveStore,
+    kafka: KafkaLog,
+    topic: str,
+    partition: int,
+    *,
+    low: int,
+    trim_to: int,
+    holds: frozenset[str],
+    at: datetime,
+) -> tuple[int, SegmentManifest | None]:
+    """Keep the held runs' records of offsets ``low..trim_to - 1`` before Kafka trims them.
+
+    Ranges kept this way follow each other (each starts at Kafka's earliest offset, where
+    the previous trim left it), so they never overlap. A hold segment that already starts
+    at ``low`` is the work of an apply that stopped before its trim: the trim goes only as
+    far as that segment reaches this time, and the next apply continues from there.
+
+    Returns:
+        ``(offset Kafka may now be trimmed to, hold segment written or None)``. None when
+        the range holds no record of a held run: nothing to keep.
+
+    Raises:
+        ArchiveError: the hold segment could not be written (then do not trim).
+        BrokerError: Kafka could not be read.
+    """
+    for existing in store.list_hold_manifests(topic, partition):
+        if existing.first_offset <= low <= existing.last_offset:
+            return min(trim_to, existing.last_offset + 1), None
+    read = 0
+    kept = []
+    for record in kafka.read_records(topic, partition, start=low, end=trim_to):
+        read += 1
+        if key_as_run_id(record) in holds:
+            kept.append(record)
+    if not kept:
+        return trim_to, None
+    segment = build_segment(
+        topic, partition, kept, first_offset=low, last_offset=trim_to - 1, created_at=at
+    )
+    origin = HoldOrigin(
+        holds=sorted({key_as_run_id(r) or "" for r in kept}),
+        source_sha256=None,
+        source_record_count=read,
+        held_at=at,
+    )
+    held = segment.manifest.model_copy(update={"hold": origin})
+    published = store.put_hold_segment(
+        ArchiveSegment(manifest=held, data=segment.data, run_ids_sidecar=segment.run_ids_sidecar)
+    )
+    return trim_to, published
 
 
 def archive_chain(

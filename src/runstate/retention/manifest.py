@@ -105,15 +105,16 @@ class HoldOrigin(BaseModel):
             expires, like a tombstone's run ids.
         source_sha256: Checksum of the expired segment the records were copied from (its
             tombstone keeps the same checksum), so a hold segment cannot be paired with
-            another segment of the same range.
-        source_record_count: Records the source segment held, for the audit trail.
+            another segment of the same range. None when the records were read from Kafka
+            right before a trim, for a topic that is not archived (its ``hold_archive``).
+        source_record_count: Records the source (segment or trimmed range) held.
         held_at: When the records were split off.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     holds: list[str]
-    source_sha256: _Hex64
+    source_sha256: _Hex64 | None
     source_record_count: int = Field(ge=0)
     held_at: AwareDatetime
 

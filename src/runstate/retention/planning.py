@@ -94,12 +94,14 @@ def plan_trim(
         elif archived_watermark < target:
             target = archived_watermark
             reason = f"archived up to offset {archived_watermark}; the rest waits for the archiver"
-    elif policy.legal_holds:
+    elif policy.legal_holds and rules.hold_archive is None:
         target = earliest_offset
         reason = (
-            "legal holds are active and the topic is not archived, so which offsets hold"
-            " held runs is unknown; nothing is trimmed"
+            "legal holds are active and the topic is neither archived nor has a"
+            " hold_archive to keep held runs' records in; nothing is trimmed"
         )
+    elif policy.legal_holds:
+        reason += "; held runs' records are kept in the hold archive first"
     if target <= earliest_offset:
         return TrimPlan(topic, partition, earliest_offset, None, f"nothing to trim: {reason}")
     return TrimPlan(topic, partition, earliest_offset, target, reason)
@@ -149,7 +151,8 @@ def plan_expiry(
     held segments between deleted ones do not break the archived watermark. A hold keeps
     only its runs' records: a segment mixing held and other runs is *split* (the held
     records go to a hold segment, the rest expires), a segment of held runs only is kept
-    whole, and a hold segment expires once none of its runs is held any more.
+    whole, and a hold segment expires once none of its runs is held any more (one cut
+    from Kafka for a topic that is not archived at once, whatever ``archive_retention``).
 
     Args:
         manifests: The partition's manifests, hold segments' included (tombstones are
@@ -164,15 +167,15 @@ def plan_expiry(
         PolicyError: the topic has no policy.
     """
     rules = policy.topic(topic)
-    if rules.archive_retention is None:
-        return ExpiryPlan(topic, partition, (), ())
-    cutoff = now - rules.archive_retention
+    cutoff = None if rules.archive_retention is None else now - rules.archive_retention
     holds = policy.held_run_ids
     expire: list[SegmentManifest] = []
     held: list[HeldSegment] = []
     split: list[HeldSegment] = []
     for m in sorted(manifests, key=lambda m: (m.first_offset, m.is_hold)):
-        if not m.is_live or m.last_timestamp >= cutoff:
+        # Cut from Kafka for a topic that is not archived: kept for its holds alone.
+        from_kafka = m.hold is not None and m.hold.source_sha256 is None
+        if not m.is_live or (not from_kafka and (cutoff is None or m.last_timestamp >= cutoff)):
             continue
         if holds or m.is_hold:
             try:
