@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from runstate.cli import app
@@ -32,6 +33,7 @@ from runstate.retention.holds import archive_chain, keep_held_before_trim
 from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.retention.manifest import HoldOrigin
 from runstate.retention.replay import HistorySource, iter_history, plan_partition, replay_all
+from runstate.streams.producer import producer_config
 from runstate.streams.reader import read_topic
 from runstate.streams.topics import TopicNames
 
@@ -481,3 +483,45 @@ def test_a_held_run_replays_whole_after_everything_around_it_expired(
     }
     assert _archive_counts(lifted_context.store(names.events), names.events) == {}
     assert CliRunner().invoke(app, ["archive", "verify", *common]).exit_code == 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_state_changes_under_a_hold_are_trimmed_and_the_held_run_kept(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    prefix = unique_name("holdchanges")
+    names = create_topics(kafka_bootstrap, prefix)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"legal_holds: [run-held]\ntopics:\n  {names.state_changes}:\n    hot: 1h\n"
+        f"    hold_archive: {{target: 'local:{tmp_path / 'holds'}'}}\n"
+    )
+    context = load_context(policy, bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    producer = Producer(producer_config(kafka_bootstrap))
+    for i in range(300):
+        producer.produce(names.state_changes, key=RUNS[i % 3].encode(), value=b"change %d" % i)
+    assert producer.flush(30) == 0
+    before = _kafka_counts(kafka_bootstrap, names.state_changes)
+    assert before == {"run-a": 100, "run-b": 100, "run-held": 100}
+    kafka = ConfluentKafkaLog(kafka_bootstrap)
+
+    later = datetime.now(UTC) + timedelta(days=1)
+    plan = plan_retention(context, kafka, now=later, topics=["state-changes"])
+    outcome = apply_retention(context, kafka, plan)
+
+    assert outcome.ok and outcome.trimmed, outcome.refused
+    assert _kafka_counts(kafka_bootstrap, names.state_changes) == {}
+    store = context.hold_store("state-changes")
+    kept = Counter(
+        (r.key or b"").decode()
+        for p in store.partitions(names.state_changes)
+        for h in store.list_hold_manifests(names.state_changes, p)
+        for r in store.read_segment(h)
+    )
+    assert kept == {"run-held": 100}
+    assert {m.segment_name for m in outcome.hold_segments} == {
+        h.segment_name
+        for p in store.partitions(names.state_changes)
+        for h in store.list_hold_manifests(names.state_changes, p)
+    }
