@@ -313,6 +313,7 @@ def test_an_unarchived_topic_is_trimmed_under_a_hold_once_held_records_are_kept(
     assert (hold.hold.source_sha256, hold.hold.source_record_count) == (None, OFFSETS)
     offsets = [r.offset for r in archive_store.read_segment(hold)]
     assert offsets == list(range(2, OFFSETS, 3))
+    hold_body = archive_store.fetch_segment(hold)
     assert archive_store.orphans(CHANGES, 0) == []
 
     # More state changes arrive and age: the next trim keeps the next range, no overlap.
@@ -322,6 +323,12 @@ def test_an_unarchived_topic_is_trimmed_under_a_hold_once_held_records_are_kept(
     assert again.trimmed == {(CHANGES, 0): 120}
     assert [h.offsets for h in again.hold_segments] == [(OFFSETS, 119)]
     assert _kept(archive_store) == {"run-held": 40}
+    report = verify(archive_store, CHANGES, 0, holds_only=True)
+    assert report.ok and (report.hold_segments, report.held_records) == (2, 40), report.issues
+    archive_store._write(hold.segment_name, b"damaged")
+    damaged = verify(archive_store, CHANGES, 0, holds_only=True)
+    assert {(i.kind, i.first_offset) for i in damaged.issues} >= {("checksum", 0)}
+    archive_store._write(hold.segment_name, hold_body)
 
     # The hold is lifted: what it kept expires at the next apply.
     lifted = _apply_changes(_context(archive_store, holds=()), kafka)
@@ -525,3 +532,9 @@ def test_state_changes_under_a_hold_are_trimmed_and_the_held_run_kept(
         for p in store.partitions(names.state_changes)
         for h in store.list_hold_manifests(names.state_changes, p)
     }
+    common = ["--policy", str(policy), "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
+    checked = CliRunner().invoke(
+        app, ["archive", "verify", "--topic", "state-changes", "--json", *common]
+    )
+    assert checked.exit_code == 0, checked.output
+    assert sum(r["held_records"] for r in json.loads(checked.output)) == 100

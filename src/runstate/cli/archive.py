@@ -135,7 +135,8 @@ def verify(
 
     Coverage is proven from offset 0 (or --from-offset) for every partition of the topic,
     and up to Kafka's earliest offset: an offset neither archived nor in Kafka is an issue.
-    Without --offline, Kafka must be reachable.
+    Without --offline, Kafka must be reachable. For a topic that is not archived, its
+    hold_archive is checked instead (hold segments only, no coverage, Kafka not asked).
     """
     from runstate.retention.context import load_context
     from runstate.retention.kafka_log import ConfluentKafkaLog
@@ -144,9 +145,11 @@ def verify(
     try:
         context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
         full = context.resolve(topic)
-        store = context.store(full)
+        # An unarchived topic's hold_archive holds only held runs' records: no coverage.
+        holds_only = not context.topic_policy(full).archived
+        store = context.hold_store(full)
         earliest: dict[int, int] = {}
-        if not offline:
+        if not offline and not holds_only:
             kafka = ConfluentKafkaLog(context.bootstrap_servers, timeout_s=15.0)
             if full not in kafka.topics():
                 raise Error(
@@ -162,6 +165,7 @@ def verify(
                 deep=not quick,
                 start=from_offset,
                 kafka_earliest=earliest.get(p),
+                holds_only=holds_only,
             )
             for p in partitions
         ]
