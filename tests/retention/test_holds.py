@@ -13,29 +13,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from runstate.cli import app
-from runstate.errors import ArchiveError, PolicyError
+from runstate.errors import ArchiveError
 from runstate.retention import (
     ArchiveSegment,
     ArchiveStore,
     BlobArchive,
     build_segment,
-    parse_policy,
     verify,
 )
 from runstate.retention.apply import RetentionOutcome, apply_retention, plan_retention
 from runstate.retention.archiver import Archiver, ArchiverConfig
 from runstate.retention.context import RetentionContext, load_context
-from runstate.retention.holds import archive_chain, keep_held_before_trim
+from runstate.retention.holds import archive_chain
 from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.retention.manifest import HoldOrigin
 from runstate.retention.replay import HistorySource, iter_history, plan_partition, replay_all
-from runstate.streams.producer import producer_config
 from runstate.streams.reader import read_topic
-from runstate.streams.topics import TopicNames
 
 from .kafka_support import (
     create_topics,
@@ -45,30 +41,27 @@ from .kafka_support import (
     produce,
     write_policy,
 )
-from .support import T0_MS, MemoryKafka, RecordFactory
+from .support import (
+    HOLD_NAMES,
+    HOLD_NOW,
+    HOLD_OFFSETS,
+    HOLD_RUNS,
+    MemoryKafka,
+    RecordFactory,
+    hold_context,
+    key_counts,
+)
 
-NAMES = TopicNames("rs")
+NAMES = HOLD_NAMES
+NOW = HOLD_NOW
+OFFSETS = HOLD_OFFSETS
+RUNS = HOLD_RUNS
 TOPIC = NAMES.events
 CHANGES = NAMES.state_changes
-NOW = datetime(2026, 1, 1, tzinfo=UTC)  # factory records are from 2025-01-01: all past 30d
-RUNS = ("run-a", "run-b", "run-held")
-OFFSETS = 90
 
 
-def _context(
-    store: BlobArchive, *, holds: tuple[str, ...], hold_archive: bool = True
-) -> RetentionContext:
-    changes_holds = "    hold_archive: {target: 'local:/unused'}\n" if hold_archive else ""
-    policy = parse_policy(
-        f"legal_holds: {list(holds)}\ntopics:\n  {TOPIC}:\n    hot: 1d\n"
-        "    archive: {target: 'local:/unused'}\n    archive_retention: 30d\n"
-        f"  {CHANGES}:\n    hot: 1d\n{changes_holds}"
-    )
-    context = RetentionContext(policy, NAMES, "unused:9092")
-    # The backend under test instead of the policy's targets.
-    context._stores[TOPIC] = store
-    context._stores[f"hold:{CHANGES}"] = store
-    return context
+def _kafka_counts(bootstrap: str, topic: str) -> Counter[str]:
+    return key_counts(r.key for r in read_topic(bootstrap, topic))
 
 
 @pytest.fixture
@@ -103,7 +96,7 @@ def _apply(context: RetentionContext, kafka: MemoryKafka) -> RetentionOutcome:
 def test_a_hold_on_one_run_lets_every_other_run_be_trimmed_and_expired(
     archive_store: BlobArchive, kafka: MemoryKafka
 ) -> None:
-    context = _context(archive_store, holds=("run-held",))
+    context = hold_context(archive_store, holds=("run-held",))
     assert _in_kafka(kafka) == {"run-a": 30, "run-b": 30, "run-held": 30}
     assert _in_archive(archive_store) == {"run-a": 30, "run-b": 30, "run-held": 30}
 
@@ -148,10 +141,10 @@ def test_a_hold_on_one_run_lets_every_other_run_be_trimmed_and_expired(
 def test_lifting_the_hold_expires_the_hold_segments(
     archive_store: BlobArchive, kafka: MemoryKafka
 ) -> None:
-    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    _apply(hold_context(archive_store, holds=("run-held",)), kafka)
     assert _in_archive(archive_store) == {"run-held": 30}
 
-    lifted = _apply(_context(archive_store, holds=()), kafka)
+    lifted = _apply(hold_context(archive_store, holds=()), kafka)
 
     assert [m.is_hold for m in lifted.expired] == [True, True, True]
     assert _in_archive(archive_store) == {}
@@ -164,20 +157,20 @@ def test_lifting_the_hold_expires_the_hold_segments(
 def test_a_hold_on_another_run_of_the_same_hold_segment_keeps_it(
     archive_store: BlobArchive, kafka: MemoryKafka
 ) -> None:
-    _apply(_context(archive_store, holds=("run-held", "run-b")), kafka)
+    _apply(hold_context(archive_store, holds=("run-held", "run-b")), kafka)
     assert _in_archive(archive_store) == {"run-held": 30, "run-b": 30}
 
     # Lifting one of two holds keeps the hold segments whole until both are lifted.
-    _apply(_context(archive_store, holds=("run-b",)), kafka)
+    _apply(hold_context(archive_store, holds=("run-b",)), kafka)
     assert _in_archive(archive_store) == {"run-held": 30, "run-b": 30}
-    _apply(_context(archive_store, holds=()), kafka)
+    _apply(hold_context(archive_store, holds=()), kafka)
     assert _in_archive(archive_store) == {}
 
 
 def test_replay_of_the_held_run_reads_its_records_from_the_hold_segments(
     archive_store: BlobArchive, kafka: MemoryKafka
 ) -> None:
-    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    _apply(hold_context(archive_store, holds=("run-held",)), kafka)
     chain = archive_chain(
         archive_store.list_manifests(TOPIC, 0), archive_store.list_hold_manifests(TOPIC, 0)
     )
@@ -217,7 +210,7 @@ def test_an_interrupted_split_is_read_from_the_source_and_redone(
     assert _in_archive(archive_store) == {"run-a": 30, "run-b": 30, "run-held": 30}
     assert verify(archive_store, TOPIC, 0).ok
 
-    _apply(_context(archive_store, holds=("run-held",)), kafka)  # the next apply finishes
+    _apply(hold_context(archive_store, holds=("run-held",)), kafka)  # the next apply finishes
     assert _in_archive(archive_store) == {"run-held": 30}
     report = verify(archive_store, TOPIC, 0)
     assert report.ok and report.hold_segments == 3 and report.orphans == (), report.issues
@@ -227,7 +220,7 @@ def test_an_interrupted_split_is_read_from_the_source_and_redone(
 def test_verify_and_replay_report_a_missing_or_damaged_hold_segment(
     archive_store: BlobArchive, kafka: MemoryKafka, damage: str
 ) -> None:
-    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    _apply(hold_context(archive_store, holds=("run-held",)), kafka)
     hold = archive_store.list_hold_manifests(TOPIC, 0)[1]
     if damage == "body":
         archive_store._delete(hold.segment_name)
@@ -256,7 +249,7 @@ def test_verify_and_replay_report_a_missing_or_damaged_hold_segment(
 def test_a_hold_segment_needs_its_live_source(
     archive_store: BlobArchive, kafka: MemoryKafka
 ) -> None:
-    _apply(_context(archive_store, holds=("run-held",)), kafka)
+    _apply(hold_context(archive_store, holds=("run-held",)), kafka)
     hold = archive_store.list_hold_manifests(TOPIC, 0)[0]
     data = archive_store.fetch_segment(hold)
 
@@ -266,142 +259,7 @@ def test_a_hold_segment_needs_its_live_source(
         archive_store.put_segment(ArchiveSegment(hold, data))
 
 
-# -- a topic that is not archived: held runs' records go to its hold_archive ---------------
-
-
-def _changes(first: int, last: int) -> MemoryKafka:
-    offsets = range(first, last + 1)
-    return MemoryKafka(
-        CHANGES,
-        {0: {o: T0_MS + o * 1000 for o in offsets}},
-        deleted={0: first},
-        keys={0: {o: RUNS[o % 3].encode() for o in offsets}},
-    )
-
-
-def _changes_in_kafka(kafka: MemoryKafka) -> Counter[str]:
-    low, high = kafka.watermarks(CHANGES)[0]
-    return Counter(RUNS[o % 3] for o in range(low, high))
-
-
-def _kept(store: BlobArchive) -> Counter[str]:
-    holds = [h for h in store.list_hold_manifests(CHANGES, 0) if h.is_live]
-    return Counter((r.key or b"").decode() for h in holds for r in store.read_segment(h))
-
-
-def _apply_changes(context: RetentionContext, kafka: MemoryKafka) -> RetentionOutcome:
-    plan = plan_retention(context, kafka, now=NOW, topics=["state-changes"])
-    outcome = apply_retention(context, kafka, plan)
-    assert outcome.ok, outcome.refused
-    return outcome
-
-
-def test_an_unarchived_topic_is_trimmed_under_a_hold_once_held_records_are_kept(
-    archive_store: BlobArchive,
-) -> None:
-    kafka = _changes(0, OFFSETS - 1)
-    context = _context(archive_store, holds=("run-held",))
-    assert _changes_in_kafka(kafka) == {"run-a": 30, "run-b": 30, "run-held": 30}
-
-    outcome = _apply_changes(context, kafka)
-
-    assert outcome.trimmed == {(CHANGES, 0): OFFSETS}
-    assert _changes_in_kafka(kafka) == {}
-    assert _kept(archive_store) == {"run-held": 30}
-    (hold,) = outcome.hold_segments
-    assert hold.offsets == (0, OFFSETS - 1) and hold.hold is not None
-    assert (hold.hold.source_sha256, hold.hold.source_record_count) == (None, OFFSETS)
-    offsets = [r.offset for r in archive_store.read_segment(hold)]
-    assert offsets == list(range(2, OFFSETS, 3))
-    hold_body = archive_store.fetch_segment(hold)
-    assert archive_store.orphans(CHANGES, 0) == []
-
-    # More state changes arrive and age: the next trim keeps the next range, no overlap.
-    kafka.partitions[0].update({o: T0_MS + o * 1000 for o in range(OFFSETS, 120)})
-    kafka.keys[0].update({o: RUNS[o % 3].encode() for o in range(OFFSETS, 120)})
-    again = _apply_changes(context, kafka)
-    assert again.trimmed == {(CHANGES, 0): 120}
-    assert [h.offsets for h in again.hold_segments] == [(OFFSETS, 119)]
-    assert _kept(archive_store) == {"run-held": 40}
-    report = verify(archive_store, CHANGES, 0, holds_only=True)
-    assert report.ok and (report.hold_segments, report.held_records) == (2, 40), report.issues
-    archive_store._write(hold.segment_name, b"damaged")
-    damaged = verify(archive_store, CHANGES, 0, holds_only=True)
-    assert {(i.kind, i.first_offset) for i in damaged.issues} >= {("checksum", 0)}
-    archive_store._write(hold.segment_name, hold_body)
-
-    # The hold is lifted: what it kept expires at the next apply.
-    lifted = _apply_changes(_context(archive_store, holds=()), kafka)
-    assert {m.segment_name for m in lifted.expired} == {
-        h.segment_name for h in [hold, *again.hold_segments]
-    }
-    assert _kept(archive_store) == {}
-
-
-def test_without_a_hold_archive_holds_stop_the_trim_of_an_unarchived_topic(
-    archive_store: BlobArchive,
-) -> None:
-    kafka = _changes(0, OFFSETS - 1)
-    context = _context(archive_store, holds=("run-held",), hold_archive=False)
-
-    plan = plan_retention(context, kafka, now=NOW, topics=["state-changes"])
-
-    (trim,) = plan.trims
-    assert trim.plan.trim_to is None and "hold_archive" in trim.plan.reason
-    assert apply_retention(context, kafka, plan).trimmed == {}
-    assert _changes_in_kafka(kafka) == {"run-a": 30, "run-b": 30, "run-held": 30}
-    # Without holds the same topic is trimmed after hot, as before.
-    free = _context(archive_store, holds=(), hold_archive=False)
-    assert _apply_changes(free, kafka).trimmed == {(CHANGES, 0): OFFSETS}
-
-
-def test_a_trim_interrupted_after_keeping_the_held_records_resumes_without_overlap(
-    archive_store: BlobArchive,
-) -> None:
-    kafka = _changes(0, 59)
-    context = _context(archive_store, holds=("run-held",))
-    plan = plan_retention(context, kafka, now=NOW, topics=["state-changes"])
-    # The held records of 0..59 were kept, then the apply stopped before DeleteRecords.
-    kept = keep_held_before_trim(
-        archive_store,
-        kafka,
-        CHANGES,
-        0,
-        low=0,
-        trim_to=60,
-        holds=frozenset({"run-held"}),
-        at=NOW,
-    )
-    assert kept[0] == 60 and kept[1] is not None
-    kafka.partitions[0].update({o: T0_MS + o * 1000 for o in range(60, OFFSETS)})
-    kafka.keys[0].update({o: RUNS[o % 3].encode() for o in range(60, OFFSETS)})
-
-    first = _apply_changes(context, kafka)  # trims only as far as the kept range reaches
-    second = _apply_changes(context, kafka)
-
-    assert plan.trims[0].plan.trim_to == 60
-    assert first.trimmed == {(CHANGES, 0): 60} and first.hold_segments == []
-    assert second.trimmed == {(CHANGES, 0): OFFSETS}
-    assert [h.offsets for h in archive_store.list_hold_manifests(CHANGES, 0)] == [
-        (0, 59),
-        (60, OFFSETS - 1),
-    ]
-    assert _kept(archive_store) == {"run-held": 30}
-
-
-def test_a_hold_archive_is_only_for_topics_that_are_not_archived() -> None:
-    with pytest.raises(PolicyError, match="hold_archive is for topics that are not archived"):
-        parse_policy(
-            "topics:\n  t:\n    hot: 1d\n    archive: {target: 'local:/a'}\n"
-            "    hold_archive: {target: 'local:/b'}\n"
-        )
-
-
 # -- the real thing: Kafka, the archiver, replay ---------------------------------------------
-
-
-def _kafka_counts(bootstrap: str, topic: str) -> Counter[str]:
-    return Counter((r.key or b"").decode() for r in read_topic(bootstrap, topic))
 
 
 def _archive_counts(store: ArchiveStore, topic: str) -> Counter[str]:
@@ -490,51 +348,3 @@ def test_a_held_run_replays_whole_after_everything_around_it_expired(
     }
     assert _archive_counts(lifted_context.store(names.events), names.events) == {}
     assert CliRunner().invoke(app, ["archive", "verify", *common]).exit_code == 0
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(120)
-def test_state_changes_under_a_hold_are_trimmed_and_the_held_run_kept(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
-) -> None:
-    prefix = unique_name("holdchanges")
-    names = create_topics(kafka_bootstrap, prefix)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        f"legal_holds: [run-held]\ntopics:\n  {names.state_changes}:\n    hot: 1h\n"
-        f"    hold_archive: {{target: 'local:{tmp_path / 'holds'}'}}\n"
-    )
-    context = load_context(policy, bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
-    producer = Producer(producer_config(kafka_bootstrap))
-    for i in range(300):
-        producer.produce(names.state_changes, key=RUNS[i % 3].encode(), value=b"change %d" % i)
-    assert producer.flush(30) == 0
-    before = _kafka_counts(kafka_bootstrap, names.state_changes)
-    assert before == {"run-a": 100, "run-b": 100, "run-held": 100}
-    kafka = ConfluentKafkaLog(kafka_bootstrap)
-
-    later = datetime.now(UTC) + timedelta(days=1)
-    plan = plan_retention(context, kafka, now=later, topics=["state-changes"])
-    outcome = apply_retention(context, kafka, plan)
-
-    assert outcome.ok and outcome.trimmed, outcome.refused
-    assert _kafka_counts(kafka_bootstrap, names.state_changes) == {}
-    store = context.hold_store("state-changes")
-    kept = Counter(
-        (r.key or b"").decode()
-        for p in store.partitions(names.state_changes)
-        for h in store.list_hold_manifests(names.state_changes, p)
-        for r in store.read_segment(h)
-    )
-    assert kept == {"run-held": 100}
-    assert {m.segment_name for m in outcome.hold_segments} == {
-        h.segment_name
-        for p in store.partitions(names.state_changes)
-        for h in store.list_hold_manifests(names.state_changes, p)
-    }
-    common = ["--policy", str(policy), "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
-    checked = CliRunner().invoke(
-        app, ["archive", "verify", "--topic", "state-changes", "--json", *common]
-    )
-    assert checked.exit_code == 0, checked.output
-    assert sum(r["held_records"] for r in json.loads(checked.output)) == 100
