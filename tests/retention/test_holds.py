@@ -348,3 +348,20 @@ def test_a_held_run_replays_whole_after_everything_around_it_expired(
     }
     assert _archive_counts(lifted_context.store(names.events), names.events) == {}
     assert CliRunner().invoke(app, ["archive", "verify", *common]).exit_code == 0
+
+
+def test_manifests_without_holds_are_stored_as_before(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    live = archive_store.list_manifests(TOPIC, 0)[0]
+    assert b'"hold' not in live.to_json()
+    assert b'"hold' not in live.expire(NOW).to_json()  # a plain tombstone too
+
+    _apply(hold_context(archive_store, holds=("run-held",)), kafka)
+
+    tombstone = archive_store.list_manifests(TOPIC, 0)[0]
+    hold = archive_store.list_hold_manifests(TOPIC, 0)[0]
+    assert b'"hold_segment_sha256"' in tombstone.to_json() and b'"hold"' not in tombstone.to_json()
+    assert hold.manifest_name.endswith(".hold.manifest.json")
+    assert hold.segment_name.endswith(".hold.avro") and hold.stem == tombstone.stem
+    assert hold.expire(NOW).hold is not None and hold.expire(NOW).hold.holds == []  # type: ignore[union-attr]
