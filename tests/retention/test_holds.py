@@ -365,3 +365,17 @@ def test_manifests_without_holds_are_stored_as_before(
     assert hold.manifest_name.endswith(".hold.manifest.json")
     assert hold.segment_name.endswith(".hold.avro") and hold.stem == tombstone.stem
     assert hold.expire(NOW).hold is not None and hold.expire(NOW).hold.holds == []  # type: ignore[union-attr]
+
+
+def test_retention_plan_json_lists_the_segments_split_for_holds(
+    archive_store: BlobArchive, kafka: MemoryKafka
+) -> None:
+    from runstate.cli.retention import _plan_json
+
+    plan = plan_retention(hold_context(archive_store, holds=("run-held",)), kafka, now=NOW)
+    body = _plan_json(plan)
+
+    (events,) = [e for e in body["archive"] if e["topic"] == TOPIC]
+    assert [s["segment"] for s in events["split"]] == [m.stem for m in plan.segments_to_split]
+    assert all("run-held" in s["reason"] for s in events["split"])
+    assert events["expire"] == [] and body["totals"]["archive_segments_split"] == 3
