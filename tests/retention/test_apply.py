@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from runstate.cli import app
 from runstate.retention import build_segment
 from runstate.retention.apply import apply_retention, plan_retention
 from runstate.retention.context import RetentionContext, load_context
-from runstate.retention.kafka_log import ConfluentKafkaLog, SizeSample
+from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.streams.topics import TopicNames
 
 from .kafka_support import (
@@ -27,39 +26,9 @@ from .kafka_support import (
     topic_offsets,
     write_policy,
 )
-from .support import T0_MS, RecordFactory
+from .support import T0_MS, MemoryKafka, RecordFactory
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class MemoryKafka:
-    """A :class:`KafkaLog` over in-memory partitions: offset -> timestamp."""
-
-    topic: str
-    partitions: dict[int, dict[int, int]]
-    deleted: dict[int, int] = field(default_factory=dict)
-
-    def topics(self) -> set[str]:
-        return {self.topic}
-
-    def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
-        return {
-            p: (self.deleted.get(p, min(recs, default=0)), max(recs, default=-1) + 1)
-            for p, recs in self.partitions.items()
-        }
-
-    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
-        low, high = self.watermarks(topic)[partition]
-        recs = self.partitions[partition]
-        return next((o for o in range(low, high) if recs[o] >= timestamp_ms), high)
-
-    def delete_records(self, topic: str, before: Mapping[int, int]) -> dict[int, int]:
-        self.deleted.update(before)
-        return dict(before)
-
-    def sample_sizes(self, topic: str, partition: int, *, start: int, limit: int) -> SizeSample:
-        return SizeSample(10, 1000)  # 100 bytes a record
 
 
 def _context(tmp_path: Path, *, holds: tuple[str, ...] = (), hot: str = "1d") -> RetentionContext:

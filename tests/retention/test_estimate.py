@@ -99,6 +99,25 @@ def test_legal_holds_keep_an_unarchived_topic_whole() -> None:
     assert _tiers(policy=held)["kafka hot: events"].kept == timedelta(days=7)
 
 
+def test_a_hold_archive_lets_an_unarchived_topic_be_trimmed_under_legal_holds() -> None:
+    held = parse_policy(
+        """
+legal_holds: [run-1]
+topics:
+  rs.events:
+    hot: 7d
+    archive: {target: "local:/tmp/unused"}
+    archive_retention: 400d
+  rs.state-changes:
+    hot: 3d
+    hold_archive: {target: "local:/tmp/holds"}
+"""
+    )
+    changes = _tiers(policy=held)["kafka hot: state changes"]
+    assert changes.kept == timedelta(days=3) and "hold_archive" in changes.note
+    assert changes.held_after(365) == changes.held_after(3)
+
+
 def test_total_after_sums_the_tiers() -> None:
     tiers = list(_tiers().values())
     assert total_after(tiers, 30) == sum(t.held_after(30) for t in tiers)

@@ -177,9 +177,9 @@ def test_forever_expires_nothing(segment_factory: SegmentFactory) -> None:
     assert plan.expire == () and plan.held == ()
 
 
-def test_legal_holds_keep_segments(segment_factory: SegmentFactory) -> None:
-    segments = [manifest_at(segment_factory, f, 60) for f in (0, 10, 20)]
-    run_ids = {0: {"r-1"}, 10: {"r-held", "r-2"}, 20: set()}
+def test_legal_holds_keep_their_runs_not_whole_segments(segment_factory: SegmentFactory) -> None:
+    segments = [manifest_at(segment_factory, f, 60) for f in (0, 10, 20, 30)]
+    run_ids = {0: {"r-1"}, 10: {"r-held", "r-2"}, 20: set(), 30: {"r-held"}}
     asked: list[int] = []
 
     def run_ids_of(m: SegmentManifest) -> frozenset[str]:
@@ -193,13 +193,17 @@ def test_legal_holds_keep_segments(segment_factory: SegmentFactory) -> None:
     )
 
     assert plan.expire == (segments[0],)
+    # A segment mixing held and other runs is split: the held run's records stay.
+    assert [(h.manifest.first_offset, h.held_run_ids) for h in plan.split] == [(10, {"r-held"})]
+    assert "records of r-held kept in a hold segment" in plan.split[0].reason
+    # Kept whole: unreadable run ids, and a segment of held runs only (nothing to gain).
     assert [(h.manifest.first_offset, h.held_run_ids) for h in plan.held] == [
-        (10, {"r-held"}),
         (20, frozenset()),
+        (30, {"r-held"}),
     ]
-    assert "legal hold on r-held" in plan.held[0].reason
-    assert "unreadable" in plan.held[1].reason
-    assert asked == [0, 10, 20]
+    assert "unreadable" in plan.held[0].reason
+    assert "legal hold on r-held" in plan.held[1].reason
+    assert asked == [0, 10, 20, 30]
 
 
 def test_run_ids_are_not_read_without_holds(segment_factory: SegmentFactory) -> None:

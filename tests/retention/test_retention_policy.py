@@ -37,7 +37,9 @@ def test_the_shipped_example_validates() -> None:
     assert events.archive.bucket_and_prefix == ("runstate-archive", "events")
     assert events.archive_retention == timedelta(days=400)
     assert events.personal_data["RunStarted"]["input"] is PersonalDataAction.MASK
-    assert not policy.topic("runstate.state-changes").archived
+    changes = policy.topic("runstate.state-changes")
+    assert not changes.archived and changes.hold_archive is not None
+    assert changes.hold_archive.bucket_and_prefix == ("runstate-archive", "holds")
     assert policy.topic("runstate.dead-letters").archive_retention is None  # forever
     assert policy.held_run_ids == {"run-2024-11-0042"}
 

@@ -138,7 +138,8 @@ def verify(
 
     Coverage is proven from offset 0 (or --from-offset) for every partition of the topic,
     and up to Kafka's earliest offset: an offset neither archived nor in Kafka is an issue.
-    Without --offline, Kafka must be reachable.
+    Without --offline, Kafka must be reachable. For a topic that is not archived, its
+    hold_archive is checked instead (hold segments only, no coverage, Kafka not asked).
     """
     from runstate.retention.context import load_context
     from runstate.retention.kafka_log import ConfluentKafkaLog
@@ -147,9 +148,11 @@ def verify(
     try:
         context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
         full = context.resolve(topic)
-        store = context.store(full)
+        # An unarchived topic's hold_archive holds only held runs' records: no coverage.
+        holds_only = not context.topic_policy(full).archived
+        store = context.hold_store(full)
         earliest: dict[int, int] = {}
-        if not offline:
+        if not offline and not holds_only:
             kafka = ConfluentKafkaLog(context.bootstrap_servers, timeout_s=15.0)
             if full not in kafka.topics():
                 raise Error(
@@ -165,6 +168,7 @@ def verify(
                 deep=not quick,
                 start=from_offset,
                 kafka_earliest=earliest.get(p),
+                holds_only=holds_only,
             )
             for p in partitions
         ]
@@ -184,6 +188,8 @@ def verify(
                         "watermark": r.watermark,
                         "issues": [str(i) for i in r.issues],
                         "orphans": list(r.orphans),
+                        "hold_segments": r.hold_segments,
+                        "held_records": r.held_records,
                     }
                     for r in reports
                 ],
@@ -192,7 +198,7 @@ def verify(
         )
     else:
         table = Table(title=f"{full} in {store.location}")
-        for column in ("partition", "segments", "expired", "records", "offsets", "issues"):
+        for column in ("partition", "segments", "expired", "records", "held", "offsets", "issues"):
             table.add_column(column)
         for r in reports:
             span = "-" if r.first_offset is None else f"{r.first_offset}..{(r.watermark or 1) - 1}"
@@ -201,6 +207,7 @@ def verify(
                 str(r.segments),
                 str(r.expired),
                 str(r.records),
+                f"{r.held_records} in {r.hold_segments}" if r.hold_segments else "-",
                 span,
                 "\n".join(str(i) for i in r.issues) or "ok",
             )

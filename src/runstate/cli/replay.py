@@ -190,6 +190,11 @@ def replay(
                     f"[yellow]partition {span.partition}: offsets {span.expired} expired"
                     " under the retention policy; runs there are incomplete[/yellow]"
                 )
+            if span.held:
+                err.print(
+                    f"partition {span.partition}: offsets {span.held} read from hold segments"
+                    " (only runs under legal hold kept there)"
+                )
         for problem in result.problems[:5]:
             err.print(f"[yellow]set aside[/yellow]: {problem}")
         if verify:

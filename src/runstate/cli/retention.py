@@ -60,6 +60,7 @@ def _plan_json(plan: RetentionPlan) -> dict[str, Any]:
                 "records": sum(m.record_count for m in e.expire),
                 "bytes": sum(m.size_bytes for m in e.expire),
                 "held": [{"segment": h.manifest.stem, "reason": h.reason} for h in e.held],
+                "split": [{"segment": h.manifest.stem, "reason": h.reason} for h in e.split],
             }
             for e in plan.expiries
         ],
@@ -67,6 +68,7 @@ def _plan_json(plan: RetentionPlan) -> dict[str, Any]:
             "kafka_offsets": plan.offsets_to_trim,
             "kafka_bytes_estimated": plan.bytes_to_trim,
             "archive_segments": len(plan.segments_to_expire),
+            "archive_segments_split": len(plan.segments_to_split),
             "archive_records": plan.records_to_expire,
             "archive_bytes": plan.bytes_to_expire,
         },
@@ -102,10 +104,10 @@ def _print_plan(plan: RetentionPlan, console: Console) -> None:
         )
     console.print(table)
     table = Table(title="Archive: segments past archive_retention")
-    for column in ("topic", "p", "expire", "records", "bytes", "held back"):
+    for column in ("topic", "p", "expire", "records", "bytes", "held runs kept", "held back"):
         table.add_column(column)
     for e in plan.expiries:
-        if not e.expire and not e.held:
+        if not e.expire and not e.held and not e.split:
             continue
         table.add_row(
             e.topic,
@@ -113,13 +115,15 @@ def _print_plan(plan: RetentionPlan, console: Console) -> None:
             str(len(e.expire)),
             str(sum(m.record_count for m in e.expire)),
             str(sum(m.size_bytes for m in e.expire)),
+            "\n".join(f"{h.manifest.stem}: {h.reason}" for h in e.split),
             "\n".join(f"{h.manifest.stem}: {h.reason}" for h in e.held),
         )
     console.print(table)
     console.print(
         f"total: {plan.offsets_to_trim} offsets (≈{plan.bytes_to_trim} bytes) from Kafka;"
         f" {len(plan.segments_to_expire)} segments, {plan.records_to_expire} records,"
-        f" {plan.bytes_to_expire} bytes from the archive"
+        f" {plan.bytes_to_expire} bytes from the archive; {len(plan.segments_to_split)}"
+        " segments expire but for their held runs' records"
     )
     for note in plan.notes:
         console.print(f"note: {note}")
@@ -167,7 +171,7 @@ def apply(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """Trim Kafka (never past the archived watermark) and expire archive segments
-    (legal holds kept). Exit 1 if any trim was refused."""
+    (held runs' records kept in hold segments). Exit 1 if any trim was refused."""
     from runstate.retention.apply import apply_retention
 
     console = Console()
@@ -189,12 +193,14 @@ def apply(
                 for (t, p), low in sorted(outcome.trimmed.items())
             ],
             "expired": [m.segment_name for m in outcome.expired],
+            "hold_segments": [m.segment_name for m in outcome.hold_segments],
             "refused": outcome.refused,
         }
         typer.echo(json.dumps(body, indent=2))
     else:
         console.print(
             f"trimmed {len(outcome.trimmed)} partitions, expired {len(outcome.expired)} segments"
+            f" ({len(outcome.hold_segments)} hold segments keep held runs' records)"
         )
         for reason in outcome.refused:
             console.print(f"[red]refused[/red]: {reason}")

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from runstate.errors import ArchiveError
 from runstate.retention.context import RetentionContext
+from runstate.retention.holds import keep_held_before_trim, split_off_holds
 from runstate.retention.kafka_log import KafkaLog
 from runstate.retention.manifest import SegmentManifest
 from runstate.retention.planning import ExpiryPlan, TrimPlan, plan_expiry, plan_trim
@@ -75,6 +76,11 @@ class RetentionPlan:
         return [m for e in self.expiries for m in e.expire]
 
     @property
+    def segments_to_split(self) -> list[SegmentManifest]:
+        """Segments whose held runs' records move to a hold segment before they expire."""
+        return [h.manifest for e in self.expiries for h in e.split]
+
+    @property
     def records_to_expire(self) -> int:
         return sum(m.record_count for m in self.segments_to_expire)
 
@@ -89,6 +95,8 @@ class RetentionOutcome:
 
     trimmed: dict[tuple[str, int], int] = field(default_factory=dict)
     expired: list[SegmentManifest] = field(default_factory=list)
+    #: Hold segments written for split segments (their sources are in ``expired``).
+    hold_segments: list[SegmentManifest] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
     @property
@@ -142,6 +150,8 @@ def plan_retention(
                     sizes = kafka.sample_sizes(topic, partition, start=low, limit=SIZE_SAMPLE)
                     estimate = round(sizes.mean * plan.deletes)
                 trims.append(PartitionTrim(plan, high, watermark, estimate))
+        if store is None and rules.hold_archive is not None:
+            store = context.hold_store(topic)
         if store is not None:
             for partition in store.partitions(topic):
                 expiries.append(
@@ -149,7 +159,10 @@ def plan_retention(
                         policy,
                         topic,
                         partition,
-                        store.list_manifests(topic, partition),
+                        [
+                            *store.list_manifests(topic, partition),
+                            *store.list_hold_manifests(topic, partition),
+                        ],
                         now=now,
                         run_ids_of=store.run_ids,
                     )
@@ -164,20 +177,54 @@ def apply_retention(
 
     Before each ``DeleteRecords`` the archived watermark is read again from the store; a
     trim above it is refused (reported in the outcome, nothing deleted for that partition).
-    Segments are expired after the trims, each leaving a tombstone manifest.
+    Segments are expired after the trims, each leaving a tombstone manifest; a segment the
+    plan splits first has its held runs' records copied into a hold segment, with the
+    holds as they stand in the policy now. A topic that is not archived is trimmed under
+    legal holds only after the held runs' records of the range are kept in its
+    ``hold_archive`` (``holds.keep_held_before_trim``); without one it is not trimmed.
 
     Raises:
         ArchiveError: the archive cannot be read or a segment cannot be deleted.
         KafkaException: the broker refused ``DeleteRecords``.
     """
     outcome = RetentionOutcome()
+    holds = context.policy.held_run_ids
     by_topic: dict[str, dict[int, int]] = {}
     for trim in plan.trims:
         target = trim.plan.trim_to
         if target is None:
             continue
         topic, partition = trim.plan.topic, trim.plan.partition
-        if context.policy.topic(topic).archived:
+        rules = context.policy.topic(topic)
+        if not rules.archived and holds:
+            if rules.hold_archive is None:
+                outcome.refused.append(
+                    f"{topic}/{partition}: not trimmed, legal holds are active and the topic"
+                    " has no hold_archive to keep held runs' records in"
+                )
+                continue
+            low = kafka.watermarks(topic)[partition][0]
+            try:
+                target, kept = keep_held_before_trim(
+                    context.hold_store(topic),
+                    kafka,
+                    topic,
+                    partition,
+                    low=low,
+                    trim_to=target,
+                    holds=holds,
+                    at=plan.now,
+                )
+            except ArchiveError as exc:
+                outcome.refused.append(
+                    f"{topic}/{partition}: not trimmed, held runs' records could not be kept: {exc}"
+                )
+                continue
+            if kept is not None:
+                outcome.hold_segments.append(kept)
+            if target <= low:
+                continue
+        if rules.archived:
             store = context.store(topic)
             low = kafka.watermarks(topic)[partition][0]
             watermark = store.archived_watermark(topic, partition, start=low)
@@ -192,10 +239,18 @@ def apply_retention(
         for partition, low in kafka.delete_records(topic, before).items():
             outcome.trimmed[(topic, partition)] = low
     for expiry in plan.expiries:
-        store = context.store(expiry.topic)
+        store = context.hold_store(expiry.topic)
         for manifest in expiry.expire:
             try:
                 outcome.expired.append(store.delete_segment(manifest, at=plan.now))
             except ArchiveError as exc:
                 outcome.refused.append(f"{manifest.segment_name}: not expired: {exc}")
+        for split in expiry.split:
+            try:
+                tombstone, kept = split_off_holds(store, split.manifest, holds, at=plan.now)
+            except ArchiveError as exc:
+                outcome.refused.append(f"{split.manifest.segment_name}: not expired: {exc}")
+                continue
+            outcome.expired.append(tombstone)
+            outcome.hold_segments.append(kept)
     return outcome

@@ -9,7 +9,9 @@ makes the archive trustworthy lives once, in :class:`BlobArchive`:
 * refusing a segment that overlaps a published one, so a confused archiver cannot make two
   versions of the same offsets;
 * checksums checked on every read, so replay never decodes silently damaged bytes;
-* deletion as a tombstone manifest written before the body goes (see ``manifest``).
+* deletion as a tombstone manifest written before the body goes (see ``manifest``);
+* hold segments (a legal hold's records of an expired segment) filed apart from the
+  primary segments, so coverage and watermarks never see them twice.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Protocol
 
 from runstate.errors import ArchiveError
 from runstate.retention.manifest import (
+    HOLD_SUFFIX,
     SegmentManifest,
     contiguous_watermark,
     decode_run_ids_sidecar,
@@ -34,6 +37,7 @@ from runstate.retention.segment import ArchivedRecord, ArchiveSegment, iter_segm
 __all__ = ["ArchiveStore", "BlobArchive"]
 
 _MANIFEST_SUFFIX = ".manifest.json"
+_HOLD_MANIFEST_SUFFIX = HOLD_SUFFIX + _MANIFEST_SUFFIX
 
 
 class ArchiveStore(Protocol):
@@ -50,6 +54,14 @@ class ArchiveStore(Protocol):
 
     def list_manifests(self, topic: str, partition: int) -> list[SegmentManifest]:
         """Published manifests of a partition (tombstones included), in offset order."""
+        ...
+
+    def put_hold_segment(self, segment: ArchiveSegment) -> SegmentManifest:
+        """Publish a hold segment beside its live source (``BlobArchive.put_hold_segment``)."""
+        ...
+
+    def list_hold_manifests(self, topic: str, partition: int) -> list[SegmentManifest]:
+        """Hold-segment manifests of a partition (expired ones included), in offset order."""
         ...
 
     def partitions(self, topic: str) -> list[int]:
@@ -69,7 +81,11 @@ class ArchiveStore(Protocol):
         ...
 
     def delete_segment(
-        self, manifest: SegmentManifest, *, at: datetime | None = None
+        self,
+        manifest: SegmentManifest,
+        *,
+        at: datetime | None = None,
+        hold_segment: SegmentManifest | None = None,
     ) -> SegmentManifest:
         """Delete the segment body, leaving a tombstone manifest; returns the tombstone."""
         ...
@@ -138,6 +154,28 @@ class BlobArchive(ABC):
                 expired one); or the backend failed (nothing half-visible is left behind).
         """
         manifest = segment.manifest
+        self._check_segment(segment)
+        if manifest.is_hold:
+            raise ArchiveError(
+                f"segment {manifest.stem}: publish hold segments with put_hold_segment"
+            )
+        if not manifest.is_live:
+            raise ArchiveError(f"segment {manifest.stem}: cannot publish an expired manifest")
+
+        directory = partition_dir(manifest.topic, manifest.partition)
+        names = self._list(directory)
+        self._refuse_overlap(manifest, names)
+        self._remove_debris(manifest, names, keep_sidecar=segment.run_ids_sidecar is not None)
+
+        self._write(manifest.segment_name, segment.data)
+        if segment.run_ids_sidecar is not None:
+            self._write(manifest.sidecar_name, segment.run_ids_sidecar)
+        self._write(manifest.manifest_name, manifest.to_json())
+        return manifest
+
+    @staticmethod
+    def _check_segment(segment: ArchiveSegment) -> None:
+        manifest = segment.manifest
         if (
             hashlib.sha256(segment.data).hexdigest() != manifest.sha256
             or len(segment.data) != manifest.size_bytes
@@ -153,23 +191,10 @@ class BlobArchive(ABC):
             and hashlib.sha256(segment.run_ids_sidecar).hexdigest() != ref.sha256
         ):
             raise ArchiveError(f"segment {manifest.stem}: run-ids sidecar missing or mismatched")
-        if not manifest.is_live:
-            raise ArchiveError(f"segment {manifest.stem}: cannot publish an expired manifest")
-
-        directory = partition_dir(manifest.topic, manifest.partition)
-        names = self._list(directory)
-        self._refuse_overlap(manifest, names)
-        self._remove_debris(manifest, names, keep_sidecar=segment.run_ids_sidecar is not None)
-
-        self._write(manifest.segment_name, segment.data)
-        if segment.run_ids_sidecar is not None:
-            self._write(manifest.sidecar_name, segment.run_ids_sidecar)
-        self._write(manifest.manifest_name, manifest.to_json())
-        return manifest
 
     def _refuse_overlap(self, manifest: SegmentManifest, names: list[str]) -> None:
         for name in names:
-            if not name.endswith(_MANIFEST_SUFFIX):
+            if not name.endswith(_MANIFEST_SUFFIX) or name.endswith(_HOLD_MANIFEST_SUFFIX):
                 continue
             published = parse_stem(name)
             if published is None:
@@ -226,7 +251,7 @@ class BlobArchive(ABC):
         directory = partition_dir(topic, partition)
         manifests = []
         for name in sorted(self._list(directory)):
-            if not name.endswith(_MANIFEST_SUFFIX):
+            if not name.endswith(_MANIFEST_SUFFIX) or name.endswith(_HOLD_MANIFEST_SUFFIX):
                 continue
             manifest = self._load_manifest(f"{directory}/{name}")
             if (manifest.topic, manifest.partition) != (topic, partition) or (
@@ -236,8 +261,101 @@ class BlobArchive(ABC):
                     f"{self.location}/{directory}/{name} describes {manifest.manifest_name};"
                     " move it back where it belongs"
                 )
+            if manifest.is_hold:
+                raise ArchiveError(
+                    f"{self.location}/{directory}/{name} is a hold segment's manifest filed"
+                    f" as a segment's; move it to {manifest.manifest_name}"
+                )
             manifests.append(manifest)
         return sorted(manifests, key=lambda m: (m.first_offset, m.last_offset))
+
+    def list_hold_manifests(self, topic: str, partition: int) -> list[SegmentManifest]:
+        """Hold-segment manifests of a partition (expired ones included), in offset order.
+
+        Raises:
+            ArchiveError: a hold manifest is unreadable, is not a hold segment's, or is
+                filed under another name than its own.
+        """
+        directory = partition_dir(topic, partition)
+        holds = []
+        for name in sorted(self._list(directory)):
+            if not name.endswith(_HOLD_MANIFEST_SUFFIX):
+                continue
+            manifest = self._load_manifest(f"{directory}/{name}")
+            if not manifest.is_hold or manifest.manifest_name != f"{directory}/{name}":
+                raise ArchiveError(
+                    f"{self.location}/{directory}/{name} describes {manifest.manifest_name};"
+                    " move it back where it belongs"
+                )
+            holds.append(manifest)
+        return sorted(holds, key=lambda m: (m.first_offset, m.last_offset))
+
+    def put_hold_segment(self, segment: ArchiveSegment) -> SegmentManifest:
+        """Publish a hold segment: body, then sidecar, then its ``.hold`` manifest.
+
+        The source segment must still be live here: the hold segment is written before the
+        source expires, so a crash in between leaves both live (readers prefer the source)
+        and the next ``retention apply`` repeats the split. A live hold segment of the same
+        range is replaced, an expired one never is. A hold segment cut from Kafka (no
+        source segment: the topic is not archived) must not overlap another one.
+
+        Raises:
+            ArchiveError: not a hold segment, the checksum or sidecar does not match, no
+                live source segment with the checksum the hold names, an overlap, the hold
+                segment for the range already expired, or the backend failed.
+        """
+        manifest = segment.manifest
+        if manifest.hold is None or not manifest.is_live:
+            raise ArchiveError(f"segment {manifest.stem}: not a live hold segment")
+        self._check_segment(segment)
+        directory = partition_dir(manifest.topic, manifest.partition)
+        names = self._list(directory)
+        if manifest.hold.source_sha256 is None:
+            self._refuse_hold_overlap(manifest, names)
+        else:
+            self._check_hold_source(manifest, names)
+        if manifest.manifest_name.rsplit("/", 1)[-1] in names:
+            existing = self._load_manifest(manifest.manifest_name)
+            if not existing.is_live:
+                raise ArchiveError(
+                    f"{self.location}/{manifest.manifest_name} expired at"
+                    f" {existing.expired_at}; it is not written again"
+                )
+        if segment.run_ids_sidecar is None:
+            self._delete(manifest.sidecar_name)
+        self._write(manifest.segment_name, segment.data)
+        if segment.run_ids_sidecar is not None:
+            self._write(manifest.sidecar_name, segment.run_ids_sidecar)
+        self._write(manifest.manifest_name, manifest.to_json())
+        return manifest
+
+    def _check_hold_source(self, manifest: SegmentManifest, names: list[str]) -> None:
+        directory = partition_dir(manifest.topic, manifest.partition)
+        source_name = f"{directory}/{manifest.stem}{_MANIFEST_SUFFIX}"
+        if f"{manifest.stem}{_MANIFEST_SUFFIX}" not in names:
+            raise ArchiveError(f"{self.location}/{source_name}: no segment to keep records of")
+        source = self._load_manifest(source_name)
+        if (
+            not source.is_live
+            or manifest.hold is None
+            or source.sha256 != manifest.hold.source_sha256
+        ):
+            raise ArchiveError(
+                f"{self.location}/{source_name}: not the live segment the hold segment was"
+                " cut from; list the manifests again"
+            )
+
+    def _refuse_hold_overlap(self, manifest: SegmentManifest, names: list[str]) -> None:
+        for name in names:
+            published = parse_stem(name) if name.endswith(_HOLD_MANIFEST_SUFFIX) else None
+            if published is None or published == manifest.offsets:
+                continue
+            lo, hi = published
+            if hi >= manifest.first_offset and lo <= manifest.last_offset:
+                raise ArchiveError(
+                    f"{self.location}: hold segment {manifest.stem} of {manifest.topic}/"
+                    f"{manifest.partition} overlaps hold segment {lo}..{hi}"
+                )
 
     def partitions(self, topic: str) -> list[int]:
         """Partitions of ``topic`` that have anything archived, ascending."""
@@ -290,13 +408,24 @@ class BlobArchive(ABC):
         return decode_run_ids_sidecar(data, source=f"{self.location}/{manifest.sidecar_name}")
 
     def delete_segment(
-        self, manifest: SegmentManifest, *, at: datetime | None = None
+        self,
+        manifest: SegmentManifest,
+        *,
+        at: datetime | None = None,
+        hold_segment: SegmentManifest | None = None,
     ) -> SegmentManifest:
         """Delete a segment body and sidecar, keeping a tombstone manifest.
 
         The tombstone is written first: a crash afterwards leaves an orphan body that no
         listing serves, never a manifest pointing at nothing. Deleting an expired segment
         again only removes leftovers. Legal holds are the caller's check (``plan_expiry``).
+
+        Args:
+            manifest: The segment (or hold segment) to expire, as listed.
+            at: Expiry time written into the tombstone; defaults to now.
+            hold_segment: The hold segment already published with this segment's held
+                runs' records; the tombstone names it, so readers can tell a missing hold
+                segment from one that was never needed.
 
         Returns:
             The tombstone manifest now stored.
@@ -310,9 +439,19 @@ class BlobArchive(ABC):
                 f"{self.location}/{manifest.manifest_name} changed since it was listed;"
                 " list again before deleting"
             )
+        if hold_segment is not None and (
+            hold_segment.hold is None or hold_segment.hold.source_sha256 != current.sha256
+        ):
+            raise ArchiveError(
+                f"{hold_segment.manifest_name} is not a hold segment of {manifest.stem}"
+            )
         tombstone = current
         if current.is_live:
             tombstone = current.expire(at or datetime.now(UTC))
+            if hold_segment is not None:
+                tombstone = tombstone.model_copy(
+                    update={"hold_segment_sha256": hold_segment.sha256}
+                )
             self._write(manifest.manifest_name, tombstone.to_json())
         self._delete(manifest.sidecar_name)
         self._delete(manifest.segment_name)
@@ -323,10 +462,17 @@ class BlobArchive(ABC):
         directory = partition_dir(topic, partition)
         names = self._list(directory)
         live = {m.stem for m in self.list_manifests(topic, partition) if m.is_live}
+        held = {m.stem for m in self.list_hold_manifests(topic, partition) if m.is_live}
+
+        def accounted(name: str) -> bool:
+            if name.endswith(".tmp"):
+                return False
+            return _stem(name) in (held if f"{HOLD_SUFFIX}." in name else live)
+
         return sorted(
             f"{directory}/{n}"
             for n in names
-            if not n.endswith(_MANIFEST_SUFFIX) and (n.endswith(".tmp") or _stem(n) not in live)
+            if not n.endswith(_MANIFEST_SUFFIX) and not accounted(n)
         )
 
     def archived_watermark(

@@ -73,6 +73,21 @@ class RetentionContext:
             self._stores[full] = open_store(rules.archive)
         return self._stores[full]
 
+    def hold_store(self, topic: str) -> ArchiveStore:
+        """Where ``topic`` keeps held runs' records: its archive, else its ``hold_archive``.
+
+        Raises:
+            PolicyError: the topic has no policy, or neither an archive nor a hold archive.
+        """
+        full = self.resolve(topic)
+        rules = self.policy.topic(full)
+        if rules.archived or rules.hold_archive is None:
+            return self.store(full)
+        key = f"hold:{full}"
+        if key not in self._stores:
+            self._stores[key] = open_store(rules.hold_archive)
+        return self._stores[key]
+
     def archived_topics(self) -> list[str]:
         """Topics the policy archives, in policy order."""
         return [name for name, rules in self.policy.topics.items() if rules.archived]

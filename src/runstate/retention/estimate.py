@@ -134,8 +134,15 @@ def estimate_storage(
     def kafka_window(rules: TopicPolicy | None) -> tuple[timedelta | None, str]:
         if rules is None:
             return None, "no policy: retention.ms=-1, kept forever"
+        if not rules.archived and held and rules.hold_archive is None:
+            return None, (
+                "not archived, no hold_archive and legal holds are active: `retention apply`"
+                " keeps it all; add a hold_archive to keep only the held runs' records"
+            )
         if not rules.archived and held:
-            return None, "not archived and legal holds are active: `retention apply` keeps it all"
+            return rules.hot, (
+                "trimmed after hot; held runs' records kept in the hold_archive (not counted)"
+            )
         if not rules.archived:
             return rules.hot, "not archived: trimmed after hot, history then gone"
         return rules.hot, "trimmed by `retention apply` after hot, up to the archived watermark"
@@ -168,7 +175,8 @@ def estimate_storage(
                 "archive: events",
                 workload.events_per_day * workload.archived_event_bytes,
                 events.archive_retention,
-                "expired by `retention apply` after archive_retention (legal holds kept)",
+                "expired by `retention apply` after archive_retention (held runs' records"
+                " kept in hold segments, not counted)",
             )
         )
     return tiers

@@ -1,7 +1,8 @@
 """The few questions retention asks Kafka, behind a Protocol.
 
 Planning, applying, replay's boundary check and the estimate need only watermarks, the time
-index, ``DeleteRecords`` and a sample of record sizes. Putting them behind
+index, ``DeleteRecords``, a sample of record sizes and (to keep held runs' records of a
+topic that is not archived) the records about to be trimmed. Putting them behind
 :class:`KafkaLog` keeps the retention logic testable with a small in-memory log and keeps
 confluent-kafka's untyped surface in one module.
 """
@@ -9,13 +10,14 @@ confluent-kafka's untyped surface in one module.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from runstate.errors import BrokerError
+from runstate.retention.segment import ArchivedRecord
 from runstate.streams.reader import end_offsets, read_topic
 from runstate.streams.topics import admin_client
 
@@ -55,6 +57,12 @@ class KafkaLog(Protocol):
 
     def sample_sizes(self, topic: str, partition: int, *, start: int, limit: int) -> SizeSample:
         """Payload sizes of up to ``limit`` records from ``start``."""
+        ...
+
+    def read_records(
+        self, topic: str, partition: int, *, start: int, end: int
+    ) -> Iterator[ArchivedRecord]:
+        """The records at offsets ``start`` (inclusive) to ``end`` (exclusive), in order."""
         ...
 
 
@@ -129,3 +137,24 @@ class ConfluentKafkaLog:
         if isinstance(reader, Generator):
             reader.close()  # closes the consumer now, not when garbage-collected
         return SizeSample(records, payload)
+
+    def read_records(
+        self, topic: str, partition: int, *, start: int, end: int
+    ) -> Iterator[ArchivedRecord]:
+        reader = read_topic(
+            self.bootstrap_servers,
+            topic,
+            start={partition: start},
+            partitions=[partition],
+            timeout_s=self.timeout_s,
+        )
+        try:
+            for raw in reader:
+                if raw.offset >= end:
+                    break
+                yield ArchivedRecord(
+                    raw.offset, raw.timestamp_ms, raw.key, raw.value, tuple(raw.headers)
+                )
+        finally:
+            if isinstance(reader, Generator):
+                reader.close()

@@ -9,6 +9,15 @@ Deleting an expired segment does not remove its manifest: the manifest is rewrit
 for, so a segment kept back by a legal hold, with expired neighbours on both sides, does
 not turn into a gap that would stall the archived watermark; and it leaves an audit trail of
 what retention deleted and when.
+
+A legal hold is scoped to runs, not segments. When a segment past its retention holds
+records of held runs, those records alone are copied into a *hold segment* (``hold`` set:
+the holds it serves and the segment it came from) filed beside the segment under
+``<stem>.hold.*`` with the same covered range; then the segment expires as usual and its
+tombstone names the hold segment (``hold_segment_sha256``). Readers treat the pair as one
+sparse segment: the held runs' records at their original offsets, every other offset of the
+range expired. Hold manifests are listed apart (``list_hold_manifests``), so coverage,
+watermarks and the archiver see only the primary segments and tombstones.
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from runstate.errors import ArchiveError
 
 __all__ = [
+    "HOLD_SUFFIX",
     "MANIFEST_FORMAT_VERSION",
     "RUN_IDS_INLINE_LIMIT",
+    "HoldOrigin",
     "RunIdsSidecar",
     "SegmentManifest",
     "contiguous_watermark",
@@ -49,6 +60,10 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 _Fingerprint = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 _Offset = Annotated[int, Field(ge=0)]
+
+#: Inserted between a hold segment's stem and its extensions: ``<stem>.hold.avro``.
+HOLD_SUFFIX: Final = ".hold"
+_HOLD_FIELDS: Final = ("hold", "hold_segment_sha256")
 
 
 def validate_topic(topic: str) -> str:
@@ -82,6 +97,28 @@ class RunIdsSidecar(BaseModel):
     size_bytes: int = Field(ge=0)
 
 
+class HoldOrigin(BaseModel):
+    """What a hold segment keeps, and where its records came from.
+
+    Attributes:
+        holds: The legal holds (run ids) the hold segment was written for; emptied when it
+            expires, like a tombstone's run ids.
+        source_sha256: Checksum of the expired segment the records were copied from (its
+            tombstone keeps the same checksum), so a hold segment cannot be paired with
+            another segment of the same range. None when the records were read from Kafka
+            right before a trim, for a topic that is not archived (its ``hold_archive``).
+        source_record_count: Records the source (segment or trimmed range) held.
+        held_at: When the records were split off.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    holds: list[str]
+    source_sha256: _Hex64 | None
+    source_record_count: int = Field(ge=0)
+    held_at: AwareDatetime
+
+
 class SegmentManifest(BaseModel):
     """Description of one archive segment, stored as JSON beside it.
 
@@ -101,6 +138,10 @@ class SegmentManifest(BaseModel):
         run_ids_sidecar: Set instead of ``run_ids`` when there were too many.
         expired_at: Set when retention deleted the segment body; the manifest stays as a
             tombstone so the range remains accounted for.
+        hold: Set on a hold segment only: the held runs' records of an expired segment,
+            kept at their offsets (see the module docstring).
+        hold_segment_sha256: Set on a tombstone whose held runs' records live on in a hold
+            segment; readers that find no such hold segment report it missing.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -121,6 +162,8 @@ class SegmentManifest(BaseModel):
     run_ids_sidecar: RunIdsSidecar | None = None
     created_at: AwareDatetime
     expired_at: AwareDatetime | None = None
+    hold: HoldOrigin | None = None
+    hold_segment_sha256: _Hex64 | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SegmentManifest:
@@ -133,6 +176,8 @@ class SegmentManifest(BaseModel):
             raise ValueError("last_timestamp is before first_timestamp")
         if self.run_ids is not None and self.run_ids_sidecar is not None:
             raise ValueError("run ids are either inline or in a sidecar, not both")
+        if self.hold is not None and self.hold_segment_sha256 is not None:
+            raise ValueError("a hold segment is not itself split into a hold segment")
         return self
 
     @property
@@ -146,19 +191,29 @@ class SegmentManifest(BaseModel):
         return f"{self.first_offset:020d}-{self.last_offset:020d}"
 
     @property
+    def is_hold(self) -> bool:
+        """True for a hold segment (held runs' records kept from an expired segment)."""
+        return self.hold is not None
+
+    @property
+    def _base(self) -> str:
+        suffix = HOLD_SUFFIX if self.is_hold else ""
+        return f"{partition_dir(self.topic, self.partition)}/{self.stem}{suffix}"
+
+    @property
     def segment_name(self) -> str:
         """Path of the segment file relative to the archive root."""
-        return f"{partition_dir(self.topic, self.partition)}/{self.stem}.avro"
+        return f"{self._base}.avro"
 
     @property
     def manifest_name(self) -> str:
         """Path of this manifest relative to the archive root."""
-        return f"{partition_dir(self.topic, self.partition)}/{self.stem}.manifest.json"
+        return f"{self._base}.manifest.json"
 
     @property
     def sidecar_name(self) -> str:
         """Path of the run-ids sidecar relative to the archive root (if there is one)."""
-        return f"{partition_dir(self.topic, self.partition)}/{self.stem}.run_ids.json.gz"
+        return f"{self._base}.run_ids.json.gz"
 
     @property
     def is_live(self) -> bool:
@@ -166,8 +221,13 @@ class SegmentManifest(BaseModel):
         return self.expired_at is None
 
     def to_json(self) -> bytes:
-        """Canonical JSON bytes as stored (stable key order, one trailing newline)."""
-        return (self.model_dump_json(indent=2) + "\n").encode()
+        """Canonical JSON bytes as stored (stable key order, one trailing newline).
+
+        The hold fields are written only when set, so a manifest without them is byte for
+        byte what earlier runstate versions wrote and can still read.
+        """
+        unset = {name for name in _HOLD_FIELDS if getattr(self, name) is None}
+        return (self.model_dump_json(indent=2, exclude=unset) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes, *, source: str) -> SegmentManifest:
@@ -188,7 +248,10 @@ class SegmentManifest(BaseModel):
         Run ids are dropped: the body they described is gone, and they are the part of the
         manifest closest to personal data.
         """
-        return self.model_copy(update={"expired_at": at, "run_ids": None, "run_ids_sidecar": None})
+        update: dict[str, object] = {"expired_at": at, "run_ids": None, "run_ids_sidecar": None}
+        if self.hold is not None:
+            update["hold"] = self.hold.model_copy(update={"holds": []})
+        return self.model_copy(update=update)
 
 
 def parse_stem(name: str) -> tuple[int, int] | None:

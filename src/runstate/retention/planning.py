@@ -94,12 +94,14 @@ def plan_trim(
         elif archived_watermark < target:
             target = archived_watermark
             reason = f"archived up to offset {archived_watermark}; the rest waits for the archiver"
-    elif policy.legal_holds:
+    elif policy.legal_holds and rules.hold_archive is None:
         target = earliest_offset
         reason = (
-            "legal holds are active and the topic is not archived, so which offsets hold"
-            " held runs is unknown; nothing is trimmed"
+            "legal holds are active and the topic is neither archived nor has a"
+            " hold_archive to keep held runs' records in; nothing is trimmed"
         )
+    elif policy.legal_holds:
+        reason += "; held runs' records are kept in the hold archive first"
     if target <= earliest_offset:
         return TrimPlan(topic, partition, earliest_offset, None, f"nothing to trim: {reason}")
     return TrimPlan(topic, partition, earliest_offset, target, reason)
@@ -116,12 +118,21 @@ class HeldSegment:
 
 @dataclass(frozen=True, slots=True)
 class ExpiryPlan:
-    """Archive segments past ``archive_retention``: the ones to delete and the ones held."""
+    """Archive segments past ``archive_retention``: what goes, what is split, what stays.
+
+    Attributes:
+        expire: Segments (and hold segments whose holds were all lifted) to delete whole.
+        held: Segments kept whole: every run in them is held, their run ids are unreadable,
+            or they are hold segments still serving a hold.
+        split: Segments holding both held and other runs' records: the held runs' records
+            move to a hold segment (``holds.split_off_holds``), the segment expires.
+    """
 
     topic: str
     partition: int
     expire: tuple[SegmentManifest, ...]
     held: tuple[HeldSegment, ...]
+    split: tuple[HeldSegment, ...] = ()
 
 
 def plan_expiry(
@@ -133,41 +144,55 @@ def plan_expiry(
     now: datetime,
     run_ids_of: Callable[[SegmentManifest], frozenset[str]],
 ) -> ExpiryPlan:
-    """Which live segments are past ``archive_retention``, minus those under legal hold.
+    """Which live segments are past ``archive_retention``, and what legal holds keep of them.
 
     A segment expires when its *latest* record is older than the retention, so no record
     leaves the archive early. Deleting one leaves a tombstone (``delete_segment``), so
-    held segments between deleted ones do not break the archived watermark.
+    held segments between deleted ones do not break the archived watermark. A hold keeps
+    only its runs' records: a segment mixing held and other runs is *split* (the held
+    records go to a hold segment, the rest expires), a segment of held runs only is kept
+    whole, and a hold segment expires once none of its runs is held any more (one cut
+    from Kafka for a topic that is not archived at once, whatever ``archive_retention``).
 
     Args:
-        manifests: The partition's manifests (tombstones are skipped).
+        manifests: The partition's manifests, hold segments' included (tombstones are
+            skipped).
         now: The current time (aware).
         run_ids_of: Run ids of a segment, usually ``store.run_ids``; called only for
-            expired segments and only when there are legal holds. If it raises
-            ArchiveError (damaged sidecar), the segment is held: unknown contents might
-            belong to a held run.
+            expired segments and only when there are legal holds or hold segments. If it
+            raises ArchiveError (damaged sidecar), the segment is held whole: unknown
+            contents might belong to a held run.
 
     Raises:
         PolicyError: the topic has no policy.
     """
     rules = policy.topic(topic)
-    if rules.archive_retention is None:
-        return ExpiryPlan(topic, partition, (), ())
-    cutoff = now - rules.archive_retention
+    cutoff = None if rules.archive_retention is None else now - rules.archive_retention
     holds = policy.held_run_ids
     expire: list[SegmentManifest] = []
     held: list[HeldSegment] = []
-    for m in sorted(manifests, key=lambda m: m.first_offset):
-        if not m.is_live or m.last_timestamp >= cutoff:
+    split: list[HeldSegment] = []
+    for m in sorted(manifests, key=lambda m: (m.first_offset, m.is_hold)):
+        # Cut from Kafka for a topic that is not archived: kept for its holds alone.
+        from_kafka = m.hold is not None and m.hold.source_sha256 is None
+        if not m.is_live or (not from_kafka and (cutoff is None or m.last_timestamp >= cutoff)):
             continue
-        if holds:
+        if holds or m.is_hold:
             try:
-                hit = run_ids_of(m) & holds
+                runs = run_ids_of(m)
             except ArchiveError as exc:
                 held.append(HeldSegment(m, f"run ids unreadable, kept to be safe: {exc}"))
                 continue
-            if hit:
+            hit = runs & holds
+            if hit and m.is_hold:
+                held.append(HeldSegment(m, f"hold segment for {', '.join(sorted(hit))}", hit))
+                continue
+            if hit and runs <= holds:
                 held.append(HeldSegment(m, f"legal hold on {', '.join(sorted(hit))}", hit))
                 continue
+            if hit:
+                reason = f"records of {', '.join(sorted(hit))} kept in a hold segment"
+                split.append(HeldSegment(m, reason, hit))
+                continue
         expire.append(m)
-    return ExpiryPlan(topic, partition, tuple(expire), tuple(held))
+    return ExpiryPlan(topic, partition, tuple(expire), tuple(held), tuple(split))

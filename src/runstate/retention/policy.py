@@ -6,9 +6,13 @@ One YAML file (``examples/retention-policy.yaml`` shows every key) decides, per 
 * ``archive``: whether and where they are archived (``local:<path>`` or
   ``s3://bucket/prefix`` with an optional ``endpoint`` for S3-compatible servers);
 * ``archive_retention``: how long the archive keeps them, or ``forever``;
+* ``hold_archive``: for a topic that is *not* archived, where ``retention apply`` keeps the
+  held runs' records before trimming it (without one, legal holds stop its trimming);
 * ``personal_data``: per event type, per field: ``keep``, ``mask`` or ``drop``;
 
-and, for all topics, ``legal_holds``: run ids whose events nothing may delete.
+and, for all topics, ``legal_holds``: run ids whose records nothing may delete. A hold keeps
+its runs' records only: the rest of a topic is trimmed and expired as usual (see
+:mod:`runstate.retention.holds`).
 
 ``hot`` and ``archive_retention`` are per topic, not per event type: Kafka trims a
 partition by offset and the archive deletes whole segments, so neither can keep one event
@@ -155,8 +159,22 @@ class TopicPolicy(BaseModel):
 
     hot: Duration
     archive: ArchiveConfig | None = None
+    hold_archive: ArchiveConfig | None = None
     archive_retention: Retention = None
     personal_data: dict[str, dict[str, PersonalDataAction]] = Field(default_factory=dict)
+
+    @field_validator("hold_archive")
+    @classmethod
+    def _hold_archive_for_unarchived(
+        cls, value: ArchiveConfig | None, info: ValidationInfo
+    ) -> ArchiveConfig | None:
+        archive = info.data.get("archive")
+        if value is not None and archive is not None and archive.enabled:
+            raise ValueError(
+                "an archived topic keeps held runs' records in its archive; hold_archive is"
+                " for topics that are not archived"
+            )
+        return value
 
     @field_validator("archive_retention")
     @classmethod

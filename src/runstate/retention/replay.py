@@ -6,7 +6,9 @@ the first offset the archive lacks. The boundary is checked, never assumed: Kafk
 offset must be at or below the archive's end, and the first Kafka record read must be the
 archive's ``last_offset + 1``; otherwise :class:`ReplayError` names the missing offsets.
 Segments deleted by retention (tombstones) are skipped and reported: their history is gone
-by policy, not by accident.
+by policy, not by accident. A tombstone whose held runs' records live on in a hold segment
+is read through that hold segment (same range, original offsets), so a run under legal
+hold replays whole after everything around it expired.
 
 Every value is decoded into the current event classes whatever schema version wrote it
 (Avro resolution in the codec), and folded with :func:`runstate.runs.reducer.apply`,
@@ -35,6 +37,7 @@ from typing import Literal, Protocol
 
 from runstate.errors import ReplayError
 from runstate.retention.backends import ArchiveStore
+from runstate.retention.holds import archive_chain
 from runstate.retention.kafka_log import KafkaLog
 from runstate.retention.manifest import SegmentManifest
 from runstate.runs.dead_letters import DeadLetter, SourceRecord
@@ -119,6 +122,7 @@ class PartitionSpan:
         kafka_low: Kafka's earliest offset when the replay started.
         kafka_end: Kafka's end offset when the replay started; the replay stops there.
         expired: Offset ranges deleted by retention (tombstones), skipped.
+        held: Offset ranges of which only held runs' records remain (hold segments).
     """
 
     partition: int
@@ -127,6 +131,7 @@ class PartitionSpan:
     kafka_low: int
     kafka_end: int
     expired: tuple[tuple[int, int], ...] = ()
+    held: tuple[tuple[int, int], ...] = ()
 
     @property
     def records(self) -> int:
@@ -144,6 +149,10 @@ def plan_partition(
     topic: str = "",
 ) -> PartitionSpan:
     """Split a partition's history between archive and Kafka, or say what is missing.
+
+    Args:
+        manifests: The partition's manifests as :func:`~runstate.retention.holds.archive_chain`
+            returns them (hold segments in their tombstones' place).
 
     Raises:
         ReplayError: two segments overlap, or offsets between the archive's end and
@@ -169,7 +178,8 @@ def plan_partition(
             " Restore the missing segments, then replay again"
         )
     expired = tuple(m.offsets for m in chain if not m.is_live)
-    return PartitionSpan(partition, tuple(chain), position, kafka_low, kafka_end, expired)
+    held = tuple(m.offsets for m in chain if m.is_hold)
+    return PartitionSpan(partition, tuple(chain), position, kafka_low, kafka_end, expired, held)
 
 
 @dataclass
@@ -222,7 +232,10 @@ def _spans(source: HistorySource, partitions: list[int] | None) -> dict[int, Par
     chosen = sorted(marks) if partitions is None else partitions
     return {
         p: plan_partition(
-            source.store.list_manifests(source.topic, p),
+            archive_chain(
+                source.store.list_manifests(source.topic, p),
+                source.store.list_hold_manifests(source.topic, p),
+            ),
             p,
             kafka_low=marks[p][0],
             kafka_end=marks[p][1],

@@ -8,6 +8,11 @@ to start: history is whole only if every offset from 0 (or from an explicitly gi
 for an archive that continues an earlier store's) up to Kafka's earliest offset is archived.
 An archive that starts at offset 15 after Kafka was trimmed to 15 is *not* sound - offsets
 0..14 are neither archived here nor in Kafka - even though its own segments are contiguous.
+
+Hold segments (the held runs' records of an expired segment, see ``holds``) cover no
+offsets of their own: their tombstone does. They are checked like segments (body, checksum,
+records inside the range), and paired with their tombstones: a tombstone naming a hold
+segment that is not there is a ``missing`` issue, since held runs' records are then lost.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from runstate.errors import ArchiveError
 from runstate.retention.backends import ArchiveStore
 from runstate.retention.manifest import SegmentManifest, contiguous_watermark
-from runstate.retention.segment import iter_segment
+from runstate.retention.segment import iter_segment, key_as_run_id
 
 __all__ = ["ArchiveIssue", "ArchiveReport", "IssueKind", "verify"]
 
@@ -59,6 +64,8 @@ class ArchiveReport:
         watermark: Next offset not archived after the contiguous run from the first.
         issues: Everything wrong, in offset order; empty when the archive is sound.
         orphans: Blobs no manifest accounts for: debris of interrupted puts, harmless.
+        hold_segments: Live hold segments checked (held runs' records of expired ranges).
+        held_records: Records in live hold segments, per their manifests.
     """
 
     location: str
@@ -71,6 +78,8 @@ class ArchiveReport:
     watermark: int | None
     issues: tuple[ArchiveIssue, ...]
     orphans: tuple[str, ...]
+    hold_segments: int = 0
+    held_records: int = 0
 
     @property
     def ok(self) -> bool:
@@ -125,9 +134,20 @@ def _segment_issues(store: ArchiveStore, m: SegmentManifest) -> list[ArchiveIssu
             )
         )
     try:
-        offsets = [r.offset for r in iter_segment(data, source=m.segment_name)]
+        records = list(iter_segment(data, source=m.segment_name))
     except ArchiveError as exc:
         return [*issues, issue(IssueKind.CONTENT, str(exc))]
+    offsets = [r.offset for r in records]
+    if m.hold is not None:
+        strays = {key_as_run_id(r) for r in records} - set(m.hold.holds)
+        if strays:
+            issues.append(
+                issue(
+                    IssueKind.CONTENT,
+                    "hold segment holds records of runs it was not kept for:"
+                    f" {sorted(map(str, strays))}",
+                )
+            )
     if len(offsets) != m.record_count:
         issues.append(
             issue(IssueKind.CONTENT, f"{len(offsets)} records, manifest says {m.record_count}")
@@ -141,6 +161,46 @@ def _segment_issues(store: ArchiveStore, m: SegmentManifest) -> list[ArchiveIssu
             store.run_ids(m)
         except ArchiveError as exc:
             issues.append(issue(IssueKind.MISSING, f"run-ids sidecar: {exc}"))
+    return issues
+
+
+def _hold_issues(
+    manifests: list[SegmentManifest], holds: list[SegmentManifest]
+) -> list[ArchiveIssue]:
+    """Tombstones whose hold segment is missing, and hold segments without their source."""
+    issues: list[ArchiveIssue] = []
+    by_range = {m.offsets: m for m in manifests}
+    hold_keys = {(h.offsets, h.sha256) for h in holds}
+    for m in manifests:
+        if (
+            m.hold_segment_sha256 is not None
+            and (m.offsets, m.hold_segment_sha256) not in hold_keys
+        ):
+            issues.append(
+                ArchiveIssue(
+                    IssueKind.MISSING,
+                    m.first_offset,
+                    m.last_offset,
+                    f"{m.manifest_name}: its hold segment ({m.hold_segment_sha256[:12]}…) is"
+                    " missing: held runs' records of these offsets are lost; restore"
+                    f" {m.stem}.hold.* from a copy",
+                )
+            )
+    for h in holds:
+        if h.hold is not None and h.hold.source_sha256 is None:
+            continue  # cut from Kafka before a trim (a hold archive): there is no source
+        source = by_range.get(h.offsets)
+        if h.hold is None or source is None or source.sha256 != h.hold.source_sha256:
+            detail = "no segment of this range with the checksum it was cut from"
+        elif not source.is_live and source.hold_segment_sha256 != h.sha256:
+            detail = "its source's tombstone names another hold segment"
+        else:
+            continue
+        issues.append(
+            ArchiveIssue(
+                IssueKind.CONTENT, h.first_offset, h.last_offset, f"{h.manifest_name}: {detail}"
+            )
+        )
     return issues
 
 
@@ -190,6 +250,7 @@ def verify(
     deep: bool = True,
     start: int = 0,
     kafka_earliest: int | None = None,
+    holds_only: bool = False,
 ) -> ArchiveReport:
     """Check a partition's archive for gaps, overlaps and damaged segments.
 
@@ -203,6 +264,9 @@ def verify(
             larger only for an archive that continues another store's.
         kafka_earliest: Kafka's earliest offset of the partition, when known: every offset
             below it must be archived, or it is lost. None skips that comparison.
+        holds_only: The store is the ``hold_archive`` of a topic that is not archived: it
+            keeps held runs' records only, so coverage is not expected; hold segments are
+            checked, and must not overlap.
 
     Returns:
         A report listing every issue; ``report.ok`` when there are none.
@@ -212,11 +276,18 @@ def verify(
             nothing about the partition can be trusted until that is fixed.
     """
     manifests = store.list_manifests(topic, partition)
-    issues = _coverage_issues(manifests)
-    issues += _continuity_issues(manifests, start=start, kafka_earliest=kafka_earliest)
+    holds = store.list_hold_manifests(topic, partition)
+    if holds_only:
+        issues = _coverage_issues(holds)
+        issues = [i for i in issues if i.kind is IssueKind.OVERLAP]
+    else:
+        issues = _coverage_issues(manifests)
+        issues += _continuity_issues(manifests, start=start, kafka_earliest=kafka_earliest)
+    issues += _hold_issues(manifests, holds)
     live = [m for m in manifests if m.is_live]
+    live_holds = [h for h in holds if h.is_live]
     if deep:
-        for m in live:
+        for m in [*live, *live_holds]:
             issues += _segment_issues(store, m)
     issues.sort(key=lambda i: (i.first_offset, i.last_offset, i.kind))
     return ArchiveReport(
@@ -230,4 +301,6 @@ def verify(
         watermark=contiguous_watermark(m.offsets for m in manifests),
         issues=tuple(issues),
         orphans=tuple(store.orphans(topic, partition)),
+        hold_segments=len(live_holds),
+        held_records=sum(h.record_count for h in live_holds),
     )
