@@ -13,9 +13,10 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from runstate.errors import BrokerError
+from runstate.streams import clients
 from runstate.streams.reader import end_offsets, read_topic
 from runstate.streams.topics import admin_client
 
@@ -84,7 +85,7 @@ class ConfluentKafkaLog:
         return end_offsets(self.bootstrap_servers, topic, timeout_s=self.timeout_s)
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
-        consumer = Consumer(
+        consumer = clients.consumer(
             {"bootstrap.servers": self.bootstrap_servers, "group.id": "runstate-retention"}
         )
         try:

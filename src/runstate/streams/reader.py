@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from runstate.streams import clients
+
 __all__ = ["RawRecord", "end_offsets", "read_topic", "watermarks"]
 
 
@@ -36,7 +38,7 @@ class RawRecord:
 
 
 def _consumer(bootstrap_servers: str) -> Consumer:
-    return Consumer(
+    return clients.consumer(
         {
             "bootstrap.servers": bootstrap_servers,
             "group.id": "runstate-reader",
