@@ -27,6 +27,8 @@ def test_the_same_line_passes_once_per_period_whatever_its_numbers_or_client() -
         _rdkafka_record("Connect failed (after 3ms in state CONNECT)", "rdkafka#consumer-2")
     )
     assert repeat.filter(_rdkafka_record("Disconnected"))
+    assert repeat.filter(_rdkafka_record("Connect to 10.0.0.2:9092 failed"))
+    assert repeat.filter(_rdkafka_record("Connect to 10.0.0.3:9092 failed"))
 
 
 def test_a_line_passes_again_after_the_period() -> None:
@@ -66,3 +68,26 @@ def test_require_reachable_passes_when_something_listens() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         clients.require_reachable(f"PLAINTEXT://127.0.0.1:{free_port()},127.0.0.1:{port}")
+
+
+def test_librdkafka_lines_go_through_logging_once_not_to_fd_2(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    for f in logging.getLogger(clients.KAFKA_LOGGER).filters:
+        if isinstance(f, clients._RepeatFilter):
+            f._last.clear()  # another test's refused connection must not hide this one's
+    closed = f"127.0.0.1:{free_port()}"
+    c = clients.consumer({"bootstrap.servers": closed, "group.id": "g"})
+    with caplog.at_level(logging.DEBUG, logger=clients.KAFKA_LOGGER):
+        try:
+            with (
+                pytest.raises(BrokerError, match="cannot reach Kafka"),
+                clients.broker_errors(closed),
+            ):
+                c.list_topics(timeout=1.5)
+            c.poll(0.5)  # serves the queued log lines
+        finally:
+            c.close()
+    assert "%3|" not in capfd.readouterr().err
+    failures = [r for r in caplog.records if "Connection refused" in r.getMessage()]
+    assert 1 <= len(failures) <= 2  # one per address librdkafka tried, not one per retry

@@ -89,17 +89,18 @@ class ConfluentKafkaLog:
             {"bootstrap.servers": self.bootstrap_servers, "group.id": "runstate-retention"}
         )
         try:
-            found = consumer.offsets_for_times(
-                [TopicPartition(topic, partition, timestamp_ms)], timeout=self.timeout_s
-            )[0]
-            if found.error is not None:
-                raise KafkaException(found.error)
-            if found.offset >= 0:
-                return int(found.offset)
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=self.timeout_s
-            )
-            return int(high)
+            with clients.broker_errors(self.bootstrap_servers):
+                found = consumer.offsets_for_times(
+                    [TopicPartition(topic, partition, timestamp_ms)], timeout=self.timeout_s
+                )[0]
+                if found.error is not None:
+                    raise KafkaException(found.error)
+                if found.offset >= 0:
+                    return int(found.offset)
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self.timeout_s
+                )
+                return int(high)
         finally:
             consumer.close()
 
@@ -107,12 +108,13 @@ class ConfluentKafkaLog:
         if not before:
             return {}
         admin = admin_client(self.bootstrap_servers)
-        futures = admin.delete_records(
-            [TopicPartition(topic, p, o) for p, o in sorted(before.items())],
-            request_timeout=self.timeout_s,
-            operation_timeout=self.timeout_s,
-        )
-        return {tp.partition: int(f.result().low_watermark) for tp, f in futures.items()}
+        with clients.broker_errors(self.bootstrap_servers):
+            futures = admin.delete_records(
+                [TopicPartition(topic, p, o) for p, o in sorted(before.items())],
+                request_timeout=self.timeout_s,
+                operation_timeout=self.timeout_s,
+            )
+            return {tp.partition: int(f.result().low_watermark) for tp, f in futures.items()}
 
     def sample_sizes(self, topic: str, partition: int, *, start: int, limit: int) -> SizeSample:
         records = payload = 0

@@ -59,14 +59,16 @@ _TRANSPORT_CODES = frozenset(
     }
 )
 
-_NUMBERS = re.compile(r"\d+")
+# durations and counts that change between two repeats of one line ("after 12ms",
+# "3 request(s)"); addresses and ports stay, so two brokers down are two lines
+_VARYING = re.compile(r"\d+(?:\.\d+)?\s*(?:ms|s|request\(s\)|requests?)\b")
 
 
 class _RepeatFilter(logging.Filter):
     """Drops a librdkafka line seen in the last ``every_s`` seconds.
 
-    Lines are compared with their numbers blanked out ("after 0ms", "1 request(s)"), so a
-    line that differs only by a count or a duration counts as a repeat.
+    Lines are compared with durations and counts blanked out ("after 0ms", "1 request(s)"),
+    so a line that differs only by those counts as a repeat.
     """
 
     def __init__(self, every_s: float) -> None:
@@ -80,7 +82,7 @@ class _RepeatFilter(logging.Filter):
         # is left out so one failure seen by a producer and a consumer is logged once
         args = record.args
         text = f"{args[0]} {args[2]}" if isinstance(args, tuple) and len(args) == 3 else None
-        key = _NUMBERS.sub("#", text if text is not None else record.getMessage())
+        key = _VARYING.sub("#", text if text is not None else record.getMessage())
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)

@@ -53,13 +53,19 @@ def _consumer(bootstrap_servers: str) -> Consumer:
 def end_offsets(
     bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0
 ) -> dict[int, tuple[int, int]]:
-    """(low, high) watermarks of every partition of ``topic``."""
+    """(low, high) watermarks of every partition of ``topic``.
+
+    Raises:
+        BrokerError: Kafka could not be reached within ``timeout_s``.
+    """
     consumer = _consumer(bootstrap_servers)
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        return {
-            p: watermarks(consumer, topic, p, timeout_s=timeout_s) for p in sorted(meta.partitions)
-        }
+        with clients.broker_errors(bootstrap_servers):
+            meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+            return {
+                p: watermarks(consumer, topic, p, timeout_s=timeout_s)
+                for p in sorted(meta.partitions)
+            }
     finally:
         consumer.close()
 
