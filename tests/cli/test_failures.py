@@ -66,10 +66,11 @@ BROKER_DOWN = [
         "{bootstrap}",
     ],
     ["check", "--policy", "{policy}"],
+    ["check", "--policy", "{policy}", "--query-url", "{query_url}"],  # only Kafka is down
 ]
 
 
-@pytest.mark.parametrize("args", BROKER_DOWN, ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize("args", BROKER_DOWN, ids=lambda a: " ".join(a[:2] + a[-2:-1]))
 def test_with_nothing_listening_a_command_prints_one_line_and_exits_3(
     tmp_path: Path, args: list[str]
 ) -> None:
@@ -83,20 +84,24 @@ def test_with_nothing_listening_a_command_prints_one_line_and_exits_3(
         "RUNSTATE_STATE_DIR": str(tmp_path / "state"),
     }
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", "from runstate.cli import main; main()"]
-        + [a.format(**values) for a in args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    with stand_in_api({"status": "ok"}) as api:
+        values["query_url"] = api.url
+        done = subprocess.run(
+            [sys.executable, "-c", "from runstate.cli import main; main()"]
+            + [a.format(**values) for a in args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == EXIT_UNREACHABLE, done.stderr
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: cannot reach"), lines[0]
+    if "--query-url" in args:
+        assert lines[0].startswith("error: cannot reach Kafka"), lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert "%3|" not in done.stderr
     assert time.monotonic() - started < 20
