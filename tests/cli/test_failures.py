@@ -38,10 +38,8 @@ def _policy(tmp_path: Path) -> Path:
     return path
 
 
-# Every command that talks to Kafka or the query API. Not here: `processor run` and
-# `demo` (long-running services; the processor waits for Kafka like any faust worker,
-# the demo starts its own broker), `broker *` (manages the local broker itself), and
-# `schemas *` (files only).
+# Every command that talks to Kafka or the query API. Not here: `demo` (starts its own
+# broker), `broker *` (manages the local broker itself) and `schemas *` (files only).
 BROKER_DOWN = [
     ["runs", "list"],
     ["runs", "show", "run-1"],
@@ -67,6 +65,7 @@ BROKER_DOWN = [
     ],
     ["check", "--policy", "{policy}"],
     ["check", "--policy", "{policy}", "--query-url", "{query_url}"],  # only Kafka is down
+    ["processor", "run", "--data-dir", "{tmp}/worker", "--web-port", "{web_port}"],
 ]
 
 
@@ -75,7 +74,12 @@ def test_with_nothing_listening_a_command_prints_one_line_and_exits_3(
     tmp_path: Path, args: list[str]
 ) -> None:
     closed = f"127.0.0.1:{free_port()}"
-    values = {"policy": str(_policy(tmp_path)), "bootstrap": closed}
+    values = {
+        "policy": str(_policy(tmp_path)),
+        "bootstrap": closed,
+        "tmp": str(tmp_path),
+        "web_port": str(free_port()),
+    }
     env = {
         **os.environ,
         "PYTHONPATH": str(SRC),
