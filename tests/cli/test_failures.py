@@ -144,6 +144,12 @@ def test_a_missing_policy_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_a_missing_log_file_for_check_is_a_usage_error_before_any_check(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["check", "--log", str(tmp_path / "worker.log")])
+    assert result.exit_code == EXIT_USAGE
+    assert "does not exist" in " ".join(result.stderr.replace("│", " ").split())
+
+
 def test_a_piped_table_shows_a_36_character_run_id_whole() -> None:
     run_id = "0193a4f2-6c1e-7b3a-9d42-5e8f1a2b3c4d"
     run = {

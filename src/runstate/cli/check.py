@@ -33,7 +33,13 @@ def check(
     ] = None,
     log: Annotated[
         list[Path] | None,
-        typer.Option("--log", help="also search this file for personal data (repeatable)"),
+        typer.Option(
+            "--log",
+            help="also search this file for personal data (repeatable)",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
     runs_per_day: Annotated[
         float, typer.Option(help="workload for the volume estimate", min=0)
