@@ -91,3 +91,10 @@ def test_librdkafka_lines_go_through_logging_once_not_to_fd_2(
     assert "%3|" not in capfd.readouterr().err
     failures = [r for r in caplog.records if "Connection refused" in r.getMessage()]
     assert 1 <= len(failures) <= 2  # one per address librdkafka tried, not one per retry
+
+
+def test_a_consumer_error_event_is_judged_like_an_exception() -> None:
+    assert clients.is_transport_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    assert not clients.is_transport_error(KafkaError(KafkaError._PARTITION_EOF))
+    assert not clients.is_transport_error(None)
+    assert not clients.is_transport_error(RuntimeError("x"))

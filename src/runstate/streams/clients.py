@@ -39,6 +39,7 @@ __all__ = [
     "is_transport_error",
     "producer",
     "require_reachable",
+    "unreachable",
 ]
 
 #: Name of the Python logger librdkafka's lines go to.
@@ -121,12 +122,12 @@ def admin_client(bootstrap_servers: str, **config: Any) -> AdminClient:
     return AdminClient(client_config({"bootstrap.servers": bootstrap_servers, **config}))
 
 
-def is_transport_error(exc: BaseException) -> bool:
-    """True if ``exc`` says the broker could not be reached or did not answer in time."""
-    if not isinstance(exc, KafkaException) or not exc.args:
-        return False
-    error = exc.args[0]
-    return isinstance(error, KafkaError) and error.code() in _TRANSPORT_CODES
+def is_transport_error(exc: BaseException | KafkaError | None) -> bool:
+    """True if ``exc`` (an exception, or a consumer's error event) says the broker could not
+    be reached or did not answer in time."""
+    if isinstance(exc, KafkaException) and exc.args:
+        exc = exc.args[0]
+    return isinstance(exc, KafkaError) and exc.code() in _TRANSPORT_CODES
 
 
 def unreachable(bootstrap_servers: str, detail: object) -> BrokerError:

@@ -106,6 +106,10 @@ def read_topic(
     """Every record from ``start`` (default: the low watermark) to the high watermark seen now.
 
     Records come in offset order within a partition; partitions are interleaved.
+
+    Raises:
+        BrokerError: Kafka could not be reached, or stopped answering while reading.
+        TimeoutError: no record arrived within ``timeout_s`` although some were expected.
     """
     marks = end_offsets(bootstrap_servers, topic, timeout_s=timeout_s)
     wanted = partitions if partitions is not None else list(marks)
@@ -130,6 +134,8 @@ def read_topic(
                     # the start (a control record or compaction can hide the last offsets)
                     todo.discard(partition)
                     continue
+                if clients.is_transport_error(err):
+                    raise clients.unreachable(bootstrap_servers, err.str())
                 raise RuntimeError(f"reading {topic}: {err}")
             offset = msg.offset() or 0
             if partition not in todo:
