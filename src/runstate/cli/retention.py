@@ -87,7 +87,7 @@ def _print_plan(plan: RetentionPlan, console: Console) -> None:
         "≈bytes",
         "why",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "topic" else "ellipsis")
     for t in plan.trims:
         table.add_row(
             t.plan.topic,
@@ -103,7 +103,7 @@ def _print_plan(plan: RetentionPlan, console: Console) -> None:
     console.print(table)
     table = Table(title="Archive: segments past archive_retention")
     for column in ("topic", "p", "expire", "records", "bytes", "held back"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "topic" else "ellipsis")
     for e in plan.expiries:
         if not e.expire and not e.held:
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from runstate.cli.output import stdout_console
 from runstate.settings import load_settings
@@ -32,7 +32,7 @@ def ensure(
         report = ensure_topics(
             admin_client(servers), specs, replication_factor=s.replication_factor
         )
-    table = Table("topic", "partitions", "cleanup", "purpose", "status")
+    table = Table(Column("topic", overflow="fold"), "partitions", "cleanup", "purpose", "status")
     for spec in specs:
         word = "created" if spec.name in report.created else "ok"
         cleanup = spec.config.get("cleanup.policy", "delete")
