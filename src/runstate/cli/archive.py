@@ -16,7 +16,7 @@ from rich.table import Table
 from runstate.cli.options import policy_option
 from runstate.cli.output import stdout_console
 from runstate.errors import Error
-from runstate.streams.clients import require_reachable
+from runstate.streams.clients import KAFKA_LOGGER, require_reachable
 
 app = typer.Typer(
     help="Archive topics to the retention policy's store, and verify the archive.",
@@ -71,6 +71,8 @@ def run(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # librdkafka's own lines follow --log-level here (other commands keep them at WARNING)
+    logging.getLogger(KAFKA_LOGGER).setLevel(log_level.upper())
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
