@@ -23,6 +23,7 @@ __all__ = [
     "OversizeRecord",
     "PolicyError",
     "QueryError",
+    "QueryUnreachable",
     "ReconcileRequired",
     "ReplayError",
     "RestoreError",
@@ -106,6 +107,10 @@ class IllegalTransition(Error):
 
 class QueryError(Error):
     """A state query could not be answered (no owner, timeout, unknown run)."""
+
+
+class QueryUnreachable(QueryError):
+    """No processor worker's query API answered at the given URL; start one or fix the URL."""
 
 
 class StepError(Error):

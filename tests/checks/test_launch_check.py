@@ -305,5 +305,5 @@ def test_an_unreachable_query_api_stops_before_any_check(tmp_path: Path) -> None
         app, ["check", "--query-url", "http://127.0.0.1:9", "--bootstrap", "127.0.0.1:9"]
     )
 
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # a service runstate needs is unreachable
     assert "cannot reach the query API" in result.output

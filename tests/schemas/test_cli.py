@@ -128,6 +128,18 @@ def test_check_reports_an_unloadable_file(write_schema: WriteSchema) -> None:
     assert "Foo.avsc: contract files must be named" in result.output
 
 
+def test_check_reports_a_file_that_is_not_utf8_in_one_line(write_schema: WriteSchema) -> None:
+    root = write_schema("Foo.v1.avsc", record("Foo", {"name": "note", "type": "string"}))
+    (root / "Foo.v1.avsc").write_bytes(
+        (root / "Foo.v1.avsc").read_bytes().replace(b"note", "noté".encode("latin-1"))
+    )
+    result = runner.invoke(app, ["schemas", "check", "--path", str(root)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: Foo.v1.avsc: not UTF-8 text (byte 0xe9 at offset 76); save it as UTF-8"
+    ]
+
+
 def test_list_shows_name_version_and_fingerprint(catalog: SchemaCatalog) -> None:
     result = runner.invoke(app, ["schemas", "list"])
     assert result.exit_code == 0, result.output

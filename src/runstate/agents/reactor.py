@@ -322,9 +322,9 @@ class Reactor:
             Exception: a handler kept failing. A change handler's change is not committed;
                 a retry handler's run is loaded again by the next :meth:`run`.
         """
-        from confluent_kafka import Consumer  # the only Kafka-bound part
+        from runstate.streams import clients  # the only Kafka-bound part
 
-        consumer = Consumer(
+        consumer = clients.consumer(
             {
                 "bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.group_id,

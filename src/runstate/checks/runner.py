@@ -17,6 +17,7 @@ from runstate.checks.synthetic import AGENT, new_check_run_id, pii_plan
 from runstate.checks.volume import estimate_volume
 from runstate.errors import BrokerError
 from runstate.runs.query_client import QueryClient
+from runstate.streams.clients import require_reachable
 from runstate.streams.producer import EventProducer
 
 __all__ = ["CHECK_NAMES", "run_launch_checks"]
@@ -60,12 +61,13 @@ def run_launch_checks(
 
     Raises:
         QueryError: the query API does not answer (no check could run).
-        BrokerError: Kafka or the deployment's topics cannot be read.
+        BrokerError: Kafka is unreachable, or the deployment's topics cannot be read.
     """
     say = progress or (lambda _text: None)
     run_id = run_id or new_check_run_id()
     report = LaunchReport(run_id)
     QueryClient(config.query_url, timeout_s=10.0).get("/health")
+    require_reachable(config.bootstrap_servers)
     d = CheckedDeployment(config)
     try:
         d.note_starts()

@@ -1,15 +1,21 @@
 """The ``runstate`` command line.
 
-Each command group lives in its own module and is registered here on its own line.
+Each command group lives in its own module and is registered here on its own line. Every
+command fails the same way (:mod:`runstate.cli.failures`): one ``error: ...`` line, exit
+code 1 (failed), 2 (usage) or 3 (Kafka or the query API unreachable).
 """
 
 from __future__ import annotations
 
 import typer
 
+from runstate.cli.failures import GuardedGroup
+
 app = typer.Typer(
     name="runstate",
-    help="Durable state for AI agents, kept on Kafka.",
+    cls=GuardedGroup,
+    help="Durable state for AI agents, kept on Kafka. Exit codes: 0 ok, 1 failed or not ok,"
+    " 2 usage, 3 Kafka or the query API unreachable.",
     no_args_is_help=True,
     add_completion=False,
 )

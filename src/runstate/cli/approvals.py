@@ -15,8 +15,8 @@ from runstate.agents.approvals import DecisionReceipt
 from runstate.agents.approvals import approve as approve_run
 from runstate.agents.approvals import reject as reject_run
 from runstate.agents.client import HttpRunStateReader
-from runstate.errors import Error
 from runstate.settings import load_settings
+from runstate.streams.clients import require_reachable
 from runstate.streams.producer import EventProducer
 
 RunId = Annotated[str, typer.Argument(help="the run waiting for a decision")]
@@ -60,30 +60,27 @@ def _decide(
     run_id: str, *, by: str, grant: bool, text: str | None, expected: str | None, url: str | None
 ) -> None:
     s = load_settings()
-    try:
-        with EventProducer(s, producer_name="runstate-cli") as producer:
-            reader = HttpRunStateReader(
-                url or s.query_url,
-                bootstrap_servers=s.bootstrap_servers,
-                events_topic=producer.names.events,
+    require_reachable(s.bootstrap_servers)
+    with EventProducer(s, producer_name="runstate-cli") as producer:
+        reader = HttpRunStateReader(
+            url or s.query_url,
+            bootstrap_servers=s.bootstrap_servers,
+            events_topic=producer.names.events,
+        )
+        receipt: DecisionReceipt
+        if grant:
+            receipt = approve_run(
+                producer, reader, run_id, by=by, comment=text, expected_subject_hash=expected
             )
-            receipt: DecisionReceipt
-            if grant:
-                receipt = approve_run(
-                    producer, reader, run_id, by=by, comment=text, expected_subject_hash=expected
-                )
-            else:
-                receipt = reject_run(
-                    producer,
-                    reader,
-                    run_id,
-                    by=by,
-                    reason=text or "",
-                    expected_subject_hash=expected,
-                )
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        else:
+            receipt = reject_run(
+                producer,
+                reader,
+                run_id,
+                by=by,
+                reason=text or "",
+                expected_subject_hash=expected,
+            )
     d = receipt.delivery
     typer.echo(
         f"run {run_id}: {receipt.outcome.value} by {by} (subject {receipt.subject_hash}),"

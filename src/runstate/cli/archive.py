@@ -11,11 +11,12 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from runstate.cli.options import policy_option
+from runstate.cli.output import stdout_console
 from runstate.errors import Error
+from runstate.streams.clients import KAFKA_LOGGER, require_reachable
 
 app = typer.Typer(
     help="Archive topics to the retention policy's store, and verify the archive.",
@@ -71,6 +72,8 @@ def run(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # librdkafka's own lines follow --log-level here (other commands keep them at WARNING)
+    logging.getLogger(KAFKA_LOGGER).setLevel(log_level.upper())
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -78,26 +81,21 @@ def run(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
-        full = context.resolve(topic)
-        store = context.store(full)
-        masker = masker_for_topic(
-            context.policy, full, keys=mask_keys_from_settings(load_settings())
-        )
-        mask = writer_schema_mask(masker, context.event_codec()) if masker else None
-        config = ArchiverConfig(
-            bootstrap_servers=context.bootstrap_servers,
-            topic=full,
-            group_id=group or f"{context.names.prefix}-archiver-{topic.replace('.', '-')}",
-            roll_records=roll_records,
-            roll_seconds=roll_seconds,
-            instance_id=instance_id,
-        )
-        stats = Archiver(config, store, mask=mask).run(once=once, stop=stop)
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
+    require_reachable(context.bootstrap_servers)
+    full = context.resolve(topic)
+    store = context.store(full)
+    masker = masker_for_topic(context.policy, full, keys=mask_keys_from_settings(load_settings()))
+    mask = writer_schema_mask(masker, context.event_codec()) if masker else None
+    config = ArchiverConfig(
+        bootstrap_servers=context.bootstrap_servers,
+        topic=full,
+        group_id=group or f"{context.names.prefix}-archiver-{topic.replace('.', '-')}",
+        roll_records=roll_records,
+        roll_seconds=roll_seconds,
+        instance_id=instance_id,
+    )
+    stats = Archiver(config, store, mask=mask).run(once=once, stop=stop)
     typer.echo(
         f"archived {stats.records} records of {full} in {stats.segments} segments"
         f" ({stats.segment_bytes} bytes archived, {stats.payload_bytes} bytes of payload)"
@@ -145,36 +143,31 @@ def verify(
     from runstate.retention.kafka_log import ConfluentKafkaLog
     from runstate.retention.verify import verify as verify_partition
 
-    try:
-        context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
-        full = context.resolve(topic)
-        # An unarchived topic's hold_archive holds only held runs' records: no coverage.
-        holds_only = not context.topic_policy(full).archived
-        store = context.hold_store(full)
-        earliest: dict[int, int] = {}
-        if not offline and not holds_only:
-            kafka = ConfluentKafkaLog(context.bootstrap_servers, timeout_s=15.0)
-            if full not in kafka.topics():
-                raise Error(
-                    f"topic {full} is not in Kafka; pass --offline to check the archive alone"
-                )
-            earliest = {p: low for p, (low, _high) in kafka.watermarks(full).items()}
-        partitions = partition or sorted(set(store.partitions(full)) | set(earliest))
-        reports = [
-            verify_partition(
-                store,
-                full,
-                p,
-                deep=not quick,
-                start=from_offset,
-                kafka_earliest=earliest.get(p),
-                holds_only=holds_only,
-            )
-            for p in partitions
-        ]
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
+    full = context.resolve(topic)
+    # An unarchived topic's hold_archive holds only held runs' records: no coverage.
+    holds_only = not context.topic_policy(full).archived
+    store = context.hold_store(full)
+    earliest: dict[int, int] = {}
+    if not offline and not holds_only:
+        require_reachable(context.bootstrap_servers)
+        kafka = ConfluentKafkaLog(context.bootstrap_servers, timeout_s=15.0)
+        if full not in kafka.topics():
+            raise Error(f"topic {full} is not in Kafka; pass --offline to check the archive alone")
+        earliest = {p: low for p, (low, _high) in kafka.watermarks(full).items()}
+    partitions = partition or sorted(set(store.partitions(full)) | set(earliest))
+    reports = [
+        verify_partition(
+            store,
+            full,
+            p,
+            deep=not quick,
+            start=from_offset,
+            kafka_earliest=earliest.get(p),
+            holds_only=holds_only,
+        )
+        for p in partitions
+    ]
     if as_json:
         typer.echo(
             json.dumps(
@@ -211,7 +204,7 @@ def verify(
                 span,
                 "\n".join(str(i) for i in r.issues) or "ok",
             )
-        console = Console()
+        console = stdout_console()
         console.print(table)
         orphans = sum(len(r.orphans) for r in reports)
         if orphans:

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from runstate.cli.options import policy_option
-from runstate.errors import ConfigError, Error
+from runstate.cli.output import stdout_console
+from runstate.errors import ConfigError
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
 
@@ -33,7 +34,13 @@ def check(
     ] = None,
     log: Annotated[
         list[Path] | None,
-        typer.Option("--log", help="also search this file for personal data (repeatable)"),
+        typer.Option(
+            "--log",
+            help="also search this file for personal data (repeatable)",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
     runs_per_day: Annotated[
         float, typer.Option(help="workload for the volume estimate", min=0)
@@ -74,27 +81,23 @@ def check(
     from runstate.streams.topics import TopicNames
 
     err = Console(stderr=True)
-    try:
-        s = load_settings()
-        config = LaunchCheckConfig(
-            bootstrap_servers=bootstrap or s.bootstrap_servers,
-            names=TopicNames(topic_prefix or s.topic_prefix),
-            query_url=query_url or s.query_url,
-            policy=load_policy(policy) if policy is not None else None,
-            log_files=tuple(log or ()),
-            runs_per_day=runs_per_day,
-            events_per_run=events_per_run,
-            replication_factor=replication_factor or s.replication_factor,
-            visibility_limit_s=visibility_limit,
-            archive_wait_s=archive_wait,
-            archive_scope=_scope(archive_scope),
-        )
-        report = run_launch_checks(
-            config, progress=None if as_json else lambda text: err.print(f"[dim]{text}[/dim]")
-        )
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    s = load_settings()
+    config = LaunchCheckConfig(
+        bootstrap_servers=bootstrap or s.bootstrap_servers,
+        names=TopicNames(topic_prefix or s.topic_prefix),
+        query_url=query_url or s.query_url,
+        policy=load_policy(policy) if policy is not None else None,
+        log_files=tuple(log or ()),
+        runs_per_day=runs_per_day,
+        events_per_run=events_per_run,
+        replication_factor=replication_factor or s.replication_factor,
+        visibility_limit_s=visibility_limit,
+        archive_wait_s=archive_wait,
+        archive_scope=_scope(archive_scope),
+    )
+    report = run_launch_checks(
+        config, progress=None if as_json else lambda text: err.print(f"[dim]{text}[/dim]")
+    )
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2, default=str))
     else:
@@ -114,7 +117,7 @@ def _scope(text: str) -> Literal["run", "all"]:
 def _print(body: dict[str, object]) -> None:
     from runstate.checks.volume import format_bytes
 
-    console = Console()
+    console = stdout_console()
     table = Table(title=f"launch checks, synthetic run {body['run_id']}", show_lines=True)
     table.add_column("check")
     table.add_column("result")

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from runstate.cli.options import policy_option
-from runstate.errors import Error
+from runstate.cli.output import stdout_console
 
 
 def _size(n: float) -> str:
@@ -65,24 +64,22 @@ def estimate(
     )
     from runstate.retention.kafka_log import ConfluentKafkaLog
     from runstate.settings import load_settings
+    from runstate.streams.clients import require_reachable
     from runstate.streams.topics import TopicNames
 
     measured: Measurement = Measurement()
     notes: list[str] = []
-    try:
-        if policy is not None:
-            context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
-            names, rules = context.names, context.policy
-            archived = names.events in rules.topics and rules.topics[names.events].archived
-        else:
-            names = TopicNames(topic_prefix or load_settings().topic_prefix)
-            rules, archived = None, False
-        if bootstrap is not None:
-            store = context.store(names.events) if archived else None
-            measured, notes = measure(ConfluentKafkaLog(bootstrap, timeout_s=5.0), names, store)
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    if policy is not None:
+        context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
+        names, rules = context.names, context.policy
+        archived = names.events in rules.topics and rules.topics[names.events].archived
+    else:
+        names = TopicNames(topic_prefix or load_settings().topic_prefix)
+        rules, archived = None, False
+    if bootstrap is not None:
+        require_reachable(bootstrap)
+        store = context.store(names.events) if archived else None
+        measured, notes = measure(ConfluentKafkaLog(bootstrap, timeout_s=5.0), names, store)
     event_bytes = avg_event_bytes or measured.avg_event_bytes
     workload = Workload(
         runs_per_day=runs_per_day,
@@ -149,7 +146,7 @@ def estimate(
         *(_size(total_after(tiers, days)) for _, days in HORIZONS),
         "",
     )
-    console = Console()
+    console = stdout_console()
     console.print(table)
     for number, t in enumerate(tiers, 1):
         console.print(f"[{number}] {t.note}")

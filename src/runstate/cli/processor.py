@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from runstate.errors import Error
 from runstate.settings import load_settings
 
 app = typer.Typer(
@@ -32,26 +31,28 @@ def run(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="crit|error|warn|info|debug")] = None,
 ) -> None:
-    """Start one worker; several with the same topic prefix share the partitions."""
+    """Start one worker; several with the same topic prefix share the partitions.
+
+    Exits 3 at once if no bootstrap server accepts a connection (start Kafka first).
+    """
     from runstate.processors.config import load_processor_config
     from runstate.processors.runner import run_worker
+    from runstate.streams.clients import broker_errors, require_reachable
 
     settings = load_settings()
-    try:
-        config = load_processor_config(
-            settings,
-            worker_id=worker_id,
-            data_dir=data_dir,
-            web_port=web_port,
-            web_host=web_host,
-            partitions=partitions,
-            standby_replicas=standby_replicas,
-            bootstrap_servers=bootstrap,
-            topic_prefix=topic_prefix,
-            deadline_interval_s=deadline_interval,
-            log_level=log_level,
-        )
+    config = load_processor_config(
+        settings,
+        worker_id=worker_id,
+        data_dir=data_dir,
+        web_port=web_port,
+        web_host=web_host,
+        partitions=partitions,
+        standby_replicas=standby_replicas,
+        bootstrap_servers=bootstrap,
+        topic_prefix=topic_prefix,
+        deadline_interval_s=deadline_interval,
+        log_level=log_level,
+    )
+    require_reachable(config.bootstrap_servers)  # fail now, not after a 30 s timeout
+    with broker_errors(config.bootstrap_servers):
         run_worker(config)
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc

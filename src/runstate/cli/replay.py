@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from runstate.cli.options import policy_option
-from runstate.errors import Error
+from runstate.cli.output import stdout_console
 
 if TYPE_CHECKING:
     from runstate.retention.audit import Timeline
@@ -154,6 +154,7 @@ def replay(
     from runstate.retention.kafka_log import ConfluentKafkaLog
     from runstate.retention.replay import HistorySource, replay_all
     from runstate.runs.run_view import run_to_json
+    from runstate.streams.clients import require_reachable
 
     if (run is None) == (not all_runs):
         raise typer.BadParameter("give exactly one of --run RUN_ID and --all")
@@ -163,80 +164,77 @@ def replay(
         raise typer.BadParameter("--verify needs --all and compares the current state (no --at)")
     when = _parse_at(at)
     err = Console(stderr=True)
-    try:
-        context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
-        topic = context.names.events
-        source = HistorySource(
-            context.store(topic),
-            ConfluentKafkaLog(context.bootstrap_servers),
-            context.bootstrap_servers,
-            topic,
-            context.event_codec(),
-            max_event_bytes=context.max_event_bytes,
-        )
-        timeline = Timeline() if history else None
-        observe = timeline.observe if timeline is not None else None
-        if no_progress or not err.is_terminal:
-            result = replay_all(source, at=when, run_id=run, observe=observe)
-        else:
-            with _progress(err) as bar:
-                result = replay_all(
-                    source, at=when, run_id=run, observe=observe, progress=_RateBar(bar)
-                )
-        err.print(_stats_line(result))
-        for span in result.spans.values():
-            if span.expired:
-                err.print(
-                    f"[yellow]partition {span.partition}: offsets {span.expired} expired"
-                    " under the retention policy; runs there are incomplete[/yellow]"
-                )
-            if span.held:
-                err.print(
-                    f"partition {span.partition}: offsets {span.held} read from hold segments"
-                    " (only runs under legal hold kept there)"
-                )
-        for problem in result.problems[:5]:
-            err.print(f"[yellow]set aside[/yellow]: {problem}")
-        if verify:
-            live = read_live_states(context.bootstrap_servers, context.names.latest_state)
-            mismatches = compare_states(
-                result.states,
-                live,
-                rules=context.topic_policy(topic),
-                ends={p: s.kafka_end for p, s in result.spans.items()},
-                partitions=result.partitions,
+    context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
+    require_reachable(context.bootstrap_servers)
+    topic = context.names.events
+    source = HistorySource(
+        context.store(topic),
+        ConfluentKafkaLog(context.bootstrap_servers),
+        context.bootstrap_servers,
+        topic,
+        context.event_codec(),
+        max_event_bytes=context.max_event_bytes,
+    )
+    timeline = Timeline() if history else None
+    observe = timeline.observe if timeline is not None else None
+    if no_progress or not err.is_terminal:
+        result = replay_all(source, at=when, run_id=run, observe=observe)
+    else:
+        with _progress(err) as bar:
+            result = replay_all(
+                source, at=when, run_id=run, observe=observe, progress=_RateBar(bar)
             )
-            if as_json:
-                typer.echo(
-                    json.dumps(
-                        {
-                            "runs_replayed": len(result.states),
-                            "runs_live": len(live),
-                            "mismatches": [str(m) for m in mismatches],
-                        },
-                        indent=2,
-                    )
+    err.print(_stats_line(result))
+    for span in result.spans.values():
+        if span.expired:
+            err.print(
+                f"[yellow]partition {span.partition}: offsets {span.expired} expired"
+                " under the retention policy; runs there are incomplete[/yellow]"
+            )
+        if span.held:
+            err.print(
+                f"partition {span.partition}: offsets {span.held} read from hold segments"
+                " (only runs under legal hold kept there)"
+            )
+    for problem in result.problems[:5]:
+        err.print(f"[yellow]set aside[/yellow]: {problem}")
+    if verify:
+        live = read_live_states(context.bootstrap_servers, context.names.latest_state)
+        mismatches = compare_states(
+            result.states,
+            live,
+            rules=context.topic_policy(topic),
+            ends={p: s.kafka_end for p, s in result.spans.items()},
+            partitions=result.partitions,
+        )
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "runs_replayed": len(result.states),
+                        "runs_live": len(live),
+                        "mismatches": [str(m) for m in mismatches],
+                    },
+                    indent=2,
                 )
-            else:
-                for m in mismatches:
-                    typer.echo(str(m))
-                kinds = Counter(m.kind for m in mismatches)
-                err.print(
-                    f"{len(result.states)} runs replayed, {len(live)} live:"
-                    f" {len(mismatches)} mismatches {dict(kinds) or ''}"
-                )
-            if mismatches:
-                raise typer.Exit(1)
-            return
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+            )
+        else:
+            for m in mismatches:
+                typer.echo(str(m))
+            kinds = Counter(m.kind for m in mismatches)
+            err.print(
+                f"{len(result.states)} runs replayed, {len(live)} live:"
+                f" {len(mismatches)} mismatches {dict(kinds) or ''}"
+            )
+        if mismatches:
+            raise typer.Exit(1)
+        return
 
     if run is not None:
         state = result.states.get(run)
         body: Any = run_to_json(state) if state is not None else None
         if timeline is not None and not as_json:
-            _print_timeline(run, timeline, Console())
+            _print_timeline(run, timeline, stdout_console())
         elif timeline is not None:
             body = {"state": body, "timeline": [e.as_json() for e in timeline.entries]}
         typer.echo(json.dumps(body, indent=2, sort_keys=True))

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runstate.cli.options import policy_option
-from runstate.errors import Error
+from runstate.cli.output import stdout_console
 
 if TYPE_CHECKING:
     from runstate.retention.apply import RetentionPlan
@@ -89,7 +89,7 @@ def _print_plan(plan: RetentionPlan, console: Console) -> None:
         "≈bytes",
         "why",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "topic" else "ellipsis")
     for t in plan.trims:
         table.add_row(
             t.plan.topic,
@@ -105,7 +105,7 @@ def _print_plan(plan: RetentionPlan, console: Console) -> None:
     console.print(table)
     table = Table(title="Archive: segments past archive_retention")
     for column in ("topic", "p", "expire", "records", "bytes", "held runs kept", "held back"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "topic" else "ellipsis")
     for e in plan.expiries:
         if not e.expire and not e.held and not e.split:
             continue
@@ -135,8 +135,10 @@ def _make_plan(
     from runstate.retention.apply import plan_retention
     from runstate.retention.context import load_context
     from runstate.retention.kafka_log import ConfluentKafkaLog
+    from runstate.streams.clients import require_reachable
 
     context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=prefix)
+    require_reachable(context.bootstrap_servers)
     kafka = ConfluentKafkaLog(context.bootstrap_servers)
     return context, kafka, plan_retention(context, kafka, now=datetime.now(UTC), topics=topic)
 
@@ -150,15 +152,11 @@ def plan(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """Show what `apply` would trim from Kafka and delete from the archive (counts, bytes)."""
-    try:
-        _context, _kafka, retention_plan = _make_plan(policy, topic, bootstrap, topic_prefix)
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    _context, _kafka, retention_plan = _make_plan(policy, topic, bootstrap, topic_prefix)
     if as_json:
         typer.echo(json.dumps(_plan_json(retention_plan), indent=2))
     else:
-        _print_plan(retention_plan, Console())
+        _print_plan(retention_plan, stdout_console())
 
 
 @app.command()
@@ -174,17 +172,13 @@ def apply(
     (held runs' records kept in hold segments). Exit 1 if any trim was refused."""
     from runstate.retention.apply import apply_retention
 
-    console = Console()
-    try:
-        context, kafka, retention_plan = _make_plan(policy, topic, bootstrap, topic_prefix)
-        if not as_json:
-            _print_plan(retention_plan, console)
-        if not yes and not typer.confirm("apply this plan?"):
-            raise typer.Exit(1)
-        outcome = apply_retention(context, kafka, retention_plan)
-    except Error as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    console = stdout_console()
+    context, kafka, retention_plan = _make_plan(policy, topic, bootstrap, topic_prefix)
+    if not as_json:
+        _print_plan(retention_plan, console)
+    if not yes and not typer.confirm("apply this plan?"):
+        raise typer.Exit(1)
+    outcome = apply_retention(context, kafka, retention_plan)
     if as_json:
         body = _plan_json(retention_plan)
         body["applied"] = {

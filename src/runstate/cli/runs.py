@@ -6,10 +6,9 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from runstate.errors import QueryError
+from runstate.cli.output import stdout_console
 from runstate.runs.run_view import RunFilter
 from runstate.runs.state import StepPhase
 from runstate.settings import load_settings
@@ -39,13 +38,9 @@ def show(
     timeout: Annotated[float | None, typer.Option(help="seconds to wait for that")] = None,
 ) -> None:
     """Print one run's state as JSON (exit 1 if unknown)."""
-    try:
-        body = _client(url).run(
-            run_id, min_partition=min_partition, min_offset=min_offset, timeout_s=timeout
-        )
-    except QueryError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    body = _client(url).run(
+        run_id, min_partition=min_partition, min_offset=min_offset, timeout_s=timeout
+    )
     typer.echo(json.dumps(body, indent=2, sort_keys=True))
 
 
@@ -92,17 +87,13 @@ def list_runs(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    try:
-        body = _client(url).runs(flt)
-    except QueryError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    body = _client(url).runs(flt)
     if as_json:
         typer.echo(json.dumps(body, indent=2, sort_keys=True))
         return
     table = Table(title=f"{body['count']} runs")
     for column in ("run_id", "status", "owner", "agent", "step", "approver", "due", "updated"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "run_id" else "ellipsis")
     for run in body["runs"]:
         approval = run.get("approval") or {}
         step_text = run.get("current_step") or ""
@@ -118,7 +109,7 @@ def list_runs(
             approval.get("due_at", ""),
             run["updated_at"],
         )
-    console = Console()
+    console = stdout_console()
     console.print(table)
     if not body.get("complete", True):
         console.print(

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from confluent_kafka import KafkaException
-from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from runstate.errors import Error
+from runstate.cli.output import stdout_console
 from runstate.settings import load_settings
+from runstate.streams.clients import broker_errors, require_reachable
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
 
 app = typer.Typer(help="Create and verify runstate's Kafka topics.", no_args_is_help=True)
@@ -27,18 +26,15 @@ def ensure(
     s = load_settings()
     names = TopicNames(s.topic_prefix)
     specs = topic_specs(names, partitions=partitions or s.partitions)
-    try:
+    servers = bootstrap or s.bootstrap_servers
+    require_reachable(servers)
+    with broker_errors(servers):
         report = ensure_topics(
-            admin_client(bootstrap or s.bootstrap_servers),
-            specs,
-            replication_factor=s.replication_factor,
+            admin_client(servers), specs, replication_factor=s.replication_factor
         )
-    except (Error, KafkaException) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    table = Table("topic", "partitions", "cleanup", "purpose", "status")
+    table = Table(Column("topic", overflow="fold"), "partitions", "cleanup", "purpose", "status")
     for spec in specs:
         word = "created" if spec.name in report.created else "ok"
         cleanup = spec.config.get("cleanup.policy", "delete")
         table.add_row(spec.name, str(spec.partitions), cleanup, spec.purpose, word)
-    Console().print(table)
+    stdout_console().print(table)

@@ -55,6 +55,7 @@ from runstate.retention.offset_gaps import (
 from runstate.retention.segment import ArchivedRecord, RecordMask, build_segment
 from runstate.schemas.catalog import SchemaVersion
 from runstate.schemas.codec import SingleObjectCodec
+from runstate.streams import clients
 
 __all__ = [
     "Archiver",
@@ -264,7 +265,7 @@ class Archiver:
         store: ArchiveStore,
         *,
         mask: RecordMask | None = None,
-        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = clients.consumer,
         probe_factory: Callable[[ArchiverConfig], OffsetProbe] | None = None,
     ) -> None:
         self.config = config

@@ -14,10 +14,11 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from runstate.errors import BrokerError
 from runstate.retention.segment import ArchivedRecord
+from runstate.streams import clients
 from runstate.streams.reader import end_offsets, read_topic
 from runstate.streams.topics import admin_client
 
@@ -92,21 +93,22 @@ class ConfluentKafkaLog:
         return end_offsets(self.bootstrap_servers, topic, timeout_s=self.timeout_s)
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
-        consumer = Consumer(
+        consumer = clients.consumer(
             {"bootstrap.servers": self.bootstrap_servers, "group.id": "runstate-retention"}
         )
         try:
-            found = consumer.offsets_for_times(
-                [TopicPartition(topic, partition, timestamp_ms)], timeout=self.timeout_s
-            )[0]
-            if found.error is not None:
-                raise KafkaException(found.error)
-            if found.offset >= 0:
-                return int(found.offset)
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=self.timeout_s
-            )
-            return int(high)
+            with clients.broker_errors(self.bootstrap_servers):
+                found = consumer.offsets_for_times(
+                    [TopicPartition(topic, partition, timestamp_ms)], timeout=self.timeout_s
+                )[0]
+                if found.error is not None:
+                    raise KafkaException(found.error)
+                if found.offset >= 0:
+                    return int(found.offset)
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self.timeout_s
+                )
+                return int(high)
         finally:
             consumer.close()
 
@@ -114,12 +116,13 @@ class ConfluentKafkaLog:
         if not before:
             return {}
         admin = admin_client(self.bootstrap_servers)
-        futures = admin.delete_records(
-            [TopicPartition(topic, p, o) for p, o in sorted(before.items())],
-            request_timeout=self.timeout_s,
-            operation_timeout=self.timeout_s,
-        )
-        return {tp.partition: int(f.result().low_watermark) for tp, f in futures.items()}
+        with clients.broker_errors(self.bootstrap_servers):
+            futures = admin.delete_records(
+                [TopicPartition(topic, p, o) for p, o in sorted(before.items())],
+                request_timeout=self.timeout_s,
+                operation_timeout=self.timeout_s,
+            )
+            return {tp.partition: int(f.result().low_watermark) for tp, f in futures.items()}
 
     def sample_sizes(self, topic: str, partition: int, *, start: int, limit: int) -> SizeSample:
         records = payload = 0

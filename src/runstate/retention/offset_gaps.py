@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from runstate.streams import clients
+
 __all__ = [
     "KafkaOffsetProbe",
     "OffsetProbe",
@@ -117,7 +119,7 @@ class KafkaOffsetProbe:
         *,
         group_id: str,
         timeout_s: float = 10.0,
-        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = clients.consumer,
     ) -> None:
         self.topic = topic
         self.timeout_s = timeout_s

@@ -301,7 +301,15 @@ def load_policy(path: Path | str) -> RetentionPolicy:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError(f"{path}: cannot read the retention policy: {exc}") from exc
+        raise PolicyError(
+            f"{path}: cannot read the retention policy ({exc.strerror or exc}); check the path"
+            " and that you may read it"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            f"{path}: the retention policy is not UTF-8 text (byte {exc.object[exc.start]:#04x}"
+            f" at offset {exc.start}); save it as UTF-8"
+        ) from exc
     return parse_policy(text, source=path.name)
 
 

@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from runstate.errors import QueryError
+from runstate.errors import QueryError, QueryUnreachable
 from runstate.runs.run_view import RunFilter
 
 __all__ = ["QueryClient"]
@@ -43,7 +43,7 @@ class QueryClient:
             err.status = exc.code  # type: ignore[attr-defined]
             raise err from exc
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise QueryError(
+            raise QueryUnreachable(
                 f"cannot reach the query API at {self.base_url} ({exc}); is a processor"
                 " running (`runstate processor run`)? set RUNSTATE_QUERY_URL or --url"
             ) from exc

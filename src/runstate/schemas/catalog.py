@@ -219,11 +219,18 @@ class SchemaCatalog:
                 raise InvalidSchema(
                     f"{relative}: contract files must be named <RecordName>.v<N>.avsc"
                 )
-            sv = load_schema_text(
-                entry.read_text(encoding="utf-8"),
-                version=int(match["version"]),
-                source=relative,
-            )
+            try:
+                text = entry.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidSchema(
+                    f"{relative}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset"
+                    f" {exc.start}); save it as UTF-8"
+                ) from exc
+            except OSError as exc:
+                raise InvalidSchema(
+                    f"{relative}: cannot read it ({exc.strerror or exc}); check that you may"
+                ) from exc
+            sv = load_schema_text(text, version=int(match["version"]), source=relative)
             if match["name"] not in (sv.name, sv.short_name):
                 raise InvalidSchema(
                     f"{relative}: file is named for {match['name']!r} but defines {sv.name!r};"

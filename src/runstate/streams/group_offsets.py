@@ -12,8 +12,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from runstate.streams import clients
 from runstate.streams.reader import watermarks
 
 __all__ = ["GroupOffsets"]
@@ -33,7 +34,7 @@ class GroupOffsets:
         self.topic = topic
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._consumer = Consumer(
+        self._consumer = clients.consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
                 "group.id": group,

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from runstate.errors import DeliveryError, OversizeRecord, ValidationError
 from runstate.schemas.codec import encode
@@ -32,6 +32,7 @@ from runstate.schemas.convert import event_to_record
 from runstate.schemas.events import AgentEvent
 from runstate.schemas.ids import uuid7
 from runstate.settings import Settings, load_settings
+from runstate.streams import clients
 from runstate.streams.schema_topic import SchemaPublisher
 from runstate.streams.topics import TopicNames
 
@@ -87,7 +88,9 @@ class EventProducer:
         self.names = TopicNames(topic_prefix or s.topic_prefix)
         self.max_event_bytes = max_event_bytes or s.max_event_bytes
         self.producer_name = producer_name or s.producer_name
-        self._producer = Producer(producer_config(self.bootstrap_servers, **(kafka_config or {})))
+        self._producer = clients.producer(
+            producer_config(self.bootstrap_servers, **(kafka_config or {}))
+        )
         self._schemas = SchemaPublisher(self._producer, self.names.schemas)
         self._lock = threading.Lock()
         self._closed = False

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from runstate.streams import clients
+
 __all__ = ["RawRecord", "end_offsets", "read_topic", "watermarks"]
 
 
@@ -36,7 +38,7 @@ class RawRecord:
 
 
 def _consumer(bootstrap_servers: str) -> Consumer:
-    return Consumer(
+    return clients.consumer(
         {
             "bootstrap.servers": bootstrap_servers,
             "group.id": "runstate-reader",
@@ -51,13 +53,19 @@ def _consumer(bootstrap_servers: str) -> Consumer:
 def end_offsets(
     bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0
 ) -> dict[int, tuple[int, int]]:
-    """(low, high) watermarks of every partition of ``topic``."""
+    """(low, high) watermarks of every partition of ``topic``.
+
+    Raises:
+        BrokerError: Kafka could not be reached within ``timeout_s``.
+    """
     consumer = _consumer(bootstrap_servers)
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        return {
-            p: watermarks(consumer, topic, p, timeout_s=timeout_s) for p in sorted(meta.partitions)
-        }
+        with clients.broker_errors(bootstrap_servers):
+            meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+            return {
+                p: watermarks(consumer, topic, p, timeout_s=timeout_s)
+                for p in sorted(meta.partitions)
+            }
     finally:
         consumer.close()
 
@@ -98,6 +106,10 @@ def read_topic(
     """Every record from ``start`` (default: the low watermark) to the high watermark seen now.
 
     Records come in offset order within a partition; partitions are interleaved.
+
+    Raises:
+        BrokerError: Kafka could not be reached, or stopped answering while reading.
+        TimeoutError: no record arrived within ``timeout_s`` although some were expected.
     """
     marks = end_offsets(bootstrap_servers, topic, timeout_s=timeout_s)
     wanted = partitions if partitions is not None else list(marks)
@@ -122,6 +134,8 @@ def read_topic(
                     # the start (a control record or compaction can hide the last offsets)
                     todo.discard(partition)
                     continue
+                if clients.is_transport_error(err):
+                    raise clients.unreachable(bootstrap_servers, err.str())
                 raise RuntimeError(f"reading {topic}: {err}")
             offset = msg.offset() or 0
             if partition not in todo:

@@ -12,10 +12,11 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from runstate.errors import DeliveryError
 from runstate.schemas.catalog import SchemaVersion, fingerprint_of, load_schema_text
+from runstate.streams import clients
 from runstate.streams.reader import watermarks
 
 __all__ = ["SchemaPublisher", "SchemaTopicSource"]
@@ -100,7 +101,7 @@ class SchemaTopicSource:
         return found
 
     def _refresh(self) -> None:
-        consumer = Consumer(
+        consumer = clients.consumer(
             {
                 "bootstrap.servers": self._bootstrap,
                 "group.id": "runstate-schema-reader",

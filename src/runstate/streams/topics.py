@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from runstate.errors import TopicMismatch
+from runstate.streams import clients
 
 __all__ = ["TopicNames", "TopicSpec", "admin_client", "ensure_topics", "topic_specs"]
 
@@ -101,7 +102,8 @@ def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
 
 
 def admin_client(bootstrap_servers: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap_servers})
+    """An AdminClient for ``bootstrap_servers`` (librdkafka lines through logging)."""
+    return clients.admin_client(bootstrap_servers)
 
 
 @dataclass(frozen=True)
