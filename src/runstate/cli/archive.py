@@ -82,10 +82,11 @@ def run(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
-    require_reachable(context.bootstrap_servers)
     full = context.resolve(topic)
-    store = context.store(full)
+    # A policy that masks without a key is refused before anything is reached or written.
     masker = masker_for_topic(context.policy, full, keys=mask_keys_from_settings(load_settings()))
+    require_reachable(context.bootstrap_servers)
+    store = context.store(full)
     mask = writer_schema_mask(masker, context.event_codec()) if masker else None
     config = ArchiverConfig(
         bootstrap_servers=context.bootstrap_servers,
