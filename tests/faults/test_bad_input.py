@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import Producer
 
-from runstate.processors.dead_letters import DeadLetterReason
+from runstate.runs.dead_letters import DeadLetterReason
 from runstate.schemas.catalog import fingerprint_of, load_schema_text
 from runstate.schemas.codec import encode
 from runstate.schemas.convert import encode_event

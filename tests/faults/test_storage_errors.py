@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from runstate.processors.dead_letters import SourceRecord
 from runstate.processors.worker import RunProcessor
+from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.state_codec import StateCodec
 from runstate.schemas.convert import decode_event, encode_event
 from runstate.schemas.events import AgentEvent

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from runstate.processors.batch_loop import BatchLoop
-from runstate.processors.dead_letters import SourceRecord
 from runstate.processors.fencing import (
     EXIT_BATCH_FAILED,
     EXIT_FENCED,
@@ -22,6 +21,7 @@ from runstate.processors.fencing import (
     peek_version,
 )
 from runstate.processors.worker import RunProcessor, StorageFull
+from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.state_codec import StateCodec, encode_state
 from runstate.schemas.convert import encode_event
 from runstate.schemas.events import AgentEvent

@@ -7,7 +7,7 @@ import os
 import pytest
 from confluent_kafka import Producer
 
-from runstate.processors.dead_letters import DeadLetterReason
+from runstate.runs.dead_letters import DeadLetterReason
 from runstate.schemas.convert import encode_event
 from runstate.schemas.events import StepCompleted, StepStarted
 from tests.factories import RunBuilder

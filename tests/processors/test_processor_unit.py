@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from runstate.processors.dead_letters import DeadLetterReason, SourceRecord
-from runstate.processors.intake import CachedWriterSource, read_record
 from runstate.processors.progress import ProcessedOffsets
 from runstate.processors.worker import RunProcessor
+from runstate.runs.dead_letters import DeadLetterReason, SourceRecord
+from runstate.runs.intake import CachedWriterSource, read_record
 from runstate.runs.state_codec import StateCodec
 from runstate.schemas.convert import decode_event, encode_event
 from runstate.schemas.events import AgentEvent, StepCompleted

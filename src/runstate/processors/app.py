@@ -44,13 +44,13 @@ from runstate.processors.fencing import (
     StallWatchdog,
     halt,
 )
-from runstate.processors.intake import CachedWriterSource
 from runstate.processors.metrics import ProcessorMetrics
 from runstate.processors.progress import ProcessedOffsets
 from runstate.processors.query_api import QueryServer
 from runstate.processors.recovery import RestoreWatch
 from runstate.processors.worker import RunProcessor
 from runstate.runs.deadlines import DeadlineIndex, expiry_event, utc_now
+from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state import RunState
 from runstate.runs.state_codec import StateCodec
 from runstate.schemas.catalog import default_catalog

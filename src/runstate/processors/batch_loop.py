@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from typing import Any, Protocol
 
 from runstate.processors.commit_marks import CommitMarks
-from runstate.processors.dead_letters import SourceRecord
 from runstate.processors.fencing import (
     EXIT_BATCH_FAILED,
     EXIT_FENCED,
@@ -42,6 +41,7 @@ from runstate.processors.fencing import (
     Fenced,
 )
 from runstate.processors.worker import RunProcessor, StorageFull
+from runstate.runs.dead_letters import SourceRecord
 
 __all__ = ["BatchLoop", "Halt", "withhold_ack"]
 

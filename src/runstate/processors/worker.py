@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runstate.errors import Error
-from runstate.processors.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
-from runstate.processors.intake import EventDecoder, read_record
 from runstate.processors.metrics import ProcessorMetrics
 from runstate.processors.progress import ProcessedOffsets
+from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
+from runstate.runs.intake import EventDecoder, read_record
 from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
 from runstate.runs.state import RunState, RunStateChanged
 

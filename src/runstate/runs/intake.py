@@ -1,9 +1,10 @@
 """Turn a raw events-topic record into an event, or into a dead letter saying why not.
 
-Decoding happens here, in our code, from the raw bytes faust hands over untouched: had faust
-deserialized the value, a decode error would be logged and the record silently skipped
-(faust acks records whose deserialization fails), which is exactly the loss the dead-letter
-topic exists to prevent.
+Decoding happens here, in our code, from the raw bytes the consumer hands over untouched: had
+the client library deserialized the value, a decode error would be logged and the record
+silently skipped (faust acks records whose deserialization fails), which is exactly the loss
+the dead-letter topic exists to prevent. Pure (no Kafka), so it lives in the run domain and
+both the faust processor and the confluent-kafka runtime use it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from typing import Protocol
 
 from runstate.errors import DecodeError, UnknownSchema
-from runstate.processors.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
+from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
 from runstate.schemas.events import AgentEvent
 
 __all__ = ["CachedWriterSource", "EventDecoder", "read_record"]
