@@ -1,0 +1,209 @@
+"""The poll loop: one consumer group member per worker, one checkpoint per interval.
+
+Per iteration: ``consume`` up to a batch of records (waiting at most until the next
+checkpoint is due), hand each partition's records, in order, to the task, and commit when
+the interval is up. The loop itself never waits on the broker per batch; only the
+checkpoint does, once per interval.
+
+Rebalances (cooperative-sticky, incremental):
+
+* assigned: the committed offset is fetched first (``read_committed`` waits for a pending
+  transactional commit to settle, so the offset and the changelog agree), then the
+  partition's store is restored from the same changelog partition to its end, then the
+  partition is consumed from that offset;
+* revoked: the checkpoint commits what is done *before* the partition is given up, then
+  the partition's store is closed and its cached states dropped;
+* lost (the group moved on without us, e.g. after a stall): nothing may be committed; the
+  transaction is aborted and the partition dropped.
+
+Clean shutdown (:meth:`Worker.stop`, e.g. on SIGTERM): a final checkpoint, then close.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from runstate.runs.dead_letters import SourceRecord
+from runstate.runtime.checkpoint import Checkpoint
+from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.restore_simple import PartitionRestorer
+from runstate.runtime.run_task import RunTask
+from runstate.runtime.store import Store
+
+__all__ = ["Worker", "consumer_settings"]
+
+log = logging.getLogger(__name__)
+
+
+def consumer_settings(config: RuntimeConfig) -> dict[str, Any]:
+    """librdkafka settings of the worker's group member."""
+    return {
+        "bootstrap.servers": config.bootstrap_servers,
+        "group.id": config.group_id,
+        "client.id": config.worker_id,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": config.session_timeout_ms,
+        "heartbeat.interval.ms": config.heartbeat_interval_ms,
+    }
+
+
+class Worker:
+    """Runs the run-state task over the partitions the group gives this worker."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        consumer: Consumer,
+        checkpoint: Checkpoint,
+        task: RunTask,
+        store: Store,
+        restore: PartitionRestorer,
+    ) -> None:
+        self._config = config
+        self._topic = config.names.events
+        self._consumer = consumer
+        self._checkpoint = checkpoint
+        self._task = task
+        self._store = store
+        self._restore = restore
+        self._stopping = threading.Event()
+        self.records = 0
+        checkpoint.on_abort(self._task.forget)
+
+    def stop(self) -> None:
+        """Ask the loop to finish: it checkpoints and closes within one poll interval.
+        Safe from a signal handler."""
+        self._stopping.set()
+
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Process until :meth:`stop` (or ``until()`` is true), then checkpoint and close.
+
+        Raises:
+            Fenced: another instance took over; this process must exit and be restarted.
+            CheckpointFailed: at-least-once outputs were not delivered.
+        """
+        self._checkpoint.start()
+        self._consumer.subscribe(
+            [self._topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+        clean = False
+        try:
+            while not self._stopping.is_set() and not (until is not None and until()):
+                self._iterate()
+            self._checkpoint.commit()
+            clean = True
+        finally:
+            if clean:
+                self._consumer.close()  # revokes: a last (empty) checkpoint, leaves the group
+            self._store.close()
+
+    def _iterate(self) -> None:
+        aborts = self._checkpoint.aborts
+        messages = self._consumer.consume(
+            self._config.batch_size, timeout=max(0.001, min(0.1, self._checkpoint.time_left()))
+        )
+        if self._checkpoint.aborts != aborts:
+            # An abort inside consume() (a revocation's checkpoint failed): records fetched
+            # before its rewind must not be processed; seek again and take them afresh.
+            self._checkpoint.rewind()
+            messages = []
+        owned = self._checkpoint.partitions
+        batches: dict[int, list[SourceRecord]] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._consumer_error(err)
+                continue
+            p = msg.partition()
+            if p is None or p not in owned:
+                continue  # fetched before a revocation
+            batches.setdefault(p, []).append(_source_record(msg))
+        for records in batches.values():
+            self._task.process(records, self._checkpoint)
+            self.records += len(records)
+        if self._checkpoint.due():
+            self._checkpoint.commit()
+
+    def _consumer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("consumer: %s", err.str())
+
+    # -- rebalance callbacks (run inside consume()) ----------------------------------------
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        committed = consumer.committed(
+            [TopicPartition(self._topic, tp.partition) for tp in partitions],
+            timeout=self._config.broker_timeout_s,
+        )
+        start: list[TopicPartition] = []
+        for tp in committed:
+            store = self._store.open(tp.partition)
+            restored = self._restore(store)
+            offset = tp.offset if tp.offset >= 0 else None
+            self._checkpoint.add_partition(tp.partition, store, offset)
+            start.append(
+                TopicPartition(
+                    self._topic, tp.partition, OFFSET_BEGINNING if offset is None else offset
+                )
+            )
+            log.info(
+                "partition %s assigned: %s changelog records restored, consuming from %s",
+                tp.partition,
+                restored,
+                offset,
+            )
+        consumer.incremental_assign(start)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._checkpoint.commit()
+        self._drop(partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._checkpoint.abort(f"partitions {sorted(tp.partition for tp in partitions)} lost")
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        gone = [tp.partition for tp in partitions]
+        for p in gone:
+            store = self._checkpoint.remove_partition(p)
+            if store is not None:
+                store.close()
+        self._task.forget(gone)
+        log.info("partitions %s given up", sorted(gone))
+
+
+def _source_record(msg: Message) -> SourceRecord:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    headers = tuple((str(k), v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs)
+    return SourceRecord(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=_as_bytes(msg.key()),
+        value=_as_bytes(msg.value()),
+        headers=headers,
+    )
+
+
+def _as_bytes(data: str | bytes | None) -> bytes | None:
+    return data.encode() if isinstance(data, str) else data
