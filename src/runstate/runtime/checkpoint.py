@@ -112,6 +112,8 @@ class TransactionalProducer(Protocol):
 
     def abort_transaction(self, timeout: float = ...) -> None: ...
 
+    def close(self) -> bool: ...
+
 
 class GroupConsumer(Protocol):
     """What the checkpoint uses of ``confluent_kafka.Consumer``."""
@@ -316,6 +318,12 @@ class Checkpoint:
         self._crash.reached("after_apply")
         self.commits += 1
         return True
+
+    def close(self) -> None:
+        """Release the producer (after the last :meth:`commit`; anything open is aborted by
+        the broker when the transaction times out, or fenced by the next instance)."""
+        self._producer.flush(self._timeout_s)
+        self._producer.close()
 
     def abort(self, why: str) -> None:
         """Drop everything since the last checkpoint and rewind (partitions were lost)."""

@@ -112,6 +112,7 @@ class Worker:
         finally:
             if clean:
                 self._consumer.close()  # revokes: a last (empty) checkpoint, leaves the group
+                self._checkpoint.close()
             self._store.close()
 
     def _iterate(self) -> None:
