@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,55 @@ def produce_events(bootstrap: str, names: TopicNames, events: Sequence[AgentEven
         for event in events:
             producer.send(event)
         producer.flush(120)
+
+
+class Load:
+    """A thread producing events in order at about ``rate_per_s`` (so kills land mid-work)."""
+
+    def __init__(
+        self, bootstrap: str, names: TopicNames, events: Sequence[AgentEvent], *, rate_per_s: float
+    ) -> None:
+        self._bootstrap, self._names = bootstrap, names
+        self._events, self._rate = list(events), rate_per_s
+        self._stop = threading.Event()
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        chunk = max(1, int(self._rate / 10))
+        began = time.monotonic()
+        try:
+            with EventProducer(
+                bootstrap_servers=self._bootstrap, topic_prefix=self._names.prefix
+            ) as producer:
+                for i in range(0, len(self._events), chunk):
+                    if self._stop.is_set():
+                        return
+                    for event in self._events[i : i + chunk]:
+                        producer.send(event)
+                    producer.flush(60)
+                    self.sent = min(len(self._events), i + chunk)
+                    self._stop.wait(max(0.0, began + self.sent / self._rate - time.monotonic()))
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+        assert self.error is None, self.error
+        assert self.done, "the load did not finish"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
 
 
 #: Bad records: (key, value), each must reach the dead-letter topic exactly once.
@@ -234,6 +284,14 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill9()
         return self.returncode
+
+    def log_of_this_start(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text.rpartition(f"=== start #{self.starts} ")[2]
+
+    def has_partitions(self) -> bool:
+        """Whether this start of the worker was given (and restored) a partition yet."""
+        return "assigned:" in self.log_of_this_start()
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
