@@ -238,6 +238,7 @@ class WorkerProcess:
             "RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS": str(c.session_timeout_ms),
             "RUNSTATE_RUNTIME_TRANSACTION_TIMEOUT_MS": str(c.transaction_timeout_ms),
             "RUNSTATE_RUNTIME_BATCH_SIZE": str(c.batch_size),
+            "RUNSTATE_RUNTIME_BROKER_TIMEOUT_S": str(c.broker_timeout_s),
             "RUNSTATE_RUNTIME_CRASH_AT": crash_at,
         }
         with self.log_path.open("ab") as log:

@@ -151,10 +151,7 @@ class Worker:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
-        committed = consumer.committed(
-            [TopicPartition(self._topic, tp.partition) for tp in partitions],
-            timeout=self._config.broker_timeout_s,
-        )
+        committed = self._stable_offsets(consumer, [tp.partition for tp in partitions])
         start: list[TopicPartition] = []
         for tp in committed:
             store = self._store.open(tp.partition)
@@ -173,6 +170,26 @@ class Worker:
                 offset,
             )
         consumer.incremental_assign(start)
+
+    def _stable_offsets(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
+        """The committed offsets, once no transaction that commits offsets for them is open.
+
+        ``read_committed`` makes the broker answer "unstable" while another member's
+        transaction holds offsets for these partitions (KIP-447); it is settled when that
+        member commits or aborts, at the latest when the broker times its transaction out.
+        Restoring before then could miss changelog records that the offsets will cover.
+        """
+        while True:
+            try:
+                return consumer.committed(
+                    [TopicPartition(self._topic, p) for p in partitions],
+                    timeout=self._config.broker_timeout_s,
+                )
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal() or self._stopping.is_set():
+                    raise
+                log.warning("committed offsets of %s not known yet: %s", partitions, error.str())
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._checkpoint.commit()
