@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -79,7 +80,9 @@ class Context:
         return [o for o in self.outputs if o.topic == topic]
 
 
-def _task(cache_size: int = 100) -> RunTask:
+def _task(
+    cache_size: int = 100, on_state: Callable[[int, RunState], None] | None = None
+) -> RunTask:
     return RunTask(
         table=WholeStateTable(CODEC),
         codec=CODEC,
@@ -88,6 +91,7 @@ def _task(cache_size: int = 100) -> RunTask:
         worker_id="w1",
         max_event_bytes=64 * 1024,
         cache_size=cache_size,
+        on_state=on_state,
     )
 
 

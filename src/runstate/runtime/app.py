@@ -8,6 +8,7 @@ from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
 from runstate.runtime.checkpoint import Checkpoint, producer_settings
 from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.loop import Worker, consumer_settings
 from runstate.runtime.memory_store import MemoryStore
@@ -79,6 +80,12 @@ def build_worker(
         timeout_s=config.broker_timeout_s,
         crash_points=CrashPoints(config.crash_at),
     )
+    expiries = ApprovalExpiries(
+        names=names,
+        worker_id=config.worker_id,
+        interval_s=config.deadline_interval_s,
+        resend_s=config.expiry_resend_s,
+    )
     task = RunTask(
         table=WholeStateTable(state_codec),
         codec=state_codec,
@@ -87,6 +94,7 @@ def build_worker(
         worker_id=config.worker_id,
         max_event_bytes=config.max_event_bytes,
         cache_size=config.decoded_state_cache,
+        on_state=expiries.observe,
     )
     return Worker(
         config,
@@ -98,4 +106,5 @@ def build_worker(
         or ChangelogReplay(
             config.bootstrap_servers, names.runs_changelog, timeout_s=config.broker_timeout_s
         ),
+        expiries=expiries,
     )

@@ -49,6 +49,8 @@ class RuntimeConfig(BaseSettings):
     )
     decoded_state_cache: int = Field(10_000, ge=0, description="decoded states kept (LRU)")
     broker_timeout_s: float = Field(60.0, gt=0, description="longest wait on one broker call")
+    deadline_interval_s: float = Field(5.0, gt=0, description="approval deadline check period")
+    expiry_resend_s: float = Field(30.0, gt=0, description="re-send a lost expiry after this")
     crash_at: str = Field(
         "", description="tests only: 'point:n[,point:n]' exits 137 at the n-th pass of point"
     )

@@ -38,6 +38,7 @@ from confluent_kafka import (
 from runstate.runs.dead_letters import SourceRecord
 from runstate.runtime.checkpoint import Checkpoint
 from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.restore_simple import PartitionRestorer
 from runstate.runtime.run_task import RunTask
 from runstate.runtime.store import Store
@@ -75,6 +76,7 @@ class Worker:
         task: RunTask,
         store: Store,
         restore: PartitionRestorer,
+        expiries: ApprovalExpiries | None = None,
     ) -> None:
         self._config = config
         self._topic = config.names.events
@@ -83,6 +85,7 @@ class Worker:
         self._task = task
         self._store = store
         self._restore = restore
+        self._expiries = expiries
         self._stopping = threading.Event()
         self.records = 0
         checkpoint.on_abort(self._task.forget)
@@ -139,6 +142,8 @@ class Worker:
         for records in batches.values():
             self._task.process(records, self._checkpoint)
             self.records += len(records)
+        if self._expiries is not None and self._expiries.due():
+            self._expiries.send_due(self._checkpoint, owned=self._checkpoint.partitions)
         if self._checkpoint.due():
             self._checkpoint.commit()
 
@@ -156,6 +161,8 @@ class Worker:
         for tp in committed:
             store = self._store.open(tp.partition)
             restored = self._restore(store)
+            if self._expiries is not None:
+                self._expiries.load_partition(tp.partition, self._task.states(store))
             offset = tp.offset if tp.offset >= 0 else None
             self._checkpoint.add_partition(tp.partition, store, offset)
             start.append(

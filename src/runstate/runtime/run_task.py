@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,7 +31,7 @@ from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecor
 from runstate.runs.intake import EventDecoder, read_record
 from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
 from runstate.runs.state import RunState, RunStateChanged
-from runstate.runtime.store import PartitionTransaction
+from runstate.runtime.store import PartitionStore, PartitionTransaction
 from runstate.streams.topics import TopicNames
 
 __all__ = ["RunTable", "RunTask", "StateCodec", "TaskContext", "WholeStateTable"]
@@ -86,6 +86,14 @@ class RunTable(Protocol):
         """Write ``new`` (``old`` is what :meth:`load` gave, for layouts that write diffs)."""
         ...
 
+    def states(self, store: PartitionStore) -> Iterator[RunState]:
+        """Every run's committed state in the partition (to rebuild indexes after a restore).
+
+        Raises:
+            DecodeError: stored bytes are not a readable state.
+        """
+        ...
+
 
 class WholeStateTable:
     """The whole state, Avro-encoded, under the run id's UTF-8 bytes."""
@@ -99,6 +107,14 @@ class WholeStateTable:
 
     def save(self, txn: PartitionTransaction, old: RunState | None, new: RunState) -> None:
         txn.set(new.run_id.encode(), self._codec.encode_state(new))
+
+    def states(self, store: PartitionStore) -> Iterator[RunState]:
+        for _key, raw in store.items(b"", _AFTER_EVERY_KEY):
+            yield self._codec.decode_state(raw)
+
+
+#: Above every run id's UTF-8 bytes (0xFF never occurs in UTF-8).
+_AFTER_EVERY_KEY = b"\xff"
 
 
 @dataclass
@@ -121,6 +137,7 @@ class RunTask:
         worker_id: str,
         max_event_bytes: int,
         cache_size: int = 10_000,
+        on_state: Callable[[int, RunState], None] | None = None,
     ) -> None:
         self._table = table
         self._codec = codec
@@ -129,6 +146,7 @@ class RunTask:
         self._worker_id = worker_id
         self._max_event_bytes = max_event_bytes
         self._cache = _RecentStates(cache_size)
+        self._on_state = on_state
 
     def process(self, records: Sequence[SourceRecord], ctx: TaskContext) -> list[str]:
         """Handle records of one partition in order; ``applied``/``duplicate``/``dead_letter``
@@ -149,7 +167,13 @@ class RunTask:
                 partition=t.partition,
             )
             self._cache.remember(run_id, t.partition, t.new)
+            if self._on_state is not None:
+                self._on_state(t.partition, t.new)
         return outcomes
+
+    def states(self, store: PartitionStore) -> Iterator[RunState]:
+        """Every run's committed state in ``store`` (see :meth:`RunTable.states`)."""
+        return self._table.states(store)
 
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop cached states (all, after an abort; of ``partitions``, when they leave)."""
