@@ -1,7 +1,8 @@
 """``python -m runstate.runtime``: run one worker until SIGTERM (or Ctrl-C).
 
 Configured by ``RUNSTATE_*`` and ``RUNSTATE_RUNTIME_*`` variables. Exit codes: 0 after a
-clean stop, 75 when fenced (another instance owns this worker's work: restart it), 2 for
+clean stop, 75 when fenced (another instance owns this worker's work: restart it), 1 when
+at-least-once outputs could not be delivered (restart it; records are redelivered), 2 for
 bad settings.
 """
 
@@ -14,11 +15,12 @@ from types import FrameType
 
 from runstate.errors import ConfigError
 from runstate.runtime.app import build_worker, ensure_runtime_topics
-from runstate.runtime.checkpoint import Fenced
+from runstate.runtime.checkpoint import CheckpointFailed, Fenced
 from runstate.runtime.config import load_runtime_config
 
 EXIT_FENCED = 75
 EXIT_CONFIG = 2
+EXIT_FAILED = 1
 
 
 def main() -> int:
@@ -43,6 +45,9 @@ def main() -> int:
     except Fenced as exc:
         print(f"runstate runtime: {exc}", file=sys.stderr)
         return EXIT_FENCED
+    except CheckpointFailed as exc:
+        print(f"runstate runtime: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -6,11 +6,12 @@ from confluent_kafka import Consumer, Producer
 
 from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
-from runstate.runtime.checkpoint import Checkpoint, producer_settings
+from runstate.runtime.checkpoint import Checkpoint
+from runstate.runtime.clients import consumer_settings, producer_settings
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.fault_hooks import CrashPoints
-from runstate.runtime.loop import Worker, consumer_settings
+from runstate.runtime.loop import Worker
 from runstate.runtime.memory_store import MemoryStore
 from runstate.runtime.restore_simple import ChangelogReplay, PartitionRestorer
 from runstate.runtime.run_task import RunTask, WholeStateTable

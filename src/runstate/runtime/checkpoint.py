@@ -37,28 +37,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from runstate.errors import Error
+from runstate.runtime.clients import GroupConsumer, Headers, TransactionalProducer
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.store import PartitionStore, PartitionTransaction
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointFailed",
-    "Fenced",
-    "GroupConsumer",
-    "Headers",
-    "TransactionalProducer",
-    "producer_settings",
-]
+__all__ = ["Checkpoint", "CheckpointFailed", "Fenced"]
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[str, str | bytes | None]]
-DeliveryReport = Callable[[KafkaError | None, Message], None]
 
 #: Errors that mean another instance owns this worker's transactional id or partitions.
 _FENCED_CODES = frozenset(
@@ -80,73 +69,6 @@ class Fenced(Error):
 class CheckpointFailed(Error):
     """At-least-once mode: outputs or changelog records were not delivered; the offsets were
     not committed. Stop the worker; its records are redelivered on restart."""
-
-
-class TransactionalProducer(Protocol):
-    """What the checkpoint uses of ``confluent_kafka.Producer``."""
-
-    def produce(
-        self,
-        topic: str,
-        *,
-        value: bytes | None = ...,
-        key: bytes | None = ...,
-        partition: int = ...,
-        on_delivery: DeliveryReport | None = ...,
-        headers: Headers | None = ...,
-    ) -> None: ...
-
-    def poll(self, timeout: float = ...) -> int: ...
-
-    def flush(self, timeout: float = ...) -> int: ...
-
-    def init_transactions(self, timeout: float = ...) -> None: ...
-
-    def begin_transaction(self) -> None: ...
-
-    def send_offsets_to_transaction(
-        self, positions: list[TopicPartition], group_metadata: Any, timeout: float = ...
-    ) -> None: ...
-
-    def commit_transaction(self, timeout: float = ...) -> None: ...
-
-    def abort_transaction(self, timeout: float = ...) -> None: ...
-
-    def close(self) -> bool: ...
-
-
-class GroupConsumer(Protocol):
-    """What the checkpoint uses of ``confluent_kafka.Consumer``."""
-
-    def consumer_group_metadata(self) -> Any: ...
-
-    def seek(self, partition: TopicPartition) -> None: ...
-
-    def commit(
-        self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
-    ) -> list[TopicPartition]: ...
-
-
-def producer_settings(
-    bootstrap_servers: str,
-    *,
-    transactional_id: str | None,
-    transaction_timeout_ms: int = 60_000,
-    client_id: str = "runstate-runtime",
-) -> dict[str, Any]:
-    """librdkafka settings of the worker's producer (transactional unless ``None``)."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
-        "client.id": client_id,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-    }
-    if transactional_id is not None:
-        config["transactional.id"] = transactional_id
-        config["transaction.timeout.ms"] = transaction_timeout_ms
-    return config
 
 
 @dataclass

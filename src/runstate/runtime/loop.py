@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -43,25 +41,9 @@ from runstate.runtime.restore_simple import PartitionRestorer
 from runstate.runtime.run_task import RunTask
 from runstate.runtime.store import Store
 
-__all__ = ["Worker", "consumer_settings"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-
-
-def consumer_settings(config: RuntimeConfig) -> dict[str, Any]:
-    """librdkafka settings of the worker's group member."""
-    return {
-        "bootstrap.servers": config.bootstrap_servers,
-        "group.id": config.group_id,
-        "client.id": config.worker_id,
-        "partition.assignment.strategy": "cooperative-sticky",
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": config.session_timeout_ms,
-        "heartbeat.interval.ms": config.heartbeat_interval_ms,
-    }
 
 
 class Worker:
@@ -95,8 +77,8 @@ class Worker:
         Safe from a signal handler."""
         self._stopping.set()
 
-    def run(self, *, until: Callable[[], bool] | None = None) -> None:
-        """Process until :meth:`stop` (or ``until()`` is true), then checkpoint and close.
+    def run(self) -> None:
+        """Process until :meth:`stop`, then checkpoint and close.
 
         Raises:
             Fenced: another instance took over; this process must exit and be restarted.
@@ -108,7 +90,7 @@ class Worker:
         )
         clean = False
         try:
-            while not self._stopping.is_set() and not (until is not None and until()):
+            while not self._stopping.is_set():
                 self._iterate()
             self._checkpoint.commit()
             clean = True
