@@ -12,13 +12,8 @@ from typing import Any, Literal
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from runstate.runtime.checkpoint import (
-    Checkpoint,
-    CheckpointFailed,
-    DeliveryReport,
-    Fenced,
-    Headers,
-)
+from runstate.runtime.checkpoint import Checkpoint, CheckpointFailed, Fenced
+from runstate.runtime.clients import DeliveryReport, Headers
 from runstate.runtime.memory_store import MemoryPartitionStore
 
 EVENTS, CHANGELOG, OUT = "events", "changelog", "out"
