@@ -196,6 +196,9 @@ class Checkpoint:
         Raises:
             Fenced: a newer instance or generation owns the work; stop the worker.
             CheckpointFailed: at-least-once mode could not deliver; stop the worker.
+            Exception: from :meth:`PartitionStore.apply` (e.g. the disk is full): the broker
+                committed but the store could not be updated; stop the worker. On restart
+                the store is restored from the changelog, which holds what was committed.
         """
         self._last = self._clock()
         positions = [
