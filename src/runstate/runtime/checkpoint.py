@@ -233,10 +233,12 @@ class Checkpoint:
             return False
         self._apply(touched)
         if not self.exactly_once and positions:
+            self._crash.reached("before_commit")
             try:
                 self._consumer.commit(offsets=positions, asynchronous=False)
             except KafkaException as exc:
                 raise CheckpointFailed(f"committing offsets failed: {exc}") from exc
+            self._crash.reached("after_commit")
         for tp in positions:
             part = self._partitions[tp.partition]
             part.committed, part.next_offset = tp.offset, None

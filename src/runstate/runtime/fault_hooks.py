@@ -19,6 +19,8 @@ __all__ = ["POINTS", "CrashPoints"]
 log = logging.getLogger(__name__)
 
 #: Where the checkpoint calls :meth:`CrashPoints.reached`.
+#: (At-least-once: ``before_commit`` comes after the store apply, before the offset commit,
+#: and ``after_commit`` right after the offset commit.)
 POINTS = frozenset(
     {
         "after_produce",  # outputs and changelog records sent, offsets not yet in the txn
