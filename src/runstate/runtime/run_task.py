@@ -13,9 +13,10 @@ transaction (:class:`RunTable`), the pure reducer applied, and
 At the end of a batch each touched run's state is saved once and its latest state produced
 once (compacted run-state topic): intermediate states are in the changes already.
 
-Everything goes through a :class:`TaskContext` (the :class:`~runstate.runtime.checkpoint.
-Checkpoint`), so it is all inside the interval's Kafka transaction: a dead letter or change
-is visible exactly once, or not at all if the transaction aborts and the record is redone.
+Everything goes through a :class:`TaskContext` (the
+:class:`~runstate.runtime.checkpoint.Checkpoint`), so it is all inside the interval's Kafka
+transaction: a dead letter or change is visible exactly once, or not at all if the
+transaction aborts and the record is redone.
 """
 
 from __future__ import annotations
