@@ -40,6 +40,17 @@ class TopicNames:
         return f"{self.prefix}-processor-runs-changelog"
 
     @property
+    def runs_changelog(self) -> str:
+        """The confluent-kafka runtime's table changelog (written inside its transactions);
+        its own name so the runtime can run beside the faust processor."""
+        return f"{self.prefix}.runs-changelog"
+
+    @property
+    def runtime_group(self) -> str:
+        """The confluent-kafka runtime's consumer group (the faust one is its app id)."""
+        return f"{self.prefix}-runs"
+
+    @property
     def latest_state(self) -> str:
         return f"{self.prefix}.run-state"
 
@@ -84,6 +95,9 @@ def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
             "agent events, keyed by run_id",
         ),
         TopicSpec(names.changelog, partitions, _COMPACTED, "run-state table changelog"),
+        TopicSpec(
+            names.runs_changelog, partitions, _COMPACTED, "run-state table changelog (runtime)"
+        ),
         TopicSpec(names.latest_state, partitions, _COMPACTED, "latest state per run"),
         TopicSpec(
             names.state_changes,

@@ -1,0 +1,390 @@
+"""The commit protocol, in one place: one Kafka transaction per checkpoint interval.
+
+Everything a worker makes between two checkpoints - state changes, latest states, dead
+letters, events it writes itself, and the changelog records of every touched partition -
+goes into one Kafka transaction together with the consumed offsets, so it becomes visible
+to ``read_committed`` readers all at once or not at all. Per interval (default 100 ms):
+
+1. the transaction is begun lazily, by the first output (or at the checkpoint if the
+   interval only consumed records that made nothing, e.g. duplicates);
+2. each touched partition's :class:`~runstate.runtime.store.PartitionTransaction` writes
+   are produced to the same partition of the changelog topic;
+3. the producer is flushed, so every delivery report (and the changelog offsets they carry)
+   is in;
+4. the positions of the processed records go in with ``send_offsets_to_transaction`` and the
+   consumer's group metadata, so a worker whose group generation moved on is refused
+   (KIP-447: a zombie cannot commit);
+5. ``commit_transaction``;
+6. only then each partition's writes are applied to its store, atomically with the highest
+   changelog offset delivered for it. The store never holds what the broker did not commit.
+
+An abortable error (``txn_requires_abort``, a failed delivery) aborts the transaction, drops
+the overlays and seeks the consumer back to the last committed offsets: the records are
+processed again, from a store that was never touched. A fatal error (fenced by a newer
+instance with the same ``transactional.id``, or any ``fatal()`` error) raises
+:class:`Fenced`: the worker must stop; a supervisor restarts it.
+
+Without exactly-once (``exactly_once=False``) the same class runs at-least-once: a plain
+idempotent producer, a flush, the store apply, and only then ``Consumer.commit``; a crash
+in between redelivers records the reducer recognises as duplicates by their offsets.
+
+Only :meth:`Checkpoint.commit` waits on the broker, once per interval; producing only queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+
+from runstate.errors import Error
+from runstate.runtime.clients import GroupConsumer, Headers, TransactionalProducer
+from runstate.runtime.fault_hooks import CrashPoints
+from runstate.runtime.store import PartitionStore, PartitionTransaction
+
+__all__ = ["Checkpoint", "CheckpointFailed", "Fenced"]
+
+log = logging.getLogger(__name__)
+
+#: Errors that mean another instance owns this worker's transactional id or partitions.
+_FENCED_CODES = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.TRANSACTION_COORDINATOR_FENCED,
+    }
+)
+
+
+class Fenced(Error):
+    """Another instance took over (same transactional id, or the group moved on) or the
+    producer hit a fatal error. Nothing more can be committed by this process: stop it and
+    let the supervisor start a fresh one, which restores from the changelog."""
+
+
+class CheckpointFailed(Error):
+    """At-least-once mode: outputs or changelog records were not delivered; the offsets were
+    not committed. Stop the worker; its records are redelivered on restart."""
+
+
+@dataclass
+class _Partition:
+    store: PartitionStore
+    committed: int | None  # next offset to consume after the last commit; None: from the start
+    overlay: PartitionTransaction | None = None
+    next_offset: int | None = None  # after the last record processed since the commit
+
+
+class Checkpoint:
+    """Owns the worker's producer and commits everything made since the last checkpoint.
+
+    The task writes through :meth:`transaction` and :meth:`produce` and reports each record
+    it handled with :meth:`processed`; the loop calls :meth:`commit` when :meth:`due`, and
+    before it gives up partitions.
+    """
+
+    def __init__(
+        self,
+        producer: TransactionalProducer,
+        consumer: GroupConsumer,
+        *,
+        source_topic: str,
+        changelog_topic: str,
+        exactly_once: bool = True,
+        interval_s: float = 0.1,
+        timeout_s: float = 60.0,
+        crash_points: CrashPoints | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._source_topic = source_topic
+        self._changelog_topic = changelog_topic
+        self.exactly_once = exactly_once
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._crash = crash_points or CrashPoints()
+        self._clock = clock
+        self._partitions: dict[int, _Partition] = {}
+        self._in_transaction = False
+        self._failure: KafkaError | None = None
+        self._changelog_offsets: dict[int, int] = {}
+        self._last = clock()
+        self._abort_listeners: list[Callable[[], None]] = []
+        #: Counts aborts, so the loop can tell one happened inside a ``consume()`` call.
+        self.aborts = 0
+        self.commits = 0
+
+    # -- set-up ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Register the transactional id with the broker, fencing any older instance of this
+        worker (its open transaction is aborted).
+
+        Raises:
+            Fenced: the producer cannot be initialised (fatal error).
+        """
+        if self.exactly_once:
+            try:
+                self._producer.init_transactions(self._timeout_s)
+            except KafkaException as exc:
+                raise Fenced(f"could not initialise transactions: {exc}") from exc
+
+    def on_abort(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every abort (caches built on the dropped writes)."""
+        self._abort_listeners.append(listener)
+
+    def add_partition(self, partition: int, store: PartitionStore, committed: int | None) -> None:
+        """Take ``partition`` on, its store restored, consumption starting at ``committed``."""
+        self._partitions[partition] = _Partition(store, committed)
+
+    def remove_partition(self, partition: int) -> PartitionStore | None:
+        """Forget ``partition`` (revoked or lost); anything uncommitted of it is dropped."""
+        part = self._partitions.pop(partition, None)
+        return None if part is None else part.store
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._partitions)
+
+    # -- what the task calls ---------------------------------------------------------------
+    def transaction(self, partition: int) -> PartitionTransaction:
+        """The partition's overlay for this interval (made on first use)."""
+        part = self._partitions[partition]
+        if part.overlay is None:
+            part.overlay = PartitionTransaction(part.store)
+        return part.overlay
+
+    def processed(self, partition: int, offset: int) -> None:
+        """The record at ``offset`` is handled; its effects are in the overlay or produced."""
+        self._partitions[partition].next_offset = offset + 1
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Queue an output inside this interval's transaction (begun here if need be).
+
+        Raises:
+            Fenced: the producer is fenced or failed fatally.
+        """
+        self._produce(topic, key, value, partition=partition, headers=headers)
+
+    # -- the checkpoint --------------------------------------------------------------------
+    def due(self) -> bool:
+        return self._clock() - self._last >= self._interval_s
+
+    def time_left(self) -> float:
+        """Seconds until the next checkpoint is due (0 if it is)."""
+        return max(0.0, self._interval_s - (self._clock() - self._last))
+
+    def commit(self) -> bool:
+        """Commit everything since the last checkpoint; see the module docstring.
+
+        Returns:
+            True if committed (or nothing to commit), False if the transaction was aborted
+            and the consumer rewound (the records will be processed again).
+
+        Raises:
+            Fenced: a newer instance or generation owns the work; stop the worker.
+            CheckpointFailed: at-least-once mode could not deliver; stop the worker.
+            Exception: from :meth:`PartitionStore.apply` (e.g. the disk is full): the broker
+                committed but the store could not be updated; stop the worker. On restart
+                the store is restored from the changelog, which holds what was committed.
+        """
+        self._last = self._clock()
+        positions = [
+            TopicPartition(self._source_topic, p, part.next_offset)
+            for p, part in sorted(self._partitions.items())
+            if part.next_offset is not None
+        ]
+        touched = {p: part for p, part in self._partitions.items() if part.overlay}
+        if not positions and not touched and not self._in_transaction:
+            return True
+        try:
+            for p, part in sorted(touched.items()):
+                assert part.overlay is not None
+                for key, value in part.overlay.writes():
+                    self._produce(self._changelog_topic, key, value, partition=p)
+            self._crash.reached("after_produce")
+            self._flush()
+            if self.exactly_once:
+                self._begin()  # offsets alone (duplicates only) still need a transaction
+                if positions:
+                    self._call(
+                        lambda: self._producer.send_offsets_to_transaction(
+                            positions, self._consumer.consumer_group_metadata(), self._timeout_s
+                        )
+                    )
+                self._crash.reached("before_commit")
+                self._call(lambda: self._producer.commit_transaction(self._timeout_s))
+                self._in_transaction = False
+                self._crash.reached("after_commit")
+        except _Abortable as exc:
+            self._abort(str(exc))
+            return False
+        self._apply(touched)
+        if not self.exactly_once and positions:
+            self._crash.reached("before_commit")
+            try:
+                self._consumer.commit(offsets=positions, asynchronous=False)
+            except KafkaException as exc:
+                raise CheckpointFailed(f"committing offsets failed: {exc}") from exc
+            self._crash.reached("after_commit")
+        for tp in positions:
+            part = self._partitions[tp.partition]
+            part.committed, part.next_offset = tp.offset, None
+        self._crash.reached("after_apply")
+        self.commits += 1
+        return True
+
+    def close(self) -> None:
+        """Release the producer (after the last :meth:`commit`; anything open is aborted by
+        the broker when the transaction times out, or fenced by the next instance)."""
+        self._producer.flush(self._timeout_s)
+        self._producer.close()
+
+    def abort(self, why: str) -> None:
+        """Drop everything since the last checkpoint and rewind (partitions were lost)."""
+        self._abort(why)
+
+    def rewind(self) -> None:
+        """Seek every partition back to its last committed offset (records fetched before an
+        abort must not be processed)."""
+        for p, part in self._partitions.items():
+            offset = OFFSET_BEGINNING if part.committed is None else part.committed
+            try:
+                self._consumer.seek(TopicPartition(self._source_topic, p, offset))
+            except KafkaException as exc:  # not assigned any more: nothing to rewind
+                log.info("not rewinding partition %s: %s", p, exc)
+
+    # -- internals -------------------------------------------------------------------------
+    def _begin(self) -> None:
+        if self.exactly_once and not self._in_transaction:
+            self._call(self._producer.begin_transaction)
+            self._in_transaction = True
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None,
+        headers: Headers | None = None,
+    ) -> None:
+        try:
+            self._begin()
+        except _Abortable as exc:  # remembered; the checkpoint aborts
+            self._failure = self._failure or exc.error
+            return
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    partition=-1 if partition is None else partition,
+                    headers=headers,
+                    on_delivery=self._delivered,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: serve deliveries first
+            except KafkaException as exc:
+                error = exc.args[0]
+                if _is_fatal(error):
+                    raise Fenced(f"the producer is fenced or failed: {error.str()}") from exc
+                self._failure = self._failure or error
+                return
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failure = self._failure or err
+            return
+        if msg.topic() == self._changelog_topic:
+            partition, offset = msg.partition(), msg.offset()
+            if partition is not None and offset is not None:
+                known = self._changelog_offsets.get(partition, -1)
+                self._changelog_offsets[partition] = max(known, offset)
+
+    def _flush(self) -> None:
+        left = self._producer.flush(self._timeout_s)
+        failure, self._failure = self._failure, None
+        if left or failure is not None:
+            what = failure.str() if failure is not None else f"{left} records undelivered"
+            if not self.exactly_once:
+                raise CheckpointFailed(f"outputs not delivered: {what}")
+            if failure is not None and _is_fatal(failure):
+                raise Fenced(f"the producer is fenced or failed: {what}")
+            raise _Abortable(what, failure)
+
+    def _call(self, step: Callable[[], None]) -> None:
+        """Run one transactional call, retrying what librdkafka calls retriable.
+
+        Raises:
+            Fenced: a fatal or fencing error.
+            _Abortable: the transaction must be aborted.
+        """
+        deadline = self._clock() + self._timeout_s
+        while True:
+            try:
+                step()
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if _is_fatal(error):
+                    raise Fenced(
+                        f"this worker was fenced or its producer failed ({error.str()}); another"
+                        " instance owns its work now: restart it"
+                    ) from exc
+                if error.txn_requires_abort():
+                    raise _Abortable(error.str(), error) from exc
+                if error.retriable() and self._clock() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise _Abortable(error.str(), error) from exc
+
+    def _abort(self, why: str) -> None:
+        log.warning("aborting the checkpoint: %s; records are processed again", why)
+        self._failure = None
+        if self.exactly_once and self._in_transaction:
+            try:
+                self._producer.abort_transaction(self._timeout_s)
+            except KafkaException as exc:
+                error = exc.args[0]
+                raise Fenced(f"could not abort the transaction: {error.str()}") from exc
+            self._in_transaction = False
+        self._changelog_offsets.clear()
+        for part in self._partitions.values():
+            part.overlay, part.next_offset = None, None
+        self.rewind()
+        self.aborts += 1
+        for listener in self._abort_listeners:
+            listener()
+
+    def _apply(self, touched: dict[int, _Partition]) -> None:
+        """Write each committed overlay to its store with the changelog offset it reached."""
+        offsets, self._changelog_offsets = self._changelog_offsets, {}
+        for p, part in touched.items():
+            assert part.overlay is not None
+            part.store.apply(part.overlay.writes(), changelog_offset=offsets[p])
+            part.overlay = None
+
+
+class _Abortable(Exception):
+    def __init__(self, message: str, error: KafkaError | None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    return bool(error.fatal()) or error.code() in _FENCED_CODES

@@ -1,0 +1,98 @@
+"""The runtime worker's settings: one typed, validated object per worker.
+
+Shared settings (bootstrap servers, topic prefix, partitions, size limit) come from
+:class:`runstate.settings.Settings`; what only a runtime worker needs is read from
+``RUNSTATE_RUNTIME_*`` variables and can be overridden by keyword (tests, the CLI).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runstate.errors import ConfigError
+from runstate.settings import Settings, load_settings
+from runstate.streams.topics import TopicNames
+
+__all__ = ["RuntimeConfig", "load_runtime_config"]
+
+
+class RuntimeConfig(BaseSettings):
+    """Everything one runtime worker is configured with; validated at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RUNSTATE_RUNTIME_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    worker_id: str = Field(
+        "worker-1", min_length=1, description="names the worker; fixes its transactional.id"
+    )
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("runstate", description="prefix of every topic name")
+    partitions: int = Field(6, ge=1, le=1000, description="partitions of the events topic")
+    replication_factor: int = Field(1, ge=1, description="replication of created topics")
+    data_dir: Path = Field(Path(".runstate/runtime"), description="local state stores")
+    max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger records are DLQ'd")
+    commit_interval_s: float = Field(0.1, gt=0, description="one checkpoint per interval")
+    batch_size: int = Field(500, ge=1, description="most records taken per consume()")
+    exactly_once: bool = Field(
+        True, description="Kafka transactions; False: at-least-once, idempotent reducer"
+    )
+    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session")
+    heartbeat_interval_ms: int = Field(1_000, ge=100, description="consumer group heartbeat")
+    transaction_timeout_ms: int = Field(
+        60_000, ge=1000, description="the broker aborts a transaction left open this long"
+    )
+    decoded_state_cache: int = Field(10_000, ge=0, description="decoded states kept (LRU)")
+    broker_timeout_s: float = Field(60.0, gt=0, description="longest wait on one broker call")
+    deadline_interval_s: float = Field(5.0, gt=0, description="approval deadline check period")
+    expiry_resend_s: float = Field(30.0, gt=0, description="re-send a lost expiry after this")
+    crash_at: str = Field(
+        "", description="tests only: 'point:n[,point:n]' exits 137 at the n-th pass of point"
+    )
+
+    @property
+    def names(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)
+
+    @property
+    def group_id(self) -> str:
+        return self.names.runtime_group
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per worker id, so a restarted worker fences its own older instance."""
+        return f"{self.group_id}-{self.worker_id}"
+
+
+def load_runtime_config(settings: Settings | None = None, **overrides: Any) -> RuntimeConfig:
+    """The worker's config: shared settings, then ``RUNSTATE_RUNTIME_*``, then overrides.
+
+    Overrides whose value is None are ignored, so CLI options can be passed straight through.
+
+    Raises:
+        ConfigError: a value is invalid; the message names the setting.
+    """
+    s = settings or load_settings()
+    shared = {
+        "bootstrap_servers": s.bootstrap_servers,
+        "topic_prefix": s.topic_prefix,
+        "partitions": s.partitions,
+        "replication_factor": s.replication_factor,
+        "max_event_bytes": s.max_event_bytes,
+        "data_dir": s.state_dir / "runtime",
+    }
+    try:
+        from_env = RuntimeConfig()
+        values = {**shared, **from_env.model_dump(exclude_unset=True)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return RuntimeConfig(**values)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid runtime settings: {problems}") from exc

@@ -1,0 +1,216 @@
+"""The poll loop: one consumer group member per worker, one checkpoint per interval.
+
+Per iteration: ``consume`` up to a batch of records (waiting at most until the next
+checkpoint is due), hand each partition's records, in order, to the task, and commit when
+the interval is up. The loop itself never waits on the broker per batch; only the
+checkpoint does, once per interval.
+
+Rebalances (cooperative-sticky, incremental):
+
+* assigned: the committed offset is fetched first (``read_committed`` waits for a pending
+  transactional commit to settle, so the offset and the changelog agree), then the
+  partition's store is restored from the same changelog partition to its end, then the
+  partition is consumed from that offset;
+* revoked: the checkpoint commits what is done *before* the partition is given up, then
+  the partition's store is closed and its cached states dropped;
+* lost (the group moved on without us, e.g. after a stall): nothing may be committed; the
+  transaction is aborted and the partition dropped.
+
+Clean shutdown (:meth:`Worker.stop`, e.g. on SIGTERM): a final checkpoint, then close.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from runstate.runs.dead_letters import SourceRecord
+from runstate.runtime.checkpoint import Checkpoint
+from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.expiries import ApprovalExpiries
+from runstate.runtime.restore_simple import PartitionRestorer
+from runstate.runtime.run_task import RunTask
+from runstate.runtime.store import Store
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Runs the run-state task over the partitions the group gives this worker."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        consumer: Consumer,
+        checkpoint: Checkpoint,
+        task: RunTask,
+        store: Store,
+        restore: PartitionRestorer,
+        expiries: ApprovalExpiries | None = None,
+    ) -> None:
+        self._config = config
+        self._topic = config.names.events
+        self._consumer = consumer
+        self._checkpoint = checkpoint
+        self._task = task
+        self._store = store
+        self._restore = restore
+        self._expiries = expiries
+        self._stopping = threading.Event()
+        self.records = 0
+        checkpoint.on_abort(self._task.forget)
+
+    def stop(self) -> None:
+        """Ask the loop to finish: it checkpoints and closes within one poll interval.
+        Safe from a signal handler."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Process until :meth:`stop`, then checkpoint and close.
+
+        Raises:
+            Fenced: another instance took over; this process must exit and be restarted.
+            CheckpointFailed: at-least-once outputs were not delivered.
+        """
+        self._checkpoint.start()
+        self._consumer.subscribe(
+            [self._topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+        clean = False
+        try:
+            while not self._stopping.is_set():
+                self._iterate()
+            self._checkpoint.commit()
+            clean = True
+        finally:
+            if clean:
+                self._consumer.close()  # revokes: a last (empty) checkpoint, leaves the group
+                self._checkpoint.close()
+            self._store.close()
+
+    def _iterate(self) -> None:
+        aborts = self._checkpoint.aborts
+        messages = self._consumer.consume(
+            self._config.batch_size, timeout=max(0.001, min(0.1, self._checkpoint.time_left()))
+        )
+        if self._checkpoint.aborts != aborts:
+            # An abort inside consume() (a revocation's checkpoint failed): records fetched
+            # before its rewind must not be processed; seek again and take them afresh.
+            self._checkpoint.rewind()
+            messages = []
+        owned = self._checkpoint.partitions
+        batches: dict[int, list[SourceRecord]] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._consumer_error(err)
+                continue
+            p = msg.partition()
+            if p is None or p not in owned:
+                continue  # fetched before a revocation
+            batches.setdefault(p, []).append(_source_record(msg))
+        for records in batches.values():
+            self._task.process(records, self._checkpoint)
+            self.records += len(records)
+        if self._expiries is not None and self._expiries.due():
+            self._expiries.send_due(self._checkpoint, owned=self._checkpoint.partitions)
+        if self._checkpoint.due():
+            self._checkpoint.commit()
+
+    def _consumer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("consumer: %s", err.str())
+
+    # -- rebalance callbacks (run inside consume()) ----------------------------------------
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        committed = self._stable_offsets(consumer, [tp.partition for tp in partitions])
+        start: list[TopicPartition] = []
+        for tp in committed:
+            store = self._store.open(tp.partition)
+            restored = self._restore(store)
+            if self._expiries is not None:
+                self._expiries.load_partition(tp.partition, self._task.states(store))
+            offset = tp.offset if tp.offset >= 0 else None
+            self._checkpoint.add_partition(tp.partition, store, offset)
+            start.append(
+                TopicPartition(
+                    self._topic, tp.partition, OFFSET_BEGINNING if offset is None else offset
+                )
+            )
+            log.info(
+                "partition %s assigned: %s changelog records restored, consuming from %s",
+                tp.partition,
+                restored,
+                offset,
+            )
+        consumer.incremental_assign(start)
+
+    def _stable_offsets(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
+        """The committed offsets, once no transaction that commits offsets for them is open.
+
+        ``read_committed`` makes the broker answer "unstable" while another member's
+        transaction holds offsets for these partitions (KIP-447); it is settled when that
+        member commits or aborts, at the latest when the broker times its transaction out.
+        Restoring before then could miss changelog records that the offsets will cover.
+        """
+        while True:
+            try:
+                return consumer.committed(
+                    [TopicPartition(self._topic, p) for p in partitions],
+                    timeout=self._config.broker_timeout_s,
+                )
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal() or self._stopping.is_set():
+                    raise
+                log.warning("committed offsets of %s not known yet: %s", partitions, error.str())
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._checkpoint.commit()
+        self._drop(partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._checkpoint.abort(f"partitions {sorted(tp.partition for tp in partitions)} lost")
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        gone = [tp.partition for tp in partitions]
+        for p in gone:
+            store = self._checkpoint.remove_partition(p)
+            if store is not None:
+                store.close()
+        self._task.forget(gone)
+        log.info("partitions %s given up", sorted(gone))
+
+
+def _source_record(msg: Message) -> SourceRecord:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    headers = tuple((str(k), v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs)
+    return SourceRecord(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=_as_bytes(msg.key()),
+        value=_as_bytes(msg.value()),
+        headers=headers,
+    )
+
+
+def _as_bytes(data: str | bytes | None) -> bytes | None:
+    return data.encode() if isinstance(data, str) else data

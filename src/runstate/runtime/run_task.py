@@ -1,0 +1,289 @@
+"""The run-state task on the runtime: raw event records in, state and outputs out.
+
+For each record of one partition, in offset order: :func:`~runstate.runs.intake.read_record`
+turns it into an event or a dead letter; the run's state is loaded through the partition's
+transaction (:class:`RunTable`), the pure reducer applied, and
+
+* :class:`~runstate.runs.reducer.Applied`: a ``RunStateChanged`` is produced (state-changes
+  topic, keyed by run id, same partition number);
+* :class:`~runstate.runs.reducer.Duplicate`: nothing new (the reducer already saw it);
+* :class:`~runstate.runs.reducer.Rejected`, undecodable input, or a reducer/codec failure: a
+  dead letter with the reason headers, never an exception that stops the partition.
+
+At the end of a batch each touched run's state is saved once and its latest state produced
+once (compacted run-state topic): intermediate states are in the changes already.
+
+Everything goes through a :class:`TaskContext` (the
+:class:`~runstate.runtime.checkpoint.Checkpoint`), so it is all inside the interval's Kafka
+transaction: a dead letter or change is visible exactly once, or not at all if the
+transaction aborts and the record is redone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from runstate.errors import DecodeError
+from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
+from runstate.runs.intake import EventDecoder, read_record
+from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
+from runstate.runs.state import RunState, RunStateChanged
+from runstate.runtime.store import PartitionStore, PartitionTransaction
+from runstate.streams.topics import TopicNames
+
+__all__ = ["RunTable", "RunTask", "StateCodec", "TaskContext", "WholeStateTable"]
+
+log = logging.getLogger(__name__)
+
+
+class StateCodec(Protocol):
+    """Avro bytes of states and changes (:class:`runstate.runs.state_codec.StateCodec`)."""
+
+    def encode_state(self, state: RunState) -> bytes: ...
+
+    def decode_state(self, data: bytes) -> RunState: ...
+
+    def encode_change(self, change: RunStateChanged) -> bytes: ...
+
+
+class TaskContext(Protocol):
+    """What the task writes through: the interval's transaction (the checkpoint)."""
+
+    def transaction(self, partition: int) -> PartitionTransaction: ...
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None: ...
+
+    def processed(self, partition: int, offset: int) -> None: ...
+
+
+class RunTable(Protocol):
+    """How a run's state is laid out in the partition store.
+
+    One whole-state value per run today (:class:`WholeStateTable`); a head plus collections
+    layout can replace it without the task changing.
+    """
+
+    def load(self, txn: PartitionTransaction, run_id: str) -> RunState | None:
+        """The run's state as this interval sees it (None: no run yet).
+
+        Raises:
+            DecodeError: the stored bytes are not a readable state.
+        """
+        ...
+
+    def save(self, txn: PartitionTransaction, old: RunState | None, new: RunState) -> None:
+        """Write ``new`` (``old`` is what :meth:`load` gave, for layouts that write diffs)."""
+        ...
+
+    def states(self, store: PartitionStore) -> Iterator[RunState]:
+        """Every run's committed state in the partition (to rebuild indexes after a restore).
+
+        Raises:
+            DecodeError: stored bytes are not a readable state.
+        """
+        ...
+
+
+class WholeStateTable:
+    """The whole state, Avro-encoded, under the run id's UTF-8 bytes."""
+
+    def __init__(self, codec: StateCodec) -> None:
+        self._codec = codec
+
+    def load(self, txn: PartitionTransaction, run_id: str) -> RunState | None:
+        raw = txn.get(run_id.encode())
+        return None if raw is None else self._codec.decode_state(raw)
+
+    def save(self, txn: PartitionTransaction, old: RunState | None, new: RunState) -> None:
+        txn.set(new.run_id.encode(), self._codec.encode_state(new))
+
+    def states(self, store: PartitionStore) -> Iterator[RunState]:
+        for _key, raw in store.items(b"", _AFTER_EVERY_KEY):
+            yield self._codec.decode_state(raw)
+
+
+#: Above every run id's UTF-8 bytes (0xFF never occurs in UTF-8).
+_AFTER_EVERY_KEY = b"\xff"
+
+
+@dataclass
+class _Touched:
+    partition: int
+    old: RunState | None
+    new: RunState
+
+
+class RunTask:
+    """Applies events of the events topic to the run table and emits the results."""
+
+    def __init__(
+        self,
+        *,
+        table: RunTable,
+        codec: StateCodec,
+        decode: EventDecoder,
+        names: TopicNames,
+        worker_id: str,
+        max_event_bytes: int,
+        cache_size: int = 10_000,
+        on_state: Callable[[int, RunState], None] | None = None,
+    ) -> None:
+        self._table = table
+        self._codec = codec
+        self._decode = decode
+        self._names = names
+        self._worker_id = worker_id
+        self._max_event_bytes = max_event_bytes
+        self._cache = _RecentStates(cache_size)
+        self._on_state = on_state
+
+    def process(self, records: Sequence[SourceRecord], ctx: TaskContext) -> list[str]:
+        """Handle records of one partition in order; ``applied``/``duplicate``/``dead_letter``
+        each.
+
+        Raises:
+            Exception: only for the machine's failures (a store read, the producer fenced),
+                never for a bad record; the worker must stop.
+        """
+        touched: dict[str, _Touched] = {}
+        outcomes = [self._one(record, ctx, touched) for record in records]
+        for run_id, t in touched.items():
+            self._table.save(ctx.transaction(t.partition), t.old, t.new)
+            ctx.produce(
+                self._names.latest_state,
+                run_id.encode(),
+                self._codec.encode_state(t.new),
+                partition=t.partition,
+            )
+            self._cache.remember(run_id, t.partition, t.new)
+            if self._on_state is not None:
+                self._on_state(t.partition, t.new)
+        return outcomes
+
+    def states(self, store: PartitionStore) -> Iterator[RunState]:
+        """Every run's committed state in ``store`` (see :meth:`RunTable.states`)."""
+        return self._table.states(store)
+
+    def forget(self, partitions: Collection[int] | None = None) -> None:
+        """Drop cached states (all, after an abort; of ``partitions``, when they leave)."""
+        self._cache.forget(partitions)
+
+    def _one(self, record: SourceRecord, ctx: TaskContext, touched: dict[str, _Touched]) -> str:
+        p = record.partition
+        item = read_record(record, decode=self._decode, max_event_bytes=self._max_event_bytes)
+        if isinstance(item, DeadLetter):
+            return self._dead_letter(item, ctx)
+        run_id = item.run_id
+        try:
+            state = self._load(run_id, p, ctx, touched)
+        except DecodeError as exc:
+            return self._processing_error(record, exc, ctx)
+        try:
+            outcome: Outcome = apply(state, item, offset=record.offset)
+            change = (
+                self._codec.encode_change(outcome.change) if isinstance(outcome, Applied) else None
+            )
+        except Exception as exc:  # a reducer or codec bug must not stop the partition
+            log.exception("processing %s[%s]@%s failed", record.topic, p, record.offset)
+            return self._processing_error(record, exc, ctx)
+        if isinstance(outcome, Applied):
+            assert change is not None
+            ctx.produce(self._names.state_changes, record.key, change, partition=p)
+            earlier = touched.get(run_id)
+            touched[run_id] = _Touched(p, earlier.old if earlier else state, outcome.state)
+            ctx.processed(p, record.offset)
+            return "applied"
+        if isinstance(outcome, Duplicate):
+            ctx.processed(p, record.offset)
+            return "duplicate"
+        return self._dead_letter(
+            DeadLetter(record, DeadLetterReason.REJECTED, outcome.code.value, outcome.reason), ctx
+        )
+
+    def _load(
+        self, run_id: str, partition: int, ctx: TaskContext, touched: dict[str, _Touched]
+    ) -> RunState | None:
+        if run_id in touched:
+            return touched[run_id].new
+        cached = self._cache.get(run_id)
+        if cached is not None:
+            return cached
+        return self._table.load(ctx.transaction(partition), run_id)
+
+    def _processing_error(self, record: SourceRecord, exc: Exception, ctx: TaskContext) -> str:
+        return self._dead_letter(
+            DeadLetter(
+                record,
+                DeadLetterReason.PROCESSING_ERROR,
+                type(exc).__name__,
+                f"{type(exc).__name__}: {exc}",
+            ),
+            ctx,
+        )
+
+    def _dead_letter(self, letter: DeadLetter, ctx: TaskContext) -> str:
+        src = letter.source
+        log.warning(
+            "dead letter %s[%s]@%s: %s %s",
+            src.topic,
+            src.partition,
+            src.offset,
+            letter.reason.value,
+            letter.detail,
+        )
+        headers: list[tuple[str, str | bytes | None]] = list(
+            letter.headers(worker_id=self._worker_id)
+        )
+        ctx.produce(self._names.dead_letters, src.key, src.value, headers=headers)
+        ctx.processed(src.partition, src.offset)
+        return "dead_letter"
+
+
+class _RecentStates:
+    """Decoded states of recently saved runs, by run id: decoding costs more than applying.
+
+    Entries may hold writes not yet committed, so the owner must :meth:`forget` all of them
+    when a transaction aborts, and a partition's when the partition leaves this worker.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[str, tuple[int, RunState]] = OrderedDict()
+
+    def get(self, run_id: str) -> RunState | None:
+        entry = self._entries.get(run_id)
+        if entry is None:
+            return None
+        self._entries.move_to_end(run_id)
+        return entry[1]
+
+    def remember(self, run_id: str, partition: int, state: RunState) -> None:
+        if self._limit <= 0:
+            return
+        self._entries[run_id] = (partition, state)
+        self._entries.move_to_end(run_id)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+    def forget(self, partitions: Collection[int] | None = None) -> None:
+        if partitions is None:
+            self._entries.clear()
+            return
+        gone = set(partitions)
+        for run_id in [r for r, (p, _) in self._entries.items() if p in gone]:
+            del self._entries[run_id]
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,49 @@
+"""The runtime's settings and crash points: validated at start-up, with clear messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from runstate.errors import ConfigError
+from runstate.runtime import fault_hooks
+from runstate.runtime.config import load_runtime_config
+from runstate.runtime.fault_hooks import CrashPoints
+from runstate.settings import Settings
+
+
+def test_settings_come_from_runstate_runtime_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNSTATE_RUNTIME_COMMIT_INTERVAL_S", "0.5")
+    monkeypatch.setenv("RUNSTATE_RUNTIME_WORKER_ID", "w-7")
+    monkeypatch.setenv("RUNSTATE_RUNTIME_EXACTLY_ONCE", "false")
+    config = load_runtime_config(Settings(topic_prefix="acme"), batch_size=10)
+    assert (config.commit_interval_s, config.worker_id, config.batch_size) == (0.5, "w-7", 10)
+    assert config.exactly_once is False
+    assert config.names.runs_changelog == "acme.runs-changelog"
+    assert config.group_id == "acme-runs"
+    assert config.transactional_id == "acme-runs-w-7"  # stable: a restart fences its old self
+
+
+def test_a_bad_setting_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNSTATE_RUNTIME_COMMIT_INTERVAL_S", "0")
+    with pytest.raises(ConfigError, match="commit_interval_s"):
+        load_runtime_config(Settings())
+
+
+def test_crash_points_exit_137_on_the_armed_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(fault_hooks.os, "_exit", exits.append)
+    points = CrashPoints("after_commit:3, before_commit:1")
+    points.reached("after_commit")
+    points.reached("after_commit")
+    points.reached("after_apply")  # not armed
+    assert exits == []
+    points.reached("after_commit")
+    assert exits == [137]
+    points.reached("before_commit")
+    assert exits == [137, 137]
+
+
+@pytest.mark.parametrize("spec", ["somewhere:1", "after_commit", "after_commit:0"])
+def test_a_bad_crash_point_is_refused(spec: str) -> None:
+    with pytest.raises(ConfigError, match="bad crash point"):
+        CrashPoints(spec)

@@ -1,0 +1,138 @@
+"""Checkpoints at the edges: nothing visible before a commit, a final one on stop, and one
+before a revoked partition is given up (cooperative rebalance to a second worker).
+
+The workers run in-process with a checkpoint interval far longer than the test, so every
+commit seen here is one of those edge checkpoints, not a timed one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from runstate.runtime.app import build_worker
+from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.loop import Worker
+from runstate.streams.topics import TopicNames
+from tests.polling import assert_eventually
+from tests.runtime.support import (
+    agent_runs,
+    check_outputs,
+    create_topics,
+    interleave,
+    produce_events,
+    read,
+    runtime_config,
+)
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+NEVER_S = 3600.0  # the timed checkpoint never comes within a test
+
+
+class Running:
+    """A worker on a thread; ``stop`` makes its final checkpoint and re-raises its error."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # re-raised by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self._thread.join(60)
+        assert not self._thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def test_outputs_stay_invisible_until_the_final_checkpoint_on_stop(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    names = TopicNames(unique_name("rtf"))
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    events = list(interleave(agent_runs(20, prefix="run", seed=3), seed=3))
+    produce_events(kafka_bootstrap, names, events)
+    config = runtime_config(
+        kafka_bootstrap,
+        names,
+        PARTITIONS,
+        commit_interval_s=NEVER_S,
+        transaction_timeout_ms=120_000,
+    )
+    running = Running(build_worker(config))
+    try:
+        assert_eventually(
+            lambda: running.worker.records == len(events) or running.error is not None,
+            timeout_s=60,
+            what="every event processed",
+        )
+        # processed and produced, inside an open transaction: a read_committed reader sees none
+        assert read(kafka_bootstrap, names.state_changes) == []
+        assert read(kafka_bootstrap, names.runs_changelog) == []
+    finally:
+        running.stop()
+    verdict = check_outputs(kafka_bootstrap, names)
+    assert verdict.complete and verdict.problems == [], verdict.problems
+
+
+def test_a_revoked_partition_is_committed_before_it_moves(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    names = TopicNames(unique_name("rtr"))
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    runs = agent_runs(40, prefix="run", seed=4)
+    events = list(interleave(runs, seed=4))
+    half = len(events) // 2
+    produce_events(kafka_bootstrap, names, events[:half])
+
+    def config(worker_id: str) -> RuntimeConfig:
+        return runtime_config(
+            kafka_bootstrap,
+            names,
+            PARTITIONS,
+            worker_id=worker_id,
+            commit_interval_s=NEVER_S,
+            transaction_timeout_ms=120_000,
+        )
+
+    first = Running(build_worker(config("w-1")))
+    second: Running | None = None
+    try:
+        assert_eventually(
+            lambda: first.worker.records == half or first.error is not None,
+            timeout_s=60,
+            what="the first half processed by w-1",
+        )
+        assert read(kafka_bootstrap, names.state_changes) == []  # nothing committed yet
+        second = Running(build_worker(config("w-2")))
+        # w-1 gives partitions up to w-2: its revocation checkpoint makes them visible
+        assert_eventually(
+            lambda: len(read(kafka_bootstrap, names.state_changes)) > 0,
+            timeout_s=60,
+            what="the revocation checkpoint committed",
+        )
+        produce_events(kafka_bootstrap, names, events[half:])
+        both = (first, second)
+        assert_eventually(
+            lambda: sum(r.worker.records for r in both) >= len(events),
+            timeout_s=60,
+            what="every event processed by one of them",
+        )
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+    verdict = check_outputs(kafka_bootstrap, names)
+    assert verdict.complete and verdict.problems == [], verdict.problems
+    assert set(verdict.change_counts.values()) == {1}
