@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -22,8 +23,11 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from runstate.runs.dead_letters import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION
+from runstate.runs.layout import load_run
+from runstate.runs.run_index import rebuild_indexes
 from runstate.runs.state_codec import decode_change, decode_state
 from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.schemas.events import AgentEvent
 from runstate.streams.producer import EventProducer
 from runstate.streams.reader import RawRecord, read_topic
@@ -50,6 +54,9 @@ def runtime_config(
         "session_timeout_ms": 6000,
         "transaction_timeout_ms": 10_000,
         "broker_timeout_s": 60.0,
+        # Each config its own folder: workers of different tests never share a store.
+        "data_dir": Path(tempfile.mkdtemp(prefix="runstate-runtime-")),
+        "web_port": 0,
     }
     values.update(kw)
     return RuntimeConfig(**values)  # type: ignore[arg-type]
@@ -200,16 +207,31 @@ def check_outputs(
     missing = set(expected.changes) - set(changes)
     if missing:
         v.problems.append(f"{len(missing)} changes missing, e.g. {sorted(missing)[:5]}")
-    for topic in (names.latest_state, names.runs_changelog):
-        last: dict[bytes, bytes | None] = {}
-        for r in read(bootstrap, topic):
-            if r.key is not None:
-                last[r.key] = r.value
-        for run_id, state in expected.states.items():
-            raw = last.get(run_id.encode())
-            if raw is None or decode_state(raw) != state:
-                v.problems.append(f"{topic}: {run_id} is not the fold's final state")
-                break
+    last: dict[bytes, bytes | None] = {}
+    for r in read(bootstrap, names.latest_state):
+        if r.key is not None:
+            last[r.key] = r.value
+    for run_id, state in expected.states.items():
+        raw = last.get(run_id.encode())
+        if raw is None or decode_state(raw) != state:
+            v.problems.append(f"{names.latest_state}: {run_id} is not the fold's final state")
+            break
+    # The changelog holds each run's layout (head, entries, index keys): what a restore
+    # rebuilds from it must be the fold's state, with exact indexes.
+    stores: dict[int, MemoryPartitionStore] = {}
+    for r in read(bootstrap, names.runs_changelog):
+        if r.key is not None:
+            store = stores.setdefault(r.partition, MemoryPartitionStore(r.partition))
+            store.apply([(r.key, r.value)], changelog_offset=r.offset)
+    for run_id, state in expected.states.items():
+        restored = [s for store in stores.values() if (s := load_run(store, run_id)) is not None]
+        if restored != [state]:
+            v.problems.append(f"{names.runs_changelog}: {run_id} is not the fold's final state")
+            break
+    for store in stores.values():
+        if rebuild_indexes(store):
+            v.problems.append(f"{names.runs_changelog}: indexes of partition differ from heads")
+            break
     sources: Counter[tuple[bytes | None, bytes | None]] = Counter()
     for r in read(bootstrap, names.dead_letters):
         sources[(r.header(HEADER_SOURCE_PARTITION), r.header(HEADER_SOURCE_OFFSET))] += 1
@@ -246,6 +268,9 @@ class WorkerProcess:
             "RUNSTATE_RUNTIME_BROKER_TIMEOUT_S": str(c.broker_timeout_s),
             "RUNSTATE_RUNTIME_CRASH_AT": crash_at,
             "RUNSTATE_RUNTIME_EXACTLY_ONCE": str(c.exactly_once).lower(),
+            "RUNSTATE_RUNTIME_DATA_DIR": str(c.data_dir),
+            "RUNSTATE_RUNTIME_STORE": c.store,
+            "RUNSTATE_RUNTIME_WEB_PORT": str(c.web_port),
         }
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self.starts + 1} crash_at={crash_at!r} ===\n".encode())

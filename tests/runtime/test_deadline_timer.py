@@ -44,12 +44,13 @@ def test_only_pending_approvals_past_due_expire_once_until_resend(
         store.apply(run_writes(None, state), changelog_offset=i)
     timer = DeadlineTimer(lambda p: store if p == 2 else None, producer="w1", resend_s=30)
 
-    first = timer.due([2, 5], T0, clock=100.0)
+    first = [e for _p, e in timer.due([2, 5], T0, clock=100.0)]
     assert [e.run_id for e in first] == ["late"]
+    assert timer.due([2], T0, clock=100.5) == []
     assert first[0].event_id == expiry_event_id("late", "sha256:late", overdue.approval.due_at)
     assert first[0].occurred_at >= overdue.approval.due_at
     assert timer.due([2], T0, clock=110.0) == []  # sent, not yet applied: not again
-    assert [e.run_id for e in timer.due([2], T0, clock=131.0)] == ["late"]  # re-sent
+    assert [(p, e.run_id) for p, e in timer.due([2], T0, clock=131.0)] == [(2, "late")]
 
     expired = replace(
         overdue,
@@ -58,7 +59,7 @@ def test_only_pending_approvals_past_due_expire_once_until_resend(
     )
     store.apply(run_writes(overdue, expired), changelog_offset=9)
     ten_past = timer.due([2], T0 + timedelta(minutes=10), clock=300.0)
-    assert [e.run_id for e in ten_past] == ["later"]  # "late" left the index when applied
+    assert [e.run_id for _p, e in ten_past] == ["later"]  # "late" left the index when applied
 
 
 def test_a_tick_sends_at_most_its_limit(run_state_factory: RunStateFactory) -> None:

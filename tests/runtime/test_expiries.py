@@ -1,15 +1,18 @@
-"""Approval deadlines on the runtime, without Kafka."""
+"""Approval deadlines on the runtime, without Kafka: the task writes the due-time index,
+the expiries read it from the committed store."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from runstate.runs.layout import load_run
 from runstate.runs.reducer import fold
 from runstate.runs.state import ApprovalOutcome
 from runstate.runtime.expiries import ApprovalExpiries
-from runstate.runtime.run_task import WholeStateTable
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import ApprovalExpired
 from tests.factories import RunBuilder
-from tests.runtime.test_run_task import CODEC, NAMES, Context, _records, _task
+from tests.runtime.test_run_task import NAMES, Context, _records, _task
 
 
 def _waiting(run_id: str, seed: int) -> RunBuilder:
@@ -22,40 +25,37 @@ def _waiting(run_id: str, seed: int) -> RunBuilder:
 
 def test_an_overdue_approval_is_expired_once_per_resend_period() -> None:
     clock = [100.0]
-    expiries = ApprovalExpiries(
-        names=NAMES, worker_id="w1", interval_s=1.0, resend_s=30.0, clock=lambda: clock[0]
-    )
-    state = fold(_waiting("run-e", seed=1).events)
-    assert state is not None
-    expiries.observe(2, state)
     ctx = Context()
-    assert expiries.send_due(ctx, owned={0, 1}) == 0  # not ours
-    assert expiries.send_due(ctx, owned={2}) == 1
-    [out] = ctx.outputs
+    events = _waiting("run-e", seed=1).events
+    _task().process(_records(events, partition=2), ctx)
+    ctx.commit()
+    store = ctx.store.open(2)
+    expiries = ApprovalExpiries(
+        lambda p: store if p == 2 else None,
+        names=NAMES,
+        worker_id="w1",
+        interval_s=1.0,
+        resend_s=30.0,
+        clock=lambda: clock[0],
+    )
+    out_ctx = Context()
+    assert expiries.send_due(out_ctx, owned={0, 1}) == 0  # not ours
+    assert expiries.send_due(out_ctx, owned={2}) == 1
+    [out] = out_ctx.outputs
     assert (out.topic, out.key, out.partition) == (NAMES.events, b"run-e", 2)
     event = decode_event(out.value or b"")
     assert isinstance(event, ApprovalExpired) and event.run_id == "run-e"
     clock[0] += 5
-    assert expiries.send_due(ctx, owned={2}) == 0  # sent recently
+    assert expiries.send_due(out_ctx, owned={2}) == 0  # sent recently
     clock[0] += 30
-    assert expiries.send_due(ctx, owned={2}) == 1  # the first copy may have been lost
-    applied = fold([*_waiting("run-e", seed=1).events, event])
-    assert applied is not None and applied.approval is not None
-    assert applied.approval.outcome is ApprovalOutcome.EXPIRED
-    expiries.observe(2, applied)
-    clock[0] += 60
-    assert expiries.send_due(ctx, owned={2}) == 0  # nothing pending any more
+    assert expiries.send_due(out_ctx, owned={2}) == 1  # the first copy may have been lost
 
-
-def test_the_task_keeps_the_index_current_and_a_restored_store_fills_it() -> None:
-    seen: list[tuple[int, str]] = []
-    task = _task()
-    task._on_state = lambda p, s: seen.append((p, s.run_id))
-    ctx = Context()
-    task.process(_records(_waiting("run-w", seed=2).events, partition=1), ctx)
-    assert seen == [(1, "run-w")]
+    # Applied (through the task, as the events topic would bring it back): no longer due.
+    _task().process(_records([event], partition=2, first=len(events)), ctx)
     ctx.commit()
-    [state] = list(WholeStateTable(CODEC).states(ctx.store.open(1)))
-    expiries = ApprovalExpiries(names=NAMES, worker_id="w1")
-    expiries.load_partition(1, [state])
-    assert len(expiries.index) == 1
+    applied = load_run(store, "run-e")
+    assert applied is not None and applied.approval is not None
+    assert replace(applied, last_offset=None) == fold([*events, event])
+    assert applied.approval.outcome is ApprovalOutcome.EXPIRED
+    clock[0] += 60
+    assert expiries.send_due(out_ctx, owned={2}) == 0  # nothing pending any more

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,8 +45,10 @@ class Source:
     committed: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def reader(self, partition: int) -> KeyValueReader | None:
-        return self.stores.get(partition)
+    @contextmanager
+    def reading(self, partition: int) -> Iterator[KeyValueReader | None]:
+        with self.lock:
+            yield self.stores.get(partition)
 
     def processed_through(self, partition: int) -> int | None:
         return self.committed.get(partition)

@@ -12,9 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from runstate.runtime.app import build_worker
+from runstate.runtime.app import RuntimeWorker, build_worker
 from runstate.runtime.config import RuntimeConfig
-from runstate.runtime.loop import Worker
 from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
 from tests.runtime.support import (
@@ -36,7 +35,7 @@ NEVER_S = 3600.0  # the timed checkpoint never comes within a test
 class Running:
     """A worker on a thread; ``stop`` makes its final checkpoint and re-raises its error."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: RuntimeWorker) -> None:
         self.worker = worker
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -73,7 +72,7 @@ def test_outputs_stay_invisible_until_the_final_checkpoint_on_stop(
     running = Running(build_worker(config))
     try:
         assert_eventually(
-            lambda: running.worker.records == len(events) or running.error is not None,
+            lambda: running.worker.worker.records == len(events) or running.error is not None,
             timeout_s=60,
             what="every event processed",
         )
@@ -110,7 +109,7 @@ def test_a_revoked_partition_is_committed_before_it_moves(
     second: Running | None = None
     try:
         assert_eventually(
-            lambda: first.worker.records == half or first.error is not None,
+            lambda: first.worker.worker.records == half or first.error is not None,
             timeout_s=60,
             what="the first half processed by w-1",
         )
@@ -125,7 +124,7 @@ def test_a_revoked_partition_is_committed_before_it_moves(
         produce_events(kafka_bootstrap, names, events[half:])
         both = (first, second)
         assert_eventually(
-            lambda: sum(r.worker.records for r in both) >= len(events),
+            lambda: sum(r.worker.worker.records for r in both) >= len(events),
             timeout_s=60,
             what="every event processed by one of them",
         )

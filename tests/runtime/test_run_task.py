@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
 from runstate.runs.dead_letters import HEADER_REASON, DeadLetterReason, SourceRecord
+from runstate.runs.layout import load_run
 from runstate.runs.reducer import fold
 from runstate.runs.state import RunState
 from runstate.runs.state_codec import StateCodec
 from runstate.runtime import run_task
 from runstate.runtime.memory_store import MemoryStore
-from runstate.runtime.run_task import RunTask, WholeStateTable
+from runstate.runtime.run_task import LayoutTable, RunTask
 from runstate.runtime.store import PartitionTransaction
 from runstate.schemas.convert import decode_event, encode_event
 from runstate.schemas.events import AgentEvent, StepStarted
@@ -80,18 +80,15 @@ class Context:
         return [o for o in self.outputs if o.topic == topic]
 
 
-def _task(
-    cache_size: int = 100, on_state: Callable[[int, RunState], None] | None = None
-) -> RunTask:
+def _task(cache_size: int = 100) -> RunTask:
     return RunTask(
-        table=WholeStateTable(CODEC),
+        table=LayoutTable(),
         codec=CODEC,
         decode=_decode,
         names=NAMES,
         worker_id="w1",
         max_event_bytes=64 * 1024,
         cache_size=cache_size,
-        on_state=on_state,
     )
 
 
@@ -103,9 +100,9 @@ def _records(events: list[AgentEvent], *, partition: int = 0, first: int = 0) ->
 
 
 def _stored(ctx: Context, run_id: str, partition: int = 0) -> RunState:
-    raw = ctx.transaction(partition).get(run_id.encode())
-    assert raw is not None
-    return CODEC.decode_state(raw)
+    state = load_run(ctx.transaction(partition), run_id)
+    assert state is not None
+    return state
 
 
 def test_applied_events_make_one_change_each_and_one_latest_state_per_run() -> None:

@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-from runstate.errors import ConfigError
+from runstate.errors import ConfigError, QueryError
 from runstate.runtime.app import build_worker, ensure_runtime_topics
 from runstate.runtime.checkpoint import CheckpointFailed, Fenced
 from runstate.runtime.config import load_runtime_config
@@ -42,6 +42,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         worker.run()
+    except QueryError as exc:
+        print(f"runstate runtime: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except Fenced as exc:
         print(f"runstate runtime: {exc}", file=sys.stderr)
         return EXIT_FENCED

@@ -1,8 +1,9 @@
-"""Assembles one runtime worker from its config: clients, store, task, checkpoint, restore."""
+"""Assembles one runtime worker from its config: clients, store, task, checkpoint, restore,
+approval expiries and the query API."""
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, Producer
+from dataclasses import dataclass
 
 from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
@@ -13,17 +14,26 @@ from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.loop import Worker
 from runstate.runtime.memory_store import MemoryStore
-from runstate.runtime.restore_simple import ChangelogReplay, PartitionRestorer
-from runstate.runtime.run_task import RunTask, WholeStateTable
+from runstate.runtime.owners import GroupOwners, kafka_describe
+from runstate.runtime.query_api import QueryServer
+from runstate.runtime.recovery import (
+    AssignedRestore,
+    ChangelogRestorer,
+    PartitionRestorer,
+    changelog_consumer,
+)
+from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
+from runstate.runtime.run_task import LayoutTable, RunTask
 from runstate.runtime.store import Store
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent
+from runstate.streams import clients
 from runstate.streams.schema_topic import SchemaTopicSource
-from runstate.streams.topics import admin_client, ensure_topics, topic_specs
+from runstate.streams.topics import ensure_topics, topic_specs
 
-__all__ = ["build_worker", "ensure_runtime_topics"]
+__all__ = ["RuntimeWorker", "build_worker", "ensure_runtime_topics"]
 
 
 def ensure_runtime_topics(config: RuntimeConfig) -> None:
@@ -33,19 +43,55 @@ def ensure_runtime_topics(config: RuntimeConfig) -> None:
         TopicMismatch: an existing topic has another partition count or cleanup policy.
     """
     ensure_topics(
-        admin_client(config.bootstrap_servers),
+        clients.admin_client(config.bootstrap_servers),
         topic_specs(config.names, partitions=config.partitions),
         replication_factor=config.replication_factor,
     )
 
 
+@dataclass
+class RuntimeWorker:
+    """A worker and the query API that serves its state (None with ``web_port=0``)."""
+
+    worker: Worker
+    queries: QueryServer | None
+
+    def run(self) -> None:
+        """Serve queries and process until :meth:`stop`; see :meth:`Worker.run`.
+
+        Raises:
+            QueryError: the query API's port cannot be bound.
+            Fenced: another instance took over.
+            CheckpointFailed: at-least-once outputs were not delivered.
+        """
+        if self.queries is not None:
+            self.queries.start()
+        try:
+            self.worker.run()
+        finally:
+            if self.queries is not None:
+                self.queries.stop()
+
+    def stop(self) -> None:
+        """Ask the worker to finish (safe from a signal handler)."""
+        self.worker.stop()
+
+
+def _store(config: RuntimeConfig) -> Store:
+    if config.store == "memory":
+        return MemoryStore()
+    return RocksDBStore(
+        config.data_dir, options=RocksDBOptions(block_cache_bytes=config.block_cache_bytes)
+    )
+
+
 def build_worker(
     config: RuntimeConfig, *, store: Store | None = None, restore: PartitionRestorer | None = None
-) -> Worker:
-    """A worker ready to :meth:`~runstate.runtime.loop.Worker.run`.
+) -> RuntimeWorker:
+    """A worker ready to run, with its query API.
 
-    ``store`` defaults to memory (every partition is restored from the changelog when
-    assigned) until the RocksDB store lands; ``restore`` to :class:`ChangelogReplay`.
+    ``store`` defaults to RocksDB under ``data_dir`` (or memory, per ``config.store``);
+    ``restore`` to a read_committed :class:`ChangelogRestorer` of the runtime's changelog.
 
     Raises:
         ConfigError: ``crash_at`` names an unknown crash point.
@@ -62,8 +108,8 @@ def build_worker(
         return decode_event(data, codec=codec, topic=topic, partition=partition, offset=offset)
 
     state_codec = StateCodec(codec)
-    consumer = Consumer(consumer_settings(config))
-    producer = Producer(
+    consumer = clients.consumer(consumer_settings(config))
+    producer = clients.producer(
         producer_settings(
             config.bootstrap_servers,
             transactional_id=config.transactional_id if config.exactly_once else None,
@@ -81,31 +127,49 @@ def build_worker(
         timeout_s=config.broker_timeout_s,
         crash_points=CrashPoints(config.crash_at),
     )
-    expiries = ApprovalExpiries(
-        names=names,
-        worker_id=config.worker_id,
-        interval_s=config.deadline_interval_s,
-        resend_s=config.expiry_resend_s,
-    )
     task = RunTask(
-        table=WholeStateTable(state_codec),
+        table=LayoutTable(),
         codec=state_codec,
         decode=decode,
         names=names,
         worker_id=config.worker_id,
         max_event_bytes=config.max_event_bytes,
         cache_size=config.decoded_state_cache,
-        on_state=expiries.observe,
     )
-    return Worker(
+    if restore is None:
+        restore = AssignedRestore(
+            ChangelogRestorer(
+                changelog_consumer(config.bootstrap_servers),
+                names.runs_changelog,
+                stall_timeout_s=config.broker_timeout_s,
+            )
+        )
+    worker = Worker(
         config,
         consumer=consumer,
         checkpoint=checkpoint,
         task=task,
-        store=store or MemoryStore(),
-        restore=restore
-        or ChangelogReplay(
-            config.bootstrap_servers, names.runs_changelog, timeout_s=config.broker_timeout_s
+        store=store or _store(config),
+        restore=restore,
+        expiries=ApprovalExpiries(
+            checkpoint.committed_store,
+            names=names,
+            worker_id=config.worker_id,
+            interval_s=config.deadline_interval_s,
+            resend_s=config.expiry_resend_s,
         ),
-        expiries=expiries,
     )
+    queries = None
+    if config.web_port:
+        owners = GroupOwners(
+            kafka_describe(config.bootstrap_servers, config.group_id, names.events)
+        )
+        queries = QueryServer(
+            worker,
+            owners,
+            host=config.web_host,
+            port=config.web_port,
+            url=config.url,
+            default_timeout_s=config.query_timeout_s,
+        )
+    return RuntimeWorker(worker, queries)

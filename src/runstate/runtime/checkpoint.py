@@ -146,6 +146,17 @@ class Checkpoint:
         part = self._partitions.pop(partition, None)
         return None if part is None else part.store
 
+    def committed_store(self, partition: int) -> PartitionStore | None:
+        """The store of an owned partition: what the last committed transaction left (the
+        interval's writes are in the overlay until the commit applies them)."""
+        part = self._partitions.get(partition)
+        return None if part is None else part.store
+
+    def committed_offset(self, partition: int) -> int | None:
+        """The next offset to consume after the last commit, or None if never committed."""
+        part = self._partitions.get(partition)
+        return None if part is None else part.committed
+
     @property
     def partitions(self) -> set[int]:
         return set(self._partitions)

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.owners import client_id
 
 __all__ = [
     "DeliveryReport",
@@ -98,7 +99,8 @@ def consumer_settings(config: RuntimeConfig) -> dict[str, Any]:
     return {
         "bootstrap.servers": config.bootstrap_servers,
         "group.id": config.group_id,
-        "client.id": config.worker_id,
+        # Names the worker and its query URL: the group's member list is the owner map.
+        "client.id": client_id(config.worker_id, config.url),
         "partition.assignment.strategy": "cooperative-sticky",
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

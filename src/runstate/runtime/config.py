@@ -8,7 +8,7 @@ Shared settings (bootstrap servers, topic prefix, partitions, size limit) come f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
@@ -51,6 +51,13 @@ class RuntimeConfig(BaseSettings):
     broker_timeout_s: float = Field(60.0, gt=0, description="longest wait on one broker call")
     deadline_interval_s: float = Field(5.0, gt=0, description="approval deadline check period")
     expiry_resend_s: float = Field(30.0, gt=0, description="re-send a lost expiry after this")
+    store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="local stores: rocksdb (kept across restarts) or memory"
+    )
+    block_cache_bytes: int = Field(64 * 1024 * 1024, ge=1 << 20, description="RocksDB cache")
+    web_host: str = Field("127.0.0.1", description="interface of the HTTP query API")
+    web_port: int = Field(6066, ge=0, le=65535, description="port of the query API; 0: none")
+    query_timeout_s: float = Field(5.0, gt=0, description="default read-your-writes wait")
     crash_at: str = Field(
         "", description="tests only: 'point:n[,point:n]' exits 137 at the n-th pass of point"
     )
@@ -58,6 +65,11 @@ class RuntimeConfig(BaseSettings):
     @property
     def names(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
+
+    @property
+    def url(self) -> str:
+        """Where other workers reach this one's query API (carried in its ``client.id``)."""
+        return f"http://{self.web_host}:{self.web_port}"
 
     @property
     def group_id(self) -> str:

@@ -53,10 +53,11 @@ class DeadlineTimer:
 
     def due(
         self, partitions: Iterable[int], now: datetime, *, clock: float | None = None
-    ) -> list[ApprovalExpired]:
-        """The expiries to produce now (and remember them as sent)."""
+    ) -> list[tuple[int, ApprovalExpired]]:
+        """The expiries to produce now, each with its run's partition (and remember them as
+        sent)."""
         mono = time.monotonic() if clock is None else clock
-        out: list[ApprovalExpired] = []
+        out: list[tuple[int, ApprovalExpired]] = []
         still_due: set[tuple[str, datetime]] = set()
         for partition in sorted(partitions):
             reader = self._reader(partition)
@@ -67,7 +68,7 @@ class DeadlineTimer:
                 still_due.add(key)
                 if len(out) >= self._limit or not self._should_send(key, mono):
                     continue
-                out.append(self._expiry(deadline, now))
+                out.append((partition, self._expiry(deadline, now)))
                 self._sent[key] = mono
         # An approval no longer due (decided, expired, moved away) is forgotten.
         self._sent = {k: v for k, v in self._sent.items() if k in still_due}

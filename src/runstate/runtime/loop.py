@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -33,13 +37,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from runstate.errors import StoreDamaged
 from runstate.runs.dead_letters import SourceRecord
+from runstate.runs.keyspace import KeyValueReader
 from runstate.runtime.checkpoint import Checkpoint
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.expiries import ApprovalExpiries
-from runstate.runtime.restore_simple import PartitionRestorer
+from runstate.runtime.recovery import PartitionRestorer
 from runstate.runtime.run_task import RunTask
-from runstate.runtime.store import Store
+from runstate.runtime.store import PartitionStore, Store
 
 __all__ = ["Worker"]
 
@@ -71,6 +77,61 @@ class Worker:
         self._stopping = threading.Event()
         self.records = 0
         checkpoint.on_abort(self._task.forget)
+        # Held while the query thread reads a partition's store and while the loop gives a
+        # partition up (closing its store): a query never reads a closed store.
+        self._partition_lock = threading.RLock()
+        self._assigning = False
+        self._started = time.monotonic()
+        self._last_poll = time.monotonic()
+        self._broker_error: str | None = None
+
+    # -- what the query API reads (another thread) ------------------------------------------
+    @property
+    def worker_id(self) -> str:
+        return self._config.worker_id
+
+    @property
+    def partitions(self) -> int:
+        return self._config.partitions
+
+    @contextmanager
+    def reading(self, partition: int) -> Iterator[KeyValueReader | None]:
+        """The committed store of an owned, restored partition (None if not owned)."""
+        with self._partition_lock:
+            yield self._checkpoint.committed_store(partition)
+
+    def processed_through(self, partition: int) -> int | None:
+        committed = self._checkpoint.committed_offset(partition)
+        return None if committed is None else committed - 1
+
+    def owned_partitions(self) -> list[int]:
+        return sorted(self._checkpoint.partitions)
+
+    def health(self) -> dict[str, Any]:
+        """Ready once subscribed and not restoring; degraded while the broker errs or the
+        loop has not polled for a while."""
+        stalled_s = time.monotonic() - self._last_poll
+        degraded = self._broker_error is not None or stalled_s > 5.0
+        return {
+            "worker_id": self.worker_id,
+            "ready": not self._assigning and not self._stopping.is_set(),
+            "degraded": degraded,
+            "broker_error": self._broker_error,
+            "since_last_poll_s": round(stalled_s, 3),
+            "active_partitions": self.owned_partitions(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "records": self.records,
+            "commits": self._checkpoint.commits,
+            "aborts": self._checkpoint.aborts,
+            "committed_offsets": {
+                p: self._checkpoint.committed_offset(p) for p in self.owned_partitions()
+            },
+        }
 
     def stop(self) -> None:
         """Ask the loop to finish: it checkpoints and closes within one poll interval.
@@ -105,6 +166,9 @@ class Worker:
         messages = self._consumer.consume(
             self._config.batch_size, timeout=max(0.001, min(0.1, self._checkpoint.time_left()))
         )
+        self._last_poll = time.monotonic()
+        if self._broker_error is not None and any(m.error() is None for m in messages):
+            self._broker_error = None
         if self._checkpoint.aborts != aborts:
             # An abort inside consume() (a revocation's checkpoint failed): records fetched
             # before its rewind must not be processed; seek again and take them afresh.
@@ -132,6 +196,8 @@ class Worker:
     def _consumer_error(self, err: KafkaError) -> None:
         if err.fatal():
             raise KafkaException(err)
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._broker_error = err.str()
         log.warning("consumer: %s", err.str())
 
     # -- rebalance callbacks (run inside consume()) ----------------------------------------
@@ -140,25 +206,37 @@ class Worker:
             return
         committed = self._stable_offsets(consumer, [tp.partition for tp in partitions])
         start: list[TopicPartition] = []
-        for tp in committed:
-            store = self._store.open(tp.partition)
-            restored = self._restore(store)
-            if self._expiries is not None:
-                self._expiries.load_partition(tp.partition, self._task.states(store))
-            offset = tp.offset if tp.offset >= 0 else None
-            self._checkpoint.add_partition(tp.partition, store, offset)
-            start.append(
-                TopicPartition(
-                    self._topic, tp.partition, OFFSET_BEGINNING if offset is None else offset
+        self._assigning = True
+        try:
+            for tp in committed:
+                store = self._open(tp.partition)
+                restored = self._restore(store)
+                offset = tp.offset if tp.offset >= 0 else None
+                with self._partition_lock:
+                    self._checkpoint.add_partition(tp.partition, store, offset)
+                start.append(
+                    TopicPartition(
+                        self._topic, tp.partition, OFFSET_BEGINNING if offset is None else offset
+                    )
                 )
-            )
-            log.info(
-                "partition %s assigned: %s changelog records restored, consuming from %s",
-                tp.partition,
-                restored,
-                offset,
-            )
+                log.info(
+                    "partition %s assigned: %s changelog records restored, consuming from %s",
+                    tp.partition,
+                    restored,
+                    offset,
+                )
+        finally:
+            self._assigning = False
         consumer.incremental_assign(start)
+
+    def _open(self, partition: int) -> PartitionStore:
+        """The partition's store; a damaged one is dropped and restored from scratch."""
+        try:
+            return self._store.open(partition)
+        except StoreDamaged as exc:
+            log.warning("partition %s: local store damaged (%s); restoring it anew", partition, exc)
+            self._store.drop(partition)
+            return self._store.open(partition)
 
     def _stable_offsets(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
         """The committed offsets, once no transaction that commits offsets for them is open.
@@ -190,10 +268,11 @@ class Worker:
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         gone = [tp.partition for tp in partitions]
-        for p in gone:
-            store = self._checkpoint.remove_partition(p)
-            if store is not None:
-                store.close()
+        with self._partition_lock:
+            for p in gone:
+                store = self._checkpoint.remove_partition(p)
+                if store is not None:
+                    store.close()
         self._task.forget(gone)
         log.info("partitions %s given up", sorted(gone))
 

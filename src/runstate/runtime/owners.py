@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+
+from runstate.streams import clients
 
 __all__ = ["GroupMembers", "GroupOwners", "client_id", "parse_client_id"]
 
@@ -102,7 +103,7 @@ def kafka_describe(
     bootstrap_servers: str, group_id: str, topic: str, *, timeout_s: float = 5.0
 ) -> Describe:
     """A :data:`Describe` over the real group, with one admin client kept for it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = clients.admin_client(bootstrap_servers)
 
     def describe() -> list[tuple[str, list[int]]]:
         future = admin.describe_consumer_groups([group_id], request_timeout=timeout_s)[group_id]

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -64,9 +65,9 @@ class QuerySource(Protocol):
     @property
     def partitions(self) -> int: ...
 
-    def reader(self, partition: int) -> KeyValueReader | None:
-        """The committed store of ``partition`` if this worker actively owns it and has
-        restored it; None otherwise."""
+    def reading(self, partition: int) -> AbstractContextManager[KeyValueReader | None]:
+        """The committed store of ``partition`` while this worker actively owns it and has
+        restored it (None otherwise); the partition is not given up during the ``with``."""
         ...
 
     def processed_through(self, partition: int) -> int | None:
@@ -236,8 +237,9 @@ class QueryServer:
         local = request.query.get("local") in {"1", "true"}
         deadline = time.monotonic() + timeout_s
         while True:
-            reader = self.source.reader(partition)
-            if reader is not None:
+            with self.source.reading(partition) as reader:
+                owned = reader is not None
+            if owned:
                 answer = await self._answer(run_id, partition, min_partition, min_offset, deadline)
                 if answer is not None:
                     return answer
@@ -274,10 +276,10 @@ class QueryServer:
     ) -> web.Response | None:
         """The run from the local store, once caught up; None if ownership moved away."""
         while True:
-            reader = self.source.reader(partition)
-            if reader is None:
-                return None
-            state = load_run(reader, run_id)
+            with self.source.reading(partition) as reader:
+                if reader is None:
+                    return None
+                state = load_run(reader, run_id)
             if min_offset is None or min_partition is None:
                 break
             if _caught_up(self.source, state, partition, min_partition, min_offset):
@@ -333,20 +335,20 @@ class QueryServer:
             now = _now(request.query)
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
-        reader = self.source.reader(partition)
-        if reader is None:
-            return _error(
-                503,
-                "not_owner",
-                f"worker {self.source.worker_id} does not own partition {partition}",
-                partition=partition,
-            )
-        try:
-            runs, after = list_runs(
-                reader, flt, now=now, after=request.query.get("after") or None, limit=limit
-            )
-        except QueryError as exc:
-            return _error(400, "bad_request", str(exc))
+        with self.source.reading(partition) as reader:
+            if reader is None:
+                return _error(
+                    503,
+                    "not_owner",
+                    f"worker {self.source.worker_id} does not own partition {partition}",
+                    partition=partition,
+                )
+            try:
+                runs, after = list_runs(
+                    reader, flt, now=now, after=request.query.get("after") or None, limit=limit
+                )
+            except QueryError as exc:
+                return _error(400, "bad_request", str(exc))
         return web.json_response(
             {
                 "runs": [run_to_json(s) for s in runs],
@@ -405,17 +407,17 @@ class QueryServer:
         self, partition: int, flt: RunFilter, now: datetime, after: str | None, limit: int
     ) -> dict[str, Any] | str:
         """One partition's page, from the local store or its owner; a string says why not."""
-        reader = self.source.reader(partition)
-        if reader is not None:
-            try:
-                runs, following = list_runs(reader, flt, now=now, after=after, limit=limit)
-            except QueryError as exc:
-                return str(exc)
-            return {
-                "runs": [run_to_json(s) for s in runs],
-                "next": following,
-                "worker_id": self.source.worker_id,
-            }
+        with self.source.reading(partition) as reader:
+            if reader is not None:
+                try:
+                    runs, following = list_runs(reader, flt, now=now, after=after, limit=limit)
+                except QueryError as exc:
+                    return str(exc)
+                return {
+                    "runs": [run_to_json(s) for s in runs],
+                    "next": following,
+                    "worker_id": self.source.worker_id,
+                }
         owner = self.owners.owner_url(partition)
         if owner is None or owner.rstrip("/") == self.url:
             return "no worker owns it now (rebalancing?)"

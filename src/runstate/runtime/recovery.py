@@ -23,22 +23,28 @@ stopped (no seek, no reset) up to the end as it is then.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from runstate.errors import RestoreError
 from runstate.runtime.store import PartitionStore, Write
+from runstate.streams import clients
 
 __all__ = [
+    "AssignedRestore",
     "ChangelogRestorer",
+    "PartitionRestorer",
     "RestoreReport",
     "changelog_consumer",
     "restore_partition",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Records per store write: large enough that RocksDB's per-batch cost vanishes, small
 #: enough that a batch's Python list stays a few MiB.
@@ -93,7 +99,7 @@ def changelog_consumer(bootstrap_servers: str, **overrides: Any) -> Consumer:
         "fetch.wait.max.ms": 50,
     }
     config.update(overrides)
-    return Consumer(config)
+    return clients.consumer(config)
 
 
 @dataclass
@@ -350,3 +356,43 @@ def restore_partition(
         return restorer.catch_up({partition: store})[partition]
     finally:
         restorer.close()
+
+
+class PartitionRestorer(Protocol):
+    """Brings a partition store up to the end of its changelog partition (the loop's view)."""
+
+    def __call__(self, store: PartitionStore) -> int:
+        """Restore ``store`` (same partition number as the changelog's); returns the number
+        of changelog records applied.
+
+        Raises:
+            RestoreError: the changelog could not be read to its end in time.
+        """
+        ...
+
+
+class AssignedRestore:
+    """A :class:`PartitionRestorer` over one :class:`ChangelogRestorer`: catch a newly
+    assigned partition's store up (only the tail, for a kept store), then let it go."""
+
+    def __init__(self, restorer: ChangelogRestorer) -> None:
+        self.restorer = restorer
+        self.reports: list[RestoreReport] = []
+
+    def __call__(self, store: PartitionStore) -> int:
+        p = store.partition
+        try:
+            report = self.restorer.catch_up({p: store})[p]
+        finally:
+            self.restorer.release([p])
+        self.reports.append(report)
+        del self.reports[:-100]
+        log.info(
+            "partition %s restored: %s records (%s..%s) in %.2fs",
+            p,
+            report.records,
+            report.first_offset,
+            report.last_offset,
+            report.seconds,
+        )
+        return report.records

@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from runstate.errors import DecodeError
 from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
 from runstate.runs.intake import EventDecoder, read_record
+from runstate.runs.layout import LayoutCodec, load_run, run_writes
 from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
 from runstate.runs.state import RunState, RunStateChanged
-from runstate.runtime.store import PartitionStore, PartitionTransaction
+from runstate.runtime.store import PartitionTransaction
 from runstate.streams.topics import TopicNames
 
-__all__ = ["RunTable", "RunTask", "StateCodec", "TaskContext", "WholeStateTable"]
+__all__ = ["LayoutTable", "RunTable", "RunTask", "StateCodec", "TaskContext"]
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,7 @@ class TaskContext(Protocol):
 
 
 class RunTable(Protocol):
-    """How a run's state is laid out in the partition store.
-
-    One whole-state value per run today (:class:`WholeStateTable`); a head plus collections
-    layout can replace it without the task changing.
-    """
+    """How a run's state is laid out in the partition store (:class:`LayoutTable`)."""
 
     def load(self, txn: PartitionTransaction, run_id: str) -> RunState | None:
         """The run's state as this interval sees it (None: no run yet).
@@ -84,38 +81,28 @@ class RunTable(Protocol):
         ...
 
     def save(self, txn: PartitionTransaction, old: RunState | None, new: RunState) -> None:
-        """Write ``new`` (``old`` is what :meth:`load` gave, for layouts that write diffs)."""
-        ...
-
-    def states(self, store: PartitionStore) -> Iterator[RunState]:
-        """Every run's committed state in the partition (to rebuild indexes after a restore).
-
-        Raises:
-            DecodeError: stored bytes are not a readable state.
-        """
+        """Write ``new``; ``old`` is what :meth:`load` gave, so only the difference is
+        written."""
         ...
 
 
-class WholeStateTable:
-    """The whole state, Avro-encoded, under the run id's UTF-8 bytes."""
+class LayoutTable:
+    """A run as a small head plus one entry per collection item, with its index keys
+    (:mod:`runstate.runs.layout`): an event writes what it changed, not the whole run, and
+    the indexes the query API and the deadline timer read are written with it."""
 
-    def __init__(self, codec: StateCodec) -> None:
-        self._codec = codec
+    def __init__(self, codec: LayoutCodec | None = None) -> None:
+        self._codec = codec or LayoutCodec()
 
     def load(self, txn: PartitionTransaction, run_id: str) -> RunState | None:
-        raw = txn.get(run_id.encode())
-        return None if raw is None else self._codec.decode_state(raw)
+        return load_run(txn, run_id, codec=self._codec)
 
     def save(self, txn: PartitionTransaction, old: RunState | None, new: RunState) -> None:
-        txn.set(new.run_id.encode(), self._codec.encode_state(new))
-
-    def states(self, store: PartitionStore) -> Iterator[RunState]:
-        for _key, raw in store.items(b"", _AFTER_EVERY_KEY):
-            yield self._codec.decode_state(raw)
-
-
-#: Above every run id's UTF-8 bytes (0xFF never occurs in UTF-8).
-_AFTER_EVERY_KEY = b"\xff"
+        for key, value in run_writes(old, new, codec=self._codec):
+            if value is None:
+                txn.delete(key)
+            else:
+                txn.set(key, value)
 
 
 @dataclass
@@ -138,7 +125,6 @@ class RunTask:
         worker_id: str,
         max_event_bytes: int,
         cache_size: int = 10_000,
-        on_state: Callable[[int, RunState], None] | None = None,
     ) -> None:
         self._table = table
         self._codec = codec
@@ -147,7 +133,6 @@ class RunTask:
         self._worker_id = worker_id
         self._max_event_bytes = max_event_bytes
         self._cache = _RecentStates(cache_size)
-        self._on_state = on_state
 
     def process(self, records: Sequence[SourceRecord], ctx: TaskContext) -> list[str]:
         """Handle records of one partition in order; ``applied``/``duplicate``/``dead_letter``
@@ -168,13 +153,7 @@ class RunTask:
                 partition=t.partition,
             )
             self._cache.remember(run_id, t.partition, t.new)
-            if self._on_state is not None:
-                self._on_state(t.partition, t.new)
         return outcomes
-
-    def states(self, store: PartitionStore) -> Iterator[RunState]:
-        """Every run's committed state in ``store`` (see :meth:`RunTable.states`)."""
-        return self._table.states(store)
 
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop cached states (all, after an abort; of ``partitions``, when they leave)."""
