@@ -1,0 +1,51 @@
+"""Run one runtime worker in this process until SIGTERM or SIGINT, and say how it ended.
+
+Exit codes: 0 after a clean stop; 75 when fenced (another instance owns this worker's work:
+restart it); 1 when at-least-once outputs could not be delivered (restart it; records are
+redelivered); 2 for bad settings or a query port that cannot be bound.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+from runstate.errors import ConfigError, QueryError
+from runstate.runtime.app import build_worker, ensure_runtime_topics
+from runstate.runtime.checkpoint import CheckpointFailed, Fenced
+from runstate.runtime.config import RuntimeConfig
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_FENCED", "run_worker"]
+
+EXIT_FENCED = 75
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def run_worker(config: RuntimeConfig) -> int:
+    """Create the topics if missing, run the worker, return the exit code."""
+    try:
+        ensure_runtime_topics(config)
+        worker = build_worker(config)
+    except ConfigError as exc:
+        print(f"runstate runtime: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        worker.run()
+    except QueryError as exc:
+        print(f"runstate runtime: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Fenced as exc:
+        print(f"runstate runtime: {exc}", file=sys.stderr)
+        return EXIT_FENCED
+    except CheckpointFailed as exc:
+        print(f"runstate runtime: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0

@@ -1,0 +1,132 @@
+"""A runtime worker end to end: RocksDB stores, the query API over HTTP, a restart that keeps
+its data and restores only the tail."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from runstate.runs.reducer import fold
+from runstate.runs.state import RunStatus
+from runstate.runtime.app import RuntimeWorker, build_worker
+from runstate.runtime.recovery import AssignedRestore
+from runstate.streams.broker import free_port
+from runstate.streams.topics import TopicNames
+from tests.polling import assert_eventually
+from tests.runtime.support import (
+    agent_runs,
+    create_topics,
+    interleave,
+    produce_events,
+    runtime_config,
+)
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}
+
+
+class Running:
+    def __init__(self, worker: RuntimeWorker) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # re-raised by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def _all_runs(url: str, query: str) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        status, body = _get(f"{url}/runs?{query}&limit=7{after}")
+        assert status == 200, body
+        assert body["complete"], body
+        runs += body["runs"]
+        if body["next"] is None:
+            return runs
+        after = f"&after={body['next']}"
+
+
+def test_queries_answer_from_the_indexes_and_a_restart_restores_only_the_tail(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    names = TopicNames(unique_name("rtq"))
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    runs = agent_runs(40, prefix="q", seed=3)
+    events = list(interleave(runs, seed=3))
+    produce_events(kafka_bootstrap, names, events)
+    expected = {s.run_id: s for r in runs if (s := fold(r)) is not None}
+    port = free_port()
+    config = runtime_config(kafka_bootstrap, names, PARTITIONS, web_port=port)
+    url = config.url
+    running = Running(build_worker(config))
+    try:
+
+        def caught_up() -> bool:
+            status, body = _get(f"{url}/metrics")
+            assert status == 200 and running.error is None, (body, running.error)
+            assert running.worker.worker.records >= len(events)
+            return True
+
+        assert_eventually(caught_up, timeout_s=90, what="every event committed")
+        waiting = {k for k, s in expected.items() if s.status is RunStatus.WAITING_APPROVAL}
+        listed = _all_runs(url, "status=waiting_approval")
+        assert sorted(r["run_id"] for r in listed) == sorted(waiting)
+        for run_id, state in list(expected.items())[:10]:
+            status, body = _get(f"{url}/runs/{run_id}")
+            assert status == 200, body
+            assert body["version"] == state.version and body["status"] == state.status.value
+        status, health = _get(f"{url}/health")
+        assert health["ready"] and not health["degraded"]
+        assert sorted(health["active_partitions"]) == list(range(PARTITIONS))
+    finally:
+        running.stop()
+
+    # Restarted with its data kept: nothing (or only a tail) to restore, same answers.
+    again = build_worker(config)
+    restore = again.worker._restore
+    assert isinstance(restore, AssignedRestore)
+    running = Running(again)
+    try:
+        assert_eventually(
+            lambda: (
+                _get(f"{url}/health")[1].get("ready") is True
+                and len(_get(f"{url}/health")[1]["active_partitions"]) == PARTITIONS
+            ),
+            timeout_s=60,
+            what="the restarted worker ready",
+        )
+        assert sum(r.records for r in restore.reports) == 0, restore.reports
+        listed = _all_runs(url, "status=waiting_approval")
+        assert sorted(r["run_id"] for r in listed) == sorted(waiting)
+    finally:
+        running.stop()
