@@ -92,7 +92,7 @@ def _run_at(key: bytes) -> int:
     if key.startswith((HEAD, ENTRY)):
         return 2
     name_end = key.index(b"\x00", len(INDEX))
-    if key[len(INDEX) : name_end] in (b"due", b"updated"):
+    if key[len(INDEX) : name_end] in (b"due", b"updated", b"finished"):
         return name_end + 1 + 8
     if key[len(INDEX) : name_end] in (b"times", b"attention"):
         return name_end + 1

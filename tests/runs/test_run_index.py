@@ -18,6 +18,7 @@ from runstate.runs.reducer import is_overdue
 from runstate.runs.run_index import (
     FILTER_INDEXES,
     due_approvals,
+    finished_before,
     list_order,
     list_runs,
     pending_approvals,
@@ -218,3 +219,16 @@ def test_runs_needing_attention_page_by_run_id(runs: list[RunState], limit: int)
 
 def test_every_filter_criterion_has_an_index() -> None:
     assert set(FILTER_INDEXES) == {f.name for f in dataclasses.fields(RunFilter)}
+
+
+@given(runs=_run_sets, at=_TIMES, limit=st.integers(1, 40))
+@settings(max_examples=60)
+def test_finished_before_lists_finished_runs_idle_since_before_oldest_first(
+    runs: list[RunState], at: datetime, limit: int
+) -> None:
+    store = _stored(runs)
+    expected = sorted(
+        ((s.updated_at, s.run_id) for s in runs if s.is_terminal and s.updated_at < at),
+    )
+    got = finished_before(store, at, limit=limit)
+    assert got == [run_id for _, run_id in expected][:limit]

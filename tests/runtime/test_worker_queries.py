@@ -8,14 +8,21 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runstate.retention.archiver import Archiver, ArchiverConfig
+from runstate.retention.kafka_log import ConfluentKafkaLog
+from runstate.retention.local import LocalArchive
+from runstate.retention.replay import HistorySource, replay_all
 from runstate.runs.reducer import fold
 from runstate.runs.state import RunStatus
 from runstate.runtime.app import RuntimeWorker, build_worker
 from runstate.runtime.recovery import AssignedRestore
+from runstate.schemas.codec import default_codec
 from runstate.streams.broker import free_port
 from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
@@ -24,6 +31,7 @@ from tests.runtime.support import (
     create_topics,
     interleave,
     produce_events,
+    read,
     runtime_config,
 )
 
@@ -130,3 +138,54 @@ def test_queries_answer_from_the_indexes_and_a_restart_restores_only_the_tail(
         assert sorted(r["run_id"] for r in listed) == sorted(waiting)
     finally:
         running.stop()
+
+
+def test_finished_runs_leave_the_hot_store_and_still_replay_from_the_archive(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    names = TopicNames(unique_name("rtev"))
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    runs = agent_runs(12, prefix="ev", seed=5)
+    events = list(interleave(runs, seed=5))
+    produce_events(kafka_bootstrap, names, events)
+    expected = {s.run_id: s for r in runs if (s := fold(r)) is not None}
+    finished = {k for k, s in expected.items() if s.is_terminal}
+    assert finished and len(finished) < len(expected)
+    port = free_port()
+    config = runtime_config(
+        kafka_bootstrap,
+        names,
+        PARTITIONS,
+        web_port=port,
+        finished_hot_s=2.0,
+        eviction_interval_s=0.5,
+    )
+    running = Running(build_worker(config))
+    try:
+
+        def gone() -> bool:
+            assert running.error is None, running.error
+            for run_id in expected:
+                status, _body = _get(f"{config.url}/runs/{run_id}?timeout=1")
+                assert status == (404 if run_id in finished else 200), (run_id, status)
+            return True
+
+        assert_eventually(gone, timeout_s=90, interval_s=1.0, what="finished runs gone")
+    finally:
+        running.stop()
+    latest: dict[bytes, bytes | None] = {}
+    for r in read(kafka_bootstrap, names.latest_state):
+        if r.key is not None:
+            latest[r.key] = r.value
+    assert {k.decode() for k, v in latest.items() if v is None} == finished
+    # The events stay: archived, they rebuild every finished run.
+    store = LocalArchive(tmp_path / "archive")
+    archiver = ArchiverConfig(kafka_bootstrap, names.events, f"{names.prefix}-arch")
+    Archiver(archiver, store).run(once=True)
+    source = HistorySource(
+        store, ConfluentKafkaLog(kafka_bootstrap), kafka_bootstrap, names.events, default_codec()
+    )
+    for run_id in finished:
+        replayed = replay_all(source, run_id=run_id).states.get(run_id)
+        assert replayed is not None
+        assert replace(replayed, last_offset=None) == expected[run_id]

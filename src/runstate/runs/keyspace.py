@@ -18,6 +18,7 @@ key                                             value
 ``i\\0phase\\0`` phase run                      empty
 ``i\\0attention\\0`` run                        empty (runs that need attention)
 ``i\\0updated\\0`` updated-ms run               empty
+``i\\0finished\\0`` updated-ms run              empty (finished runs only: which may leave)
 ``i\\0times\\0`` run                            due-ms and updated-ms (a run's range values)
 ==============================================  ============================================
 
@@ -219,4 +220,6 @@ def index_entries(state: RunState) -> dict[bytes, bytes]:
         out[index_key("phase", _enum_part(state.step_phase), run)] = b""
     if state.needs_attention:
         out[index_key("attention", b"", run)] = b""
+    if state.is_terminal:
+        out[index_key("finished", millis_part(updated), run)] = b""
     return out

@@ -40,6 +40,7 @@ from runstate.runs.state import RunState
 __all__ = [
     "FILTER_INDEXES",
     "due_approvals",
+    "finished_before",
     "list_order",
     "list_runs",
     "pending_approvals",
@@ -280,6 +281,22 @@ def due_approvals(reader: KeyValueReader, now: datetime, *, partition: int) -> I
 def pending_approvals(reader: KeyValueReader, *, partition: int) -> Iterator[Deadline]:
     """Every pending approval of the partition, earliest due first (to seed a timer)."""
     return _deadlines(reader, prefix_end(index_prefix("due")), partition)
+
+
+def finished_before(reader: KeyValueReader, before: datetime, *, limit: int = 1000) -> list[str]:
+    """Runs that finished (completed, failed, cancelled) with nothing applied since before
+    ``before``, oldest first, from the ``finished`` index alone: what may leave the hot
+    store. Reads at most ``limit`` index entries.
+    """
+    prefix = index_prefix("finished")
+    end = prefix + millis_part(millis(before))
+    found: list[str] = []
+    for key, _ in reader.items(prefix, end):
+        run_id, _end = decode_text_part(key, len(prefix) + _TIME_WIDTH)
+        found.append(run_id)
+        if len(found) >= limit:
+            break
+    return found
 
 
 def rebuild_indexes(reader: KeyValueReader, *, codec: LayoutCodec | None = None) -> list[Write]:

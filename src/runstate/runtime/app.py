@@ -10,6 +10,7 @@ from runstate.runs.state_codec import StateCodec
 from runstate.runtime.checkpoint import Checkpoint
 from runstate.runtime.clients import consumer_settings, producer_settings
 from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.loop import Worker
@@ -157,6 +158,12 @@ def build_worker(
             worker_id=config.worker_id,
             interval_s=config.deadline_interval_s,
             resend_s=config.expiry_resend_s,
+        ),
+        eviction=FinishedRunEviction(
+            names=names,
+            hot_for_s=config.finished_hot_s,
+            forget=task.forget_runs,
+            interval_s=config.eviction_interval_s,
         ),
     )
     queries = None

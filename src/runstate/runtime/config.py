@@ -51,6 +51,10 @@ class RuntimeConfig(BaseSettings):
     broker_timeout_s: float = Field(60.0, gt=0, description="longest wait on one broker call")
     deadline_interval_s: float = Field(5.0, gt=0, description="approval deadline check period")
     expiry_resend_s: float = Field(30.0, gt=0, description="re-send a lost expiry after this")
+    finished_hot_s: float = Field(
+        30 * 86_400.0, ge=0, description="finished runs leave the store after this; 0: never"
+    )
+    eviction_interval_s: float = Field(60.0, gt=0, description="finished-run eviction period")
     store: Literal["rocksdb", "memory"] = Field(
         "rocksdb", description="local stores: rocksdb (kept across restarts) or memory"
     )

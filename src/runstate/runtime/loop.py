@@ -42,6 +42,7 @@ from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runtime.checkpoint import Checkpoint
 from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.recovery import PartitionRestorer
 from runstate.runtime.run_task import RunTask
@@ -65,6 +66,7 @@ class Worker:
         store: Store,
         restore: PartitionRestorer,
         expiries: ApprovalExpiries | None = None,
+        eviction: FinishedRunEviction | None = None,
     ) -> None:
         self._config = config
         self._topic = config.names.events
@@ -74,6 +76,7 @@ class Worker:
         self._store = store
         self._restore = restore
         self._expiries = expiries
+        self._eviction = eviction
         self._stopping = threading.Event()
         self.records = 0
         checkpoint.on_abort(self._task.forget)
@@ -190,6 +193,8 @@ class Worker:
             self.records += len(records)
         if self._expiries is not None and self._expiries.due():
             self._expiries.send_due(self._checkpoint, owned=self._checkpoint.partitions)
+        if self._eviction is not None and self._eviction.due():
+            self._eviction.evict_due(self._checkpoint, owned=self._checkpoint.partitions)
         if self._checkpoint.due():
             self._checkpoint.commit()
 

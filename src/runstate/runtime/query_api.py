@@ -301,8 +301,10 @@ class QueryServer:
             return _error(
                 404,
                 "unknown_run",
-                f"no run {run_id!r}; check the id, or pass min_partition/min_offset to wait"
-                " for a run just started",
+                f"no run {run_id!r} in the hot store; check the id, or pass"
+                " min_partition/min_offset to wait for a run just started. A finished run"
+                " leaves the store after RUNSTATE_RUNTIME_FINISHED_HOT_S (30 days by default):"
+                f" `runstate replay --run {run_id} --policy POLICY --history` rebuilds it",
                 run_id=run_id,
             )
         body = run_to_json(state)

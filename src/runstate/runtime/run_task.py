@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -159,6 +159,10 @@ class RunTask:
         """Drop cached states (all, after an abort; of ``partitions``, when they leave)."""
         self._cache.forget(partitions)
 
+    def forget_runs(self, run_ids: Iterable[str]) -> None:
+        """Drop the cached states of runs that left the store (finished runs evicted)."""
+        self._cache.forget_runs(run_ids)
+
     def _one(self, record: SourceRecord, ctx: TaskContext, touched: dict[str, _Touched]) -> str:
         p = record.partition
         item = read_record(record, decode=self._decode, max_event_bytes=self._max_event_bytes)
@@ -263,6 +267,10 @@ class _RecentStates:
         gone = set(partitions)
         for run_id in [r for r, (p, _) in self._entries.items() if p in gone]:
             del self._entries[run_id]
+
+    def forget_runs(self, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            self._entries.pop(run_id, None)
 
     def __len__(self) -> int:
         return len(self._entries)
