@@ -59,6 +59,9 @@ class Source:
     def health(self) -> dict[str, Any]:
         return {"ready": True, "worker_id": self.worker_id}
 
+    def freshness(self, partition: int) -> dict[str, Any]:
+        return {"partition": partition, "committed_offset": self.committed.get(partition)}
+
     def metrics(self) -> dict[str, Any]:
         return {}
 
@@ -141,6 +144,9 @@ def test_any_worker_answers_for_any_run(group: Group, run_state_factory: RunStat
             assert status == 200, body
             assert state_from_json(body) == state
             assert body["served_by"] == _owner(group, state.run_id).worker_id
+            owner = _owner(group, state.run_id)
+            p = body["partition"]
+            assert body["as_of"] == {"partition": p, "committed_offset": owner.committed[p]}
 
 
 def test_an_unknown_run_is_404_naming_it(group: Group) -> None:

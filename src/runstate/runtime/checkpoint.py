@@ -118,6 +118,8 @@ class Checkpoint:
         #: Counts aborts, so the loop can tell one happened inside a ``consume()`` call.
         self.aborts = 0
         self.commits = 0
+        #: Wall-clock time of the last successful commit (how fresh the stores are).
+        self.committed_at: float | None = None
 
     # -- set-up ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -255,6 +257,7 @@ class Checkpoint:
             part.committed, part.next_offset = tp.offset, None
         self._crash.reached("after_apply")
         self.commits += 1
+        self.committed_at = time.time()
         return True
 
     def close(self) -> None:

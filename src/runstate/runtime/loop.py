@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import (
@@ -109,6 +110,16 @@ class Worker:
 
     def owned_partitions(self) -> list[int]:
         return sorted(self._checkpoint.partitions)
+
+    def freshness(self, partition: int) -> dict[str, Any]:
+        """How fresh an answer from ``partition`` is: what was committed, and when."""
+        at = self._checkpoint.committed_at
+        return {
+            "partition": partition,
+            "committed_offset": self.processed_through(partition),
+            "committed_at": None if at is None else datetime.fromtimestamp(at, UTC).isoformat(),
+            "commit_age_s": None if at is None else round(time.time() - at, 3),
+        }
 
     def health(self) -> dict[str, Any]:
         """Ready once subscribed and not restoring; degraded while the broker errs or the

@@ -76,6 +76,10 @@ class QuerySource(Protocol):
 
     def owned_partitions(self) -> list[int]: ...
 
+    def freshness(self, partition: int) -> dict[str, Any]:
+        """What the answer from ``partition`` reflects (committed offset, commit time)."""
+        ...
+
     def health(self) -> dict[str, Any]: ...
 
     def metrics(self) -> dict[str, Any]: ...
@@ -310,6 +314,7 @@ class QueryServer:
         body = run_to_json(state)
         body["served_by"] = self.source.worker_id
         body["partition"] = partition
+        body["as_of"] = self.source.freshness(partition)
         return web.json_response(body)
 
     async def _forward(
@@ -357,6 +362,7 @@ class QueryServer:
                 "next": after,
                 "partition": partition,
                 "worker_id": self.source.worker_id,
+                "as_of": self.source.freshness(partition),
             }
         )
 
@@ -371,6 +377,7 @@ class QueryServer:
         # One "now" for the whole listing, so overdue/idle_for do not shift between pages.
         now = datetime.now(UTC)
         runs: list[dict[str, Any]] = []
+        as_of: dict[str, Any] = {}
         errors: list[str] = []
         missing: list[int] = []
         workers: set[str] = set()
@@ -387,6 +394,7 @@ class QueryServer:
                 continue
             runs.extend(page["runs"])
             workers.add(page["worker_id"])
+            as_of[str(partition)] = page.get("as_of")
             if page["next"] is not None:
                 inner = page["next"]
                 continue
@@ -402,6 +410,7 @@ class QueryServer:
                 "complete": not missing,
                 "missing_partitions": missing,
                 "errors": errors,
+                "as_of": as_of,
             }
         )
 
@@ -419,6 +428,7 @@ class QueryServer:
                     "runs": [run_to_json(s) for s in runs],
                     "next": following,
                     "worker_id": self.source.worker_id,
+                    "as_of": self.source.freshness(partition),
                 }
         owner = self.owners.owner_url(partition)
         if owner is None or owner.rstrip("/") == self.url:
