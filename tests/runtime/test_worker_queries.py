@@ -103,6 +103,8 @@ def test_queries_answer_from_the_indexes_and_a_restart_restores_only_the_tail(
             status, body = _get(f"{url}/metrics")
             assert status == 200 and running.error is None, (body, running.error)
             assert running.worker.worker.records >= len(events)
+            # committed, not only processed: the query side reads committed state
+            assert len(_all_runs(url, "")) == len(expected)
             return True
 
         assert_eventually(caught_up, timeout_s=90, what="every event committed")
