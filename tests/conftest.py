@@ -8,8 +8,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, free_port
+
+# No per-example deadline: on a shared 2-core machine an example's duration says nothing
+# about correctness, and a timing failure there is not a test that can fail for a reason.
+hypothesis_settings.register_profile("runstate", deadline=None)
+hypothesis_settings.load_profile("runstate")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,3 +58,42 @@ def load_settings() -> Settings:
             for e in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+_Worker = TypeVar("_Worker", bound=BaseSettings)
+
+
+def load_worker_config(
+    model: type[_Worker],
+    settings: Settings | None,
+    *,
+    data_dir: str,
+    what: str,
+    overrides: Mapping[str, Any],
+) -> _Worker:
+    """A worker's settings: the shared ones, then its own ``RUNSTATE_<KIND>_*`` variables
+    (``model``'s prefix), then ``overrides`` (None-valued ones ignored, so CLI options pass
+    straight through). ``data_dir`` names the worker's folder under the state dir.
+
+    Raises:
+        ConfigError: a value is invalid; the message names the setting.
+    """
+    s = settings or load_settings()
+    shared = {
+        "bootstrap_servers": s.bootstrap_servers,
+        "topic_prefix": s.topic_prefix,
+        "partitions": s.partitions,
+        "replication_factor": s.replication_factor,
+        "max_event_bytes": s.max_event_bytes,
+        "data_dir": s.state_dir / data_dir,
+    }
+    try:
+        from_env = model()
+        values = {**shared, **from_env.model_dump(exclude_unset=True)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return model(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid {what} settings: {problems}") from exc

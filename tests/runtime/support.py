@@ -26,6 +26,7 @@ from runstate.runs.dead_letters import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTI
 from runstate.runs.layout import load_run
 from runstate.runs.run_index import rebuild_indexes
 from runstate.runs.state_codec import decode_change, decode_state
+from runstate.runtime.app import RuntimeWorker
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.schemas.events import AgentEvent
@@ -334,3 +335,26 @@ def wait_s(seconds: float) -> None:
     """A deliberate pause that is part of a scenario (a random kill moment), not a wait for
     an outcome."""
     time.sleep(seconds)
+
+
+class Running:
+    """A worker on a thread; ``stop`` makes its final checkpoint and re-raises its error."""
+
+    def __init__(self, worker: RuntimeWorker) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # re-raised by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self._thread.join(60)
+        assert not self._thread.is_alive()
+        if self.error is not None:
+            raise self.error

@@ -7,16 +7,16 @@ commit seen here is one of those edge checkpoints, not a timed one.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import pytest
 
-from runstate.runtime.app import RuntimeWorker, build_worker
+from runstate.runtime.app import build_worker
 from runstate.runtime.config import RuntimeConfig
 from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
 from tests.runtime.support import (
+    Running,
     agent_runs,
     check_outputs,
     create_topics,
@@ -30,29 +30,6 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 NEVER_S = 3600.0  # the timed checkpoint never comes within a test
-
-
-class Running:
-    """A worker on a thread; ``stop`` makes its final checkpoint and re-raises its error."""
-
-    def __init__(self, worker: RuntimeWorker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # re-raised by stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self._thread.join(60)
-        assert not self._thread.is_alive()
-        if self.error is not None:
-            raise self.error
 
 
 def test_outputs_stay_invisible_until_the_final_checkpoint_on_stop(

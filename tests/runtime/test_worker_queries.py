@@ -4,7 +4,6 @@ its data and restores only the tail."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,13 +19,14 @@ from runstate.retention.local import LocalArchive
 from runstate.retention.replay import HistorySource, replay_all
 from runstate.runs.reducer import fold
 from runstate.runs.state import RunStatus
-from runstate.runtime.app import RuntimeWorker, build_worker
+from runstate.runtime.app import build_worker
 from runstate.runtime.recovery import AssignedRestore
 from runstate.schemas.codec import default_codec
 from runstate.streams.broker import free_port
 from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
 from tests.runtime.support import (
+    Running,
     agent_runs,
     create_topics,
     interleave,
@@ -48,27 +48,6 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
     except (urllib.error.URLError, ConnectionError):
         return 0, {}
-
-
-class Running:
-    def __init__(self, worker: RuntimeWorker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # re-raised by stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        if self.error is not None:
-            raise self.error
 
 
 def _all_runs(url: str, query: str) -> list[dict[str, Any]]:

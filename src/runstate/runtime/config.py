@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runstate.errors import ConfigError
-from runstate.settings import Settings, load_settings
+from runstate.settings import Settings, load_worker_config
 from runstate.streams.topics import TopicNames
 
 __all__ = ["RuntimeConfig", "load_runtime_config"]
@@ -93,22 +91,6 @@ def load_runtime_config(settings: Settings | None = None, **overrides: Any) -> R
     Raises:
         ConfigError: a value is invalid; the message names the setting.
     """
-    s = settings or load_settings()
-    shared = {
-        "bootstrap_servers": s.bootstrap_servers,
-        "topic_prefix": s.topic_prefix,
-        "partitions": s.partitions,
-        "replication_factor": s.replication_factor,
-        "max_event_bytes": s.max_event_bytes,
-        "data_dir": s.state_dir / "runtime",
-    }
-    try:
-        from_env = RuntimeConfig()
-        values = {**shared, **from_env.model_dump(exclude_unset=True)}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return RuntimeConfig(**values)
-    except PydanticValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid runtime settings: {problems}") from exc
+    return load_worker_config(
+        RuntimeConfig, settings, data_dir="runtime", what="runtime", overrides=overrides
+    )

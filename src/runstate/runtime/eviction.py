@@ -19,36 +19,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from runstate.runs.deadlines import utc_now
-from runstate.runs.keyspace import KeyValueReader
 from runstate.runs.layout import load_run, run_deletes
 from runstate.runs.run_index import finished_before
-from runstate.runtime.store import PartitionTransaction
+from runstate.runtime.outputs import StoreOutputs
 from runstate.streams.topics import TopicNames
 
 __all__ = ["FinishedRunEviction"]
 
 log = logging.getLogger(__name__)
-
-
-class EvictionContext(Protocol):
-    """Where evictions are written (the checkpoint)."""
-
-    def committed_store(self, partition: int) -> KeyValueReader | None: ...
-
-    def transaction(self, partition: int) -> PartitionTransaction: ...
-
-    def produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
-    ) -> None: ...
 
 
 class FinishedRunEviction:
@@ -89,7 +69,7 @@ class FinishedRunEviction:
         return self.enabled and self._clock() - self._last >= self._interval_s
 
     def evict_due(
-        self, ctx: EvictionContext, *, owned: Iterable[int], now: datetime | None = None
+        self, ctx: StoreOutputs, *, owned: Iterable[int], now: datetime | None = None
     ) -> int:
         """Remove the runs past their time from the owned partitions; returns how many."""
         self._last = self._clock()

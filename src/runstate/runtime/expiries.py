@@ -13,30 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from runstate.runs.deadlines import utc_now
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runtime.deadline_timer import DeadlineTimer
+from runstate.runtime.outputs import Outputs
 from runstate.schemas.convert import encode_event
 from runstate.streams.producer import HEADER_EVENT_TYPE
 from runstate.streams.topics import TopicNames
 
-__all__ = ["ApprovalExpiries", "EventOutputs"]
-
-
-class EventOutputs(Protocol):
-    """Where expiries go (the checkpoint)."""
-
-    def produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
-    ) -> None: ...
+__all__ = ["ApprovalExpiries"]
 
 
 class ApprovalExpiries:
@@ -63,7 +49,7 @@ class ApprovalExpiries:
     def due(self) -> bool:
         return self._clock() - self._last >= self._interval_s
 
-    def send_due(self, outputs: EventOutputs, *, owned: set[int]) -> int:
+    def send_due(self, outputs: Outputs, *, owned: set[int]) -> int:
         """Produce an ApprovalExpired for each owned run past due; returns how many."""
         self._last = self._clock()
         sent = 0

@@ -33,10 +33,11 @@ from runstate.runs.intake import EventDecoder, read_record
 from runstate.runs.layout import LayoutCodec, load_run, run_writes
 from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
 from runstate.runs.state import RunState, RunStateChanged
+from runstate.runtime.outputs import TaskContext
 from runstate.runtime.store import PartitionTransaction
 from runstate.streams.topics import TopicNames
 
-__all__ = ["LayoutTable", "RunTable", "RunTask", "StateCodec", "TaskContext"]
+__all__ = ["LayoutTable", "RunTable", "RunTask", "StateCodec"]
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +50,6 @@ class StateCodec(Protocol):
     def decode_state(self, data: bytes) -> RunState: ...
 
     def encode_change(self, change: RunStateChanged) -> bytes: ...
-
-
-class TaskContext(Protocol):
-    """What the task writes through: the interval's transaction (the checkpoint)."""
-
-    def transaction(self, partition: int) -> PartitionTransaction: ...
-
-    def produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
-    ) -> None: ...
-
-    def processed(self, partition: int, offset: int) -> None: ...
 
 
 class RunTable(Protocol):
