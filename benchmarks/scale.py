@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness as h
-from benchmarks.scale_load import HealthWatch, RuntimeProcess, get_json, produce_runs, run_id
+from benchmarks.scale_load import HealthWatch, RuntimeProcess, get_json, produce_in_child, run_id
 from runstate.streams.broker import free_port
 from runstate.streams.reader import end_offsets
 
@@ -204,7 +204,7 @@ def measure_size(
         watch.start()
         watch.phase = "load"
         began = time.monotonic()
-        produced = produce_runs(bootstrap, prefix, runs)
+        produced = produce_in_child(bootstrap, prefix, runs)
         timeout = 600 + runs / 100
         _wait("caught up", lambda: _caught_up(bootstrap, names.events, workers), timeout, workers)
         result["load"] = {
@@ -243,6 +243,10 @@ def measure_size(
         "longest_pause_ms": {k: round(v * 1000, 1) for k, v in watch.longest.items()},
         "longest_pause_during": watch.longest_at,
         "longest_pause_ended_utc": watch.longest_ended,
+        "longest_pause_ms_by_phase": {
+            phase: {k: round(v * 1000, 1) for k, v in pauses.items()}
+            for phase, pauses in watch.by_phase.items()
+        },
         "polls": watch.polls,
         "not_ready_answers": watch.not_ready,
         "degraded_answers": watch.degraded,

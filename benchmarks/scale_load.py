@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -37,7 +38,15 @@ from runstate.schemas.events import (
 )
 from runstate.streams.producer import EventProducer
 
-__all__ = ["HealthWatch", "RuntimeProcess", "get_json", "produce_runs", "run_id", "shape_of"]
+__all__ = [
+    "HealthWatch",
+    "RuntimeProcess",
+    "get_json",
+    "produce_in_child",
+    "produce_runs",
+    "run_id",
+    "shape_of",
+]
 
 _PLACEHOLDER = "run-XXXXXXXXXXXX"
 _Record = tuple[bytes, list[tuple[str, str | bytes | None]]]
@@ -163,6 +172,14 @@ def produce_runs(bootstrap: str, prefix: str, runs: int) -> Produced:
     return Produced(runs=runs, events=events, seconds=seconds)
 
 
+def produce_in_child(bootstrap: str, prefix: str, runs: int) -> Produced:
+    """:func:`produce_runs` in a process of its own: the producing loop holds the GIL, and
+    the health watch in this process would otherwise report its pauses as the workers'."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        produced: Produced = pool.apply(produce_runs, (bootstrap, prefix, runs))
+    return produced
+
+
 def get_json(url: str, timeout_s: float = 30.0) -> tuple[int, dict[str, Any]]:
     """``(status, body)``; status 0 when nothing answered."""
     try:
@@ -280,6 +297,8 @@ class HealthWatch:
         self.longest_at: dict[str, str] = {w.worker_id: "" for w in workers}
         #: Wall-clock end of the longest pause, to find it in the worker's log.
         self.longest_ended: dict[str, str] = {w.worker_id: "" for w in workers}
+        #: The longest pause per phase and worker: load, queries and restarts differ.
+        self.by_phase: dict[str, dict[str, float]] = {}
         self.phase = "start"
         self.polls = 0
         self.not_ready = 0
@@ -321,6 +340,9 @@ class HealthWatch:
                     continue
                 last = self._last_ok[w.worker_id]
                 self._last_ok[w.worker_id] = now
+                if last is not None:
+                    phase = self.by_phase.setdefault(self.phase, {})
+                    phase[w.worker_id] = max(phase.get(w.worker_id, 0.0), now - last)
                 if last is not None and now - last > self.longest[w.worker_id]:
                     self.longest[w.worker_id] = now - last
                     self.longest_at[w.worker_id] = self.phase

@@ -62,6 +62,12 @@ def _rows(size: dict[str, Any]) -> dict[str, str]:
         "Longest /health pause (ms, where)": (
             f"{pauses[worst]:,.0f} ({worst}, {size['health']['longest_pause_during'][worst]})"
         ),
+        "Longest /health pause by phase (ms, worse worker)": ", ".join(
+            f"{phase} {max(p.values()):,.0f}"
+            for phase, p in size["health"].get("longest_pause_ms_by_phase", {}).items()
+            if p
+        )
+        or "n/a",
         "Exit codes; log lines (fenced, aborted checkpoints, lost, tracebacks)": (
             f"{exits}; {troubles or 'none'}"
         ),

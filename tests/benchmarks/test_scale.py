@@ -54,6 +54,7 @@ def test_every_figure_is_produced_at_a_few_hundred_runs(
         assert size[restart]["ready_s"] > 0 and size[restart]["partitions"]
     assert size["restart_restore"]["restored_records"] > 0
     assert set(size["health"]["longest_pause_ms"]) == {"w1", "w2"}
+    assert size["health"]["longest_pause_ms_by_phase"]  # at 300 runs the load may be too short
     assert size["workers"]["w2"]["exit_codes"] == [0, 0, 0]
 
     results = {"mode": "smoke", "started": "now", "seconds": 1, "sizes": [size, size]}
