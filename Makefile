@@ -9,7 +9,7 @@ JARS := .runstate/jars/kafka-$(KAFKA_VERSION)/.complete
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars lint test test-fast demo faults bench bench-quick broker-start broker-stop clean
+.PHONY: help install jars lint test test-fast demo faults bench bench-quick bench-scale broker-start broker-stop clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench: $(STAMP) $(JARS) ## the full benchmarks; writes benchmarks/results and do
 bench-quick: $(STAMP) $(JARS) ## the benchmarks in a few minutes
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run --quick
+
+bench-scale: $(STAMP) $(JARS) ## the runtime at 1,000,000 runs against 10,000 (long; RUNS=N for another size)
+	$(BIN)/python -m benchmarks.scale --runs $(or $(RUNS),1000000)
 
 broker-start: $(STAMP) $(JARS) ## start the local broker on 127.0.0.1:9092
 	$(BIN)/runstate broker start

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.scale_report import keep_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "benchmarks.png"
@@ -152,7 +154,10 @@ def _saturation(results: dict[str, Any]) -> list[str]:
 def write_docs(results: dict[str, Any], results_path: Path) -> Path:
     table = summarise(results)
     plotted = _plot(results, table)
-    DOC.write_text(_markdown(results, table, results_path, plotted))
+    # The Scale section comes from its own benchmark (benchmarks.scale): kept as it is.
+    scale = keep_section(DOC.read_text()) if DOC.exists() else ""
+    page = _markdown(results, table, results_path, plotted)
+    DOC.write_text(page.rstrip("\n") + "\n\n" + scale + "\n" if scale else page)
     return DOC
 
 

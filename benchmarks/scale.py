@@ -1,0 +1,315 @@
+"""``python -m benchmarks.scale [--runs N | --quick]``: the runtime at a year of runs (issue 16).
+
+Loads N runs through Kafka into two runtime workers (RocksDB, 6 partitions), then measures
+what grows with N: list and get over HTTP, a restart that keeps the data, a full restore
+from the changelog, memory and disk, and the longest pause of ``/health`` throughout. The
+same figures at 10,000 runs come beside them, so the ratio shows what N costs.
+
+Writes ``benchmarks/results/<timestamp>-scale-<label>.json`` and the "Scale" section of
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness as h
+from benchmarks.scale_load import HealthWatch, RuntimeProcess, get_json, produce_in_child, run_id
+from runstate.streams.broker import free_port
+from runstate.streams.reader import end_offsets
+
+__all__ = ["main", "measure_size"]
+
+RESULTS = h.ROOT / "benchmarks" / "results"
+DOC = h.ROOT / "docs" / "benchmarks.md"
+PARTITIONS = 6
+SMALL = 10_000
+BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+_RESTORED = re.compile(r"partition (\d+) restored: (\d+) records \(.*?\) in ([\d.]+)s")
+#: Log lines worth counting: none should appear but the aborts a rebalance causes.
+_TROUBLE = {
+    "fenced": re.compile(r"[Ff]enced"),
+    "checkpoint_aborts": re.compile(r"aborting the checkpoint"),
+    "partitions_lost": re.compile(r"partitions \[[\d, ]*\] lost"),
+    "tracebacks": re.compile(r"Traceback"),
+    "store_damaged": re.compile(r"store damaged"),
+}
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _timed(samples: list[float], fn: Callable[[], None]) -> None:
+    started = time.perf_counter()
+    fn()
+    samples.append((time.perf_counter() - started) * 1000)
+
+
+def _wait(
+    what: str, check: Callable[[], bool], timeout_s: float, workers: list[RuntimeProcess]
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        dead = [w.worker_id for w in workers if not w.alive]
+        if dead:
+            raise RuntimeError(f"{what}: worker {dead} exited; see its log")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def _health(w: RuntimeProcess) -> dict[str, Any]:
+    return get_json(f"{w.url}/health", timeout_s=10)[1] if w.alive else {}
+
+
+def _settled(workers: list[RuntimeProcess]) -> bool:
+    """Every worker ready, every partition owned exactly once."""
+    owned: list[int] = []
+    for w in workers:
+        body = _health(w)
+        if not body.get("ready"):
+            return False
+        owned += body.get("active_partitions", [])
+    return sorted(owned) == list(range(PARTITIONS))
+
+
+def _caught_up(bootstrap: str, topic: str, workers: list[RuntimeProcess]) -> bool:
+    committed: dict[int, int] = {}
+    for w in workers:
+        body = get_json(f"{w.url}/metrics", timeout_s=10)[1]
+        for p, offset in body.get("committed_offsets", {}).items():
+            if offset is not None:
+                committed[int(p)] = offset
+    ends = end_offsets(bootstrap, topic)
+    return all(committed.get(p, -1) >= high for p, (_, high) in ends.items())
+
+
+def _restores(text: str) -> list[dict[str, float]]:
+    return [
+        {"partition": int(p), "records": int(n), "seconds": float(s)}
+        for p, n, s in _RESTORED.findall(text)
+    ]
+
+
+def _restart(
+    w: RuntimeProcess, others: list[RuntimeProcess], watch: HealthWatch, *, wipe: bool
+) -> dict[str, Any]:
+    """Stop ``w`` (SIGTERM), optionally delete its data, start it; time it until ready."""
+    watch.suspend(w.worker_id)
+    before = {o.worker_id: len(o.log_text()) for o in [w, *others]}
+    w.stop()
+    exit_code = w.exits[-1]
+    if wipe:
+        shutil.rmtree(w.data_dir, ignore_errors=True)
+    w.start()
+    started = w.started_at
+    everyone = [w, *others]
+    _wait("HTTP up", lambda: get_json(f"{w.url}/health", 2)[0] == 200, 120, everyone)
+    http_s = time.monotonic() - started
+
+    def own_share() -> bool:
+        body = _health(w)
+        return bool(body.get("ready")) and len(body.get("active_partitions", [])) > 0
+
+    _wait("ready with partitions", own_share, 3600, everyone)
+    ready_s = time.monotonic() - started
+    _wait("group settled", lambda: _settled(everyone), 3600, everyone)
+    settled_s = time.monotonic() - started
+    watch.resume(w.worker_id)
+    logs = {o.worker_id: o.log_text()[before[o.worker_id] :] for o in everyone}
+    mine = _restores(logs[w.worker_id])
+    records = sum(int(r["records"]) for r in mine)
+    seconds = sum(r["seconds"] for r in mine)
+    return {
+        "stop_exit_code": exit_code,
+        "http_up_s": round(http_s, 3),
+        "ready_s": round(ready_s, 3),
+        "group_settled_s": round(settled_s, 3),
+        "partitions": _health(w).get("active_partitions"),
+        "restored": mine,
+        "restored_records": records,
+        "restore_records_per_s": round(records / seconds) if seconds else None,
+        "others_restored": {o.worker_id: _restores(logs[o.worker_id]) for o in others},
+    }
+
+
+def _queries(workers: list[RuntimeProcess], runs: int, *, lists: int, gets: int) -> dict[str, Any]:
+    list_ms: list[float] = []
+    sizes: list[int] = []
+    for i in range(lists):
+        w = workers[i % len(workers)]
+
+        def one_list(w: RuntimeProcess = w) -> None:
+            status, body = get_json(f"{w.url}/runs?status=waiting_approval&limit=100")
+            if status != 200 or not body.get("complete"):
+                raise RuntimeError(f"list answered {status}: {str(body)[:300]}")
+            sizes.append(len(body["runs"]))
+
+        _timed(list_ms, one_list)
+    rng = random.Random(16)
+    get_ms: list[float] = []
+    for i in range(gets):
+        w, rid = workers[i % len(workers)], run_id(rng.randrange(runs))
+
+        def one_get(w: RuntimeProcess = w, rid: str = rid) -> None:
+            status, body = get_json(f"{w.url}/runs/{rid}")
+            if status != 200 or body.get("run_id") != rid:
+                raise RuntimeError(f"get {rid} answered {status}: {str(body)[:300]}")
+
+        _timed(get_ms, one_get)
+    return {
+        "list_waiting_ms": {"p50": _percentile(list_ms, 0.5), "p99": _percentile(list_ms, 0.99)},
+        "list_page_sizes": sorted(set(sizes)),
+        "get_ms": {"p50": _percentile(get_ms, 0.5), "p99": _percentile(get_ms, 0.99)},
+        "requests": {"lists": lists, "gets": gets},
+    }
+
+
+def measure_size(
+    bootstrap: str, workdir: Path, runs: int, *, lists: int = 50, gets: int = 200
+) -> dict[str, Any]:
+    """Every figure at ``runs`` runs, on fresh topics and two fresh workers."""
+    prefix = f"scale-{runs}-{int(time.time())}"
+    names = h.create_topics(bootstrap, prefix, partitions=PARTITIONS)
+    workers = [
+        RuntimeProcess(
+            worker_id=f"w{i}",
+            bootstrap=bootstrap,
+            prefix=prefix,
+            partitions=PARTITIONS,
+            data_dir=workdir / f"{prefix}-w{i}",
+            log_path=workdir / f"{prefix}-w{i}.log",
+            web_port=free_port(),
+        )
+        for i in (1, 2)
+    ]
+    watch = HealthWatch(workers)
+    result: dict[str, Any] = {"runs": runs}
+    try:
+        for w in workers:
+            w.start()
+        _wait("workers ready", lambda: _settled(workers), 300, workers)
+        watch.start()
+        watch.phase = "load"
+        began = time.monotonic()
+        produced = produce_in_child(bootstrap, prefix, runs)
+        timeout = 600 + runs / 100
+        _wait("caught up", lambda: _caught_up(bootstrap, names.events, workers), timeout, workers)
+        result["load"] = {
+            "events": produced.events,
+            "produce_events_per_s": round(produced.events_per_s),
+            "processed_events_per_s": round(produced.events / (time.monotonic() - began)),
+            "seconds": round(time.monotonic() - began, 1),
+        }
+        watch.phase = "queries"
+        result["queries"] = _queries(workers, runs, lists=lists, gets=gets)
+        rss = sum(w.rss_bytes() for w in workers)
+        result["memory"] = {
+            "rss_bytes": rss,
+            "rss_mb_per_million_runs": round(rss / 2**20 * 1e6 / runs, 1),
+            # While running, RocksDB keeps recent writes in memtables: see disk_bytes.
+            "disk_bytes_running": sum(w.disk_bytes() for w in workers),
+        }
+        watch.phase = "restart (data kept)"
+        result["restart_kept"] = _restart(workers[1], workers[:1], watch, wipe=False)
+        watch.phase = "restart (full restore)"
+        result["restart_restore"] = _restart(workers[1], workers[:1], watch, wipe=True)
+        watch.phase = "queries after restarts"
+        result["queries_after"] = _queries(workers, runs, lists=10, gets=20)
+        owned = {w.worker_id: _health(w).get("active_partitions", []) for w in workers}
+    finally:
+        watch.close()
+        for w in workers:
+            w.stop()
+    # Closed stores (memtables flushed), one copy of each partition: a worker keeps the
+    # stores of partitions it held during a takeover, which are stale copies.
+    disk = sum(w.disk_bytes(owned[w.worker_id]) for w in workers)
+    result["memory"]["disk_bytes"] = disk
+    result["memory"]["disk_mb_per_million_runs"] = round(disk / 2**20 * 1e6 / runs, 1)
+    result["memory"]["disk_bytes_all_copies"] = sum(w.disk_bytes() for w in workers)
+    result["health"] = {
+        "longest_pause_ms": {k: round(v * 1000, 1) for k, v in watch.longest.items()},
+        "longest_pause_during": watch.longest_at,
+        "longest_pause_ended_utc": watch.longest_ended,
+        "longest_pause_ms_by_phase": {
+            phase: {k: round(v * 1000, 1) for k, v in pauses.items()}
+            for phase, pauses in watch.by_phase.items()
+        },
+        "polls": watch.polls,
+        "not_ready_answers": watch.not_ready,
+        "degraded_answers": watch.degraded,
+    }
+    result["workers"] = {
+        w.worker_id: {
+            "exit_codes": w.exits,
+            "log_troubles": {
+                name: n
+                for name, pattern in _TROUBLE.items()
+                if (n := len(pattern.findall(w.log_text())))
+            },
+            "log": str(w.log_path),
+        }
+        for w in workers
+    }
+    for w in workers:
+        shutil.rmtree(w.data_dir, ignore_errors=True)
+    return result
+
+
+def run(
+    sizes: list[int], *, workdir: Path | None = None, lists: int = 50, gets: int = 200
+) -> dict[str, Any]:
+    """Every figure at each size, on one broker of our own; returns the results."""
+    base = Path(tempfile.mkdtemp(prefix="runstate-scale-", dir=workdir))
+    started = datetime.now(UTC)
+    with h.bench_broker(base) as bootstrap:
+        per_size = []
+        for n in sizes:
+            print(f"scale: {n:,} runs ...", flush=True)
+            per_size.append(measure_size(bootstrap, base, n, lists=lists, gets=gets))
+            print(json.dumps(per_size[-1], indent=1), flush=True)
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round((datetime.now(UTC) - started).total_seconds()),
+        "partitions": PARTITIONS,
+        "workers": 2,
+        "sizes": per_size,
+        "workdir": str(base),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
+    parser.add_argument("--runs", type=int, default=1_000_000, help="the large size")
+    parser.add_argument("--quick", action="store_true", help="10,000 against 100,000 runs")
+    parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    large = 100_000 if args.quick else args.runs
+    results = run([SMALL, large] if large != SMALL else [SMALL])
+    results["mode"] = "quick" if args.quick else f"runs-{large}"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{stamp}-scale-{results['mode']}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {path}")
+    if not args.no_docs:
+        from benchmarks.scale_report import write_section
+
+        write_section(results, path)
+        print(f"wrote the Scale section of {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
