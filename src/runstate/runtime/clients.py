@@ -96,7 +96,7 @@ def producer_settings(
 
 def consumer_settings(config: RuntimeConfig) -> dict[str, Any]:
     """librdkafka settings of the worker's group member."""
-    return {
+    settings: dict[str, Any] = {
         "bootstrap.servers": config.bootstrap_servers,
         "group.id": config.group_id,
         # Names the worker and its query URL: the group's member list is the owner map.
@@ -109,3 +109,10 @@ def consumer_settings(config: RuntimeConfig) -> dict[str, Any]:
         "session.timeout.ms": config.session_timeout_ms,
         "heartbeat.interval.ms": config.heartbeat_interval_ms,
     }
+    if config.static_membership:
+        # A restarted worker comes back as the same member within the session timeout and
+        # gets its own partitions back, whose stores it kept: nothing to restore, no
+        # rebalance. The price: a worker stopped for good hands its partitions over only
+        # when its session times out.
+        settings["group.instance.id"] = config.worker_id
+    return settings

@@ -40,6 +40,9 @@ class RuntimeConfig(BaseSettings):
     exactly_once: bool = Field(
         True, description="Kafka transactions; False: at-least-once, idempotent reducer"
     )
+    static_membership: bool = Field(
+        True, description="rejoin as the same group member after a restart (keeps partitions)"
+    )
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session")
     heartbeat_interval_ms: int = Field(1_000, ge=100, description="consumer group heartbeat")
     transaction_timeout_ms: int = Field(
