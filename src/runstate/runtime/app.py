@@ -162,7 +162,8 @@ def build_worker(
             ChangelogRestorer(
                 changelog_consumer(config.bootstrap_servers),
                 names.runs_changelog,
-                # a tick on the loop's thread: a broker that does not answer costs little
+                # ticks run on the loop's thread: a broker that does not answer may cost
+                # one tick this long per standby partition, not broker_timeout_s
                 stall_timeout_s=min(config.broker_timeout_s, STANDBY_STALL_S),
             ),
             owners.members,

@@ -26,7 +26,9 @@ Design: everything runs on the poll loop's thread, with bounded work per call.
 * The standbys have a changelog consumer of their own (read_committed, like every restore),
   so the loop's assignment restore never waits behind them, and a broker that does not answer
   costs one tick about ``stall_timeout_s`` of the standby restorer per standby partition
-  (5 s in the runtime), then the standbys rest for ``retry_s``.
+  (5 s in the runtime), then the standbys rest for ``retry_s``. Re-reading the owner map
+  describes the group at most once a second, shared with the query API; an unreachable
+  coordinator makes that one call wait up to its 5 s timeout.
 
 Standby stores are never served by the query API: it reads only the checkpoint's (owned)
 stores. What a standby fails at (disk, broker, a store in use) is logged and retried; it
