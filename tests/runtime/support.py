@@ -272,6 +272,7 @@ class WorkerProcess:
             "RUNSTATE_RUNTIME_DATA_DIR": str(c.data_dir),
             "RUNSTATE_RUNTIME_STORE": c.store,
             "RUNSTATE_RUNTIME_WEB_PORT": str(c.web_port),
+            "RUNSTATE_RUNTIME_STANDBY_REPLICAS": str(c.standby_replicas),
         }
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self.starts + 1} crash_at={crash_at!r} ===\n".encode())

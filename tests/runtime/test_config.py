@@ -47,3 +47,14 @@ def test_crash_points_exit_137_on_the_armed_pass(monkeypatch: pytest.MonkeyPatch
 def test_a_bad_crash_point_is_refused(spec: str) -> None:
     with pytest.raises(ConfigError, match="bad crash point"):
         CrashPoints(spec)
+
+
+def test_standby_replicas_come_from_the_variable_or_the_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_runtime_config(Settings()).standby_replicas == 0
+    monkeypatch.setenv("RUNSTATE_RUNTIME_STANDBY_REPLICAS", "2")
+    assert load_runtime_config(Settings()).standby_replicas == 2
+    assert load_runtime_config(Settings(), standby_replicas=1).standby_replicas == 1
+    with pytest.raises(ConfigError, match="standby_replicas"):
+        load_runtime_config(Settings(), standby_replicas=-1)

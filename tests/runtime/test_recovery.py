@@ -297,3 +297,34 @@ def test_a_followed_partition_whose_store_was_dropped_is_read_again(
         assert len(_contents(rocksdb.open(0))) == 9
     finally:
         restorer.close()
+
+
+def test_a_record_budget_stops_a_catch_up_where_the_next_one_goes_on(
+    changelog_factory: Callable[..., Changelog], rocksdb: RocksDBStore
+) -> None:
+    log = changelog_factory()
+    log.transaction(0, [(b"a%03d" % i, b"1") for i in range(25)])
+    log.transaction(0, [(b"x", b"1")], commit=False)  # a hole the budget may stop beside
+    log.transaction(0, [(b"b%03d" % i, b"1") for i in range(25)])
+    log.transaction(1, [(b"c%03d" % i, b"1") for i in range(10)])
+    stores = {p: rocksdb.open(p) for p in range(2)}
+    restorer = ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10)
+    try:
+        applied = {0: 0, 1: 0}
+        for _ in range(60):  # 6 calls of 10 at least; more if a fetch brings fewer
+            reports = restorer.catch_up(stores, max_records=10)
+            assert sum(r.records for r in reports.values()) <= 10
+            for p, report in reports.items():
+                applied[p] += report.records
+                # keys are unique: a record applied twice or skipped would show here
+                assert len(_contents(stores[p])) == applied[p]
+            if all(r.caught_up for r in reports.values()):
+                break
+        assert applied == {0: 50, 1: 10}
+        assert len(_contents(stores[0])) == 50 and len(_contents(stores[1])) == 10
+        assert b"x" not in _contents(stores[0])
+        again = restorer.catch_up(stores, max_records=10)
+        assert sum(r.records for r in again.values()) == 0
+        assert all(r.caught_up for r in again.values())
+    finally:
+        restorer.close()

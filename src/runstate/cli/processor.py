@@ -53,6 +53,7 @@ def run(
             web_port=web_port,
             web_host=web_host,
             partitions=partitions,
+            standby_replicas=standby_replicas,
             bootstrap_servers=bootstrap,
             topic_prefix=topic_prefix,
             deadline_interval_s=deadline_interval,

@@ -25,6 +25,7 @@ from runstate.runtime.recovery import (
 )
 from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
 from runstate.runtime.run_task import LayoutTable, RunTask
+from runstate.runtime.standby import Standbys
 from runstate.runtime.store import Store
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
@@ -35,6 +36,9 @@ from runstate.streams.schema_topic import SchemaTopicSource
 from runstate.streams.topics import ensure_topics, topic_specs
 
 __all__ = ["RuntimeWorker", "build_worker", "ensure_runtime_topics"]
+
+#: Longest wait of one standby tick on a broker that does not answer (the loop waits).
+STANDBY_STALL_S = 5.0
 
 
 def ensure_runtime_topics(config: RuntimeConfig) -> None:
@@ -145,12 +149,35 @@ def build_worker(
                 stall_timeout_s=config.broker_timeout_s,
             )
         )
+    store = store or _store(config)
+    owners = None
+    if config.web_port or config.standby_replicas:
+        owners = GroupOwners(
+            kafka_describe(config.bootstrap_servers, config.group_id, names.events)
+        )
+    standbys = None
+    if owners is not None and config.standby_replicas:
+        standbys = Standbys(
+            store,
+            ChangelogRestorer(
+                changelog_consumer(config.bootstrap_servers),
+                names.runs_changelog,
+                # ticks run on the loop's thread: a broker that does not answer may cost
+                # one tick this long per standby partition, not broker_timeout_s
+                stall_timeout_s=min(config.broker_timeout_s, STANDBY_STALL_S),
+            ),
+            owners.members,
+            worker_id=config.worker_id,
+            replicas=config.standby_replicas,
+            interval_s=config.standby_interval_s,
+            max_records=config.standby_tick_records,
+        )
     worker = Worker(
         config,
         consumer=consumer,
         checkpoint=checkpoint,
         task=task,
-        store=store or _store(config),
+        store=store,
         restore=restore,
         expiries=ApprovalExpiries(
             checkpoint.committed_store,
@@ -165,12 +192,10 @@ def build_worker(
             forget=task.forget_runs,
             interval_s=config.eviction_interval_s,
         ),
+        standbys=standbys,
     )
     queries = None
-    if config.web_port:
-        owners = GroupOwners(
-            kafka_describe(config.bootstrap_servers, config.group_id, names.events)
-        )
+    if config.web_port and owners is not None:
         queries = QueryServer(
             worker,
             owners,

@@ -59,6 +59,13 @@ class RuntimeConfig(BaseSettings):
     store: Literal["rocksdb", "memory"] = Field(
         "rocksdb", description="local stores: rocksdb (kept across restarts) or memory"
     )
+    standby_replicas: int = Field(
+        0, ge=0, le=10, description="warm copies of each partition kept by other workers"
+    )
+    standby_interval_s: float = Field(0.5, gt=0, description="standby tailing period")
+    standby_tick_records: int = Field(
+        5_000, ge=1, description="changelog records one standby tick reads at most"
+    )
     block_cache_bytes: int = Field(64 * 1024 * 1024, ge=1 << 20, description="RocksDB cache")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP query API")
     web_port: int = Field(6066, ge=0, le=65535, description="port of the query API; 0: none")

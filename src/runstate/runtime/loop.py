@@ -16,6 +16,10 @@ Rebalances (cooperative-sticky, incremental):
 * lost (the group moved on without us, e.g. after a stall): nothing may be committed; the
   transaction is aborted and the partition dropped.
 
+Standby replicas (:mod:`runstate.runtime.standby`) are tailed on this thread too, a bounded
+number of records between batches; an assigned partition's standby store becomes its store,
+so its restore reads only the tail.
+
 Clean shutdown (:meth:`Worker.stop`, e.g. on SIGTERM): a final checkpoint, then close.
 """
 
@@ -47,6 +51,7 @@ from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.recovery import PartitionRestorer
 from runstate.runtime.run_task import RunTask
+from runstate.runtime.standby import Standbys
 from runstate.runtime.store import PartitionStore, Store
 
 __all__ = ["Worker"]
@@ -68,6 +73,7 @@ class Worker:
         restore: PartitionRestorer,
         expiries: ApprovalExpiries | None = None,
         eviction: FinishedRunEviction | None = None,
+        standbys: Standbys | None = None,
     ) -> None:
         self._config = config
         self._topic = config.names.events
@@ -78,6 +84,7 @@ class Worker:
         self._restore = restore
         self._expiries = expiries
         self._eviction = eviction
+        self._standbys = standbys
         self._stopping = threading.Event()
         self.records = 0
         checkpoint.on_abort(self._task.forget)
@@ -103,6 +110,11 @@ class Worker:
         """The committed store of an owned, restored partition (None if not owned)."""
         with self._partition_lock:
             yield self._checkpoint.committed_store(partition)
+
+    @property
+    def standbys(self) -> Standbys | None:
+        """The standby replicas (loop thread only; tests and metrics read their counters)."""
+        return self._standbys
 
     def processed_through(self, partition: int) -> int | None:
         committed = self._checkpoint.committed_offset(partition)
@@ -133,6 +145,9 @@ class Worker:
             "broker_error": self._broker_error,
             "since_last_poll_s": round(stalled_s, 3),
             "active_partitions": self.owned_partitions(),
+            "standby_partitions": (
+                [] if self._standbys is None else sorted(self._standbys.partitions)
+            ),
             "uptime_s": round(time.monotonic() - self._started, 1),
         }
 
@@ -145,6 +160,17 @@ class Worker:
             "committed_offsets": {
                 p: self._checkpoint.committed_offset(p) for p in self.owned_partitions()
             },
+            **self._standby_metrics(),
+        }
+
+    def _standby_metrics(self) -> dict[str, Any]:
+        s = self._standbys
+        if s is None:
+            return {}
+        return {
+            "standby_records": s.records,
+            "standby_ticks": s.ticks,
+            "standby_busy_s": round(s.busy_s, 3),
         }
 
     def stop(self) -> None:
@@ -173,6 +199,8 @@ class Worker:
             if clean:
                 self._consumer.close()  # revokes: a last (empty) checkpoint, leaves the group
                 self._checkpoint.close()
+            if self._standbys is not None:
+                self._standbys.close()
             self._store.close()
 
     def _iterate(self) -> None:
@@ -206,6 +234,8 @@ class Worker:
             self._expiries.send_due(self._checkpoint, owned=self._checkpoint.partitions)
         if self._eviction is not None and self._eviction.due():
             self._eviction.evict_due(self._checkpoint, owned=self._checkpoint.partitions)
+        if self._standbys is not None and self._standbys.due():
+            self._standbys.tick(owned=self._checkpoint.partitions)
         if self._checkpoint.due():
             self._checkpoint.commit()
 
@@ -225,7 +255,8 @@ class Worker:
         self._assigning = True
         try:
             for tp in committed:
-                store = self._open(tp.partition)
+                standby = None if self._standbys is None else self._standbys.promote(tp.partition)
+                store = standby if standby is not None else self._open(tp.partition)
                 restored = self._restore(store)
                 offset = tp.offset if tp.offset >= 0 else None
                 with self._partition_lock:

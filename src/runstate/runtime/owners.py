@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
 
@@ -41,11 +41,18 @@ def parse_client_id(text: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True, slots=True)
 class GroupMembers:
-    """One reading of the group: each member's URL and the partitions it owns."""
+    """One reading of the group: each member's URL and the partitions it owns.
+
+    ``workers`` and ``worker_ids`` say the same by worker id (unique in a group, as it fixes
+    the ``transactional.id``), which standby placement uses: URLs need not be unique when
+    workers serve no queries.
+    """
 
     owners: Mapping[int, str]
     urls: tuple[str, ...]
     read_at: float
+    workers: Mapping[int, str] = field(default_factory=dict)
+    worker_ids: tuple[str, ...] = ()
 
 
 #: Describes the group: returns ``[(client_id, [partition, ...]), ...]`` for the topic.
@@ -87,16 +94,29 @@ class GroupOwners:
             described = self._describe()
         except (KafkaException, TimeoutError) as exc:
             log.warning("cannot describe the processor group: %s", exc)
-            return GroupMembers(dict(self._members.owners), self._members.urls, time.monotonic())
+            old = self._members
+            return GroupMembers(
+                dict(old.owners), old.urls, time.monotonic(), dict(old.workers), old.worker_ids
+            )
+        workers: dict[int, str] = {}
+        ids: list[str] = []
         for cid, partitions in described:
             parsed = parse_client_id(cid)
             if parsed is None:
                 continue
-            _worker, url = parsed
+            worker, url = parsed
             urls.append(url)
+            ids.append(worker)
             for p in partitions:
                 owners[p] = url
-        return GroupMembers(owners, tuple(sorted(set(urls))), time.monotonic())
+                workers[p] = worker
+        return GroupMembers(
+            owners,
+            tuple(sorted(set(urls))),
+            time.monotonic(),
+            workers,
+            tuple(sorted(set(ids))),
+        )
 
 
 def kafka_describe(

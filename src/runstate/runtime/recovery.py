@@ -18,7 +18,9 @@ the deleted key forever. Callers drop (and fully restore) stores older than that
 
 :class:`ChangelogRestorer` keeps its consumer between calls: a standby calls
 :meth:`~ChangelogRestorer.catch_up` again and again, and each call continues where the last
-stopped (no seek, no reset) up to the end as it is then.
+stopped (no seek, no reset) up to the end as it is then. With ``max_records`` a call stops
+after that many records (every partition's store then reflects exactly what was read), so a
+caller on the poll loop's thread bounds the work of one call; the next call goes on from there.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class RestoreReport:
         last_offset: the store's changelog offset afterwards (None: the log is still empty).
         end_offset: the partition's end (last stable offset) the catch-up read up to.
         seconds: wall time, including the wait for the broker.
+        caught_up: the store reached ``end_offset`` (False: the call's record budget ran out
+            first; call again).
     """
 
     partition: int
@@ -70,6 +74,7 @@ class RestoreReport:
     last_offset: int | None
     end_offset: int
     seconds: float
+    caught_up: bool = True
 
     @property
     def records_per_second(self) -> float:
@@ -159,12 +164,16 @@ class ChangelogRestorer:
     def assigned(self) -> set[int]:
         return set(self._next)
 
-    def catch_up(self, stores: Mapping[int, PartitionStore]) -> dict[int, RestoreReport]:
+    def catch_up(
+        self, stores: Mapping[int, PartitionStore], *, max_records: int | None = None
+    ) -> dict[int, RestoreReport]:
         """Bring each store (by changelog partition) up to its partition's current end.
 
         A store with no offset is read from the beginning; a store the consumer already
         follows continues without a seek. Records of aborted transactions never reach a
-        store; tombstones delete.
+        store; tombstones delete. With ``max_records``, stop once that many records (of all
+        partitions together) were read: each store is left at the last offset it was given,
+        and its report says ``caught_up=False`` if it has not reached the end.
 
         Raises:
             RestoreError: a partition made no progress for ``stall_timeout_s`` (broker gone,
@@ -180,7 +189,7 @@ class ChangelogRestorer:
             progress[partition] = self._measure(store, started, *self._watermarks(partition))
         for partition, p in progress.items():
             self._position(partition, p)
-        self._read(progress)
+        self._read(progress, max_records)
         return {
             partition: RestoreReport(
                 partition=partition,
@@ -189,6 +198,7 @@ class ChangelogRestorer:
                 last_offset=p.store.changelog_offset(),
                 end_offset=p.end,
                 seconds=time.monotonic() - p.started,
+                caught_up=p.done,
             )
             for partition, p in progress.items()
         }
@@ -245,11 +255,17 @@ class ChangelogRestorer:
                     ) from exc
                 time.sleep(0.1)
 
-    def _read(self, progress: dict[int, _Progress]) -> None:
+    def _read(self, progress: dict[int, _Progress], budget: int | None) -> None:
         batch = self._batch_records
         last_move = time.monotonic()
         while not all(p.done for p in progress.values()):
-            messages = self._consumer.consume(batch, self._poll_timeout_s)
+            if budget is not None and budget <= 0:
+                self._settle(progress)
+                return
+            wanted = batch if budget is None else min(batch, budget)
+            messages = self._consumer.consume(wanted, self._poll_timeout_s)
+            if budget is not None:
+                budget -= len(messages)
             #: followed partitions this call was not asked about -> their first offset read
             not_asked: dict[int, int] = {}
             # The loop runs once per record: it stays lean (no per-record batch check, the
@@ -297,6 +313,21 @@ class ChangelogRestorer:
                     f"restoring {self._topic} partitions {stuck} made no progress for "
                     f"{self._stall_timeout_s}s; check the broker, then retry"
                 )
+
+    def _settle(self, progress: dict[int, _Progress]) -> None:
+        """The budget ran out: apply what each unfinished partition has read so far.
+
+        The consumer's position is the next record it would hand out, and every record below
+        it was handed out (or carried no data), so the store reflects the log up to
+        ``position - 1`` and the next call continues from there without a seek.
+        """
+        for partition, p in progress.items():
+            if p.done or not p.writes:
+                continue
+            reached = self._next[partition] - 1
+            if p.last_offset is not None:
+                reached = max(reached, p.last_offset)
+            self._flush(partition, p, reached)
 
     def _check_positions(self, progress: dict[int, _Progress]) -> bool:
         """Mark partitions whose position reached their end; apply what they buffered."""
