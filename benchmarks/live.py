@@ -57,7 +57,19 @@ def system_round(
     finally:
         worker.stop()
         watch.close()
+    out["outputs"] = output_counts(watch.records)
+    if out["outputs"]["doubled"]:
+        print(f"  ! {system} round {round_no}: doubled outputs {out['outputs']}", flush=True)
     return out
+
+
+def output_counts(records: Sequence[h.Received]) -> dict[str, Any]:
+    """State changes seen over the whole round (throughput, latency, every restart): a run
+    version seen twice is an output doubled (allowed at least once after a kill -9, never
+    exactly once)."""
+    versions = Counter((c.run_id, c.version) for c in (decode_change(r.value) for r in records))
+    doubled = sum(n - 1 for n in versions.values() if n > 1)
+    return {"records": len(records), "distinct": len(versions), "doubled": doubled}
 
 
 def throughput(worker: h.WorkerProcess, watch: h.OutputWatch, n: int) -> dict[str, Any]:

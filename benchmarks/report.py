@@ -290,6 +290,7 @@ def _markdown(
         ]
     out += ["", "↑ higher is better, ↓ lower is better.", ""]
     out += _saturation(results)
+    out += _output_lines(results)
     errors = [r for r in results.get("rounds", []) if "error" in r]
     for r in errors:
         out.append(f"- round {r['round']} of {r['system']} failed: `{r['error'][:300]}`")
@@ -302,6 +303,24 @@ def _markdown(
         "",
     ]
     return "\n".join(out) + "\n"
+
+
+def _output_lines(results: dict[str, Any]) -> list[str]:
+    """Doubled state changes per system over its rounds (kill -9 included)."""
+    counted = [r for r in results.get("rounds", []) if "outputs" in r]
+    if not counted:
+        return []
+    parts = []
+    for system in systems_of(results):
+        mine = [r["outputs"] for r in counted if r["system"] == system]
+        if mine:
+            records = sum(o["records"] for o in mine)
+            doubled = sum(o["doubled"] for o in mine)
+            parts.append(f"{LABELS.get(system, system)} {doubled} of {records:,}")
+    return [
+        "- Doubled state changes (a run version seen twice over a round, kill -9 and restarts"
+        " included; allowed at least once, never exactly once): " + "; ".join(parts) + ".",
+    ]
 
 
 def _load_lines(results: dict[str, Any]) -> list[str]:

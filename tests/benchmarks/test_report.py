@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.harness import Received
+from benchmarks.live import output_counts
+from benchmarks.workload import generate
+
 from benchmarks import report
+from runstate.runs.reducer import Applied, apply
+from runstate.runs.state_codec import StateCodec
 
 
 def _round(system: str, round_no: int, rate: float, cpu: float) -> dict[str, Any]:
@@ -45,3 +51,17 @@ def test_results_from_before_the_runtime_still_summarise() -> None:
     }
     row = report.summarise(results)["throughput"]
     assert row["ratios"]["runstate / quix"]["median"] == 0.5
+
+
+def test_a_run_version_seen_twice_is_counted_as_doubled() -> None:
+    codec = StateCodec()
+    changes = []
+    state = None
+    for event in generate(1, seed=3).runs[0]:
+        outcome = apply(state, event)
+        assert isinstance(outcome, Applied)
+        state = outcome.state
+        changes.append(Received(0.0, 0, codec.encode_change(outcome.change)))
+    assert output_counts(changes)["doubled"] == 0
+    counts = output_counts([*changes, changes[0], changes[0]])
+    assert (counts["records"], counts["doubled"]) == (len(changes) + 2, 2)
