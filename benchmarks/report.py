@@ -524,7 +524,9 @@ def _notes(results: dict[str, Any]) -> list[str]:
         " *Steady* is records per second from the end of the first burst of outputs (what"
         " arrives within 0.25 s of the first; for an exactly-once worker, its first"
         " transaction) to the last arrival (start-up excluded); CPU per event is the worker's"
-        " CPU time over the same stretch divided by the records that arrived in it;"
+        " CPU time over the same stretch divided by the records that arrived after the first"
+        " burst (an exactly-once worker can be up to one commit interval ahead of what is"
+        " visible, so its CPU figure can be low by up to that interval's work);"
         " *incl. start-up* counts from process start. Every system consumes, decodes"
         " with our codec, apply our reducer, keep the state codec's bytes in RocksDB with a"
         " changelog, and produce RunStateChanged and the latest state.",
