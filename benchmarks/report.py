@@ -599,7 +599,13 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
     ceiling = results.get("ceiling")
     if ceiling:
         ax.axhline(ceiling["median"], color="grey", ls="--", lw=1)
-        ax.text(-0.4, ceiling["median"] * 1.08, "in-process ceiling", fontsize=8, color="grey")
+        ax.text(
+            -0.4,
+            ceiling["median"] * 1.08,
+            "in-process ceiling (faust loop)",
+            fontsize=8,
+            color="grey",
+        )
     lat_keys = []
     for rate in results["params"]["latency_rates"]:
         for p in ("p50", "p99"):
@@ -625,7 +631,8 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
                    label=f"{pair[0]} / {pair[1]}")  # fmt: skip
     ax.set_xticks(range(len(ratio_keys)), [label for _, label in ratio_keys], fontsize=8)
     ax.axhline(1.0, color="grey", ls="--", lw=1)
-    ax.set_title("Ours / Quix, per-round ratio (median; 1.0 = equal)", fontsize=10)
+    ax.set_yscale("log")
+    ax.set_title("Ours / Quix, per-round ratio (median; 1.0 = equal, log)", fontsize=10)
     ax.legend(fontsize=7)
     fig.suptitle(
         f"runstate vs Quix Streams: {results['mode']} mode, {results['params']['rounds']}"
