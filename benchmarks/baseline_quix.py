@@ -5,6 +5,8 @@ Same input (the events topic our SDK wrote), same Avro decoding (our codec), sam
 RocksDB store with its changelog topic, and the same outputs: ``RunStateChanged`` (our codec)
 to the state-changes topic and the latest state to the run-state topic. No dead-letter topic:
 the workload has no bad records, so that path costs neither system anything.
+``--guarantee exactly-once`` is Quix's Kafka-transaction mode (``processing_guarantee``), the
+counterpart of the runtime's exactly-once; ``at-least-once`` that of its at-least-once.
 
 Runs in its own venv (see :data:`benchmarks.harness.QUIX_PYTHON`); imports only runstate's
 pure layers, never the harness.
@@ -46,7 +48,7 @@ def build(args: argparse.Namespace) -> Application:
         auto_offset_reset="earliest",
         state_dir=args.state_dir,
         commit_interval=args.commit_interval,
-        processing_guarantee="at-least-once",
+        processing_guarantee=args.guarantee,
         # state values are the state codec's bytes, stored as they are (no JSON)
         rocksdb_options=RocksDBOptions(dumps=_dumps, loads=_loads),
         consumer_extra_config={
@@ -89,6 +91,9 @@ def main() -> None:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--session-timeout", type=float, default=10.0)
     parser.add_argument("--commit-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     build(args).run()

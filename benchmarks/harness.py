@@ -33,8 +33,15 @@ from runstate.streams.reader import end_offsets
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
 
 __all__ = [
+    "FAUST",
+    "PAIRS",
+    "QUIX_ALO",
+    "QUIX_EOS",
     "QUIX_PYTHON",
     "ROOT",
+    "RUNTIME_ALO",
+    "RUNTIME_EOS",
+    "SYSTEMS",
     "OutputWatch",
     "WorkerProcess",
     "bench_broker",
@@ -51,7 +58,16 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIX_VENV = ROOT / ".runstate" / "bench-quix"
 QUIX_PYTHON = QUIX_VENV / "bin" / "python"
 PARTITIONS = 6
-#: Equal for both systems: how long a killed member holds its partitions.
+#: The contenders, each a worker as a child process: the faust processor (being retired),
+#: the exactly-once runtime in both guarantees, and Quix Streams in both guarantees.
+FAUST = "faust"
+RUNTIME_EOS, RUNTIME_ALO = "runtime-eos", "runtime-alo"
+QUIX_EOS, QUIX_ALO = "quix-eos", "quix-alo"
+SYSTEMS = (FAUST, RUNTIME_EOS, RUNTIME_ALO, QUIX_EOS, QUIX_ALO)
+#: (ours, baseline) compared round by round: the same guarantee on both sides; the faust
+#: processor is at-least-once.
+PAIRS = ((RUNTIME_EOS, QUIX_EOS), (RUNTIME_ALO, QUIX_ALO), (FAUST, QUIX_ALO))
+#: Equal for every system: how long a killed member holds its partitions.
 SESSION_TIMEOUT_S = 10.0
 COMMIT_INTERVAL_S = 1.0
 
@@ -196,7 +212,7 @@ class OutputWatch:
 
 @dataclass
 class WorkerProcess:
-    """One processor worker as a child process: ``system`` is ``runstate`` or ``quix``."""
+    """One processor worker as a child process; ``system`` is one of :data:`SYSTEMS`."""
 
     system: str
     bootstrap: str
@@ -221,33 +237,52 @@ class WorkerProcess:
         return self.proc.pid
 
     def command(self) -> list[str]:
-        if self.system == "runstate":
+        if self.system == FAUST:
             return [
-                str(ROOT / ".venv" / "bin" / "runstate"), "processor", "run",
+                sys.executable, "-m", "runstate", "processor", "run",
                 "--worker-id", "bench-1", "--data-dir", str(self.data_dir),
                 "--web-port", str(self.web_port), "--bootstrap", self.bootstrap,
                 "--topic-prefix", self.prefix, "--partitions", str(PARTITIONS),
                 "--log-level", "warn",
             ]  # fmt: skip
+        if self.system in (RUNTIME_EOS, RUNTIME_ALO):
+            return [sys.executable, "-m", "runstate.runtime"]  # configured by env()
         return [
             str(QUIX_PYTHON), "-m", "benchmarks.baseline_quix",
             "--bootstrap", self.bootstrap, "--prefix", self.prefix,
             "--state-dir", str(self.data_dir),
             "--session-timeout", str(SESSION_TIMEOUT_S),
             "--commit-interval", str(COMMIT_INTERVAL_S),
+            "--guarantee", "exactly-once" if self.system == QUIX_EOS else "at-least-once",
         ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        """The worker's environment: this checkout's code first, equal intervals for all."""
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+            "RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
+            "RUNSTATE_PROCESSOR_COMMIT_INTERVAL_S": str(COMMIT_INTERVAL_S),
+        }
+        if self.system in (RUNTIME_EOS, RUNTIME_ALO):
+            env |= {
+                "RUNSTATE_BOOTSTRAP_SERVERS": self.bootstrap,
+                "RUNSTATE_TOPIC_PREFIX": self.prefix,
+                "RUNSTATE_PARTITIONS": str(PARTITIONS),
+                "RUNSTATE_RUNTIME_WORKER_ID": "bench-1",
+                "RUNSTATE_RUNTIME_DATA_DIR": str(self.data_dir),
+                "RUNSTATE_RUNTIME_WEB_PORT": str(self.web_port),
+                "RUNSTATE_RUNTIME_EXACTLY_ONCE": str(self.system == RUNTIME_EOS).lower(),
+                "RUNSTATE_RUNTIME_COMMIT_INTERVAL_S": str(COMMIT_INTERVAL_S),
+                "RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS": str(int(SESSION_TIMEOUT_S * 1000)),
+            }
+        return env | self.extra_env
 
     def start(self) -> float:
         """Start the worker; returns the ``time.time()`` it was started at."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.web_port = free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
-            "RUNSTATE_PROCESSOR_COMMIT_INTERVAL_S": str(COMMIT_INTERVAL_S),
-            **self.extra_env,
-        }
+        env = self.env()
         log = self.log_file.open("ab")
         started = time.time()
         self.proc = subprocess.Popen(
@@ -301,7 +336,7 @@ class WorkerProcess:
 
     def metrics(self) -> dict[str, Any] | None:
         """Our worker's ``/metrics`` (None for the baseline or when unreachable)."""
-        if self.system != "runstate":
+        if self.system in (QUIX_EOS, QUIX_ALO):
             return None
         try:
             with urllib.request.urlopen(

@@ -79,31 +79,63 @@ def metrics(results: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
     return out
 
 
+#: Display names of the contenders (results files before the runtime say runstate/quix).
+LABELS = {
+    "faust": "faust processor (ALO)",
+    "runtime-eos": "runtime, exactly-once",
+    "runtime-alo": "runtime, at-least-once",
+    "quix-eos": "Quix, exactly-once",
+    "quix-alo": "Quix, at-least-once",
+    "runstate": "runstate (faust)",
+    "quix": "Quix Streams",
+}
+_COLORS = {
+    "runtime-eos": "#2b6cb0", "quix-eos": "#dd6b20", "runtime-alo": "#63b3ed",
+    "quix-alo": "#f6ad55", "faust": "#718096", "runstate": "#2b6cb0", "quix": "#dd6b20",
+}  # fmt: skip
+
+
+def systems_of(results: dict[str, Any]) -> list[str]:
+    """The contenders of a results file, in the order they ran in round 1."""
+    return list(results.get("systems") or ["runstate", "quix"])
+
+
+def pairs_of(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(ours, baseline) pairs compared round by round."""
+    return [(a, b) for a, b in results.get("pairs") or [("runstate", "quix")]]
+
+
+def pair_name(pair: tuple[str, str]) -> str:
+    return f"{pair[0]} / {pair[1]}"
+
+
 def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per figure: each system's median/min/max over rounds and the per-round ratio."""
+    """Per figure: each system's median/min/max over rounds and each pair's per-round ratio."""
     rounds = [r for r in results.get("rounds", []) if "error" not in r]
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
     for r in rounds:
         by_round.setdefault(r["round"], {})[r["system"]] = r
     table: dict[str, dict[str, Any]] = {}
     for key, label, get, higher in metrics(results):
-        row: dict[str, Any] = {"label": label, "higher_is_better": higher}
-        for system in ("runstate", "quix"):
+        row: dict[str, Any] = {"label": label, "higher_is_better": higher, "ratios": {}}
+        for system in systems_of(results):
             vals = [v for r in rounds if r["system"] == system and (v := get(r)) is not None]
             row[system] = _stats(vals)
-        ratios = []
-        for pair in by_round.values():
-            if "runstate" in pair and "quix" in pair:
-                a, b = get(pair["runstate"]), get(pair["quix"])
-                if a is not None and b:
-                    ratios.append(a / b)
-        row["ratio"] = None if key in _NO_RATIO else _stats(ratios)
+        for ours, base in pairs_of(results):
+            ratios = []
+            for pair in by_round.values():
+                if ours in pair and base in pair:
+                    a, b = get(pair[ours]), get(pair[base])
+                    if a is not None and b:
+                        ratios.append(a / b)
+            row["ratios"][pair_name((ours, base))] = None if key in _NO_RATIO else _stats(ratios)
         table[key] = row
     return table
 
 
 #: Figures whose ratio would mislead: Quix's changelog keeps one record per changed key per
-#: checkpoint, ours one per event, so record counts and records/s measure different things.
+#: checkpoint, the faust processor's one per event and the runtime's one per changed layout
+#: key, so record counts and records/s measure different things.
 _NO_RATIO = frozenset({"changelog", "restore_rate"})
 
 
@@ -138,13 +170,14 @@ def _ratio(s: dict[str, float] | None) -> str:
 def _saturation(results: dict[str, Any]) -> list[str]:
     lines = []
     for rate in results.get("params", {}).get("latency_rates", ()):
-        for system in ("runstate", "quix"):
+        for system in systems_of(results):
             sat = [r for r in results.get("rounds", []) if r.get("system") == system
                    and r.get("latency", {}).get(str(rate), {}).get("saturated")]  # fmt: skip
             if sat:
                 caps = [_fmt(r["latency"][str(rate)].get("capacity_events_per_s")) for r in sat]
                 lines.append(
-                    f"- {system} at {rate} ev/s: not measured in {len(sat)} round(s), the offered"
+                    f"- {LABELS.get(system, system)} at {rate} ev/s: not measured in"
+                    f" {len(sat)} round(s), the offered"
                     f" rate is above 80 % of its measured capacity ({', '.join(caps)} ev/s):"
                     " the backlog would grow for as long as the test ran."
                 )
@@ -180,14 +213,22 @@ def _markdown(
         " ours / baseline computed per round, then summarised. Absolute numbers from this shared,"
         " noisy machine are context only; compare the ratios.",
         "",
+        f"Mode: **{results['mode']}**, {results['params']['rounds']} rounds. Contenders: "
+        + ", ".join(f"`{x}` ({LABELS.get(x, x)})" for x in systems_of(results))
+        + ". Ratios: "
+        + ", ".join(f"`{pair_name(p)}`" for p in pairs_of(results))
+        + " (the same processing guarantee on both sides).",
+        "",
+        *_load_lines(results),
         "## Machine",
         "",
         f"- {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), {m['memory_gib']} GiB RAM;"
         " broker, worker and harness share them",
         f"- Python {m['python']}, {m['platform']}",
         f"- Apache Kafka {m['kafka']} (KRaft, one local node, from the Maven jars), {m['java']}",
-        f"- runstate {v.get('runstate')} on faust-streaming {v.get('faust-streaming')} /"
-        f" aiokafka {v.get('aiokafka')}; confluent-kafka {v.get('confluent-kafka')} (SDK),"
+        f"- runstate {v.get('runstate')}: the runtime on confluent-kafka"
+        f" {v.get('confluent-kafka')} (also the SDK's), the retiring processor on"
+        f" faust-streaming {v.get('faust-streaming')} / aiokafka {v.get('aiokafka')};"
         f" fastavro {v.get('fastavro')}, rocksdict {v.get('rocksdict')}",
         f"- Baseline: quixstreams {v.get('quixstreams', '-')} with confluent-kafka"
         f" {v.get('confluent_kafka_quix', '-')} in its own venv (`.runstate/bench-quix`): every"
@@ -199,14 +240,16 @@ def _markdown(
         "```sh",
         "make bench-quick   # 2 rounds, small N, a few minutes",
         "make bench         # 5 rounds, larger N",
-        "# or: .venv/bin/python -m benchmarks.run --quick [--rounds N] [--skip-baseline]",
+        "# or: .venv/bin/python -m benchmarks.run --quick [--rounds N] [--systems a,b,...]",
         "```",
         "",
         "The harness starts its own broker (free ports, temp dir), makes fresh topics"
         f" ({cfg['partitions']} partitions) with a unique prefix per system and round, preloads"
-        " the workload through the SDK, then starts the worker as a child process. Both workers"
-        f" use a {cfg['session_timeout_s']:.0f} s consumer session timeout and a"
-        f" {cfg['commit_interval_s']:.0f} s commit interval.",
+        " the workload through the SDK, then starts the worker as a child process. Every worker"
+        f" uses a {cfg['session_timeout_s']:.0f} s consumer session timeout and a"
+        f" {cfg['commit_interval_s']:.0f} s commit interval (the runtime's own default is 0.1 s;"
+        " it is set equal here, as an exactly-once worker's outputs become visible only when"
+        " its transaction commits). The harness reads the outputs `read_committed`.",
         "",
         "## Workload",
         "",
@@ -223,31 +266,124 @@ def _markdown(
     ]
     if plotted:
         out += ["![benchmarks](benchmarks.png)", ""]
+    systems, pairs = systems_of(results), pairs_of(results)
     out += [
-        "| Figure | runstate | Quix Streams baseline | ours / baseline |",
-        "|---|---|---|---|",
+        "| Figure | "
+        + " | ".join(LABELS.get(x, x) for x in systems)
+        + " | "
+        + " | ".join(f"{LABELS.get(a, a)} / {LABELS.get(b, b)}" for a, b in pairs)
+        + " |",
+        "|---|" + "---|" * (len(systems) + len(pairs)),
     ]
     for row in table.values():
-        if not row["runstate"] and not row["quix"]:
+        if not any(row.get(x) for x in systems):
             continue
         arrow = "↑" if row["higher_is_better"] else "↓"
         out.append(
-            f"| {row['label']} {arrow} | {_cell(row['runstate'])} | {_cell(row['quix'])}"
-            f" | {_ratio(row['ratio'])} |"
+            f"| {row['label']} {arrow} | "
+            + " | ".join(_cell(row.get(x)) for x in systems)
+            + " | "
+            + " | ".join(_ratio(row["ratios"].get(pair_name(p))) for p in pairs)
+            + " |"
         )
     ceiling = results.get("ceiling")
     if ceiling:
-        out.append(
-            f"| In-process ceiling: decode + reduce + RocksDB, no Kafka (events/s) ↑"
-            f" | {_cell(ceiling)} | | |"
-        )
+        out += [
+            "",
+            "In-process ceiling of the faust processor's per-event work (decode + reduce +"
+            f" RocksDB, no Kafka): {_cell(ceiling)} events/s.",
+        ]
     out += ["", "↑ higher is better, ↓ lower is better.", ""]
     out += _saturation(results)
+    out += _output_lines(results)
     errors = [r for r in results.get("rounds", []) if "error" in r]
     for r in errors:
         out.append(f"- round {r['round']} of {r['system']} failed: `{r['error'][:300]}`")
-    out += ["", *_codec_section(results), *_profile_section(results), *_notes(results), ""]
+    out += [
+        "",
+        *_run_length_section(results),
+        *_codec_section(results),
+        *_profile_section(results),
+        *_notes(results),
+        "",
+    ]
     return "\n".join(out) + "\n"
+
+
+def _output_lines(results: dict[str, Any]) -> list[str]:
+    """Doubled state changes per system over its rounds (kill -9 included)."""
+    counted = [r for r in results.get("rounds", []) if "outputs" in r]
+    if not counted:
+        return []
+    parts = []
+    for system in systems_of(results):
+        mine = [r["outputs"] for r in counted if r["system"] == system]
+        if mine:
+            records = sum(o["records"] for o in mine)
+            doubled = sum(o["doubled"] for o in mine)
+            parts.append(f"{LABELS.get(system, system)} {doubled} of {records:,}")
+    return [
+        "- Doubled state changes (a run version seen twice over a round, kill -9 and restarts"
+        " included; allowed at least once, never exactly once): " + "; ".join(parts) + ".",
+    ]
+
+
+def _load_lines(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    start, end = m.get("loadavg_start"), m.get("loadavg_end")
+    if not start:
+        return []
+    text = f"**Machine load**: 1-minute load average {start[0]:.1f} at the start"
+    if end:
+        text += f", {end[0]:.1f} at the end"
+    text += f" on {m['cpus']} CPUs."
+    if results.get("note"):
+        text += f" {results['note']}"
+    return [text, ""]
+
+
+def _run_length_section(results: dict[str, Any]) -> list[str]:
+    fig = results.get("run_length")
+    if not fig:
+        return []
+    out = [
+        "### Per-event cost as a run grows (runtime task path, in process)",
+        "",
+        "One run of 10, 100 and 1,000 events, each event a batch of its own through"
+        " `RunTask.process` (the runtime's task: decode, load through the partition"
+        " transaction, reduce, the change, the layout's writes, the latest state) over a"
+        " memory partition store, the interval committed after each event. Cost at the k-th"
+        f" event: median over {fig['repeats']} passes and the events k-{fig['window'] - 1}..k."
+        " The steps that may grow with the run are timed alone at the same events (best of"
+        f" {fig['repeats']}).",
+        "",
+        "| run length | k-th event | µs/event | reduce µs | layout writes µs"
+        " | encode change µs | **whole-state encode µs** (share) | state bytes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, run in fig["runs"].items():
+        for k, at in run["at"].items():
+            out.append(
+                f"| {int(n):,} | {int(k):,} | {at['task_us']:,.0f} | {at['apply_us']:.0f}"
+                f" | {at['run_writes_us']:.0f} | {at['encode_change_us']:.0f}"
+                f" | {at['encode_state_us']:,.0f} ({at['encode_state_share']:.0%})"
+                f" | {at['state_bytes']:,} |"
+            )
+    ratio, without = (
+        fig.get("ratio_last_to_10th"),
+        fig.get("ratio_last_to_10th_without_state_encode"),
+    )
+    if ratio:
+        met = "meets" if ratio <= fig["goal_ratio"] else "**misses**"
+        out += [
+            "",
+            f"The 1,000th event costs **{ratio:.1f}x** the 10th ({met} the goal of"
+            f" {fig['goal_ratio']}x). The layout keeps the store's work flat, but the"
+            " latest-state output is still one whole-state encode per run per batch, which"
+            " grows with the run; without it the 1,000th costs"
+            f" {without:.2f}x the 10th.",
+        ]
+    return [*out, ""]
 
 
 def _codec_section(results: dict[str, Any]) -> list[str]:
@@ -390,8 +526,13 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "",
         "- **Throughput**: the worker starts on a topic preloaded with the whole workload;"
         " the harness reads the state-changes topic and notes when each record arrives."
-        " *Steady* is records per second between the first and the last arrival (start-up"
-        " excluded); *incl. start-up* counts from process start. Both systems consume, decode"
+        " *Steady* is records per second from the end of the first burst of outputs (what"
+        " arrives within 0.25 s of the first; for an exactly-once worker, its first"
+        " transaction) to the last arrival (start-up excluded); CPU per event is the worker's"
+        " CPU time over the same stretch divided by the records that arrived after the first"
+        " burst (an exactly-once worker can be up to one commit interval ahead of what is"
+        " visible, so its CPU figure can be low by up to that interval's work);"
+        " *incl. start-up* counts from process start. Every system consumes, decodes"
         " with our codec, apply our reducer, keep the state codec's bytes in RocksDB with a"
         " changelog, and produce RunStateChanged and the latest state.",
         "- **Latency**: after the throughput run, new runs are sent through the SDK at a fixed"
@@ -407,12 +548,18 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "",
         "## Differences to keep in mind",
         "",
-        "- runstate awaits the broker's acknowledgement of a batch's outputs before it"
-        " writes the table (see `processors/worker.py`); Quix buffers state writes per"
-        " checkpoint and produces its changelog at commit time (one record per changed key per"
-        " checkpoint), so its changelog holds fewer records than ours (one per event).",
-        "- runstate also decodes through a schemas-topic writer source and runs an HTTP query"
-        " API and an approval-deadline timer in the same process; the baseline has neither.",
+        "- Exactly-once on both sides is Kafka transactions: the runtime commits the"
+        " interval's outputs, changelog and offsets in one transaction"
+        ' (`runtime/checkpoint.py`), Quix with `processing_guarantee="exactly-once"`; at'
+        " least once, the runtime produces, flushes, then commits offsets, and relies on the"
+        " reducer to drop redelivered events.",
+        "- The runtime keeps a run as a head plus one entry per collection item (the run"
+        " layout) and writes the changed keys to its changelog; Quix keeps the whole state"
+        " under one key and writes one changelog record per changed key per checkpoint; the"
+        " faust processor awaits the broker's acknowledgement of a batch's outputs before it"
+        " writes the table, one changelog record per event.",
+        "- Our workers also run an HTTP query API and an approval-deadline timer in the same"
+        " process (the runtime also writes the query indexes); the baseline has neither.",
         "- The baseline has no dead-letter path; the workload has no bad records, so neither"
         " system spends time there.",
         replay_line,
@@ -427,29 +574,29 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    systems = [("runstate", "#2b6cb0"), ("quix", "#dd6b20")]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    systems = [(x, _COLORS.get(x, "#999999")) for x in systems_of(results)]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
 
     def bars(ax: Any, keys: list[tuple[str, str]], title: str, ylabel: str, *, log: bool) -> None:
-        width = 0.38
+        width = 0.8 / len(systems)
         for i, (system, color) in enumerate(systems):
             xs, ys, lo, hi = [], [], [], []
             for j, (key, _) in enumerate(keys):
-                s = table.get(key, {}).get(system)
-                if s:
-                    xs.append(j + (i - 0.5) * width)
-                    ys.append(s["median"])
-                    lo.append(s["median"] - s["min"])
-                    hi.append(s["max"] - s["median"])
+                st = table.get(key, {}).get(system)
+                if st:
+                    xs.append(j + (i - (len(systems) - 1) / 2) * width)
+                    ys.append(st["median"])
+                    lo.append(st["median"] - st["min"])
+                    hi.append(st["max"] - st["median"])
             if xs:
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, color=color,
-                       label="runstate" if system == "runstate" else "Quix Streams")  # fmt: skip
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=color,
+                       label=LABELS.get(system, system))  # fmt: skip
         ax.set_xticks(range(len(keys)), [label for _, label in keys], fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel, fontsize=9)
         if log:
             ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
 
     ax = axes[0][0]
     bars(ax, [("throughput", "steady"), ("throughput_wall", "incl. start-up")],
@@ -457,7 +604,13 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
     ceiling = results.get("ceiling")
     if ceiling:
         ax.axhline(ceiling["median"], color="grey", ls="--", lw=1)
-        ax.text(-0.4, ceiling["median"] * 1.08, "in-process ceiling", fontsize=8, color="grey")
+        ax.text(
+            -0.4,
+            ceiling["median"] * 1.08,
+            "in-process ceiling (faust loop)",
+            fontsize=8,
+            color="grey",
+        )
     lat_keys = []
     for rate in results["params"]["latency_rates"]:
         for p in ("p50", "p99"):
@@ -466,15 +619,26 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
     bars(axes[1][0], [("kill9", "kill -9"), ("clean", "clean restart"),
                       ("restore", "state deleted")], "Back to processing (s)", "s",
          log=False)  # fmt: skip
-    codec = results.get("codec", {}).get("ratios", {})
     ax = axes[1][1]
-    names = list(codec)
-    ax.barh(range(len(names)), [codec[n]["median"] for n in names], color="#2b6cb0",
-            xerr=[[codec[n]["median"] - codec[n]["min"] for n in names],
-                  [codec[n]["max"] - codec[n]["median"] for n in names]], capsize=3)  # fmt: skip
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.axvline(1.0, color="grey", ls="--", lw=1)
-    ax.set_title("Codec rate, ours / plain fastavro (1.0 = as fast)", fontsize=10)
+    ratio_keys = [("throughput", "throughput ↑"), ("cpu", "CPU/event ↓"),
+                  ("lat500_p50", "500/s p50 ↓"), ("lat500_p99", "500/s p99 ↓")]  # fmt: skip
+    pairs = pairs_of(results)
+    width = 0.8 / max(len(pairs), 1)
+    for i, pair in enumerate(pairs):
+        xs, ys = [], []
+        for j, (key, _) in enumerate(ratio_keys):
+            st = table.get(key, {}).get("ratios", {}).get(pair_name(pair))
+            if st:
+                xs.append(j + (i - (len(pairs) - 1) / 2) * width)
+                ys.append(st["median"])
+        if xs:
+            ax.bar(xs, ys, width, color=_COLORS.get(pair[0], "#999999"),
+                   label=f"{pair[0]} / {pair[1]}")  # fmt: skip
+    ax.set_xticks(range(len(ratio_keys)), [label for _, label in ratio_keys], fontsize=8)
+    ax.axhline(1.0, color="grey", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_title("Ours / Quix, per-round ratio (median; 1.0 = equal, log)", fontsize=10)
+    ax.legend(fontsize=7)
     fig.suptitle(
         f"runstate vs Quix Streams: {results['mode']} mode, {results['params']['rounds']}"
         f" rounds, {results['machine']['cpus']} CPUs",
@@ -488,18 +652,31 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
 
 
 def console_summary(results: dict[str, Any]) -> str:
-    lines = ["", "figure: runstate | quix | ours/quix"]
+    lines = [""]
     lines.append(f"  producer SDK events/s: {_cell(producer_rate(results))}")
     ceiling = results.get("ceiling")
     lines.append(f"  in-process ceiling events/s: {_cell(ceiling)}")
     for key, r in (results.get("codec") or {}).get("ratios", {}).items():
         lines.append(f"  codec {key}: {_ratio(r)}")
+    systems, pairs = systems_of(results), pairs_of(results)
+    lines.append("  columns: " + " | ".join(systems) + " | " + " | ".join(map(pair_name, pairs)))
     for row in summarise(results).values():
-        if row["runstate"] or row["quix"]:
+        if any(row.get(x) for x in systems):
             lines.append(
-                f"  {row['label']}: {_cell(row['runstate'])} | {_cell(row['quix'])}"
-                f" | {_ratio(row['ratio'])}"
+                f"  {row['label']}: "
+                + " | ".join(_cell(row.get(x)) for x in systems)
+                + " | "
+                + " | ".join(_ratio(row["ratios"].get(pair_name(p))) for p in pairs)
             )
+    fig = results.get("run_length")
+    if fig:
+        for n, run in fig["runs"].items():
+            for k, at in run["at"].items():
+                lines.append(
+                    f"  run of {n}, event {k}: {at['task_us']:.0f} us"
+                    f" (whole-state encode {at['encode_state_us']:.0f} us)"
+                )
+        lines.append(f"  1,000th / 10th: {fig['ratio_last_to_10th']:.2f}x")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness as h
-from benchmarks import inprocess, live, report
+from benchmarks import inprocess, live, report, run_length
 from benchmarks.workload import generate
 from runstate.streams.broker import KAFKA_VERSION
 
@@ -42,8 +42,10 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode("quick", 2, 120, (50, 500, 2000), 3.0, 80, 3, 80, 6.0),
-    "full": Mode("full", 5, 400, (50, 200, 500, 2000), 10.0, 300, 5, 300, 15.0),
+    # the throughput workload must take several commit intervals to process: an
+    # exactly-once worker's outputs appear one transaction (one interval) at a time
+    "quick": Mode("quick", 2, 500, (50, 500, 2000), 3.0, 80, 3, 80, 6.0),
+    "full": Mode("full", 5, 1200, (50, 200, 500, 2000), 10.0, 300, 5, 300, 15.0),
 }
 
 
@@ -81,6 +83,7 @@ def machine() -> dict[str, Any]:
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
     return {
         "cpus": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()),
         "cpu_model": cpu_model,
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "python": platform.python_version(),
@@ -101,10 +104,10 @@ def versions() -> dict[str, str]:
 
 
 def replay_command() -> list[str] | None:
-    """``runstate replay`` if this checkout has it (it is being written)."""
-    exe = str(h.ROOT / ".venv" / "bin" / "runstate")
-    out = subprocess.run([exe, "replay", "--help"], capture_output=True, text=True)
-    return [exe, "replay"] if out.returncode == 0 else None
+    """``runstate replay`` if this checkout has it."""
+    exe = [sys.executable, "-m", "runstate"]
+    out = subprocess.run([*exe, "replay", "--help"], capture_output=True, text=True)
+    return [*exe, "replay"] if out.returncode == 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,20 +116,37 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--quick", action="store_true", help="2 rounds, small N (minutes)")
     group.add_argument("--full", action="store_true", help="5 rounds, larger N")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
-    parser.add_argument("--skip-baseline", action="store_true", help="only runstate")
+    parser.add_argument("--skip-baseline", action="store_true", help="only our workers")
+    parser.add_argument(
+        "--systems",
+        help=f"comma-separated subset of {','.join(h.SYSTEMS)} (default: all)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. machine load)")
     args = parser.parse_args(argv)
     mode = MODES["quick" if args.quick else "full"]
     if args.rounds:
         mode = Mode(**{**asdict(mode), "rounds": args.rounds})
     started = time.time()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    systems = ["runstate"] if args.skip_baseline else ["runstate", "quix"]
+    systems = args.systems.split(",") if args.systems else list(h.SYSTEMS)
+    unknown = sorted(set(systems) - set(h.SYSTEMS))
+    if unknown:
+        parser.error(f"unknown systems {unknown}; known: {', '.join(h.SYSTEMS)}")
+    if args.skip_baseline:
+        systems = [s for s in systems if s not in (h.QUIX_EOS, h.QUIX_ALO)]
+    # workers and the replay CLI import this checkout's code, whatever the caller's cwd
+    os.environ["PYTHONPATH"] = f"{h.ROOT / 'src'}{os.pathsep}{h.ROOT}"
     results: dict[str, Any] = {
         "mode": mode.name,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": f"python -m benchmarks.run --{mode.name}",
+        "command": f"python -m benchmarks.run --{mode.name}"
+        + (f" --systems {args.systems}" if args.systems else "")
+        + (f" --rounds {args.rounds}" if args.rounds else ""),
+        "systems": systems,
+        "pairs": [list(p) for p in h.PAIRS if p[0] in systems and p[1] in systems],
         "params": asdict(mode),
+        "note": args.note,
         "machine": machine(),
         "versions": versions(),
         "config": {
@@ -135,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "commit_interval_s": h.COMMIT_INTERVAL_S,
         },
     }
-    if "quix" in systems:
+    if h.QUIX_EOS in systems or h.QUIX_ALO in systems:
         results["versions"].update(ensure_quix_venv())
 
     step("workloads")
@@ -152,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     results["stages_us"] = inprocess.stage_times(codec_wl.encoded)
     results["profile"] = inprocess.profile_loop(codec_wl.encoded)
+    step("in-process: per-event cost at a run's 10th, 100th, 1,000th event (runtime task)")
+    results["run_length"] = run_length.run_length_cost(repeats=mode.codec_rounds)
 
     base = h.workdir()
     try:
@@ -167,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     save(results | {"rounds": rounds}, stamp, mode.name, partial=True)
             results["rounds"] = rounds
-            step("py-spy on each worker")
+            step("py-spy on the exactly-once workers")
             spy_wl = generate(max(40, mode.throughput_runs // 2), seed=9)
             results["py_spy"] = {
-                s: live.spy_worker(s, bootstrap, spy_wl, mode, base) for s in systems
+                s: live.spy_worker(s, bootstrap, spy_wl, mode, base)
+                for s in systems
+                if s in (h.RUNTIME_EOS, h.QUIX_EOS)
             }
             replay = replay_command()
             results["replay"] = (
@@ -181,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     results["duration_s"] = round(time.time() - started, 1)
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
     path = save(results, stamp, mode.name)
     step(f"results: {path.relative_to(h.ROOT)}")
     if not args.no_docs:

@@ -45,7 +45,15 @@ from runstate.schemas.events import (
     StepStarted,
 )
 
-__all__ = ["MAX_EVENTS", "MAX_SIZE", "MIN_EVENTS", "MIN_SIZE", "Workload", "generate"]
+__all__ = [
+    "MAX_EVENTS",
+    "MAX_SIZE",
+    "MIN_EVENTS",
+    "MIN_SIZE",
+    "Workload",
+    "generate",
+    "long_run",
+]
 
 MIN_EVENTS, MAX_EVENTS = 10, 40
 MIN_SIZE, MAX_SIZE = 300, 1000
@@ -127,6 +135,13 @@ def generate(n_runs: int, *, seed: int = 7, concurrency: int = 64) -> Workload:
 _Pair = tuple[AgentEvent, bytes]
 
 
+def long_run(n_events: int, *, seed: int = 7) -> list[tuple[AgentEvent, bytes]]:
+    """One run of ``n_events`` events (with their encoded bytes), far longer than the
+    workload's 10-40: for the per-event cost as a run grows."""
+    builder = _RunBuilder(random.Random(seed), 0)
+    return list(zip(builder.build_long(n_events), builder.encoded, strict=True))
+
+
 def _interleave(rng: random.Random, runs: list[list[_Pair]], concurrency: int) -> Iterator[_Pair]:
     waiting = iter(runs)
     live: list[Iterator[_Pair]] = []
@@ -204,9 +219,18 @@ class _RunBuilder:
         return text + self._prose(max(1, room - len(text) + len(self.producer) - 1)) + ")"
 
     # -- shapes ------------------------------------------------------------------------------
-    def build(self) -> list[AgentEvent]:
+    def build_long(self, n_events: int) -> list[AgentEvent]:
+        """One run of exactly ``n_events``: started, then steps (model calls, actions,
+        retries) and nothing else; it is cut mid-step, and every prefix of a run is valid."""
+        self._start()
+        while len(self.events) < n_events:
+            self.step_index += 1
+            self._step()
+        del self.events[n_events:], self.encoded[n_events:]
+        return self.events
+
+    def _start(self) -> None:
         rng = self.rng
-        budget = rng.randrange(MIN_EVENTS, MAX_EVENTS + 1)
         self._emit(
             RunStarted,
             "input",
@@ -217,6 +241,11 @@ class _RunBuilder:
             source=rng.choice(("api", "slack", "email", "scheduler")),
             tenant=f"tenant-{rng.randrange(40)}",
         )
+
+    def build(self) -> list[AgentEvent]:
+        rng = self.rng
+        budget = rng.randrange(MIN_EVENTS, MAX_EVENTS + 1)
+        self._start()
         ending = rng.choices(("complete", "fail", "cancel"), weights=(82, 8, 10))[0]
         approval_at = rng.randrange(1, 4) if rng.random() < 0.3 else None
         # Make steps past the budget, then cut at the last step boundary that leaves room
