@@ -205,9 +205,7 @@ class Worker:
 
     def _iterate(self) -> None:
         aborts = self._checkpoint.aborts
-        messages = self._consumer.consume(
-            self._config.batch_size, timeout=max(0.001, min(0.1, self._checkpoint.time_left()))
-        )
+        messages = self._take(timeout=max(0.001, min(0.1, self._checkpoint.time_left())))
         self._last_poll = time.monotonic()
         if self._broker_error is not None and any(m.error() is None for m in messages):
             self._broker_error = None
@@ -238,6 +236,19 @@ class Worker:
             self._standbys.tick(owned=self._checkpoint.partitions)
         if self._checkpoint.due():
             self._checkpoint.commit()
+
+    def _take(self, *, timeout: float) -> list[Message]:
+        """Up to a batch of records without waiting for a full one: what is fetched already,
+        else the first record to arrive within ``timeout`` and whatever came with it.
+        (``consume(n, timeout)`` alone waits for n records or the timeout, which at low rates
+        adds the whole timeout to every event's latency.)"""
+        n = self._config.batch_size
+        messages = self._consumer.consume(n, timeout=0)
+        if not messages:
+            messages = self._consumer.consume(1, timeout=timeout)
+            if messages and n > 1:
+                messages += self._consumer.consume(n - 1, timeout=0)
+        return messages
 
     def _consumer_error(self, err: KafkaError) -> None:
         if err.fatal():
