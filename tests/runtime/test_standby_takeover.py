@@ -12,18 +12,18 @@ and the outputs must stay exactly-once.
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from runstate.runtime.app import RuntimeWorker, build_worker
+from runstate.runtime.app import build_worker
 from runstate.runtime.recovery import AssignedRestore, ChangelogRestorer, changelog_consumer
 from runstate.runtime.standby import Standbys
 from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
 from tests.runtime.support import (
+    Running,
     WorkerProcess,
     agent_runs,
     check_outputs,
@@ -37,29 +37,6 @@ from tests.runtime.support import (
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-
-
-class Running:
-    """A worker on a thread; ``stop`` makes its final checkpoint and re-raises its error."""
-
-    def __init__(self, worker: RuntimeWorker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # re-raised by stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self._thread.join(60)
-        assert not self._thread.is_alive()
-        if self.error is not None:
-            raise self.error
 
 
 @pytest.mark.parametrize(
