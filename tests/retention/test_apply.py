@@ -102,6 +102,27 @@ def test_apply_refuses_a_trim_the_archive_no_longer_backs(
     assert kafka.deleted == {}
 
 
+def test_apply_refuses_a_trim_one_offset_past_the_archive(
+    tmp_path: Path, record_factory: RecordFactory
+) -> None:
+    """The boundary: the archive now ends one offset short of the plan's trim point."""
+    context = _context(tmp_path)
+    topic = context.names.events
+    kafka = MemoryKafka(topic, {0: {o: T0_MS for o in range(100)}})
+    _archive(context, record_factory, 0, 39)
+    _archive(context, record_factory, 40, 59)
+    plan = plan_retention(context, kafka, now=NOW)
+    assert [t.plan.trim_to for t in plan.trims] == [60]
+    (manifest,) = [m for m in context.store(topic).list_manifests(topic, 0) if m.first_offset == 40]
+    (tmp_path / "archive" / manifest.manifest_name).unlink()
+    _archive(context, record_factory, 40, 58)  # offset 59 is no longer archived
+
+    outcome = apply_retention(context, kafka, plan)
+
+    assert not outcome.ok and "only up to 59" in outcome.refused[0]
+    assert kafka.deleted == {}
+
+
 def test_expiry_deletes_old_segments_except_those_under_legal_hold(
     tmp_path: Path, record_factory: RecordFactory
 ) -> None:

@@ -44,3 +44,19 @@ def test_cleanup_policy_mismatch_is_an_error(
     ensure_topics(admin, wrong)
     with pytest.raises(TopicMismatch, match=r"run-state: cleanup.policy=delete, expected compact"):
         ensure_topics(admin, specs)
+
+
+def test_an_events_topic_that_expires_by_time_is_an_error(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """Created with the cluster's default retention (7 days), events would expire unarchived."""
+    admin = admin_client(kafka_bootstrap)
+    names = TopicNames(unique_name("t"))
+    specs = topic_specs(names, partitions=1)
+    wrong = [
+        s if s.name != names.events else s.__class__(s.name, 1, {"retention.ms": "604800000"})
+        for s in specs
+    ]
+    ensure_topics(admin, wrong)
+    with pytest.raises(TopicMismatch, match=r"events: retention.ms=604800000, expected -1"):
+        ensure_topics(admin, specs)

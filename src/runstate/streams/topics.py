@@ -20,7 +20,9 @@ from runstate.streams import clients
 __all__ = ["TopicNames", "TopicSpec", "admin_client", "ensure_topics", "topic_specs"]
 
 #: Config keys whose mismatch is an error (others are reported as notes only).
-CHECKED_CONFIGS = ("cleanup.policy",)
+#: Configs an existing topic must match: a time or size limit on the events topic would let
+#: Kafka delete events that were never archived, without a word.
+CHECKED_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,9 @@ def ensure_topics(
         raise TopicMismatch(
             "existing topics differ from what runstate needs:\n  "
             + "\n  ".join(problems)
-            + "\nUse another RUNSTATE_TOPIC_PREFIX, or recreate the topics (data is lost)."
+            + "\nFix a retention setting with `kafka-configs --alter --add-config"
+            " retention.ms=-1` (before Kafka deletes anything), or use another"
+            " RUNSTATE_TOPIC_PREFIX, or recreate the topics (data is lost)."
         )
     return EnsureReport(created=created, verified=[s.name for s in present])
 
