@@ -30,6 +30,7 @@ from runstate.schemas.events import (
     ModelCalled,
     RetryScheduled,
     RunCancelled,
+    RunClaimed,
     RunCompleted,
     RunFailed,
     RunStarted,
@@ -84,6 +85,8 @@ class RunBuilder:
     producer: str = "sdk-test"
     events: list[AgentEvent] = field(default_factory=list)
     step_index: int = -1
+    #: Stamped on every event after RunStarted (set by :meth:`claim`); None: a legacy writer.
+    epoch: int | None = None
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +95,8 @@ class RunBuilder:
     def emit(self, cls: type[E], *, at: datetime | None = None, **fields: Any) -> E:
         """Append one event of ``cls``; the envelope is filled in, ``fields`` are the rest."""
         self.clock = at if at is not None else self.clock + self.tick
+        if self.epoch is not None and cls is not RunStarted:
+            fields.setdefault("epoch", self.epoch)
         event = cls(
             event_id=uuid7_like(self.clock, self._rng),
             run_id=self.run_id,
@@ -113,6 +118,13 @@ class RunBuilder:
         }
         values.update(fields)
         return self.emit(RunStarted, **values)
+
+    def claim(
+        self, holder: str = "agent-a", *, epoch: int | None = None, lease_ms: int = 30_000
+    ) -> RunClaimed:
+        """``RunClaimed`` of ``epoch`` (default: the next one); later events carry it."""
+        self.epoch = epoch if epoch is not None else (self.epoch or 0) + 1
+        return self.emit(RunClaimed, claimed_by=holder, lease_ms=lease_ms)
 
     def step(
         self,

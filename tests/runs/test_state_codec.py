@@ -41,7 +41,7 @@ from runstate.runs.state_codec import (
 from runstate.schemas.catalog import SchemaCatalog, default_catalog, load_schema_text
 from runstate.schemas.codec import SingleObjectCodec, encode
 from runstate.schemas.events import AgentEvent, ApproverKind, FailureReason
-from tests.factories import make_run, plausible_runs
+from tests.factories import RunBuilder, make_run, plausible_runs
 from tests.runs.conftest import RunStateFactory
 
 # --- strategies for arbitrary (not necessarily reachable) states -----------------------
@@ -126,6 +126,10 @@ states = st.builds(
     output_ref=_opt(_TEXT),
     cancelled_by=_opt(_NAME),
     cancel_reason=_opt(_TEXT),
+    epoch=_opt(st.integers(1, 2**63 - 1)),
+    holder=_opt(_NAME),
+    lease_ms=_opt(st.integers(1, 2**40)),
+    lease_until=_opt(_TIME),
     last_offset=_opt(_LONG),
     recent_event_digests=st.lists(st.integers(0, 2**64 - 1), max_size=128).map(tuple),
 )
@@ -207,6 +211,30 @@ def test_an_old_record_reads_with_defaults(run_state_factory: RunStateFactory) -
     assert decoded.schema_version == STATE_SCHEMA_VERSION
 
 
+def test_a_state_stored_before_the_lease_reads_as_never_claimed(
+    run_state_factory: RunStateFactory,
+) -> None:
+    state = run_state_factory(status=RunStatus.IN_PROGRESS)
+    v1 = default_catalog().get(STATE_RECORD, 1)
+    lease = ("epoch", "holder", "lease_ms", "lease_until")
+    record = {k: v for k, v in state_to_record(state).items() if k not in lease}
+    decoded = decode_state(encode({**record, "schema_version": 1}, v1))
+    assert decoded == state
+    assert (decoded.epoch, decoded.holder, decoded.lease_until) == (None, None, None)
+
+
+def test_a_change_line_of_a_claim_round_trips() -> None:
+    b = RunBuilder()
+    b.start()
+    claim = b.claim("agent-a")
+    started = apply(None, b.events[0])
+    assert isinstance(started, Applied)
+    outcome = apply(started.state, claim)
+    assert isinstance(outcome, Applied)
+    change = decode_change(encode_change(outcome.change))
+    assert (change.event_type, change.epoch, change.holder) == ("RunClaimed", 1, "agent-a")
+
+
 def test_an_old_record_runs_the_upgrade_steps(run_state_factory: RunStateFactory) -> None:
     seen: list[int] = []
 
@@ -228,8 +256,10 @@ def test_an_old_record_runs_the_upgrade_steps(run_state_factory: RunStateFactory
 
 def test_code_and_contract_must_agree_on_the_layout_version() -> None:
     definition = dict(default_catalog().latest(STATE_RECORD).definition)
-    v2 = load_schema_text(json.dumps(definition), version=2, source="test v2")
-    catalog = SchemaCatalog([*default_catalog(), v2])
+    newer = load_schema_text(
+        json.dumps(definition), version=STATE_SCHEMA_VERSION + 1, source="test newer"
+    )
+    catalog = SchemaCatalog([*default_catalog(), newer])
     with pytest.raises(CompatibilityError, match=r"ship state\.py and the \.avsc together"):
         StateCodec(SingleObjectCodec(catalog))
 

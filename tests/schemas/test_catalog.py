@@ -31,13 +31,19 @@ def test_crc64_matches_the_avro_project_vectors(canonical: str, java_long: int) 
     assert fastavro_fingerprint(canonical, "CRC-64-AVRO") == wire.hex()
 
 
-def test_every_event_type_is_shipped_and_run_started_has_two_versions(
+def test_every_event_type_is_shipped_and_its_newest_version_carries_the_epoch(
     catalog: SchemaCatalog,
 ) -> None:
     assert {f"runstate.events.{name}" for name in EVENT_TYPES} <= set(catalog.names())
-    assert [sv.version for sv in catalog.versions("RunStarted")] == [1, 2]
+    # RunStarted v2 added the tenant, then every event gained the lease epoch.
+    assert [sv.version for sv in catalog.versions("RunStarted")] == [1, 2, 3]
+    assert catalog.latest("RunClaimed").version == 1
+    for name in set(EVENT_TYPES) - {"RunStarted", "RunClaimed"}:
+        assert catalog.latest(name).version == 2
     for name in EVENT_TYPES:
-        assert catalog.latest(name).version == (2 if name == "RunStarted" else 1)
+        fields = {f["name"]: f for f in catalog.latest(name).definition["fields"]}
+        epoch = fields["epoch"]
+        assert (epoch["type"], epoch["default"]) == (["null", "long"], None), name
 
 
 def test_lookups_by_name_and_fingerprint(catalog: SchemaCatalog) -> None:

@@ -143,8 +143,8 @@ def test_check_reports_a_file_that_is_not_utf8_in_one_line(write_schema: WriteSc
 def test_list_shows_name_version_and_fingerprint(catalog: SchemaCatalog) -> None:
     result = runner.invoke(app, ["schemas", "list"])
     assert result.exit_code == 0, result.output
-    v2 = catalog.latest("RunStarted")
-    assert f"runstate.events.RunStarted\tv2\t{v2.fingerprint_hex}" in result.output.splitlines()
+    v3 = catalog.latest("RunStarted")
+    assert f"runstate.events.RunStarted\tv3\t{v3.fingerprint_hex}" in result.output.splitlines()
     assert len(result.output.splitlines()) == len(catalog)
 
 

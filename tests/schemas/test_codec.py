@@ -52,32 +52,35 @@ def only_v1(catalog: SchemaCatalog) -> SchemaCatalog:
 def test_layout_is_marker_fingerprint_then_fastavro_body(
     codec: SingleObjectCodec, catalog: SchemaCatalog
 ) -> None:
-    v2 = catalog.latest("RunStarted")
-    data = codec.encode(run_started(tenant="t"), v2)
+    latest = catalog.latest("RunStarted")
+    data = codec.encode(run_started(tenant="t", epoch=3), latest)
     assert data[:2] == b"\xc3\x01"
-    assert data[2:10] == v2.fingerprint
-    assert schemaless_reader(io.BytesIO(data[10:]), v2.parsed) == run_started(tenant="t")
+    assert data[2:10] == latest.fingerprint
+    assert schemaless_reader(io.BytesIO(data[10:]), latest.parsed) == run_started(
+        tenant="t", epoch=3
+    )
 
 
 def test_round_trip_reports_versions(codec: SingleObjectCodec, catalog: SchemaCatalog) -> None:
-    v2 = catalog.latest("RunStarted")
-    decoded = codec.decode(codec.encode(run_started(tenant=None), v2))
+    latest = catalog.latest("RunStarted")
+    decoded = codec.decode(codec.encode(run_started(tenant=None, epoch=None), latest))
     assert decoded.name == "runstate.events.RunStarted"
-    assert (decoded.writer_version, decoded.reader_version) == (2, 2)
-    assert decoded.writer_fingerprint == v2.fingerprint
-    assert decoded.record == run_started(tenant=None)
+    assert (decoded.writer_version, decoded.reader_version) == (3, 3)
+    assert decoded.writer_fingerprint == latest.fingerprint
+    assert decoded.record == run_started(tenant=None, epoch=None)
     assert decoded.record["occurred_at"].tzinfo is not None
     # A field with a default may be left out when encoding.
-    assert codec.decode(codec.encode(run_started(), v2)).record == run_started(tenant=None)
+    decoded = codec.decode(codec.encode(run_started(), latest))
+    assert decoded.record == run_started(tenant=None, epoch=None)
 
 
-def test_v1_writer_read_by_v2_reader_gets_tenant_none(
+def test_v1_writer_read_by_the_newest_reader_gets_tenant_and_epoch_none(
     codec: SingleObjectCodec, catalog: SchemaCatalog
 ) -> None:
     data = encode(run_started(), catalog.get("RunStarted", 1))
     decoded = codec.decode(data)
-    assert (decoded.writer_version, decoded.reader_version) == (1, 2)
-    assert decoded.record == run_started(tenant=None)
+    assert (decoded.writer_version, decoded.reader_version) == (1, 3)
+    assert decoded.record == run_started(tenant=None, epoch=None)
 
 
 def test_v2_writer_read_by_v1_reader_drops_tenant_once_the_schema_is_found(
@@ -168,7 +171,7 @@ def test_any_body_decodes_or_raises_decode_error(name: str, body: bytes) -> None
 def test_records_that_do_not_fit_are_validation_errors(
     codec: SingleObjectCodec, catalog: SchemaCatalog
 ) -> None:
-    v2 = catalog.latest("RunStarted")
+    v2 = catalog.get("RunStarted", 2)
     with pytest.raises(ValidationError, match="RunStarted v2"):
         codec.encode({**run_started(), "agent": 5}, v2)
     with pytest.raises(ValidationError, match="missing"):

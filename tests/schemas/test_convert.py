@@ -23,6 +23,7 @@ from runstate.schemas.events import (
     EVENT_TYPES,
     AgentEvent,
     FailureReason,
+    RunClaimed,
     RunFailed,
     RunStarted,
     StepStarted,
@@ -141,3 +142,19 @@ def test_events_that_do_not_fit_the_contract_are_validation_errors() -> None:
     event = RunFailed(**ENVELOPE, reason=FailureReason.OTHER)
     with pytest.raises(ValidationError, match="no contract"):
         encode_event(event, codec=SingleObjectCodec(SchemaCatalog([])))
+
+
+def test_events_written_before_the_lease_read_with_no_epoch(catalog: SchemaCatalog) -> None:
+    record = {**ENVELOPE, "step": "s", "step_index": 0, "attempt": 1, "input_ref": None}
+    old = decode_event(encode(record, catalog.get("StepStarted", 1)))
+    assert isinstance(old, StepStarted)
+    assert old.epoch is None
+    new = decode_event(encode({**record, "epoch": 4}, catalog.latest("StepStarted")))
+    assert new.epoch == 4
+
+
+def test_a_claim_needs_its_epoch() -> None:
+    with pytest.raises(ValueError, match="needs the epoch"):
+        RunClaimed(**ENVELOPE, claimed_by="worker-a", lease_ms=30_000)  # type: ignore[arg-type]
+    claim = RunClaimed(**ENVELOPE, epoch=2, claimed_by="worker-a", lease_ms=30_000)  # type: ignore[arg-type]
+    assert claim.claimed_epoch == 2

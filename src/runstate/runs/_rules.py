@@ -45,7 +45,7 @@ from runstate.schemas.events import (
     StepStarted,
 )
 
-__all__ = ["DuplicateWhy", "NoOp", "RejectCode", "Rejected", "dispatch"]
+__all__ = ["DuplicateWhy", "NoOp", "RejectCode", "Rejected", "Result", "dispatch", "to_status"]
 
 
 class RejectCode(enum.StrEnum):
@@ -68,6 +68,10 @@ class RejectCode(enum.StrEnum):
     PREMATURE_EXPIRY = "premature_expiry"
     ACTION_NOT_INTENDED = "action_not_intended"
     ACTION_CONFLICT = "action_conflict"
+    #: Written under an older epoch of the run lease: another process claimed the run since.
+    FENCED = "fenced"
+    #: Written under an epoch no claim started (the writer skipped RunClaimed).
+    UNCLAIMED_EPOCH = "unclaimed_epoch"
 
 
 _APPROVAL_CODES = frozenset(
@@ -136,7 +140,7 @@ def dispatch(s: RunState, event: AgentEvent) -> Result:
     return Rejected(f"unknown event type {type(event).__name__}", RejectCode.ILLEGAL_TRANSITION)
 
 
-def _to(s: RunState, e: AgentEvent) -> RunStatus | Rejected:
+def to_status(s: RunState, e: AgentEvent) -> RunStatus | Rejected:
     """The status :data:`TRANSITIONS` moves the run to, or why there is none."""
     to: RunStatus | None = TRANSITIONS[type(e)].get(s.status)
     if to is not None:
@@ -162,7 +166,7 @@ def _step_started(s: RunState, e: StepStarted) -> Result:
     same_step = e.step == s.current_step and e.step_index == s.step_index
     if same_step and e.attempt == s.step_attempt:
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     where = f"step {e.step!r} (index {e.step_index}) of run {s.run_id!r}"
@@ -230,7 +234,7 @@ def _check_running(s: RunState, e: StepCompleted | StepFailed) -> Rejected | Non
 def _step_completed(s: RunState, e: StepCompleted) -> Result:
     if (e.step, e.attempt, StepPhase.COMPLETED) == (s.current_step, s.step_attempt, s.step_phase):
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     bad = _check_running(s, e)
@@ -255,7 +259,7 @@ def _step_failed(s: RunState, e: StepFailed) -> Result:
     failed = s.step_phase in (StepPhase.FAILED, StepPhase.RETRY_SCHEDULED)
     if failed and (e.step, e.attempt) == (s.current_step, s.step_attempt):
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     bad = _check_running(s, e)
@@ -274,7 +278,7 @@ def _retry_scheduled(s: RunState, e: RetryScheduled) -> Result:
     scheduled = s.step_phase is StepPhase.RETRY_SCHEDULED and e.attempt == s.step_attempt + 1
     if e.step == s.current_step and (scheduled or e.attempt == s.step_attempt):
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     if e.step != s.current_step or s.step_phase is not StepPhase.FAILED:
@@ -305,7 +309,7 @@ def _approval_requested(s: RunState, e: ApprovalRequested) -> Result:
         e.step,
     ):
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     approval = Approval(
@@ -330,7 +334,7 @@ def _approval_decided(s: RunState, e: ApprovalGranted | ApprovalRejected) -> Res
         e.by,
     ):
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected) and s.is_terminal:
         return to
     if a is None or a.outcome is not ApprovalOutcome.PENDING or isinstance(to, Rejected):
@@ -369,7 +373,7 @@ def _approval_expired(s: RunState, e: ApprovalExpired) -> Result:
             f" approval is due ({a.due_at.isoformat()}); check the expiry timer's clock",
             RejectCode.PREMATURE_EXPIRY,
         )
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     expired = replace(a, outcome=ApprovalOutcome.EXPIRED, decided_at=e.occurred_at)
@@ -380,7 +384,7 @@ def _action_intended(s: RunState, e: ExternalActionIntended) -> Result:
     a = s.external_action(e.idempotency_key)
     if a is not None and (a.system, a.step) == (e.system, e.step):
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     if a is not None:
@@ -403,7 +407,7 @@ def _action_recorded(s: RunState, e: ExternalActionRecorded) -> Result:
     a = s.external_action(e.idempotency_key)
     if a is not None and a.state is ActionState.RECORDED and a.external_id == e.external_id:
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     if a is None:
@@ -433,7 +437,7 @@ def _action_recorded(s: RunState, e: ExternalActionRecorded) -> Result:
 def _model_called(s: RunState, e: ModelCalled) -> Result:
     if s.has_model_request(e.model_request_id):
         return NoOp.REFLECTED
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         return to
     call = ModelCall(request_id=e.model_request_id, model=e.model, step=e.step)
@@ -441,7 +445,7 @@ def _model_called(s: RunState, e: ModelCalled) -> Result:
 
 
 def _run_ended(s: RunState, e: RunCompleted | RunFailed | RunCancelled) -> Result:
-    to = _to(s, e)
+    to = to_status(s, e)
     if isinstance(to, Rejected):
         # The same ending again (RunFailed on a failed run) is a restatement, not an error.
         same_end = s.status is TRANSITIONS[type(e)][RunStatus.IN_PROGRESS]

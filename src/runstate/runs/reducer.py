@@ -28,6 +28,11 @@ Decisions worth knowing:
   record means a crash between call and record could not have been detected.
 * A step is identified by ``(step, step_index)``; a new step needs a higher ``step_index``
   and attempt 1, a re-attempt needs ``attempt + 1``. ``RetryScheduled`` needs a failed step.
+* The run lease: a ``RunClaimed`` of the next epoch makes its writer the run's only driver;
+  an event of an older epoch is :class:`Rejected` with :attr:`RejectCode.FENCED` and the
+  reason ``fenced: run claimed by <holder> (epoch N)``; events without an epoch (people,
+  timers, runs from before the lease) are applied as before. The rules, expiry included,
+  are in :mod:`runstate.runs._lease`.
 * Limits of deduplication: a rejected event leaves no trace (the state does not change),
   so a copy of it written again after the run moved on is judged afresh; and with no
   offsets, a copy older than the last 128 applied ids is caught only by the rules' own
@@ -41,7 +46,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeAlias
 
-from runstate.runs._rules import DuplicateWhy, NoOp, RejectCode, Rejected, dispatch
+from runstate.runs._lease import claimed, fenced, renewed
+from runstate.runs._rules import DuplicateWhy, NoOp, RejectCode, Rejected, Result, dispatch
 from runstate.runs.state import (
     RECENT_EVENT_IDS_LIMIT,
     TRANSITIONS,
@@ -59,6 +65,7 @@ from runstate.schemas.events import (
     ModelCalled,
     RetryScheduled,
     RunCancelled,
+    RunClaimed,
     RunFailed,
     RunStarted,
     StepCompleted,
@@ -132,7 +139,16 @@ def apply(state: RunState | None, event: AgentEvent, *, offset: int | None = Non
         return Duplicate(state, DuplicateWhy.EVENT_ID_SEEN)
     if isinstance(event, RunStarted):
         return _restarted(state, event)
-    result = dispatch(state, event)
+    result: Result
+    if isinstance(event, RunClaimed):
+        result = claimed(state, event)
+    else:
+        refused = fenced(state, event)
+        if refused is not None:
+            return refused
+        result = dispatch(state, event)
+        if isinstance(result, RunState):
+            result = renewed(result, event)
     if isinstance(result, RunState):
         return _applied(state, result, event, offset, digest)
     if isinstance(result, NoOp):
@@ -244,6 +260,8 @@ def _applied(
         approval_due_at=None if approval is None else approval.due_at,
         decided_by=None if approval is None else approval.decided_by,
         needs_attention=state.needs_attention,
+        epoch=state.epoch,
+        holder=state.holder,
     )
     return Applied(state, change)
 

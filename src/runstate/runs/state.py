@@ -37,6 +37,7 @@ from runstate.schemas.events import (
     ModelCalled,
     RetryScheduled,
     RunCancelled,
+    RunClaimed,
     RunCompleted,
     RunFailed,
     StepCompleted,
@@ -63,7 +64,8 @@ __all__ = [
 ]
 
 #: Version of the state record layout (``RunState.vN.avsc``); stored in every record.
-STATE_SCHEMA_VERSION = 1
+#: v2 added the run lease (``epoch``, ``holder``, ``lease_ms``, ``lease_until``).
+STATE_SCHEMA_VERSION = 2
 
 #: How many applied event ids a state remembers for deduplication. Duplicates older than
 #: this are still caught by the source offset and by the reducer's semantic checks.
@@ -102,6 +104,7 @@ _D, _F, _X = RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED
 #: illegal in that status. ``RunStarted`` is legal only when there is no state: None -> created.
 # fmt: off
 TRANSITIONS: Final[Mapping[type[AgentEvent], Mapping[RunStatus, RunStatus]]] = {
+    RunClaimed:             {_C: _C, _P: _P, _W: _W},
     StepStarted:            {_C: _P, _P: _P},
     StepCompleted:          {_P: _P},
     StepFailed:             {_P: _P},
@@ -243,6 +246,14 @@ class RunState:
     output_ref: str | None = None
     cancelled_by: str | None = None
     cancel_reason: str | None = None
+    #: The run lease (:class:`~runstate.schemas.events.RunClaimed`): events of an older
+    #: epoch are refused as fenced. None for a run never claimed (runs from before leases).
+    epoch: int | None = None
+    #: Who holds the lease: the latest claim's ``claimed_by``.
+    holder: str | None = None
+    lease_ms: int | None = None
+    #: When the lease runs out unless the holder writes again (by the holder's clock).
+    lease_until: datetime | None = None
     schema_version: int = STATE_SCHEMA_VERSION
     last_offset: int | None = None
     recent_event_digests: tuple[int, ...] = ()
@@ -251,6 +262,10 @@ class RunState:
     def is_terminal(self) -> bool:
         """True once the run completed, failed or was cancelled."""
         return self.status in TERMINAL_STATUSES
+
+    def lease_held_at(self, now: datetime) -> bool:
+        """Whether a holder's lease is still running at ``now`` (a claim now takes it over)."""
+        return self.holder is not None and self.lease_until is not None and now < self.lease_until
 
     def saw_event(self, event_id: str) -> bool:
         """Whether this event id is among the recently applied ones."""
@@ -293,4 +308,7 @@ class RunStateChanged:
     approval_due_at: datetime | None = None
     decided_by: str | None = None
     needs_attention: bool = False
+    #: The run's lease after the event (a claim's line shows the new epoch and holder).
+    epoch: int | None = None
+    holder: str | None = None
     schema_version: int = STATE_SCHEMA_VERSION

@@ -64,8 +64,9 @@ CHANGE_RECORD = "runstate.state.RunStateChanged"
 #: Turns a record of layout N (already resolved into the newest Avro schema) into N + 1.
 Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
-#: ``from_version -> step``; empty while v1 is the only layout. Add ``{1: _v1_to_v2}`` with
-#: ``RunState.v2.avsc`` when a new field cannot simply take its Avro default.
+#: ``from_version -> step``; empty while every new field can take its Avro default (v2's
+#: lease fields read as None from v1: a run never claimed). Add ``{2: _v2_to_v3}`` with
+#: ``RunState.v3.avsc`` when a new field cannot simply take its Avro default.
 UPGRADES: Mapping[int, Upgrade] = {}
 
 
@@ -164,6 +165,10 @@ def state_to_record(s: RunState) -> dict[str, Any]:
         "output_ref": s.output_ref,
         "cancelled_by": s.cancelled_by,
         "cancel_reason": s.cancel_reason,
+        "epoch": s.epoch,
+        "holder": s.holder,
+        "lease_ms": s.lease_ms,
+        "lease_until": s.lease_until,
         "last_offset": s.last_offset,
         "recent_event_digests": _pack_digests(s.recent_event_digests),
     }
@@ -231,6 +236,10 @@ def record_to_state(r: Mapping[str, Any]) -> RunState:
             output_ref=r["output_ref"],
             cancelled_by=r["cancelled_by"],
             cancel_reason=r["cancel_reason"],
+            epoch=r["epoch"],
+            holder=r["holder"],
+            lease_ms=r["lease_ms"],
+            lease_until=r["lease_until"],
             last_offset=r["last_offset"],
             recent_event_digests=_unpack_digests(r["recent_event_digests"]),
         )
@@ -259,6 +268,8 @@ def change_to_record(c: RunStateChanged) -> dict[str, Any]:
         "approval_due_at": c.approval_due_at,
         "decided_by": c.decided_by,
         "needs_attention": c.needs_attention,
+        "epoch": c.epoch,
+        "holder": c.holder,
     }
 
 

@@ -3,7 +3,8 @@
 Each class here has a record of the same name in the contract files (namespace
 ``runstate.events``); tests keep the two in agreement. The envelope fields
 (``event_id``, ``run_id``, ``occurred_at``, ``producer``) live in every event so that a
-reader that knows nothing of a payload can still route, deduplicate and order it.
+reader that knows nothing of a payload can still route, deduplicate and order it; ``epoch``
+(added later, so optional) says under which run lease the writer wrote it (:class:`RunClaimed`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "EVENT_TYPES",
@@ -28,6 +29,7 @@ __all__ = [
     "ModelCalled",
     "RetryScheduled",
     "RunCancelled",
+    "RunClaimed",
     "RunCompleted",
     "RunFailed",
     "RunStarted",
@@ -81,6 +83,9 @@ class AgentEvent(BaseModel):
     run_id: NonEmpty
     occurred_at: UtcMillis
     producer: NonEmpty
+    #: The run lease's epoch the writer held (:class:`RunClaimed`); None from writers that
+    #: hold no lease (people deciding approvals, the expiry timer, SDKs older than leases).
+    epoch: int | None = Field(default=None, ge=1)
 
 
 class RunStarted(AgentEvent):
@@ -93,6 +98,33 @@ class RunStarted(AgentEvent):
     source: NonEmpty
     #: Added in v2; v1 readers drop it, v1 records read as None.
     tenant: str | None = None
+
+
+class RunClaimed(AgentEvent):
+    """A process claims the run: only its events (of this ``epoch``) drive the run from now on.
+
+    The claim's ``epoch`` (required here) must be one more than the run's current one; a claim
+    fences the previous holder whether or not its lease ran out (see
+    :mod:`runstate.runs.reducer`).
+    """
+
+    event_type: ClassVar[str] = "RunClaimed"
+
+    claimed_by: NonEmpty
+    lease_ms: int = Field(gt=0, description="how long the lease lasts without an event of it")
+
+    @model_validator(mode="after")
+    def _claims_an_epoch(self) -> RunClaimed:
+        # Optional in the envelope (one type for every event), required in a claim.
+        if self.epoch is None:
+            raise ValueError("a RunClaimed needs the epoch it claims (the run's current + 1)")
+        return self
+
+    @property
+    def claimed_epoch(self) -> int:
+        """The epoch this claim starts (never None, see the validator)."""
+        assert self.epoch is not None
+        return self.epoch
 
 
 class StepStarted(AgentEvent):
@@ -217,6 +249,7 @@ EVENT_TYPES: dict[str, type[AgentEvent]] = {
     cls.event_type: cls
     for cls in (
         RunStarted,
+        RunClaimed,
         StepStarted,
         StepCompleted,
         StepFailed,
