@@ -27,6 +27,8 @@ __all__ = [
     "ReconcileRequired",
     "ReplayError",
     "RestoreError",
+    "RunFenced",
+    "RunLeased",
     "RunSuspended",
     "StepAttemptFailed",
     "StepError",
@@ -195,4 +197,35 @@ class RunSuspended(Error):
     def __init__(self, message: str, *, run_id: str, until: datetime | None = None) -> None:
         super().__init__(message)
         self.run_id = run_id
+        self.until = until
+
+
+class RunFenced(Error):
+    """Another process claimed the run after this one did: stop driving it.
+
+    The run lease (``RunClaimed``) lets one process drive a run; a later claim fences the
+    earlier holder, whose events from then on are dead-lettered as fenced. Do not retry: the
+    holder named here drives the run now. End this pass (acknowledge the task, exit).
+    """
+
+    def __init__(self, message: str, *, run_id: str, holder: str | None, epoch: int | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.holder = holder
+        self.epoch = epoch
+
+
+class RunLeased(Error):
+    """The run's lease is held by another process that may still be alive (not yet expired).
+
+    Raised only when attaching with ``takeover=False``. Try again after ``until``, when the
+    lease runs out unless its holder writes again, or attach with ``takeover=True`` to fence it.
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str, holder: str | None, until: datetime | None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.holder = holder
         self.until = until

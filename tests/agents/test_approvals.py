@@ -74,7 +74,7 @@ def test_deciding_a_run_that_does_not_wait_is_refused(runs: InMemoryRuns) -> Non
         approve(runs, runs, "run-2", by="manager")
     with pytest.raises(ApprovalError, match="no such run"):
         approve(runs, runs, "nope", by="manager")
-    assert [e.event_type for e in runs.events] == ["RunStarted"]
+    assert [e.event_type for e in runs.events] == ["RunStarted", "RunClaimed"]
 
 
 def test_a_stale_subject_is_refused_by_the_sdk(runs: InMemoryRuns) -> None:

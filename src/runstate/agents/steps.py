@@ -16,9 +16,13 @@ from the recorded facts, never from process memory:
 So restarting an agent is always "run the same code again": finished work is skipped, and
 the run continues at the first step that is not done.
 
-Contract: one agent process drives a run at a time (a second one would interleave events;
-the reducer refuses most conflicts, but not every one). Step bodies should be deterministic
-given their recorded inputs; anything external goes through :meth:`StepContext.call_once`.
+One agent process drives a run at a time, and the run lease makes sure of it
+(:mod:`runstate.agents.lease`): :meth:`DurableRun.start` and :meth:`DurableRun.attach` claim
+the run (``RunClaimed``, the next epoch) and every event this process writes carries that
+epoch; a later claim by another process fences this one, whose late events are dead-lettered
+and whose next read of the run raises :class:`~runstate.errors.RunFenced`. Step bodies should
+be deterministic given their recorded inputs; anything external goes through
+:meth:`StepContext.call_once`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 from runstate.agents.approvals import ApprovalDecision, canonical_json, decision_of, subject_hash
 from runstate.agents.client import Position, RunStateReader
+from runstate.agents.lease import DEFAULT_LEASE, check_claim, check_free, default_holder, lease_ms
 from runstate.agents.ports import Clock, EventSink, SystemClock
 from runstate.agents.retry import RetryPolicy
 from runstate.errors import (
@@ -58,6 +63,7 @@ from runstate.schemas.events import (
     FailureReason,
     ModelCalled,
     RetryScheduled,
+    RunClaimed,
     RunCompleted,
     RunFailed,
     RunStarted,
@@ -145,6 +151,10 @@ class DurableRun:
     Args:
         max_inline_wait_s: a retry due within this many seconds is waited for in process;
             a later one raises :class:`RunSuspended` so the process can exit and be resumed.
+        holder: who this process is in the run's lease (named in fenced dead letters and in
+            :class:`~runstate.errors.RunFenced`); unique per process by default.
+        lease: how long the claim lasts without an event of this process; a claimer with
+            ``takeover=False`` waits it out, any other claimer fences this process at once.
     """
 
     def __init__(
@@ -157,6 +167,8 @@ class DurableRun:
         clock: Clock | None = None,
         max_inline_wait_s: float = 60.0,
         default_retry: RetryPolicy | None = None,
+        holder: str | None = None,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.run_id = run_id
         self.sink = sink
@@ -164,6 +176,10 @@ class DurableRun:
         self.clock: Clock = clock or SystemClock()
         self.max_inline_wait_s = max_inline_wait_s
         self.default_retry = default_retry or RetryPolicy()
+        self.holder = holder or default_holder()
+        self.lease_ms = lease_ms(lease)
+        #: The epoch this process claimed; None until it claims (or for an ended run).
+        self.epoch: int | None = None
         self._position = position
         self._current: StepContext | None = None
 
@@ -183,10 +199,14 @@ class DurableRun:
         tenant: str | None = None,
         **options: Any,
     ) -> DurableRun:
-        """Record ``RunStarted`` (the input exactly as received, and the prompt version).
+        """Record ``RunStarted`` (the input exactly as received, and the prompt version), then
+        claim the run.
 
         Starting a run that exists with the same input is harmless (the reducer sees a
-        restatement); use :meth:`attach` to continue one.
+        restatement) but claims it like :meth:`attach` does; use :meth:`attach` to continue one.
+
+        Raises:
+            RunFenced: another process claimed the run at the same moment and won.
         """
         run = cls(run_id, sink=sink, reader=reader, position=None, **options)
         run._emit(
@@ -198,22 +218,52 @@ class DurableRun:
             source=source,
             tenant=tenant,
         )
+        run._claim(run.state(), takeover=True)
         return run
 
     @classmethod
     def attach(
-        cls, sink: EventSink, reader: RunStateReader, run_id: str, **options: Any
+        cls,
+        sink: EventSink,
+        reader: RunStateReader,
+        run_id: str,
+        *,
+        takeover: bool = True,
+        **options: Any,
     ) -> DurableRun:
-        """Continue ``run_id``; the first read waits for every event already in its partition.
+        """Continue ``run_id`` and claim it; the first read waits for every event already in
+        its partition.
+
+        Claiming fences whichever process drove the run before (its next read raises
+        :class:`~runstate.errors.RunFenced`): a task redelivered while its first worker is
+        only slow ends with one driver, not two. A run that already ended is not claimed
+        (there is nothing left to drive).
+
+        Args:
+            takeover: False to leave a holder whose lease has not run out alone
+                (:class:`~runstate.errors.RunLeased`); for a supervisor that resumes stuck
+                runs and must not fight a live process.
 
         Raises:
             QueryError: the run is unknown (not even its RunStarted is in the log).
+            RunLeased: ``takeover`` is False and another holder's lease is still running.
+            RunFenced: another process claimed the run at the same moment and won.
         """
         run = cls(
             run_id, sink=sink, reader=reader, position=reader.latest_position(run_id), **options
         )
-        run.state()
+        run._claim(run.state(), takeover=takeover)
         return run
+
+    def _claim(self, s: RunState, *, takeover: bool) -> None:
+        if s.is_terminal:
+            return
+        if not takeover:
+            check_free(s, self.holder, self.clock.now())
+        epoch = (s.epoch or 0) + 1
+        self._emit(RunClaimed, epoch=epoch, claimed_by=self.holder, lease_ms=self.lease_ms)
+        self.epoch = epoch
+        self.state()
 
     # -- reading -----------------------------------------------------------------------------
     def state(self) -> RunState:
@@ -221,6 +271,7 @@ class DurableRun:
 
         Raises:
             QueryError: the run is unknown, or the state could not be read in time.
+            RunFenced: another process claimed the run after this one: stop driving it.
         """
         state = self.reader.read(self.run_id, after=self._position)
         if state is None:
@@ -228,6 +279,8 @@ class DurableRun:
                 f"run {self.run_id!r} is unknown to the processor; start it with"
                 " DurableRun.start, or check the run id and the topic prefix"
             )
+        if self.epoch is not None:
+            check_claim(state, self.holder, self.epoch)
         return state
 
     # -- steps -------------------------------------------------------------------------------
@@ -617,6 +670,7 @@ class DurableRun:
     # -- plumbing ----------------------------------------------------------------------------
     def _emit(self, cls: type[AgentEvent], **fields: Any) -> _Emitted:
         fields.setdefault("occurred_at", self.clock.now())
+        fields.setdefault("epoch", self.epoch)
         event = self.sink.new_event(cls, self.run_id, **fields)
         delivery = self.sink.emit(event)
         self._position = delivery
