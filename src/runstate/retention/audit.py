@@ -167,6 +167,7 @@ _STATE_PATHS: Mapping[tuple[str, str], str] = {
     ("RunStarted", "agent"): "agent",
     ("RunStarted", "prompt_version"): "prompt_version",
     ("RunStarted", "source"): "source",
+    ("RunClaimed", "claimed_by"): "holder",
     ("ApprovalRequested", "approver"): "approval.approver",
     ("ApprovalRequested", "subject"): "approval.subject",
     ("ApprovalGranted", "by"): "approval.decided_by",
