@@ -300,6 +300,9 @@ class HealthWatch:
         #: The longest pause per phase and worker: load, queries and restarts differ.
         self.by_phase: dict[str, dict[str, float]] = {}
         self.phase = "start"
+        #: The highest 1-minute load average seen per phase: a pause on a machine with more
+        #: runnable threads than cores may be the scheduler's, not the worker's.
+        self.load_by_phase: dict[str, float] = {}
         self.polls = 0
         self.not_ready = 0
         self.degraded = 0
@@ -332,7 +335,9 @@ class HealthWatch:
             now = time.monotonic()
             if status != 200:
                 continue
+            load = os.getloadavg()[0]
             with self._lock:
+                self.load_by_phase[self.phase] = max(self.load_by_phase.get(self.phase, 0.0), load)
                 self.polls += 1
                 self.not_ready += not body.get("ready")
                 self.degraded += bool(body.get("degraded"))
