@@ -163,6 +163,28 @@ def _restart(
     }
 
 
+def _stall_summary(
+    workers: list[RuntimeProcess], phases: list[tuple[float, str]]
+) -> dict[str, dict[str, float]]:
+    """Per phase, over both workers: the latest wake of the stall probe, the most CPU the
+    loop's thread used within one late wake (the GIL held by running code), and the longest
+    garbage collection (ms; ``benchmarks/stall_probe``)."""
+    summary: dict[str, dict[str, float]] = {}
+    for w in workers:
+        for line in w.probe_lines():
+            phase = next((name for at, name in reversed(phases) if at <= line["at"]), "start")
+            into = summary.setdefault(
+                phase, {"late_ms": 0.0, "loop_cpu_ms": 0.0, "gc_ms": 0.0, "late_wakes": 0}
+            )
+            if "gc_ms" in line:
+                into["gc_ms"] = max(into["gc_ms"], line["gc_ms"])
+                continue
+            into["late_wakes"] += 1
+            into["late_ms"] = max(into["late_ms"], line["late_ms"])
+            into["loop_cpu_ms"] = max(into["loop_cpu_ms"], line["loop_cpu_ms"])
+    return summary
+
+
 def _queries(workers: list[RuntimeProcess], runs: int, *, lists: int, gets: int) -> dict[str, Any]:
     list_ms: list[float] = []
     sizes: list[int] = []
@@ -267,6 +289,7 @@ def measure_size(
         },
         "load_average_max_by_phase": {k: round(v, 1) for k, v in watch.load_by_phase.items()},
         "cpus": os.cpu_count(),
+        "stall_probe": _stall_summary(workers, watch.phases),
         "polls": watch.polls,
         "not_ready_answers": watch.not_ready,
         "degraded_answers": watch.degraded,
