@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -35,7 +36,10 @@ DOC = h.ROOT / "docs" / "benchmarks.md"
 PARTITIONS = 6
 SMALL = 10_000
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
-_RESTORED = re.compile(r"partition (\d+) restored: (\d+) records \(.*?\) in ([\d.]+)s")
+_RESTORED = re.compile(
+    r"^(\S+ [\d:]+,\d+) .*?partition (\d+) restored: (\d+) records \(.*?\) in ([\d.]+)s$",
+    re.MULTILINE,
+)
 #: Log lines worth counting: none should appear but the aborts a rebalance causes.
 _TROUBLE = {
     "fenced": re.compile(r"[Ff]enced"),
@@ -98,9 +102,22 @@ def _caught_up(bootstrap: str, topic: str, workers: list[RuntimeProcess]) -> boo
 
 def _restores(text: str) -> list[dict[str, float]]:
     return [
-        {"partition": int(p), "records": int(n), "seconds": float(s)}
-        for p, n, s in _RESTORED.findall(text)
+        {"partition": int(p), "records": int(n), "seconds": float(s), "ended": _log_time(at)}
+        for at, p, n, s in _RESTORED.findall(text)
     ]
+
+
+def _log_time(stamp: str) -> float:
+    """Seconds since the epoch of a worker log line's time stamp (logging's default)."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def _restore_wall_s(restores: list[dict[str, float]]) -> float:
+    """From the first restore's start to the last one's end: a worker restores its
+    partitions side by side, so their times overlap and do not add up."""
+    if not restores:
+        return 0.0
+    return max(r["ended"] for r in restores) - min(r["ended"] - r["seconds"] for r in restores)
 
 
 def _restart(
@@ -131,7 +148,7 @@ def _restart(
     logs = {o.worker_id: o.log_text()[before[o.worker_id] :] for o in everyone}
     mine = _restores(logs[w.worker_id])
     records = sum(int(r["records"]) for r in mine)
-    seconds = sum(r["seconds"] for r in mine)
+    seconds = _restore_wall_s(mine)
     return {
         "stop_exit_code": exit_code,
         "http_up_s": round(http_s, 3),
@@ -140,9 +157,32 @@ def _restart(
         "partitions": _health(w).get("active_partitions"),
         "restored": mine,
         "restored_records": records,
+        "restore_wall_s": round(seconds, 2),
         "restore_records_per_s": round(records / seconds) if seconds else None,
         "others_restored": {o.worker_id: _restores(logs[o.worker_id]) for o in others},
     }
+
+
+def _stall_summary(
+    workers: list[RuntimeProcess], phases: list[tuple[float, str]]
+) -> dict[str, dict[str, float]]:
+    """Per phase, over both workers: the latest wake of the stall probe, the most CPU the
+    loop's thread used within one late wake (the GIL held by running code), and the longest
+    garbage collection (ms; ``benchmarks/stall_probe``)."""
+    summary: dict[str, dict[str, float]] = {}
+    for w in workers:
+        for line in w.probe_lines():
+            phase = next((name for at, name in reversed(phases) if at <= line["at"]), "start")
+            into = summary.setdefault(
+                phase, {"late_ms": 0.0, "loop_cpu_ms": 0.0, "gc_ms": 0.0, "late_wakes": 0}
+            )
+            if "gc_ms" in line:
+                into["gc_ms"] = max(into["gc_ms"], line["gc_ms"])
+                continue
+            into["late_wakes"] += 1
+            into["late_ms"] = max(into["late_ms"], line["late_ms"])
+            into["loop_cpu_ms"] = max(into["loop_cpu_ms"], line["loop_cpu_ms"])
+    return summary
 
 
 def _queries(workers: list[RuntimeProcess], runs: int, *, lists: int, gets: int) -> dict[str, Any]:
@@ -247,6 +287,9 @@ def measure_size(
             phase: {k: round(v * 1000, 1) for k, v in pauses.items()}
             for phase, pauses in watch.by_phase.items()
         },
+        "load_average_max_by_phase": {k: round(v, 1) for k, v in watch.load_by_phase.items()},
+        "cpus": os.cpu_count(),
+        "stall_probe": _stall_summary(workers, watch.phases),
         "polls": watch.polls,
         "not_ready_answers": watch.not_ready,
         "degraded_answers": watch.degraded,

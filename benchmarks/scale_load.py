@@ -48,6 +48,8 @@ __all__ = [
     "shape_of",
 ]
 
+#: ``sitecustomize`` of the stall probe each worker process loads (see its docstring).
+PROBE_DIR = Path(__file__).resolve().parent / "stall_probe"
 _PLACEHOLDER = "run-XXXXXXXXXXXX"
 _Record = tuple[bytes, list[tuple[str, str | bytes | None]]]
 
@@ -214,7 +216,8 @@ class RuntimeProcess:
         src = Path(__file__).resolve().parents[1] / "src"
         env = {
             **os.environ,
-            "PYTHONPATH": str(src),
+            "PYTHONPATH": os.pathsep.join([str(src), str(PROBE_DIR)]),
+            "RUNSTATE_STALL_PROBE": str(self.probe_path),
             "RUNSTATE_BOOTSTRAP_SERVERS": self.bootstrap,
             "RUNSTATE_TOPIC_PREFIX": self.prefix,
             "RUNSTATE_PARTITIONS": str(self.partitions),
@@ -235,6 +238,16 @@ class RuntimeProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+
+    @property
+    def probe_path(self) -> Path:
+        """The stall probe's lines (``benchmarks/stall_probe``), every start of this worker."""
+        return self.log_path.with_suffix(".probe.jsonl")
+
+    def probe_lines(self) -> list[dict[str, Any]]:
+        if not self.probe_path.exists():
+            return []
+        return [json.loads(line) for line in self.probe_path.read_text().splitlines() if line]
 
     @property
     def alive(self) -> bool:
@@ -299,7 +312,12 @@ class HealthWatch:
         self.longest_ended: dict[str, str] = {w.worker_id: "" for w in workers}
         #: The longest pause per phase and worker: load, queries and restarts differ.
         self.by_phase: dict[str, dict[str, float]] = {}
-        self.phase = "start"
+        self._phase = "start"
+        #: (wall-clock start, phase) of every phase, to place the stall probes' lines.
+        self.phases: list[tuple[float, str]] = [(time.time(), "start")]
+        #: The highest 1-minute load average seen per phase: a pause on a machine with more
+        #: runnable threads than cores may be the scheduler's, not the worker's.
+        self.load_by_phase: dict[str, float] = {}
         self.polls = 0
         self.not_ready = 0
         self.degraded = 0
@@ -308,6 +326,15 @@ class HealthWatch:
             threading.Thread(target=self._run, args=(w,), name=f"health-{w.worker_id}", daemon=True)
             for w in workers
         ]
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._phase = name
+        self.phases.append((time.time(), name))
 
     def start(self) -> HealthWatch:
         for thread in self._threads:
@@ -332,7 +359,9 @@ class HealthWatch:
             now = time.monotonic()
             if status != 200:
                 continue
+            load = os.getloadavg()[0]
             with self._lock:
+                self.load_by_phase[self.phase] = max(self.load_by_phase.get(self.phase, 0.0), load)
                 self.polls += 1
                 self.not_ready += not body.get("ready")
                 self.degraded += bool(body.get("degraded"))

@@ -68,6 +68,23 @@ def _rows(size: dict[str, Any]) -> dict[str, str]:
             if p
         )
         or "n/a",
+        "Stall probe by phase: latest wake / most loop CPU in one / longest GC (ms)": (
+            ", ".join(
+                f"{phase} {v['late_ms']:,.0f} / {v['loop_cpu_ms']:,.0f} / {v['gc_ms']:,.0f}"
+                for phase, v in size["health"].get("stall_probe", {}).items()
+                if phase != "start"
+            )
+            or "n/a"
+        ),
+        "Machine load: highest 1-minute load average by phase (cores)": (
+            ", ".join(
+                f"{phase} {value:.1f}"
+                for phase, value in size["health"].get("load_average_max_by_phase", {}).items()
+            )
+            + f" ({size['health'].get('cpus', '?')})"
+            if size["health"].get("load_average_max_by_phase")
+            else "n/a"
+        ),
         "Exit codes; log lines (fenced, aborted checkpoints, lost, tracebacks)": (
             f"{exits}; {troubles or 'none'}"
         ),
@@ -121,8 +138,16 @@ def render(results: dict[str, Any], results_path: Path) -> str:
             "alternating between the workers (so half are forwarded). The restart stops worker "
             "w2 with SIGTERM and starts it again; /health of each worker is polled every 50 ms "
             "throughout (the restarting worker is left out from its stop to its ready). "
-            "**A shared 2-core machine** (another engineer's throughput benchmarks ran at the "
-            "same time): absolute figures are context only.",
+            "A stall probe in each worker (`benchmarks/stall_probe`) wakes every 10 ms and "
+            "logs each wake more than 50 ms late with the CPU the loop's thread used meanwhile: "
+            "loop CPU near the delay is the worker holding the GIL, little loop CPU is the "
+            "machine's scheduler. "
+            "A worker restores its partitions side by side: records/s is over the wall time "
+            "from the first one's start to the last one's end. "
+            "**A shared 2-core machine** (other engineers' brokers and benchmarks ran at the "
+            "same time; the load row says how busy it was): absolute figures are context only, "
+            "and a /health pause while the load average is far above the core count is mostly "
+            "the scheduler's (the worker's threads wait for a core).",
             "",
             *lines,
             "",

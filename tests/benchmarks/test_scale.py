@@ -56,13 +56,16 @@ def test_every_figure_is_produced_at_a_few_hundred_runs(
     assert set(size["health"]["longest_pause_ms"]) == {"w1", "w2"}
     assert size["health"]["longest_pause_ms_by_phase"]  # at 300 runs the load may be too short
     assert size["workers"]["w2"]["exit_codes"] == [0, 0, 0]
+    assert "stall_probe" in size["health"]
+    for worker in size["workers"].values():  # the probe ran in each worker process
+        assert Path(worker["log"]).with_suffix(".probe.jsonl").exists()
 
     results = {"mode": "smoke", "started": "now", "seconds": 1, "sizes": [size, size]}
     doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"# Benchmarks\n\nintro\n\n{BEGIN}\nold\n{END}\n")
+    doc.write_text(f"# Benchmarks\n\nintro\n\n{BEGIN}\nthe previous section\n{END}\n")
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "smoke.json"
     write_section(results, path, doc)
     page = doc.read_text()
-    assert "old" not in page and "intro" in page
+    assert "the previous section" not in page and "intro" in page
     assert keep_section(page) == render(results, path)
     assert "large / small" in page

@@ -1,5 +1,6 @@
 """Checkpoints at the edges: nothing visible before a commit, a final one on stop, and one
-before a revoked partition is given up (cooperative rebalance to a second worker).
+before a revoked partition is given up (cooperative rebalance to a second worker); an
+assigned partition that restores holds up no other.
 
 The workers run in-process with a checkpoint interval far longer than the test, so every
 commit seen here is one of those edge checkpoints, not a timed one.
@@ -7,12 +8,16 @@ commit seen here is one of those edge checkpoints, not a timed one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
 
 from runstate.runtime.app import build_worker
 from runstate.runtime.config import RuntimeConfig
+from runstate.runtime.recovery import AssignedRestore, ChangelogRestorer, changelog_consumer
+from runstate.runtime.store import PartitionStore
+from runstate.streams.partitioning import partition_for
 from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
 from tests.runtime.support import (
@@ -109,6 +114,84 @@ def test_a_revoked_partition_is_committed_before_it_moves(
         if second is not None:
             second.stop()
         first.stop()
+    verdict = check_outputs(kafka_bootstrap, names)
+    assert verdict.complete and verdict.problems == [], verdict.problems
+    assert set(verdict.change_counts.values()) == {1}
+
+
+class HeldRestore:
+    """The worker's restore, holding one partition back as if its changelog were long."""
+
+    def __init__(self, inner: AssignedRestore, held: int) -> None:
+        self.inner = inner
+        self.held = held
+        self.release = threading.Event()
+        self._waiting: PartitionStore | None = None
+
+    @property
+    def pending(self) -> frozenset[int]:
+        return self.inner.pending | ({self.held} if self._waiting is not None else set())
+
+    def begin(self, store: PartitionStore) -> None:
+        self.inner.begin(store)
+
+    def step(self) -> list[PartitionStore]:
+        done = self.inner.step()
+        for store in done:
+            if store.partition == self.held:
+                self._waiting = store
+        done = [s for s in done if s.partition != self.held]
+        if self._waiting is not None and self.release.is_set():
+            done.append(self._waiting)
+            self._waiting = None
+        return done
+
+    def cancel(self, partitions: list[int]) -> list[PartitionStore]:
+        stores = self.inner.cancel(partitions)
+        if self._waiting is not None and self.held in partitions:
+            stores.append(self._waiting)
+            self._waiting = None
+        return stores
+
+
+def test_owned_partitions_are_processed_while_another_restores(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    names = TopicNames(unique_name("rth"))
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    events = list(interleave(agent_runs(40, prefix="run", seed=5), seed=5))
+    produce_events(kafka_bootstrap, names, events)
+    held = 0
+    in_held = sum(partition_for(e.run_id.encode(), PARTITIONS) == held for e in events)
+    assert 0 < in_held < len(events)
+    restore = HeldRestore(
+        AssignedRestore(
+            ChangelogRestorer(changelog_consumer(kafka_bootstrap), names.runs_changelog)
+        ),
+        held,
+    )
+    config = runtime_config(kafka_bootstrap, names, PARTITIONS)
+    running = Running(build_worker(config, restore=restore))
+    worker = running.worker.worker
+    try:
+        assert_eventually(
+            lambda: worker.records == len(events) - in_held or running.error is not None,
+            timeout_s=60,
+            what="the other partitions processed while one restores",
+        )
+        health = worker.health()
+        assert health["restoring_partitions"] == [held] and not health["ready"]
+        assert held not in worker.owned_partitions()
+        restore.release.set()
+        assert_eventually(
+            lambda: worker.records == len(events) or running.error is not None,
+            timeout_s=60,
+            what="the restored partition processed",
+        )
+        assert worker.health()["restoring_partitions"] == []
+        assert worker.owned_partitions() == list(range(PARTITIONS))
+    finally:
+        running.stop()
     verdict = check_outputs(kafka_bootstrap, names)
     assert verdict.complete and verdict.problems == [], verdict.problems
     assert set(verdict.change_counts.values()) == {1}

@@ -11,7 +11,12 @@ from confluent_kafka import Producer
 
 from runstate.errors import RestoreError
 from runstate.runtime.memory_store import MemoryPartitionStore
-from runstate.runtime.recovery import ChangelogRestorer, changelog_consumer, restore_partition
+from runstate.runtime.recovery import (
+    AssignedRestore,
+    ChangelogRestorer,
+    changelog_consumer,
+    restore_partition,
+)
 from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
 from runstate.runtime.store import PartitionStore, Write
 from runstate.streams.reader import read_topic
@@ -328,3 +333,59 @@ def test_a_record_budget_stops_a_catch_up_where_the_next_one_goes_on(
         assert all(r.caught_up for r in again.values())
     finally:
         restorer.close()
+
+
+def test_an_assigned_restore_goes_in_slices_to_the_end_it_began_with(
+    changelog_factory: Callable[..., Changelog], rocksdb: RocksDBStore
+) -> None:
+    log = changelog_factory()
+    log.transaction(0, [(b"a%03d" % i, b"1") for i in range(25)])
+    log.transaction(0, [(b"x", b"1")], commit=False)
+    log.transaction(0, [(b"b%03d" % i, b"1") for i in range(25)])
+    log.transaction(1, [(b"c%03d" % i, b"1") for i in range(10)])
+    restore = AssignedRestore(
+        ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
+        slice_records=10,
+    )
+    try:
+        restore.begin(rocksdb.open(0))
+        restore.begin(rocksdb.open(1))
+        restore.begin(rocksdb.open(2))
+        assert restore.pending == {0, 1, 2}
+        finished: dict[int, int] = {}
+        for step in range(60):
+            for store in restore.step():
+                finished[store.partition] = step
+            if step == 0:
+                # written after the restore began: not the restore's to read
+                log.transaction(0, [(b"late", b"1")])
+            if not restore.pending:
+                break
+        assert set(finished) == {0, 1, 2}
+        assert finished[0] >= 4, finished  # 50 records in slices of 10
+        assert {r.partition: r.records for r in restore.reports} == {0: 50, 1: 10, 2: 0}
+        assert len(_contents(rocksdb.open(0))) == 50 and b"late" not in _contents(rocksdb.open(0))
+        assert restore.restorer.assigned() == set()
+    finally:
+        restore.restorer.close()
+
+
+def test_a_cancelled_restore_gives_its_store_back(
+    changelog_factory: Callable[..., Changelog], rocksdb: RocksDBStore
+) -> None:
+    log = changelog_factory()
+    log.transaction(0, [(b"a%03d" % i, b"1") for i in range(30)])
+    restore = AssignedRestore(
+        ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
+        slice_records=10,
+    )
+    try:
+        store = rocksdb.open(0)
+        restore.begin(store)
+        restore.step()
+        assert restore.pending == {0}
+        assert restore.cancel([0, 1]) == [store]
+        assert restore.pending == frozenset() and restore.restorer.assigned() == set()
+        assert restore.reports == []
+    finally:
+        restore.restorer.close()

@@ -9,10 +9,15 @@ Rebalances (cooperative-sticky, incremental):
 
 * assigned: the committed offset is fetched first (``read_committed`` waits for a pending
   transactional commit to settle, so the offset and the changelog agree), then the
-  partition's store is restored from the same changelog partition to its end, then the
-  partition is consumed from that offset;
+  partition is assigned *paused* and its store restored from the same changelog partition,
+  up to where it ended then, in bounded slices between the loop's batches: the partitions
+  the worker already owns go on being processed meanwhile. Once restored, the partition is
+  sought to the committed offset (records fetched before the pause are dropped), handed to
+  the checkpoint, and resumed. Nothing of a partition is processed before its store is
+  restored;
 * revoked: the checkpoint commits what is done *before* the partition is given up, then
-  the partition's store is closed and its cached states dropped;
+  the partition's store is closed and its cached states dropped (a partition still
+  restoring has nothing to commit: its restore stops);
 * lost (the group moved on without us, e.g. after a stall): nothing may be committed; the
   transaction is aborted and the partition dropped.
 
@@ -92,6 +97,10 @@ class Worker:
         # partition up (closing its store): a query never reads a closed store.
         self._partition_lock = threading.RLock()
         self._assigning = False
+        #: restoring partition -> the offset to consume from once restored (None: start)
+        self._restoring: dict[int, int | None] = {}
+        #: what health reads from another thread: replaced whole, never changed in place
+        self._restoring_view: frozenset[int] = frozenset()
         self._started = time.monotonic()
         self._last_poll = time.monotonic()
         self._broker_error: str | None = None
@@ -135,16 +144,19 @@ class Worker:
 
     def health(self) -> dict[str, Any]:
         """Ready once subscribed and not restoring; degraded while the broker errs or the
-        loop has not polled for a while."""
+        loop has not polled for a while. Reads only values the loop replaces whole (no
+        lock, no store): it answers while the loop is busy."""
         stalled_s = time.monotonic() - self._last_poll
         degraded = self._broker_error is not None or stalled_s > 5.0
+        restoring = self._restoring_view
         return {
             "worker_id": self.worker_id,
-            "ready": not self._assigning and not self._stopping.is_set(),
+            "ready": not self._assigning and not restoring and not self._stopping.is_set(),
             "degraded": degraded,
             "broker_error": self._broker_error,
             "since_last_poll_s": round(stalled_s, 3),
             "active_partitions": self.owned_partitions(),
+            "restoring_partitions": sorted(restoring),
             "standby_partitions": (
                 [] if self._standbys is None else sorted(self._standbys.partitions)
             ),
@@ -204,8 +216,11 @@ class Worker:
             self._store.close()
 
     def _iterate(self) -> None:
+        if self._restoring:
+            self._restore_slice()
         aborts = self._checkpoint.aborts
-        messages = self._take(timeout=max(0.001, min(0.1, self._checkpoint.time_left())))
+        wait = 0.0 if self._restoring else max(0.001, min(0.1, self._checkpoint.time_left()))
+        messages = self._take(timeout=wait)
         self._last_poll = time.monotonic()
         if self._broker_error is not None and any(m.error() is None for m in messages):
             self._broker_error = None
@@ -223,7 +238,7 @@ class Worker:
                 continue
             p = msg.partition()
             if p is None or p not in owned:
-                continue  # fetched before a revocation
+                continue  # fetched before a revocation, or before a restoring one's pause
             batches.setdefault(p, []).append(_source_record(msg))
         for records in batches.values():
             self._task.process(records, self._checkpoint)
@@ -233,7 +248,7 @@ class Worker:
         if self._eviction is not None and self._eviction.due():
             self._eviction.evict_due(self._checkpoint, owned=self._checkpoint.partitions)
         if self._standbys is not None and self._standbys.due():
-            self._standbys.tick(owned=self._checkpoint.partitions)
+            self._standbys.tick(owned=self._checkpoint.partitions | set(self._restoring))
         if self._checkpoint.due():
             self._checkpoint.commit()
 
@@ -261,31 +276,45 @@ class Worker:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
-        committed = self._stable_offsets(consumer, [tp.partition for tp in partitions])
-        start: list[TopicPartition] = []
         self._assigning = True
         try:
+            committed = self._stable_offsets(consumer, [tp.partition for tp in partitions])
+            start: list[TopicPartition] = []
             for tp in committed:
                 standby = None if self._standbys is None else self._standbys.promote(tp.partition)
                 store = standby if standby is not None else self._open(tp.partition)
-                restored = self._restore(store)
                 offset = tp.offset if tp.offset >= 0 else None
-                with self._partition_lock:
-                    self._checkpoint.add_partition(tp.partition, store, offset)
-                start.append(
-                    TopicPartition(
-                        self._topic, tp.partition, OFFSET_BEGINNING if offset is None else offset
-                    )
-                )
+                self._restore.begin(store)
+                self._restoring[tp.partition] = offset
+                start.append(_at(self._topic, tp.partition, offset))
                 log.info(
-                    "partition %s assigned: %s changelog records restored, consuming from %s",
+                    "partition %s assigned: restoring its store, then consuming from %s",
                     tp.partition,
-                    restored,
                     offset,
                 )
+            self._restoring_view = frozenset(self._restoring)
         finally:
             self._assigning = False
         consumer.incremental_assign(start)
+        consumer.pause(start)
+
+    def _restore_slice(self) -> None:
+        """One bounded slice of the pending restores; hand over the partitions it finished.
+
+        A restored partition is sought to its committed offset while still paused (what was
+        fetched before the pause is dropped, and any record the loop skipped while it was
+        not owned is fetched again), then taken on by the checkpoint, then resumed.
+        """
+        for store in self._restore.step():
+            p = store.partition
+            offset = self._restoring.pop(p)
+            tp = _at(self._topic, p, offset)
+            self._consumer.seek(tp)
+            with self._partition_lock:
+                self._checkpoint.add_partition(p, store, offset)
+            self._consumer.resume([tp])
+            log.info("partition %s restored: consuming from %s", p, offset)
+        self._restoring_view = frozenset(self._restoring)
 
     def _open(self, partition: int) -> PartitionStore:
         """The partition's store; a damaged one is dropped and restored from scratch."""
@@ -326,6 +355,11 @@ class Worker:
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         gone = [tp.partition for tp in partitions]
+        for restoring in self._restore.cancel([p for p in gone if p in self._restoring]):
+            restoring.close()
+        for p in gone:
+            self._restoring.pop(p, None)
+        self._restoring_view = frozenset(self._restoring)
         with self._partition_lock:
             for p in gone:
                 store = self._checkpoint.remove_partition(p)
@@ -333,6 +367,10 @@ class Worker:
                     store.close()
         self._task.forget(gone)
         log.info("partitions %s given up", sorted(gone))
+
+
+def _at(topic: str, partition: int, offset: int | None) -> TopicPartition:
+    return TopicPartition(topic, partition, OFFSET_BEGINNING if offset is None else offset)
 
 
 def _source_record(msg: Message) -> SourceRecord:

@@ -38,6 +38,7 @@ from runstate.runtime.store import PartitionStore, Write
 from runstate.streams import clients
 
 __all__ = [
+    "DEFAULT_SLICE_RECORDS",
     "AssignedRestore",
     "ChangelogRestorer",
     "PartitionRestorer",
@@ -48,9 +49,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Records per store write: large enough that RocksDB's per-batch cost vanishes, small
-#: enough that a batch's Python list stays a few MiB.
-DEFAULT_BATCH_RECORDS = 20_000
+#: Records per store write (and per consume call): large enough that RocksDB's per-batch
+#: cost stays small, small enough that one write holds the GIL only a few milliseconds
+#: (rocksdict keeps it for the whole write: about 25 ms per 20,000 records, which the query
+#: API's thread, ``/health`` among it, waits out).
+DEFAULT_BATCH_RECORDS = 5_000
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,11 @@ class ChangelogRestorer:
         return set(self._next)
 
     def catch_up(
-        self, stores: Mapping[int, PartitionStore], *, max_records: int | None = None
+        self,
+        stores: Mapping[int, PartitionStore],
+        *,
+        max_records: int | None = None,
+        ends: Mapping[int, int] | None = None,
     ) -> dict[int, RestoreReport]:
         """Bring each store (by changelog partition) up to its partition's current end.
 
@@ -173,7 +180,10 @@ class ChangelogRestorer:
         follows continues without a seek. Records of aborted transactions never reach a
         store; tombstones delete. With ``max_records``, stop once that many records (of all
         partitions together) were read: each store is left at the last offset it was given,
-        and its report says ``caught_up=False`` if it has not reached the end.
+        and its report says ``caught_up=False`` if it has not reached the end. ``ends``
+        gives the end of partitions the consumer follows, measured by an earlier call (a
+        restore that reads its partitions, in slices, up to where they ended when it
+        began): those are not asked of the broker again.
 
         Raises:
             RestoreError: a partition made no progress for ``stall_timeout_s`` (broker gone,
@@ -183,10 +193,16 @@ class ChangelogRestorer:
         """
         progress: dict[int, _Progress] = {}
         started = time.monotonic()
+        known = ends or {}
         for partition, store in stores.items():
             # every end first, then the assignments: once a partition is assigned, its
             # fetches hold the connection and each further end query waits behind one
-            progress[partition] = self._measure(store, started, *self._watermarks(partition))
+            if partition in known and partition in self._next:
+                # followed: the consumer continues at its position, the low mark is moot
+                low, end = 0, known[partition]
+            else:
+                low, end = self._watermarks(partition)
+            progress[partition] = self._measure(store, started, low, end)
         for partition, p in progress.items():
             self._position(partition, p)
         self._read(progress, max_records)
@@ -389,33 +405,111 @@ def restore_partition(
         restorer.close()
 
 
-class PartitionRestorer(Protocol):
-    """Brings a partition store up to the end of its changelog partition (the loop's view)."""
+#: Records one restore slice reads at most: the poll loop restores between batches of the
+#: partitions it already processes, so a slice is what those partitions wait for.
+DEFAULT_SLICE_RECORDS = 20_000
 
-    def __call__(self, store: PartitionStore) -> int:
-        """Restore ``store`` (same partition number as the changelog's); returns the number
-        of changelog records applied.
+
+class PartitionRestorer(Protocol):
+    """Restores newly assigned partition stores in slices, from the poll loop's thread (the
+    loop's view; :class:`AssignedRestore`)."""
+
+    @property
+    def pending(self) -> frozenset[int]:
+        """The partitions begun and not yet restored."""
+        ...
+
+    def begin(self, store: PartitionStore) -> None:
+        """Start restoring ``store`` (same partition number as the changelog's)."""
+        ...
+
+    def step(self) -> list[PartitionStore]:
+        """Read one bounded slice for the pending partitions; returns the stores that
+        reached the end of their changelog partition (no longer pending).
 
         Raises:
-            RestoreError: the changelog could not be read to its end in time.
+            RestoreError: the changelog could not be read (see
+                :meth:`ChangelogRestorer.catch_up`).
+            StorageFull: a store ran out of disk.
         """
         ...
 
+    def cancel(self, partitions: list[int]) -> list[PartitionStore]:
+        """Stop restoring ``partitions`` (revoked or lost); returns their stores."""
+        ...
+
+
+@dataclass
+class _Restoring:
+    store: PartitionStore
+    started: float
+    end: int | None = None
+    records: int = 0
+    first_offset: int | None = None
+
 
 class AssignedRestore:
-    """A :class:`PartitionRestorer` over one :class:`ChangelogRestorer`: catch a newly
-    assigned partition's store up (only the tail, for a kept store), then let it go."""
+    """A :class:`PartitionRestorer` over one :class:`ChangelogRestorer`: catch newly
+    assigned partitions' stores up (only the tail, for a kept store), a slice at a time,
+    each up to where its changelog partition ended when its restore began, then let them go.
 
-    def __init__(self, restorer: ChangelogRestorer) -> None:
+    ``reports`` holds one report per finished restore (the last 100), over all its slices.
+    """
+
+    def __init__(
+        self, restorer: ChangelogRestorer, *, slice_records: int = DEFAULT_SLICE_RECORDS
+    ) -> None:
         self.restorer = restorer
+        self.slice_records = slice_records
         self.reports: list[RestoreReport] = []
+        self._pending: dict[int, _Restoring] = {}
 
-    def __call__(self, store: PartitionStore) -> int:
-        p = store.partition
-        try:
-            report = self.restorer.catch_up({p: store})[p]
-        finally:
-            self.restorer.release([p])
+    @property
+    def pending(self) -> frozenset[int]:
+        return frozenset(self._pending)
+
+    def begin(self, store: PartitionStore) -> None:
+        self._pending[store.partition] = _Restoring(store, time.monotonic())
+
+    def step(self) -> list[PartitionStore]:
+        if not self._pending:
+            return []
+        # The end a restore reads to is the one measured by its first slice, after the
+        # committed offsets were stable: nobody else writes the partition's changelog now.
+        ends = {p: r.end for p, r in self._pending.items() if r.end is not None}
+        reports = self.restorer.catch_up(
+            {p: r.store for p, r in self._pending.items()},
+            max_records=self.slice_records,
+            ends=ends,
+        )
+        done: list[PartitionStore] = []
+        for p, part in reports.items():
+            r = self._pending[p]
+            r.end = part.end_offset
+            r.records += part.records
+            if r.first_offset is None:
+                r.first_offset = part.first_offset
+            if part.caught_up:
+                self.restorer.release([p])
+                del self._pending[p]
+                self._finished(p, r, part)
+                done.append(r.store)
+        return done
+
+    def cancel(self, partitions: list[int]) -> list[PartitionStore]:
+        gone = [p for p in partitions if p in self._pending]
+        self.restorer.release(gone)
+        return [self._pending.pop(p).store for p in gone]
+
+    def _finished(self, p: int, r: _Restoring, last: RestoreReport) -> None:
+        report = RestoreReport(
+            partition=p,
+            records=r.records,
+            first_offset=r.first_offset,
+            last_offset=last.last_offset,
+            end_offset=last.end_offset,
+            seconds=time.monotonic() - r.started,
+        )
         self.reports.append(report)
         del self.reports[:-100]
         log.info(
@@ -426,4 +520,3 @@ class AssignedRestore:
             report.last_offset,
             report.seconds,
         )
-        return report.records

@@ -1,0 +1,77 @@
+"""A stall probe loaded into each worker process of ``benchmarks.scale`` (``sitecustomize``).
+
+When ``RUNSTATE_STALL_PROBE`` names a file, a thread of the worker sleeps 10 ms again and
+again; whenever it wakes more than 50 ms late it appends one JSON line saying how late, how
+much CPU the worker's main thread (the poll loop) used meanwhile and how long both threads
+waited for a core. Cyclic garbage collections longer than 20 ms are logged too. A late wake
+with the loop's CPU near the delay is the loop holding the GIL (what the query API's thread,
+``/health``, waits for); one where both threads mostly waited for a core is the machine's.
+Linux only (``/proc/self/task/*/schedstat``); nothing happens without the variable.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import threading
+import time
+from typing import Any
+
+_PATH = os.environ.get("RUNSTATE_STALL_PROBE")
+_LATE_S = 0.05
+_SLEEP_S = 0.01
+
+
+def _sched_ms(tid: int) -> tuple[float, float]:
+    """(ms on a core, ms waiting for one) of thread ``tid``."""
+    with open(f"/proc/self/task/{tid}/schedstat") as f:
+        run, wait, _ = f.read().split()
+    return int(run) / 1e6, int(wait) / 1e6
+
+
+def _start(path: str) -> None:
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - open for the process's life
+    lock = threading.Lock()
+    main = threading.main_thread()
+
+    def write(record: dict[str, Any]) -> None:
+        with lock:
+            out.write(json.dumps({"at": round(time.time(), 3), **record}) + "\n")
+
+    collecting: dict[str, float] = {}
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collecting["t"] = time.perf_counter()
+        elif "t" in collecting:
+            ms = (time.perf_counter() - collecting.pop("t")) * 1000
+            if ms > 20:
+                write({"gc_ms": round(ms, 1), "generation": info["generation"]})
+
+    gc.callbacks.append(on_gc)
+
+    def watch() -> None:
+        me = threading.get_native_id()
+        loop = main.native_id
+        assert loop is not None
+        while True:
+            t0, l0, m0 = time.perf_counter(), _sched_ms(loop), _sched_ms(me)
+            time.sleep(_SLEEP_S)
+            late = time.perf_counter() - t0 - _SLEEP_S
+            if late > _LATE_S:
+                l1, m1 = _sched_ms(loop), _sched_ms(me)
+                write(
+                    {
+                        "late_ms": round(late * 1000, 1),
+                        "loop_cpu_ms": round(l1[0] - l0[0], 1),
+                        "loop_waited_ms": round(l1[1] - l0[1], 1),
+                        "probe_waited_ms": round(m1[1] - m0[1], 1),
+                    }
+                )
+
+    threading.Thread(target=watch, name="stall-probe", daemon=True).start()
+
+
+if _PATH:
+    _start(_PATH)
