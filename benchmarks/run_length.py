@@ -25,6 +25,7 @@ from runstate.runs.layout import LayoutCodec, run_writes
 from runstate.runs.reducer import Applied, apply
 from runstate.runs.state import RunState
 from runstate.runs.state_codec import StateCodec
+from runstate.runs.summary import SummaryCodec
 from runstate.runtime.memory_store import MemoryStore
 from runstate.runtime.run_task import LayoutTable, RunTask
 from runstate.runtime.store import PartitionTransaction
@@ -83,6 +84,7 @@ def _task() -> RunTask:
     return RunTask(
         table=LayoutTable(),
         codec=StateCodec(codec),
+        summaries=SummaryCodec(codec),
         decode=decode,
         names=_NAMES,
         worker_id="bench",
