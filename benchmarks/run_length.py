@@ -5,18 +5,26 @@ Each event goes through :class:`runstate.runtime.run_task.RunTask` as a batch of
 (what a live worker sees when many runs interleave: one event of a run per batch), over a
 :class:`~runstate.runtime.store.PartitionTransaction` on a memory partition store, and the
 interval is committed after it (the writes applied to the store). The run layout writes
-only what an event changed, so the store work should not grow with the run; what still
-grows is the latest-state output, one whole-state encode per run per batch, timed here
-separately on the same states.
+only what an event changed and the latest-state output is the run's summary
+(:mod:`runstate.runs.summary`), so neither should grow with the run. The steps that might
+are timed alone on the same states, and so is the whole-state encode the latest-state
+output was until the summary (no longer in the task path; for comparison).
+
+``python -m benchmarks.run_length`` runs the figure alone and writes
+``benchmarks/results/<stamp>-run-length.json`` (``make bench`` includes it).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from benchmarks.workload import long_run
@@ -109,7 +117,7 @@ def _one_pass(encoded: Sequence[tuple[bytes, bytes]]) -> list[float]:
 
 
 def _states(events: Sequence[AgentEvent]) -> list[RunState]:
-    """The state after each event: what the task's latest-state output encodes."""
+    """The state after each event: what the task's latest-state output summarises."""
     states: list[RunState] = []
     state: RunState | None = None
     for offset, event in enumerate(events):
@@ -134,8 +142,10 @@ def _parts_us(
     events: Sequence[AgentEvent], states: Sequence[RunState], i: int, *, repeats: int
 ) -> dict[str, float]:
     """The steps of event ``i`` that may grow with the run, each timed alone (best of
-    ``repeats``): the reducer, the layout's writes, the change's and the state's encode."""
+    ``repeats``): the reducer, the layout's writes, the change's and the summary's encode;
+    and the whole-state encode the latest-state output was before the summary."""
     codec = StateCodec(default_codec())
+    summaries = SummaryCodec(default_codec())
     layout = LayoutCodec()
     before = states[i - 1] if i else None
     outcome = apply(before, events[i], offset=i)
@@ -145,6 +155,7 @@ def _parts_us(
         "apply_us": _best_us(lambda: apply(before, events[i], offset=i), repeats),
         "run_writes_us": _best_us(lambda: run_writes(before, states[i], codec=layout), repeats),
         "encode_change_us": _best_us(lambda: codec.encode_change(change), repeats),
+        "encode_summary_us": _best_us(lambda: summaries.encode_state_summary(states[i]), repeats),
         "encode_state_us": _best_us(lambda: codec.encode_state(states[i]), repeats),
     }
 
@@ -160,11 +171,12 @@ def run_length_cost(
 
     Returns:
         Per length: µs per event at each position up to the length; the steps that may grow
-        with the run timed alone at the same positions (among them the whole-state encode
-        of the latest-state output) and the state's size; and ``ratio_last_to_10th`` of the
-        longest run, with and without the whole-state encode.
+        with the run timed alone at the same positions, the summary's size (what the task
+        produces) and the whole state's (what it produced before); and
+        ``ratio_last_to_10th`` of the longest run.
     """
     state_codec = StateCodec(default_codec())
+    summaries = SummaryCodec(default_codec())
     runs: dict[str, Any] = {}
     for n in lengths:
         pairs = long_run(n, seed=seed)
@@ -181,24 +193,33 @@ def run_length_cost(
             at[str(k)] = {
                 "task_us": task_us,
                 **medians,
-                "encode_state_share": medians["encode_state_us"] / task_us,
+                "summary_bytes": len(summaries.encode_state_summary(states[k - 1])),
                 "state_bytes": len(state_codec.encode_state(states[k - 1])),
             }
         runs[str(n)] = {"events": n, "at": at}
     longest = runs[str(max(lengths))]["at"]
     first, last = longest.get("10"), longest.get(str(max(lengths)))
     ratio = last["task_us"] / first["task_us"] if first and last else None
-    without = (
-        (last["task_us"] - last["encode_state_us"]) / (first["task_us"] - first["encode_state_us"])
-        if first and last
-        else None
-    )
     return {
         "repeats": repeats,
         "window": window,
         "batch": 1,
+        "latest_state": "summary",
         "runs": runs,
         "ratio_last_to_10th": ratio,
-        "ratio_last_to_10th_without_state_encode": without,
         "goal_ratio": 1.3,
     }
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """Run the figure alone; write it as ``{"run_length": ...}`` beside the other results."""
+    figure = run_length_cost()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(argv[0]) if argv else Path(__file__).parent / "results" / f"{stamp}-run-length.json"
+    out.write_text(json.dumps({"run_length": figure}, indent=1) + "\n")
+    print(f"1,000th / 10th: {figure['ratio_last_to_10th']:.2f}x; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
