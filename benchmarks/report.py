@@ -543,7 +543,8 @@ def _notes(results: dict[str, Any]) -> list[str]:
         " visible, so its CPU figure can be low by up to that interval's work);"
         " *incl. start-up* counts from process start. Every system consumes, decodes"
         " with our codec, apply our reducer, keep the state codec's bytes in RocksDB with a"
-        " changelog, and produce RunStateChanged and the latest state.",
+        " changelog, and produce RunStateChanged and the run's summary (latest-state topic;"
+        " the faust processor: the whole state).",
         "- **Latency**: after the throughput run, new runs are sent through the SDK at a fixed"
         " offered rate; latency is from the SDK `send` call to the state change's arrival at"
         " the harness's consumer (same clock). Includes the SDK's 5 ms linger.",
