@@ -9,8 +9,10 @@ Collections are tuples so that a state is a value (equal by content, safe to sha
 Growth: ``completed_steps``, ``external_actions`` and ``model_calls`` keep every entry of the
 run, because they answer audit questions ("which model request produced this?", "was the
 email already sent?") and resuming needs earlier steps' outputs. They grow with the run
-(roughly 40-120 bytes per entry encoded); a run with thousands of model calls pays for
-that on every state write. The deduplication memory is bounded: the last
+(roughly 40-120 bytes per entry encoded), so nothing per event handles them whole: the store
+keeps one entry per item (:mod:`runstate.runs.layout`), the latest-state topic only their
+counts (:mod:`runstate.runs.summary`), and the reducer checks a model request id against a
+set (:func:`append_model_call`). The deduplication memory is bounded: the last
 :data:`RECENT_EVENT_IDS_LIMIT` applied event ids, kept as 8-byte digests
 (:func:`event_digest`) so it costs 1 KiB per record instead of about 4.7 KiB of UUID text.
 """
