@@ -3,7 +3,8 @@
 Same input (the events topic our SDK wrote), same Avro decoding (our codec), same reducer
 (:func:`runstate.runs.reducer.apply`), state as the state codec's bytes in Quix's
 RocksDB store with its changelog topic, and the same outputs: ``RunStateChanged`` (our codec)
-to the state-changes topic and the latest state to the run-state topic. No dead-letter topic:
+to the state-changes topic and the run's summary (:mod:`runstate.runs.summary`, as the
+runtime produces it) to the run-state topic. No dead-letter topic:
 the workload has no bad records, so that path costs neither system anything.
 ``--guarantee exactly-once`` is Quix's Kafka-transaction mode (``processing_guarantee``), the
 counterpart of the runtime's exactly-once; ``at-least-once`` that of its at-least-once.
@@ -24,6 +25,7 @@ from quixstreams.state.rocksdb import RocksDBOptions
 
 from runstate.runs.reducer import Applied, apply
 from runstate.runs.state_codec import StateCodec
+from runstate.runs.summary import SummaryCodec
 from runstate.schemas.codec import default_codec
 from runstate.schemas.convert import decode_event
 from runstate.streams.topics import TopicNames
@@ -63,6 +65,7 @@ def build(args: argparse.Namespace) -> Application:
     latest = app.topic(names.latest_state, key_serializer="bytes", value_serializer="bytes")
     codec = default_codec()
     states = StateCodec(codec)
+    summaries = SummaryCodec(codec)
 
     def process(value: bytes, state: State) -> tuple[bytes, bytes] | None:
         ctx = message_context()
@@ -76,7 +79,7 @@ def build(args: argparse.Namespace) -> Application:
             return None
         encoded = states.encode_state(outcome.state)
         state.set(_STATE_KEY, encoded)
-        return states.encode_change(outcome.change), encoded
+        return states.encode_change(outcome.change), summaries.encode_state_summary(outcome.state)
 
     out = app.dataframe(events).apply(process, stateful=True).filter(lambda v: v is not None)
     out.apply(lambda v: v[0]).to_topic(changes)

@@ -5,18 +5,26 @@ Each event goes through :class:`runstate.runtime.run_task.RunTask` as a batch of
 (what a live worker sees when many runs interleave: one event of a run per batch), over a
 :class:`~runstate.runtime.store.PartitionTransaction` on a memory partition store, and the
 interval is committed after it (the writes applied to the store). The run layout writes
-only what an event changed, so the store work should not grow with the run; what still
-grows is the latest-state output, one whole-state encode per run per batch, timed here
-separately on the same states.
+only what an event changed and the latest-state output is the run's summary
+(:mod:`runstate.runs.summary`), so neither should grow with the run. The steps that might
+are timed alone on the same states, and so is the whole-state encode the latest-state
+output was until the summary (no longer in the task path; for comparison).
+
+``python -m benchmarks.run_length`` runs the figure alone and writes
+``benchmarks/results/<stamp>-run-length.json`` (``make bench`` includes it).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from benchmarks.workload import long_run
@@ -25,6 +33,7 @@ from runstate.runs.layout import LayoutCodec, run_writes
 from runstate.runs.reducer import Applied, apply
 from runstate.runs.state import RunState
 from runstate.runs.state_codec import StateCodec
+from runstate.runs.summary import SummaryCodec
 from runstate.runtime.memory_store import MemoryStore
 from runstate.runtime.run_task import LayoutTable, RunTask
 from runstate.runtime.store import PartitionTransaction
@@ -83,6 +92,7 @@ def _task() -> RunTask:
     return RunTask(
         table=LayoutTable(),
         codec=StateCodec(codec),
+        summaries=SummaryCodec(codec),
         decode=decode,
         names=_NAMES,
         worker_id="bench",
@@ -107,7 +117,7 @@ def _one_pass(encoded: Sequence[tuple[bytes, bytes]]) -> list[float]:
 
 
 def _states(events: Sequence[AgentEvent]) -> list[RunState]:
-    """The state after each event: what the task's latest-state output encodes."""
+    """The state after each event: what the task's latest-state output summarises."""
     states: list[RunState] = []
     state: RunState | None = None
     for offset, event in enumerate(events):
@@ -128,21 +138,45 @@ def _best_us(fn: Callable[[], object], repeats: int) -> float:
     return best * 1e6
 
 
+def _apply_us(events: Sequence[AgentEvent], *, repeats: int) -> list[float]:
+    """Microseconds of the reducer per event, best of ``repeats`` folds in order.
+
+    Timed within a fold, as the task applies events, not by applying event ``i`` to state
+    ``i - 1`` again and again: a state the reducer already appended to has handed its
+    request-id set on (:func:`runstate.runs.state.append_model_call`), so re-applying to it
+    rebuilds the set each time, which the task never does.
+    """
+    clock = time.perf_counter
+    best = [math.inf] * len(events)
+    for _ in range(repeats):
+        state: RunState | None = None
+        for offset, event in enumerate(events):
+            t0 = clock()
+            outcome = apply(state, event, offset=offset)
+            best[offset] = min(best[offset], clock() - t0)
+            assert isinstance(outcome, Applied)
+            state = outcome.state
+    return [b * 1e6 for b in best]
+
+
 def _parts_us(
     events: Sequence[AgentEvent], states: Sequence[RunState], i: int, *, repeats: int
 ) -> dict[str, float]:
     """The steps of event ``i`` that may grow with the run, each timed alone (best of
-    ``repeats``): the reducer, the layout's writes, the change's and the state's encode."""
+    ``repeats``): the layout's writes, the change's and the summary's encode; and the
+    whole-state encode the latest-state output was before the summary. (The reducer:
+    :func:`_apply_us`.)"""
     codec = StateCodec(default_codec())
+    summaries = SummaryCodec(default_codec())
     layout = LayoutCodec()
     before = states[i - 1] if i else None
     outcome = apply(before, events[i], offset=i)
     assert isinstance(outcome, Applied)
     change = outcome.change
     return {
-        "apply_us": _best_us(lambda: apply(before, events[i], offset=i), repeats),
         "run_writes_us": _best_us(lambda: run_writes(before, states[i], codec=layout), repeats),
         "encode_change_us": _best_us(lambda: codec.encode_change(change), repeats),
+        "encode_summary_us": _best_us(lambda: summaries.encode_state_summary(states[i]), repeats),
         "encode_state_us": _best_us(lambda: codec.encode_state(states[i]), repeats),
     }
 
@@ -158,11 +192,12 @@ def run_length_cost(
 
     Returns:
         Per length: µs per event at each position up to the length; the steps that may grow
-        with the run timed alone at the same positions (among them the whole-state encode
-        of the latest-state output) and the state's size; and ``ratio_last_to_10th`` of the
-        longest run, with and without the whole-state encode.
+        with the run timed alone at the same positions, the summary's size (what the task
+        produces) and the whole state's (what it produced before); and
+        ``ratio_last_to_10th`` of the longest run.
     """
     state_codec = StateCodec(default_codec())
+    summaries = SummaryCodec(default_codec())
     runs: dict[str, Any] = {}
     for n in lengths:
         pairs = long_run(n, seed=seed)
@@ -170,33 +205,44 @@ def run_length_cost(
         passes = [_one_pass(encoded) for _ in range(repeats)]
         events = [e for e, _ in pairs]
         states = _states(events)
+        applies = _apply_us(events, repeats=repeats)
         at: dict[str, Any] = {}
         for k in (p for p in LENGTHS if p <= n):
             lo = max(0, k - window)
             task_us = statistics.median(c for costs in passes for c in costs[lo:k])
             parts = [_parts_us(events, states, i, repeats=repeats) for i in range(lo, k)]
             medians = {name: statistics.median(p[name] for p in parts) for name in parts[0]}
+            medians["apply_us"] = statistics.median(applies[lo:k])
             at[str(k)] = {
                 "task_us": task_us,
                 **medians,
-                "encode_state_share": medians["encode_state_us"] / task_us,
+                "summary_bytes": len(summaries.encode_state_summary(states[k - 1])),
                 "state_bytes": len(state_codec.encode_state(states[k - 1])),
             }
         runs[str(n)] = {"events": n, "at": at}
     longest = runs[str(max(lengths))]["at"]
     first, last = longest.get("10"), longest.get(str(max(lengths)))
     ratio = last["task_us"] / first["task_us"] if first and last else None
-    without = (
-        (last["task_us"] - last["encode_state_us"]) / (first["task_us"] - first["encode_state_us"])
-        if first and last
-        else None
-    )
     return {
         "repeats": repeats,
         "window": window,
         "batch": 1,
+        "latest_state": "summary",
         "runs": runs,
         "ratio_last_to_10th": ratio,
-        "ratio_last_to_10th_without_state_encode": without,
         "goal_ratio": 1.3,
     }
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """Run the figure alone; write it as ``{"run_length": ...}`` beside the other results."""
+    figure = run_length_cost()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(argv[0]) if argv else Path(__file__).parent / "results" / f"{stamp}-run-length.json"
+    out.write_text(json.dumps({"run_length": figure}, indent=1) + "\n")
+    print(f"1,000th / 10th: {figure['ratio_last_to_10th']:.2f}x; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -26,5 +26,6 @@ def test_the_figure_reports_each_position_up_to_the_run_length() -> None:
     at = fig["runs"]["100"]["at"]
     assert set(at) == {"10", "100"}
     assert at["100"]["state_bytes"] > at["10"]["state_bytes"]
-    assert all(v["task_us"] > 0 and v["encode_state_share"] > 0 for v in at.values())
+    assert at["100"]["summary_bytes"] - at["10"]["summary_bytes"] <= 4  # only varints grow
+    assert all(v["task_us"] > 0 and v["encode_summary_us"] > 0 for v in at.values())
     assert fig["ratio_last_to_10th"] > 0

@@ -7,6 +7,7 @@ import dataclasses
 
 from runstate.retention import compare_states, event_masker, parse_mask_keys, parse_policy
 from runstate.runs.reducer import fold
+from runstate.runs.summary import summarize
 from runstate.schemas.events import AgentEvent, RunCompleted
 from tests.factories import RunBuilder
 
@@ -42,6 +43,11 @@ def test_masked_step_and_run_outputs_are_tolerated_only_where_the_policy_masks()
     assert compare_states({"run-a": replayed}, {"run-a": live}, rules=RULES) == []
     paths = {m.path for m in compare_states({"run-a": replayed}, {"run-a": live})}
     assert {"owner", "output_ref", "completed_steps[0].output_ref"} <= paths
+    # against the latest-state topic's summary, the summaries are compared
+    summary = summarize(live)
+    assert compare_states({"run-a": replayed}, {"run-a": summary}, rules=RULES) == []
+    paths = {m.path for m in compare_states({"run-a": replayed}, {"run-a": summary})}
+    assert paths == {"owner", "output_ref"}
 
 
 def test_unkeyed_masks_of_older_archives_are_still_tolerated() -> None:
@@ -50,7 +56,8 @@ def test_unkeyed_masks_of_older_archives_are_still_tolerated() -> None:
     old = dataclasses.replace(live, owner="sha256:0123456789abcdef")
     clear_text = dataclasses.replace(live, owner="someone.else")
 
-    assert compare_states({"run-a": old}, {"run-a": live}, rules=RULES) == []
+    summary = summarize(live)
+    assert compare_states({"run-a": old}, {"run-a": summary}, rules=RULES) == []
     assert [
-        m.path for m in compare_states({"run-a": clear_text}, {"run-a": live}, rules=RULES)
+        m.path for m in compare_states({"run-a": clear_text}, {"run-a": summary}, rules=RULES)
     ] == ["owner"]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from runstate.cli import app
 from runstate.retention import LocalArchive, build_segment, parse_policy
 from runstate.retention.estimate import (
+    DEFAULT_SUMMARY_BYTES,
     Workload,
     default_state_bytes,
     estimate_storage,
@@ -70,7 +71,7 @@ def test_the_changelog_grows_with_every_run_ever_started() -> None:
     changelog = _tiers()["changelog + latest state"]
     state = default_state_bytes(20)
     assert state == 300 + 8 * 20 + 50 * 20
-    assert changelog.daily_bytes == 1000 * state * 2
+    assert changelog.daily_bytes == 1000 * (state + DEFAULT_SUMMARY_BYTES)
     assert changelog.held_after(365) == 365 * changelog.daily_bytes
     assert math.isinf(changelog.steady_bytes)
 

@@ -25,6 +25,7 @@ from runstate.retention.manifest import SegmentManifest
 from runstate.retention.replay import HistorySource, plan_partition, replay_all, replay_until
 from runstate.runs.reducer import fold
 from runstate.runs.state_codec import encode_state
+from runstate.runs.summary import encode_summary, summarize
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import encode
 from runstate.schemas.convert import event_to_record
@@ -304,15 +305,19 @@ def test_v1_events_in_the_archive_replay_with_v2_code(
 
 @pytest.mark.integration
 def test_verify_reports_a_live_state_that_differs(world: World) -> None:
-    """The live processor is stood in for: latest-state records written from the oracle."""
+    """The live processor is stood in for: latest-state records (summaries) written from the
+    oracle; one run's differs in a field and in a count."""
     expected = oracle(world.deliveries, world.events)
     names = world.context.names
     producer = Producer({"bootstrap.servers": world.context.bootstrap_servers})
     altered = "run-5-00007"
     for run_id, state in expected.items():
+        summary = summarize(state)
         if run_id == altered:
-            state = dataclasses.replace(state, owner="someone-else")
-        producer.produce(names.latest_state, key=run_id.encode(), value=encode_state(state))
+            summary = dataclasses.replace(
+                summary, owner="someone-else", model_call_count=summary.model_call_count + 1
+            )
+        producer.produce(names.latest_state, key=run_id.encode(), value=encode_summary(summary))
     producer.flush(30)
     args = [
         "replay",
@@ -332,8 +337,11 @@ def test_verify_reports_a_live_state_that_differs(world: World) -> None:
 
     assert result.exit_code == 1, result.output
     assert "run-5-00007: owner: replayed 'team-procurement', live 'someone-else'" in result.output
-    assert result.output.count("run-5-") == 1
+    calls = summarize(expected[altered]).model_call_count
+    assert f"run-5-00007: model_call_count: replayed {calls}, live {calls + 1}" in result.output
+    assert result.output.count("run-5-") == 2
 
+    # A whole RunState record (what a worker before the summary wrote) reads as its summary.
     producer.produce(
         names.latest_state, key=altered.encode(), value=encode_state(expected[altered])
     )

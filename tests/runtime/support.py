@@ -25,7 +25,8 @@ from confluent_kafka import Producer
 from runstate.runs.dead_letters import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION
 from runstate.runs.layout import load_run
 from runstate.runs.run_index import rebuild_indexes
-from runstate.runs.state_codec import decode_change, decode_state
+from runstate.runs.state_codec import decode_change
+from runstate.runs.summary import decode_summary, summarize
 from runstate.runtime.app import RuntimeWorker
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.memory_store import MemoryPartitionStore
@@ -184,8 +185,9 @@ class Verdict:
 def check_outputs(
     bootstrap: str, names: TopicNames, *, bad_records: int = 0, copies_allowed: bool = False
 ) -> Verdict:
-    """Every (run_id, version) once, byte-equal to the fold's change; final latest states
-    and changelog values equal to the fold; each bad record dead-lettered once.
+    """Every (run_id, version) once, byte-equal to the fold's change; each run's last
+    latest-state record the fold's summary and its changelog the fold's state; each bad
+    record dead-lettered once.
 
     ``copies_allowed`` (at-least-once): a change or dead letter may appear more than once,
     but every copy must still be byte-equal to the fold's."""
@@ -214,8 +216,8 @@ def check_outputs(
             last[r.key] = r.value
     for run_id, state in expected.states.items():
         raw = last.get(run_id.encode())
-        if raw is None or decode_state(raw) != state:
-            v.problems.append(f"{names.latest_state}: {run_id} is not the fold's final state")
+        if raw is None or decode_summary(raw) != summarize(state):
+            v.problems.append(f"{names.latest_state}: {run_id} is not the fold's summary")
             break
     # The changelog holds each run's layout (head, entries, index keys): what a restore
     # rebuilds from it must be the fold's state, with exact indexes.

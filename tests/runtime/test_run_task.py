@@ -11,6 +11,7 @@ from runstate.runs.layout import load_run
 from runstate.runs.reducer import fold
 from runstate.runs.state import RunState
 from runstate.runs.state_codec import StateCodec
+from runstate.runs.summary import SummaryCodec, decode_summary, summarize
 from runstate.runtime import run_task
 from runstate.runtime.memory_store import MemoryStore
 from runstate.runtime.run_task import LayoutTable, RunTask
@@ -84,6 +85,7 @@ def _task(cache_size: int = 100) -> RunTask:
     return RunTask(
         table=LayoutTable(),
         codec=CODEC,
+        summaries=SummaryCodec(),
         decode=_decode,
         names=NAMES,
         worker_id="w1",
@@ -105,7 +107,7 @@ def _stored(ctx: Context, run_id: str, partition: int = 0) -> RunState:
     return state
 
 
-def test_applied_events_make_one_change_each_and_one_latest_state_per_run() -> None:
+def test_applied_events_make_one_change_each_and_one_summary_per_run() -> None:
     a, b = make_run("run-a", seed=1), make_run("run-b", seed=2)
     mixed = [e for pair in zip(a, b, strict=False) for e in pair]
     ctx = Context()
@@ -117,12 +119,41 @@ def test_applied_events_make_one_change_each_and_one_latest_state_per_run() -> N
     ]
     latest = ctx.on(NAMES.latest_state)
     assert sorted(o.key for o in latest) == [b"run-a", b"run-b"]
-    assert {o.key: CODEC.decode_state(o.value or b"") for o in latest} == {
-        b"run-a": fold([(i * 2, e) for i, e in enumerate(a)]),
-        b"run-b": fold([(i * 2 + 1, e) for i, e in enumerate(b)]),
+    folded_a = fold([(i * 2, e) for i, e in enumerate(a)])
+    folded_b = fold([(i * 2 + 1, e) for i, e in enumerate(b)])
+    assert folded_a is not None and folded_b is not None
+    assert {o.key: decode_summary(o.value or b"") for o in latest} == {
+        b"run-a": summarize(folded_a),
+        b"run-b": summarize(folded_b),
     }
     assert _stored(ctx, "run-a") == fold([(i * 2, e) for i, e in enumerate(a)])
     assert ctx.positions == {0: len(mixed)}
+
+
+def test_a_long_runs_latest_state_record_stays_small_and_is_the_folds_summary() -> None:
+    """5,000 model calls: a whole-state record would be 181 KB and growing 36 bytes a call
+    (past the broker's default 1 MB ``message.max.bytes`` at about 29,000 calls, sooner with
+    longer ids or tags); the summary stays bounded."""
+    b = RunBuilder("run-long")
+    b.start()
+    b.emit(StepStarted, step="draft", step_index=0, attempt=1)
+    for _ in range(5000):
+        b.model_call("draft")
+    ctx, task = Context(), _task()
+    records = _records(b.events)
+    sizes = []
+    for first in range(0, len(records), 500):
+        assert set(task.process(records[first : first + 500], ctx)) == {"applied"}
+        [latest] = ctx.on(NAMES.latest_state)
+        assert latest.value is not None
+        sizes.append(len(latest.value))
+        ctx.commit()
+    assert max(sizes) < 1024, sizes
+    assert max(sizes) - min(sizes) <= 4, sizes  # only varints grow
+    folded = fold([(i, e) for i, e in enumerate(b.events)])
+    assert folded is not None and len(folded.model_calls) == 5000
+    assert decode_summary(latest.value) == summarize(folded)
+    assert _stored(ctx, "run-long") == folded
 
 
 def test_redelivered_records_are_duplicates_and_make_nothing() -> None:

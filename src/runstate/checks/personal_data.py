@@ -17,8 +17,9 @@ with recognisable tokens (:func:`~runstate.checks.synthetic.pii_plan`). The chec
 Personal data in clear in the archive fails the check, whether the policy tags the field or
 not, unless the policy says ``keep`` for that field (then it warns): the archive is the
 long-term copy the policy promises to scrub. In clear anywhere else is a warning: hot topics
-must hold the values (the live state needs them), but the latest-state and changelog topics
-keep each run's state for ever (compaction only), and logs are outside the policy. The
+must hold the values (the live state needs them), but the changelog topic keeps each run's
+state and the latest-state topic its summary (owner, approver, decider; not the input nor
+the approval's subject) for ever (compaction only), and logs are outside the policy. The
 summary line and ``--json`` are built from the same counts and name the same fields, each
 with a count and an example location, never the value.
 """
@@ -225,7 +226,7 @@ def judge_personal_data(
     if in_clear.get("compacted"):
         problems.append(
             f"clear in {', '.join(in_clear['compacted'])}: these keep each run's latest state"
-            " for ever (compaction only)"
+            " (the latest-state topic its summary) for ever (compaction only)"
         )
     if in_clear.get("log"):
         problems.append(f"clear in {', '.join(in_clear['log'])}: no policy scrubs logs")

@@ -83,7 +83,7 @@ def estimate_volume(d: CheckedDeployment, run_id: str) -> CheckResult:
             if ratio is not None and event_bytes is not None
             else measured.archive_bytes_per_event
         ),
-        avg_state_bytes=measured.avg_state_bytes,
+        avg_summary_bytes=measured.avg_summary_bytes,
         replication_factor=config.replication_factor,
     )
     tiers = estimate_storage(workload, config.policy, d.names)
@@ -94,8 +94,9 @@ def estimate_volume(d: CheckedDeployment, run_id: str) -> CheckResult:
         f"{config.runs_per_day:,.0f} runs/day x {per_run:,.0f} events/run ({per_run_how}),"
         f" {workload.avg_event_bytes:,.0f} B/event"
         f" ({'measured' if event_bytes is not None else 'assumed'}),"
-        f" state {workload.state_bytes:,.0f} B"
-        f" ({'measured' if measured.avg_state_bytes else 'formula'}): "
+        f" state {workload.state_bytes:,.0f} B (formula),"
+        f" summary {workload.summary_bytes:,.0f} B"
+        f" ({'measured' if measured.avg_summary_bytes else 'assumed'}): "
         + ", ".join(f"{format_bytes(v)} after a {n}" for n, v in totals.items())
         + " in all tiers"
     )
@@ -106,6 +107,7 @@ def estimate_volume(d: CheckedDeployment, run_id: str) -> CheckResult:
             "avg_event_bytes": workload.avg_event_bytes,
             "archive_bytes_per_event": workload.archived_event_bytes,
             "avg_state_bytes": workload.state_bytes,
+            "avg_summary_bytes": workload.summary_bytes,
             "replication_factor": workload.replication_factor,
         },
         "measured": {
@@ -114,7 +116,7 @@ def estimate_volume(d: CheckedDeployment, run_id: str) -> CheckResult:
             "synthetic_run_event_bytes": _payload(own),
             "archive_bytes_per_event": measured.archive_bytes_per_event,
             "archived_records": measured.archived_records,
-            "avg_state_bytes": measured.avg_state_bytes,
+            "avg_summary_bytes": measured.avg_summary_bytes,
         },
         "tiers": rows,
         "totals": totals,

@@ -31,7 +31,7 @@ def estimate(
         float | None, typer.Option(help="mean event size [measured, else 350]")
     ] = None,
     avg_state_bytes: Annotated[
-        float | None, typer.Option(help="mean run-state record [measured, else a formula]")
+        float | None, typer.Option(help="mean encoded run state [else a formula]")
     ] = None,
     replication_factor: Annotated[int, typer.Option(help="Kafka copies of each topic")] = 1,
     policy: Annotated[
@@ -90,7 +90,8 @@ def estimate(
             if measured.compression_ratio is not None and event_bytes is not None
             else measured.archive_bytes_per_event
         ),
-        avg_state_bytes=avg_state_bytes or measured.avg_state_bytes,
+        avg_state_bytes=avg_state_bytes,
+        avg_summary_bytes=measured.avg_summary_bytes,
         replication_factor=replication_factor,
     )
     tiers = estimate_storage(workload, rules, names)
@@ -104,6 +105,7 @@ def estimate(
                         "avg_event_bytes": workload.avg_event_bytes,
                         "archive_bytes_per_event": workload.archived_event_bytes,
                         "avg_state_bytes": workload.state_bytes,
+                        "avg_summary_bytes": workload.summary_bytes,
                         "replication_factor": replication_factor,
                     },
                     "notes": notes,
@@ -113,7 +115,7 @@ def estimate(
                         "archive_bytes_per_event": measured.archive_bytes_per_event,
                         "archived_records": measured.archived_records,
                         "compression_ratio": measured.compression_ratio,
-                        "avg_state_bytes": measured.avg_state_bytes,
+                        "avg_summary_bytes": measured.avg_summary_bytes,
                     },
                     "tiers": [
                         {
@@ -164,9 +166,10 @@ def estimate(
         if measured.archive_bytes_per_event
         else "assumed ratio"
     )
-    state_how = "measured" if measured.avg_state_bytes and not avg_state_bytes else "formula"
+    summary_how = "measured" if measured.avg_summary_bytes else "assumed"
     console.print(
         f"event {workload.avg_event_bytes:,.0f} B ({event_how}); archived"
         f" {workload.archived_event_bytes:,.0f} B/event ({archive_how}); state"
-        f" {workload.state_bytes:,.0f} B ({state_how if not avg_state_bytes else 'given'})"
+        f" {workload.state_bytes:,.0f} B ({'given' if avg_state_bytes else 'formula'});"
+        f" summary {workload.summary_bytes:,.0f} B ({summary_how})"
     )

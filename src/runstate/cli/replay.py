@@ -149,7 +149,7 @@ def replay(
     `--run R [--at T] [--history]` prints one run's state (and timeline); `--all [--at T]`
     every run's; `--all --verify` compares with the live state and lists every mismatch.
     """
-    from runstate.retention.audit import Timeline, compare_states, read_live_states
+    from runstate.retention.audit import Timeline, compare_states, read_live_summaries
     from runstate.retention.context import load_context
     from runstate.retention.kafka_log import ConfluentKafkaLog
     from runstate.retention.replay import HistorySource, replay_all
@@ -199,7 +199,7 @@ def replay(
     for problem in result.problems[:5]:
         err.print(f"[yellow]set aside[/yellow]: {problem}")
     if verify:
-        live = read_live_states(context.bootstrap_servers, context.names.latest_state)
+        live = read_live_summaries(context.bootstrap_servers, context.names.latest_state)
         mismatches = compare_states(
             result.states,
             live,

@@ -17,7 +17,7 @@ from runstate.retention.apply import (
     plan_retention,
 )
 from runstate.retention.archiver import Archiver, ArchiverConfig, ArchiverStats, resume_point
-from runstate.retention.audit import Mismatch, Timeline, compare_states, read_live_states
+from runstate.retention.audit import Mismatch, Timeline, compare_states, read_live_summaries
 from runstate.retention.backends import ArchiveStore, BlobArchive
 from runstate.retention.context import RetentionContext, load_context
 from runstate.retention.estimate import Measurement, TierEstimate, Workload, estimate_storage
@@ -154,7 +154,7 @@ __all__ = [
     "plan_expiry",
     "plan_retention",
     "plan_trim",
-    "read_live_states",
+    "read_live_summaries",
     "record_masker",
     "replay_all",
     "replay_until",

@@ -4,8 +4,11 @@ The timeline answers the audit questions the design names (who did what when, ap
 external ids, failures) from the events themselves, including events the reducer rejected
 or dropped as duplicates: an auditor needs to see those too.
 
-:func:`compare_states` checks the live processor against the replay. Differences it
-tolerates, because they are expected rather than wrong:
+:func:`compare_states` checks the live processor against the replay, like with like: the
+latest-state topic carries each run's :class:`~runstate.runs.summary.RunSummary` (not the
+whole state: that record would grow with the run), so against summaries the replayed states
+are summarised the same way; against whole states (the query API's ``GET /runs/{id}``) whole
+states are compared. Differences it tolerates, because they are expected rather than wrong:
 
 * **Masked personal data.** Archived events had the policy's ``mask`` and ``drop`` rules
   applied, so a state rebuilt from the archive holds ``mask:<key id>:…`` (or null / the
@@ -32,9 +35,9 @@ from runstate.retention.masking import mask_key_id
 from runstate.retention.policy import PersonalDataAction, TopicPolicy
 from runstate.retention.replay import HistoryRecord
 from runstate.runs.reducer import Applied, Duplicate, Outcome
-from runstate.runs.run_view import run_to_json
+from runstate.runs.run_view import run_to_json, summary_to_json
 from runstate.runs.state import RunState
-from runstate.runs.state_codec import StateCodec
+from runstate.runs.summary import RunSummary, SummaryCodec, summarize
 from runstate.schemas.events import (
     AgentEvent,
     ApprovalExpired,
@@ -62,7 +65,7 @@ __all__ = [
     "TimelineEntry",
     "compare_states",
     "describe_event",
-    "read_live_states",
+    "read_live_summaries",
 ]
 
 
@@ -159,7 +162,8 @@ class Timeline:
         )
 
 
-# Where each event field ends up in the state (as run_to_json paths; lists as ``[]``).
+# Where each event field ends up in the state (as run_to_json paths; lists as ``[]``); the
+# ones a summary leaves out (input, the approval's subject, the collections) never differ.
 _STATE_PATHS: Mapping[tuple[str, str], str] = {
     ("RunStarted", "input"): "input",
     ("RunStarted", "owner"): "owner",
@@ -242,7 +246,7 @@ def _tolerated(actions: set[PersonalDataAction], replayed: Any, live: Any) -> bo
 
 def compare_states(
     replayed: Mapping[str, RunState],
-    live: Mapping[str, RunState],
+    live: Mapping[str, RunSummary] | Mapping[str, RunState],
     *,
     rules: TopicPolicy | None = None,
     ends: Mapping[int, int] | None = None,
@@ -252,7 +256,9 @@ def compare_states(
 
     Args:
         replayed: States from :func:`~runstate.retention.replay.replay_all`.
-        live: States from the latest-state topic (:func:`read_live_states`).
+        live: Summaries from the latest-state topic (:func:`read_live_summaries`): each
+            replayed state is then summarised (:func:`~runstate.runs.summary.summarize`)
+            before the comparison; or whole states (from the query API).
         rules: The events topic's policy, whose personal-data rules make masked or dropped
             values acceptable.
         ends: Per partition, the offset the replay stopped at; live states past it are
@@ -273,7 +279,11 @@ def compare_states(
         if mine is None:
             mismatches.append(Mismatch(run_id, "missing_replay"))
             continue
-        for path, a, b in _diff(run_to_json(mine), run_to_json(theirs), ""):
+        if isinstance(theirs, RunSummary):
+            pair = summary_to_json(summarize(mine)), summary_to_json(theirs)
+        else:
+            pair = run_to_json(mine), run_to_json(theirs)
+        for path, a, b in _diff(*pair, ""):
             actions = allowed.get(re.sub(r"\[\d+\]", "[]", path))
             if actions and _tolerated(actions, a, b):
                 continue
@@ -281,16 +291,17 @@ def compare_states(
     return mismatches
 
 
-def read_live_states(
-    bootstrap_servers: str, topic: str, *, codec: StateCodec | None = None
-) -> dict[str, RunState]:
-    """The newest state of every run on the latest-state topic (highest version wins).
+def read_live_summaries(
+    bootstrap_servers: str, topic: str, *, codec: SummaryCodec | None = None
+) -> dict[str, RunSummary]:
+    """The newest summary of every run on the latest-state topic (highest version wins);
+    a whole ``RunState`` record an older worker wrote reads as its summary.
 
     Raises:
-        DecodeError: a state record cannot be decoded.
+        DecodeError: a record cannot be decoded.
     """
-    codec = codec or StateCodec()
-    states: dict[str, RunState] = {}
+    codec = codec or SummaryCodec()
+    states: dict[str, RunSummary] = {}
     for record in read_topic(bootstrap_servers, topic):
         if record.key is None:
             continue
@@ -298,7 +309,7 @@ def read_live_states(
         if record.value is None:
             states.pop(run_id, None)
             continue
-        state = codec.decode_state(
+        state = codec.decode_summary(
             record.value, topic=topic, partition=record.partition, offset=record.offset
         )
         # At-least-once processing can re-send a state after a newer one; versions only grow.

@@ -7,9 +7,11 @@ Tiers and how each grows:
   and is trimmed only by ``retention apply``; without an archive in the policy it grows
   forever).
 * **Kafka hot, state changes**: one ``RunStateChanged`` per applied event, kept ``hot``.
-* **Changelog**: the processor's compacted table changelog and the latest-state topic, one
-  state record per run in each, forever (runs are never deleted from the table). Before
-  compaction catches up, up to ``min.cleanable.dirty.ratio`` more is held; not counted.
+* **Changelog**: the processor's compacted table changelog (a run's head, one record per
+  collection item and its index keys: about the run's whole state) and the latest-state
+  topic (one :class:`~runstate.runs.summary.RunSummary` per run, a few hundred bytes however
+  long the run), forever until finished runs are evicted. Before compaction catches up, up
+  to ``min.cleanable.dirty.ratio`` more is held; not counted.
 * **Archive**: every event again, as compressed segments, kept ``archive_retention``.
 
 Kafka figures are uncompressed payload (key + value + headers) times the replication
@@ -35,6 +37,7 @@ __all__ = [
     "DEFAULT_ARCHIVE_RATIO",
     "DEFAULT_CHANGE_BYTES",
     "DEFAULT_EVENT_BYTES",
+    "DEFAULT_SUMMARY_BYTES",
     "HORIZONS",
     "Measurement",
     "TierEstimate",
@@ -49,6 +52,8 @@ __all__ = [
 DEFAULT_EVENT_BYTES: Final = 350.0
 #: A ``RunStateChanged`` record.
 DEFAULT_CHANGE_BYTES: Final = 180.0
+#: A ``RunSummary`` record (the latest-state topic's): 110-300 bytes, not growing with the run.
+DEFAULT_SUMMARY_BYTES: Final = 300.0
 #: Archive bytes per Kafka payload byte: deflate over Avro blocks of similar events.
 DEFAULT_ARCHIVE_RATIO: Final = 0.35
 #: Footprints reported: after a day, a month, a year.
@@ -71,8 +76,11 @@ class Workload:
         avg_event_bytes: Mean event payload in Kafka (key + value + headers).
         archive_bytes_per_event: Mean archived bytes per event; by default
             ``avg_event_bytes * DEFAULT_ARCHIVE_RATIO`` (measure it from manifests).
-        avg_state_bytes: Mean encoded run state; by default :func:`default_state_bytes`.
+        avg_state_bytes: Mean encoded run state (what the changelog holds per run); by
+            default :func:`default_state_bytes`.
         avg_change_bytes: Mean ``RunStateChanged`` record.
+        avg_summary_bytes: Mean latest-state record (a run's summary); by default
+            :data:`DEFAULT_SUMMARY_BYTES`.
         replication_factor: Copies Kafka keeps of every topic.
     """
 
@@ -83,6 +91,7 @@ class Workload:
     avg_state_bytes: float | None = None
     avg_change_bytes: float = DEFAULT_CHANGE_BYTES
     replication_factor: int = 1
+    avg_summary_bytes: float | None = None
 
     @property
     def events_per_day(self) -> float:
@@ -99,6 +108,10 @@ class Workload:
         if self.avg_state_bytes is not None:
             return self.avg_state_bytes
         return default_state_bytes(self.events_per_run)
+
+    @property
+    def summary_bytes(self) -> float:
+        return DEFAULT_SUMMARY_BYTES if self.avg_summary_bytes is None else self.avg_summary_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +177,11 @@ def estimate_storage(
         ),
         TierEstimate(
             "changelog + latest state",
-            workload.runs_per_day * workload.state_bytes * 2 * rf,
+            workload.runs_per_day * (workload.state_bytes + workload.summary_bytes) * rf,
             None,
-            "compacted, one record per run in each of 2 topics; runs are never deleted",
+            "compacted: each run's state in the changelog, its summary in the latest-state"
+            " topic; counted as kept for ever (the runtime evicts finished runs after"
+            " finished_hot, 30 days by default)",
         ),
     ]
     if events is not None and events.archived:
@@ -196,14 +211,15 @@ class Measurement:
         sampled_events: How many events the mean is over.
         archive_bytes_per_event: Archived segment bytes per record, over live manifests.
         archived_records: How many records that is over.
-        avg_state_bytes: Mean payload of sampled latest-state records.
+        avg_summary_bytes: Mean payload of sampled latest-state records (run summaries;
+            the state itself is spread over many changelog records, so it is not measured).
     """
 
     avg_event_bytes: float | None = None
     sampled_events: int = 0
     archive_bytes_per_event: float | None = None
     archived_records: int = 0
-    avg_state_bytes: float | None = None
+    avg_summary_bytes: float | None = None
 
     @property
     def compression_ratio(self) -> float | None:
@@ -239,7 +255,7 @@ def measure(
     assumed figures, and the returned notes say which and why.
     """
     notes: list[str] = []
-    avg_event = avg_state = None
+    avg_event = avg_summary = None
     sampled = 0
     if kafka is not None:
         try:
@@ -247,7 +263,7 @@ def measure(
             if names.events in existing:
                 avg_event, sampled = _sample_topic(kafka, names.events, sample)
             if names.latest_state in existing:
-                avg_state, _ = _sample_topic(kafka, names.latest_state, sample // 4)
+                avg_summary, _ = _sample_topic(kafka, names.latest_state, sample // 4)
             if avg_event is None:
                 notes.append(f"{names.events} has no data to measure")
         except Error as exc:
@@ -266,4 +282,4 @@ def measure(
         except Error as exc:
             notes.append(f"archive not measured: {exc}")
             archived = 0
-    return Measurement(avg_event, sampled, archive_per_event, archived, avg_state), notes
+    return Measurement(avg_event, sampled, archive_per_event, archived, avg_summary), notes

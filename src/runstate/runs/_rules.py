@@ -26,6 +26,7 @@ from runstate.runs.state import (
     RunState,
     RunStatus,
     StepPhase,
+    append_model_call,
 )
 from runstate.schemas.events import (
     AgentEvent,
@@ -441,7 +442,7 @@ def _model_called(s: RunState, e: ModelCalled) -> Result:
     if isinstance(to, Rejected):
         return to
     call = ModelCall(request_id=e.model_request_id, model=e.model, step=e.step)
-    return replace(s, status=to, model_calls=(*s.model_calls, call))
+    return replace(s, status=to, model_calls=append_model_call(s.model_calls, call))
 
 
 def _run_ended(s: RunState, e: RunCompleted | RunFailed | RunCancelled) -> Result:

@@ -147,10 +147,13 @@ def _default() -> LayoutCodec:
 def _changed_positions(before: Sequence[Item], after: Sequence[Item]) -> list[int]:
     """Positions of ``after`` to write: changed or appended.
 
-    The reducer builds a new tuple around the very same items, so an identity pass (at C
-    speed) finds the few changed ones; equal but distinct items are not rewritten.
+    The reducer builds a new tuple around the very same items. Most events append or change
+    nothing shared, which one tuple comparison (identity first, at C speed) settles; else an
+    identity pass finds the few changed ones. Equal but distinct items are not rewritten.
     """
     shared = min(len(before), len(after))
+    if before[:shared] == after[:shared]:
+        return list(range(shared, len(after)))
     maybe = itertools.compress(range(shared), map(operator.is_not, before, after))
     changed = [i for i in maybe if before[i] != after[i]]
     changed.extend(range(shared, len(after)))

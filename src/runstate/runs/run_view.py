@@ -2,7 +2,10 @@
 
 There is one JSON form of a run state: :func:`run_to_json` writes it from the dataclass
 fields and :func:`state_from_json` reads it back by the same fields' types, so a field added to
-:class:`~runstate.runs.state.RunState` is in both without another hand-kept mapping.
+:class:`~runstate.runs.state.RunState` is in both without another hand-kept mapping. A run's
+summary (:class:`~runstate.runs.summary.RunSummary`, the latest-state topic's record) has
+the same form by the same rule (:func:`summary_to_json`), so a summary's JSON is the run's
+JSON without the collections, with their counts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from runstate.durations import format_duration, parse_duration
 from runstate.errors import QueryError
 from runstate.runs.reducer import is_overdue
 from runstate.runs.state import RunState, RunStatus, StepPhase
+from runstate.runs.summary import RunSummary
 
 __all__ = [
     "RunFilter",
@@ -29,6 +33,7 @@ __all__ = [
     "parse_status",
     "run_to_json",
     "state_from_json",
+    "summary_to_json",
 ]
 
 _D = TypeVar("_D")
@@ -46,18 +51,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def run_to_json(state: RunState) -> dict[str, Any]:
-    """Every field of ``state`` with datetimes as ISO-8601 and enums as their values."""
+def _fields_to_json(obj: RunState | RunSummary) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(state):
-        value = getattr(state, f.name)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = {g.name: getattr(value, g.name) for g in dataclasses.fields(value)}
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
             value = [{g.name: getattr(v, g.name) for g in dataclasses.fields(v)} for v in value]
         out[f.name] = _plain(value)
-    out["is_terminal"] = state.is_terminal
+    out["is_terminal"] = obj.is_terminal
     return out
+
+
+def run_to_json(state: RunState) -> dict[str, Any]:
+    """Every field of ``state`` with datetimes as ISO-8601 and enums as their values."""
+    return _fields_to_json(state)
+
+
+def summary_to_json(summary: RunSummary) -> dict[str, Any]:
+    """Every field of ``summary``, in the same form as :func:`run_to_json`."""
+    return _fields_to_json(summary)
 
 
 def state_from_json(body: Mapping[str, Any]) -> RunState:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
+from runstate.runs.summary import SummaryCodec
 from runstate.runtime.checkpoint import Checkpoint
 from runstate.runtime.clients import consumer_settings, producer_settings
 from runstate.runtime.config import RuntimeConfig
@@ -135,6 +136,7 @@ def build_worker(
     task = RunTask(
         table=LayoutTable(),
         codec=state_codec,
+        summaries=SummaryCodec(codec),
         decode=decode,
         names=names,
         worker_id=config.worker_id,

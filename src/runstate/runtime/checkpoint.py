@@ -1,6 +1,6 @@
 """The commit protocol, in one place: one Kafka transaction per checkpoint interval.
 
-Everything a worker makes between two checkpoints - state changes, latest states, dead
+Everything a worker makes between two checkpoints - state changes, run summaries, dead
 letters, events it writes itself, and the changelog records of every touched partition -
 goes into one Kafka transaction together with the consumed offsets, so it becomes visible
 to ``read_committed`` readers all at once or not at all. Per interval (default 100 ms):

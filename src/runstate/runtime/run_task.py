@@ -10,8 +10,11 @@ transaction (:class:`RunTable`), the pure reducer applied, and
 * :class:`~runstate.runs.reducer.Rejected`, undecodable input, or a reducer/codec failure: a
   dead letter with the reason headers, never an exception that stops the partition.
 
-At the end of a batch each touched run's state is saved once and its latest state produced
-once (compacted run-state topic): intermediate states are in the changes already.
+At the end of a batch each touched run's state is saved once and its summary produced once
+(the compacted latest-state topic, :mod:`runstate.runs.summary`): intermediate states are in
+the changes already. The summary, not the whole state: its size and encode cost do not grow
+with the run, so a run's 1,000th event costs what its 10th did and a long run's record never
+outgrows the broker's ``message.max.bytes``.
 
 Everything goes through a :class:`TaskContext` (the
 :class:`~runstate.runtime.checkpoint.Checkpoint`), so it is all inside the interval's Kafka
@@ -37,19 +40,21 @@ from runstate.runtime.outputs import TaskContext
 from runstate.runtime.store import PartitionTransaction
 from runstate.streams.topics import TopicNames
 
-__all__ = ["LayoutTable", "RunTable", "RunTask", "StateCodec"]
+__all__ = ["ChangeCodec", "LayoutTable", "RunTable", "RunTask", "SummaryEncoder"]
 
 log = logging.getLogger(__name__)
 
 
-class StateCodec(Protocol):
-    """Avro bytes of states and changes (:class:`runstate.runs.state_codec.StateCodec`)."""
-
-    def encode_state(self, state: RunState) -> bytes: ...
-
-    def decode_state(self, data: bytes) -> RunState: ...
+class ChangeCodec(Protocol):
+    """Avro bytes of changes (:class:`runstate.runs.state_codec.StateCodec`)."""
 
     def encode_change(self, change: RunStateChanged) -> bytes: ...
+
+
+class SummaryEncoder(Protocol):
+    """Avro bytes of a state's summary (:class:`runstate.runs.summary.SummaryCodec`)."""
+
+    def encode_state_summary(self, state: RunState) -> bytes: ...
 
 
 class RunTable(Protocol):
@@ -102,7 +107,8 @@ class RunTask:
         self,
         *,
         table: RunTable,
-        codec: StateCodec,
+        codec: ChangeCodec,
+        summaries: SummaryEncoder,
         decode: EventDecoder,
         names: TopicNames,
         worker_id: str,
@@ -111,6 +117,7 @@ class RunTask:
     ) -> None:
         self._table = table
         self._codec = codec
+        self._summaries = summaries
         self._decode = decode
         self._names = names
         self._worker_id = worker_id
@@ -132,7 +139,7 @@ class RunTask:
             ctx.produce(
                 self._names.latest_state,
                 run_id.encode(),
-                self._codec.encode_state(t.new),
+                self._summaries.encode_state_summary(t.new),
                 partition=t.partition,
             )
             self._cache.remember(run_id, t.partition, t.new)

@@ -100,7 +100,7 @@ def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
         TopicSpec(
             names.runs_changelog, partitions, _COMPACTED, "run-state table changelog (runtime)"
         ),
-        TopicSpec(names.latest_state, partitions, _COMPACTED, "latest state per run"),
+        TopicSpec(names.latest_state, partitions, _COMPACTED, "latest summary per run"),
         TopicSpec(
             names.state_changes,
             partitions,
