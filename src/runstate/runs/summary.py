@@ -116,6 +116,10 @@ class RunSummary:
     output_ref: str | None = None
     cancelled_by: str | None = None
     cancel_reason: str | None = None
+    epoch: int | None = None
+    holder: str | None = None
+    lease_ms: int | None = None
+    lease_until: datetime | None = None
     last_offset: int | None = None
     schema_version: int = SUMMARY_SCHEMA_VERSION
 
@@ -178,6 +182,10 @@ def summarize(state: RunState) -> RunSummary:
         output_ref=state.output_ref,
         cancelled_by=state.cancelled_by,
         cancel_reason=_cut(state.cancel_reason),
+        epoch=state.epoch,
+        holder=state.holder,
+        lease_ms=state.lease_ms,
+        lease_until=state.lease_until,
         last_offset=state.last_offset,
     )
 
@@ -226,6 +234,10 @@ def summary_to_record(s: RunSummary) -> dict[str, Any]:
         "output_ref": s.output_ref,
         "cancelled_by": s.cancelled_by,
         "cancel_reason": s.cancel_reason,
+        "epoch": s.epoch,
+        "holder": s.holder,
+        "lease_ms": s.lease_ms,
+        "lease_until": s.lease_until,
         "last_offset": s.last_offset,
     }
 
