@@ -153,6 +153,8 @@ class Deployment:
             log_path=self.root / f"{worker_id}.log",
             env=env,
             args=[
+                "--engine",
+                "faust",
                 "--worker-id",
                 worker_id,
                 "--data-dir",

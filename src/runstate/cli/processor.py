@@ -1,4 +1,4 @@
-"""``runstate processor``: run a worker of the run-state processor."""
+"""``runstate processor run``: run a worker of the run-state processor (the runtime)."""
 
 from __future__ import annotations
 
@@ -13,41 +13,51 @@ app = typer.Typer(
     help="Run the run-state processor (events -> run state, queries).", no_args_is_help=True
 )
 
+_LOG_LEVELS = {"crit": 50, "error": 40, "warn": 30, "info": 20, "debug": 10}
+
 
 @app.command()
 def run(
-    worker_id: Annotated[str | None, typer.Option(help="this worker's name (DLQ, metrics)")] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="this worker's name (DLQ, metrics, transactional.id)")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="RocksDB folder of this worker")] = None,
     web_port: Annotated[int | None, typer.Option(help="port of the HTTP query API")] = None,
     web_host: Annotated[str | None, typer.Option(help="interface of the HTTP query API")] = None,
     partitions: Annotated[int | None, typer.Option(help="partitions of the events topic")] = None,
     standby_replicas: Annotated[
-        int | None, typer.Option(help="standby copies of each table partition")
+        int | None, typer.Option(help="warm copies of each partition kept by other workers")
     ] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     topic_prefix: Annotated[str | None, typer.Option(help="prefix of every topic name")] = None,
     deadline_interval: Annotated[
         float | None, typer.Option(help="seconds between approval deadline scans")
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="crit|error|warn|info|debug")] = None,
+    log_level: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",
     engine: Annotated[
         str,
         typer.Option(
-            help="faust (today's default) or runtime: the exactly-once processor on"
-            " confluent-kafka with Kafka transactions and indexed queries (RUNSTATE_RUNTIME_*)"
+            help="runtime (the default): exactly-once on confluent-kafka with Kafka"
+            " transactions; faust: the faust-streaming processor, leaving in the next release"
         ),
-    ] = "faust",
+    ] = "runtime",
 ) -> None:
     """Start one worker; several with the same topic prefix share the partitions.
 
-    Exits 3 at once if no bootstrap server accepts a connection (start Kafka first). With
-    ``--engine runtime``: 0 after a clean stop, 75 when fenced by a newer instance, 2 for bad
-    settings (see docs/runtime.md).
+    Settings come from RUNSTATE_* and RUNSTATE_RUNTIME_* variables (docs/runtime.md); these
+    options override them. Exits 3 at once if no bootstrap server accepts a connection
+    (start Kafka first); 0 after a clean stop (SIGTERM), 75 when fenced by a newer instance
+    (restart it), 1 when outputs could not be delivered (restart it), 2 for bad settings.
     """
     if engine not in {"faust", "runtime"}:
-        raise typer.BadParameter(f"{engine!r}: one of faust, runtime", param_hint="--engine")
+        raise typer.BadParameter(f"{engine!r}: one of runtime, faust", param_hint="--engine")
+    if log_level not in _LOG_LEVELS:
+        raise typer.BadParameter(
+            f"{log_level!r}: one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level"
+        )
     if engine == "runtime":
         _run_runtime(
+            log_level=_LOG_LEVELS[log_level],
             worker_id=worker_id,
             data_dir=data_dir,
             web_port=web_port,
@@ -82,16 +92,14 @@ def run(
         run_worker(config)
 
 
-def _run_runtime(**overrides: object) -> None:
+def _run_runtime(*, log_level: int, **overrides: object) -> None:
     import logging
 
     from runstate.runtime.config import load_runtime_config
     from runstate.runtime.runner import run_worker
     from runstate.streams.clients import require_reachable
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_runtime_config(load_settings(), **overrides)
     require_reachable(config.bootstrap_servers)
     code = run_worker(config)
