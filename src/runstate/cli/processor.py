@@ -1,4 +1,4 @@
-"""``runstate processor run``: run a worker of the run-state processor (the runtime)."""
+"""``runstate processor run``: run a worker of the run-state processor (:mod:`runstate.runtime`)."""
 
 from __future__ import annotations
 
@@ -34,48 +34,22 @@ def run(
         float | None, typer.Option(help="seconds between approval deadline scans")
     ] = None,
     log_level: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="runtime (the default): exactly-once on confluent-kafka with Kafka"
-            " transactions; faust: the faust-streaming processor, leaving in the next release"
-        ),
-    ] = "runtime",
 ) -> None:
     """Start one worker; several with the same topic prefix share the partitions.
 
+    Exactly-once on confluent-kafka: one Kafka transaction per commit interval holds the
+    outputs and the consumed offsets (RUNSTATE_RUNTIME_EXACTLY_ONCE=false: at-least-once).
     Settings come from RUNSTATE_* and RUNSTATE_RUNTIME_* variables (docs/runtime.md); these
     options override them. Exits 3 at once if no bootstrap server accepts a connection
     (start Kafka first); 0 after a clean stop (SIGTERM), 75 when fenced by a newer instance
     (restart it), 1 when outputs could not be delivered (restart it), 2 for bad settings.
     """
-    if engine not in {"faust", "runtime"}:
-        raise typer.BadParameter(f"{engine!r}: one of runtime, faust", param_hint="--engine")
     if log_level not in _LOG_LEVELS:
         raise typer.BadParameter(
             f"{log_level!r}: one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level"
         )
-    if engine == "runtime":
-        _run_runtime(
-            log_level=_LOG_LEVELS[log_level],
-            worker_id=worker_id,
-            data_dir=data_dir,
-            web_port=web_port,
-            web_host=web_host,
-            partitions=partitions,
-            standby_replicas=standby_replicas,
-            bootstrap_servers=bootstrap,
-            topic_prefix=topic_prefix,
-            deadline_interval_s=deadline_interval,
-        )
-        return
-    from runstate.processors.config import load_processor_config
-    from runstate.processors.runner import run_worker
-    from runstate.streams.clients import broker_errors, require_reachable
-
-    settings = load_settings()
-    config = load_processor_config(
-        settings,
+    _run_worker(
+        log_level=_LOG_LEVELS[log_level],
         worker_id=worker_id,
         data_dir=data_dir,
         web_port=web_port,
@@ -85,14 +59,10 @@ def run(
         bootstrap_servers=bootstrap,
         topic_prefix=topic_prefix,
         deadline_interval_s=deadline_interval,
-        log_level=log_level,
     )
-    require_reachable(config.bootstrap_servers)  # fail now, not after a 30 s timeout
-    with broker_errors(config.bootstrap_servers):
-        run_worker(config)
 
 
-def _run_runtime(*, log_level: int, **overrides: object) -> None:
+def _run_worker(*, log_level: int, **overrides: object) -> None:
     import logging
 
     from runstate.runtime.config import load_runtime_config
