@@ -33,7 +33,6 @@ from runstate.streams.reader import end_offsets
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
 
 __all__ = [
-    "FAUST",
     "PAIRS",
     "QUIX_ALO",
     "QUIX_EOS",
@@ -58,15 +57,14 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIX_VENV = ROOT / ".runstate" / "bench-quix"
 QUIX_PYTHON = QUIX_VENV / "bin" / "python"
 PARTITIONS = 6
-#: The contenders, each a worker as a child process: the faust processor (being retired),
-#: the exactly-once runtime in both guarantees, and Quix Streams in both guarantees.
-FAUST = "faust"
+#: The contenders, each a worker as a child process: the runtime and Quix Streams, each in
+#: both guarantees. (The faust processor was one until it was retired; its last figures are
+#: the "History" section of docs/benchmarks.md.)
 RUNTIME_EOS, RUNTIME_ALO = "runtime-eos", "runtime-alo"
 QUIX_EOS, QUIX_ALO = "quix-eos", "quix-alo"
-SYSTEMS = (FAUST, RUNTIME_EOS, RUNTIME_ALO, QUIX_EOS, QUIX_ALO)
-#: (ours, baseline) compared round by round: the same guarantee on both sides; the faust
-#: processor is at-least-once.
-PAIRS = ((RUNTIME_EOS, QUIX_EOS), (RUNTIME_ALO, QUIX_ALO), (FAUST, QUIX_ALO))
+SYSTEMS = (RUNTIME_EOS, RUNTIME_ALO, QUIX_EOS, QUIX_ALO)
+#: (ours, baseline) compared round by round: the same guarantee on both sides.
+PAIRS = ((RUNTIME_EOS, QUIX_EOS), (RUNTIME_ALO, QUIX_ALO))
 #: Equal for every system: how long a killed member holds its partitions.
 SESSION_TIMEOUT_S = 10.0
 COMMIT_INTERVAL_S = 1.0
@@ -237,14 +235,6 @@ class WorkerProcess:
         return self.proc.pid
 
     def command(self) -> list[str]:
-        if self.system == FAUST:
-            return [
-                sys.executable, "-m", "runstate", "processor", "run",
-                "--worker-id", "bench-1", "--data-dir", str(self.data_dir),
-                "--web-port", str(self.web_port), "--bootstrap", self.bootstrap,
-                "--topic-prefix", self.prefix, "--partitions", str(PARTITIONS),
-                "--log-level", "warn",
-            ]  # fmt: skip
         if self.system in (RUNTIME_EOS, RUNTIME_ALO):
             return [sys.executable, "-m", "runstate.runtime"]  # configured by env()
         return [
@@ -261,8 +251,6 @@ class WorkerProcess:
         env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
-            "RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
-            "RUNSTATE_PROCESSOR_COMMIT_INTERVAL_S": str(COMMIT_INTERVAL_S),
         }
         if self.system in (RUNTIME_EOS, RUNTIME_ALO):
             env |= {

@@ -225,8 +225,6 @@ def restart(
 
 
 def _changelog_topics(bootstrap: str, system: str, names: Any) -> list[str]:
-    if system == h.FAUST:
-        return [names.changelog]
     if system in (h.RUNTIME_EOS, h.RUNTIME_ALO):
         return [names.runs_changelog]
     # Quix names it changelog__<consumer group>--<topic>--<store>

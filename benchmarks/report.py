@@ -79,7 +79,8 @@ def metrics(results: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
     return out
 
 
-#: Display names of the contenders (results files before the runtime say runstate/quix).
+#: Display names of the contenders (older results files also have the retired faust processor,
+#: as "faust" or, before the runtime, "runstate").
 LABELS = {
     "faust": "faust processor (ALO)",
     "runtime-eos": "runtime, exactly-once",
@@ -133,9 +134,12 @@ def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return table
 
 
+#: Markers of the hand-written History section (figures of retired contenders, dated).
+HISTORY = ("<!-- history:begin -->", "<!-- history:end -->")
+
 #: Figures whose ratio would mislead: Quix's changelog keeps one record per changed key per
-#: checkpoint, the faust processor's one per event and the runtime's one per changed layout
-#: key, so record counts and records/s measure different things.
+#: checkpoint and the runtime's one per changed layout key, so record counts and records/s
+#: measure different things.
 _NO_RATIO = frozenset({"changelog", "restore_rate"})
 
 
@@ -187,10 +191,12 @@ def _saturation(results: dict[str, Any]) -> list[str]:
 def write_docs(results: dict[str, Any], results_path: Path) -> Path:
     table = summarise(results)
     plotted = _plot(results, table)
-    # The Scale section comes from its own benchmark (benchmarks.scale): kept as it is.
-    scale = keep_section(DOC.read_text()) if DOC.exists() else ""
-    page = _markdown(results, table, results_path, plotted)
-    DOC.write_text(page.rstrip("\n") + "\n\n" + scale + "\n" if scale else page)
+    # The Scale section comes from its own benchmark (benchmarks.scale), the History section
+    # from contenders no longer run: both kept as they are.
+    old = DOC.read_text() if DOC.exists() else ""
+    kept = [s for s in (keep_section(old, *HISTORY), keep_section(old)) if s]
+    page = _markdown(results, table, results_path, plotted).rstrip("\n") + "\n"
+    DOC.write_text(page + "".join(f"\n{s}\n" for s in kept))
     return DOC
 
 
@@ -227,8 +233,7 @@ def _markdown(
         f"- Python {m['python']}, {m['platform']}",
         f"- Apache Kafka {m['kafka']} (KRaft, one local node, from the Maven jars), {m['java']}",
         f"- runstate {v.get('runstate')}: the runtime on confluent-kafka"
-        f" {v.get('confluent-kafka')} (also the SDK's), the retiring processor on"
-        f" faust-streaming {v.get('faust-streaming')} / aiokafka {v.get('aiokafka')};"
+        f" {v.get('confluent-kafka')} (also the SDK's);"
         f" fastavro {v.get('fastavro')}, rocksdict {v.get('rocksdict')}",
         f"- Baseline: quixstreams {v.get('quixstreams', '-')} with confluent-kafka"
         f" {v.get('confluent_kafka_quix', '-')} in its own venv (`.runstate/bench-quix`): every"
@@ -286,13 +291,6 @@ def _markdown(
             + " | ".join(_ratio(row["ratios"].get(pair_name(p))) for p in pairs)
             + " |"
         )
-    ceiling = results.get("ceiling")
-    if ceiling:
-        out += [
-            "",
-            "In-process ceiling of the faust processor's per-event work (decode + reduce +"
-            f" RocksDB, no Kafka): {_cell(ceiling)} events/s.",
-        ]
     out += ["", "↑ higher is better, ↓ lower is better.", ""]
     out += _saturation(results)
     out += _output_lines(results)
@@ -450,34 +448,6 @@ def _codec_section(results: dict[str, Any]) -> list[str]:
 
 def _profile_section(results: dict[str, Any]) -> list[str]:
     out = ["## Where the time goes per event", ""]
-    stages = results.get("stages_us")
-    if stages:
-        total = sum(stages.values())
-        out += [
-            "In-process loop (the ceiling's work: what `RunProcessor` does per event minus"
-            " Kafka; it decodes the stored state on every event, which the worker skips while"
-            " its table still holds the decoded state), each step timed with `perf_counter` over"
-            f" {results['codec']['records']:,} events; total {total:.0f} µs/event"
-            " (the clock itself adds about 1 µs per step on this VM):",
-            "",
-            "| Step | µs/event | share |",
-            "|---|---|---|",
-        ]
-        for name, us in sorted(stages.items(), key=lambda kv: -kv[1]):
-            out.append(f"| {name} | {us:.1f} | {us / total:.0%} |")
-        out.append("")
-    prof = results.get("profile")
-    if prof:
-        out += [
-            "pyinstrument over the same loop, top functions by self time"
-            f" ({prof['us_per_event_profiled']:.0f} µs/event under the profiler):",
-            "",
-            "| Function | self µs/event | share |",
-            "|---|---|---|",
-        ]
-        for row in prof["top_self"][:10]:
-            out.append(f"| `{row['function']}` | {row['us_per_event']:.1f} | {row['share']:.0%} |")
-        out.append("")
     for system, spy in (results.get("py_spy") or {}).items():
         if not spy.get("available") or not spy.get("samples"):
             out += [f"py-spy on the {system} worker: not available ({spy.get('note', '')}).", ""]
@@ -565,9 +535,7 @@ def _notes(results: dict[str, Any]) -> list[str]:
         " reducer to drop redelivered events.",
         "- The runtime keeps a run as a head plus one entry per collection item (the run"
         " layout) and writes the changed keys to its changelog; Quix keeps the whole state"
-        " under one key and writes one changelog record per changed key per checkpoint; the"
-        " faust processor awaits the broker's acknowledgement of a batch's outputs before it"
-        " writes the table, one changelog record per event.",
+        " under one key and writes one changelog record per changed key per checkpoint.",
         "- Our workers also run an HTTP query API and an approval-deadline timer in the same"
         " process (the runtime also writes the query indexes); the baseline has neither.",
         "- The baseline has no dead-letter path; the workload has no bad records, so neither"
@@ -611,16 +579,6 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
     ax = axes[0][0]
     bars(ax, [("throughput", "steady"), ("throughput_wall", "incl. start-up")],
          "Processor events/s (median, min-max)", "events/s", log=True)  # fmt: skip
-    ceiling = results.get("ceiling")
-    if ceiling:
-        ax.axhline(ceiling["median"], color="grey", ls="--", lw=1)
-        ax.text(
-            -0.4,
-            ceiling["median"] * 1.08,
-            "in-process ceiling (faust loop)",
-            fontsize=8,
-            color="grey",
-        )
     lat_keys = []
     for rate in results["params"]["latency_rates"]:
         for p in ("p50", "p99"):
@@ -664,8 +622,6 @@ def _plot(results: dict[str, Any], table: dict[str, dict[str, Any]]) -> bool:
 def console_summary(results: dict[str, Any]) -> str:
     lines = [""]
     lines.append(f"  producer SDK events/s: {_cell(producer_rate(results))}")
-    ceiling = results.get("ceiling")
-    lines.append(f"  in-process ceiling events/s: {_cell(ceiling)}")
     for key, r in (results.get("codec") or {}).get("ratios", {}).items():
         lines.append(f"  codec {key}: {_ratio(r)}")
     systems, pairs = systems_of(results), pairs_of(results)

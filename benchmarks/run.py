@@ -37,15 +37,14 @@ class Mode:
     latency_s: float
     codec_runs: int
     codec_rounds: int
-    ceiling_runs: int
     spy_s: float
 
 
 MODES = {
     # the throughput workload must take several commit intervals to process: an
     # exactly-once worker's outputs appear one transaction (one interval) at a time
-    "quick": Mode("quick", 2, 500, (50, 500, 2000), 3.0, 80, 3, 80, 6.0),
-    "full": Mode("full", 5, 1200, (50, 200, 500, 2000), 10.0, 300, 5, 300, 15.0),
+    "quick": Mode("quick", 2, 500, (50, 500, 2000), 3.0, 80, 3, 6.0),
+    "full": Mode("full", 5, 1200, (50, 200, 500, 2000), 10.0, 300, 5, 15.0),
 }
 
 
@@ -98,8 +97,7 @@ def versions() -> dict[str, str]:
 
     return {
         name: version(name)
-        for name in ("runstate", "faust-streaming", "aiokafka", "confluent-kafka", "fastavro",
-                     "rocksdict", "pydantic")
+        for name in ("runstate", "confluent-kafka", "fastavro", "rocksdict", "pydantic")
     }  # fmt: skip
 
 
@@ -162,16 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     throughput_wl = generate(mode.throughput_runs, seed=1)
     results["workload"] = throughput_wl.describe()
 
-    step("in-process: codec vs fastavro, ceiling, profile")
+    step("in-process: codec vs fastavro")
     codec_wl = generate(mode.codec_runs, seed=2)
     results["codec"] = inprocess.codec_rates(
         codec_wl.events, codec_wl.encoded, rounds=mode.codec_rounds
     )
-    results["ceiling"] = inprocess.ceiling(
-        [generate(mode.ceiling_runs, seed=100 + r).encoded for r in range(mode.rounds)]
-    )
-    results["stages_us"] = inprocess.stage_times(codec_wl.encoded)
-    results["profile"] = inprocess.profile_loop(codec_wl.encoded)
     step("in-process: per-event cost at a run's 10th, 100th, 1,000th event (runtime task)")
     results["run_length"] = run_length.run_length_cost(repeats=mode.codec_rounds)
 

@@ -159,12 +159,13 @@ def render(results: dict[str, Any], results_path: Path) -> str:
     )
 
 
-def keep_section(old_page: str) -> str:
-    """The Scale section of ``old_page`` (empty when it has none)."""
-    start, end = old_page.find(BEGIN), old_page.find(END)
-    if start < 0 or end < start:
+def keep_section(old_page: str, begin: str = BEGIN, end: str = END) -> str:
+    """The section of ``old_page`` between the markers, markers included (the Scale
+    section by default); empty when it has none."""
+    first, last = old_page.find(begin), old_page.find(end)
+    if first < 0 or last < first:
         return ""
-    return old_page[start : end + len(END)]
+    return old_page[first : last + len(end)]
 
 
 def write_section(results: dict[str, Any], results_path: Path, doc: Path = DOC) -> None:

@@ -1,5 +1,5 @@
-"""A stand-in for a worker's query API: answers every GET with one JSON body and records the
-query parameters it was asked with."""
+"""A stand-in for a worker's query API: answers every GET with one JSON body (or the next of
+several, the last one repeated) and records the query parameters it was asked with."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 
 class StandInApi(ThreadingHTTPServer):
-    body: dict[str, Any]
+    bodies: list[dict[str, Any]]
     queries: list[dict[str, str]]
 
     @property
@@ -27,7 +27,8 @@ class _Answer(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         query = urllib.parse.urlsplit(self.path).query
         self.server.queries.append(dict(urllib.parse.parse_qsl(query)))
-        body = json.dumps(self.server.body).encode()
+        bodies = self.server.bodies
+        body = json.dumps(bodies.pop(0) if len(bodies) > 1 else bodies[0]).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -39,10 +40,11 @@ class _Answer(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def stand_in_api(body: dict[str, Any]) -> Iterator[StandInApi]:
-    """Serve ``body`` on 127.0.0.1 (a free port) until the block ends."""
+def stand_in_api(body: dict[str, Any], *more: dict[str, Any]) -> Iterator[StandInApi]:
+    """Serve ``body`` (then each of ``more`` in turn) on 127.0.0.1 (a free port) until the
+    block ends."""
     server = StandInApi(("127.0.0.1", 0), _Answer)
-    server.body, server.queries = body, []
+    server.bodies, server.queries = [body, *more], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

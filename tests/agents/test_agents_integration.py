@@ -35,7 +35,7 @@ from runstate.runs.state import ActionState, RunState, RunStateChanged, RunStatu
 from runstate.schemas.events import AgentEvent, ApprovalGranted, RetryScheduled, StepStarted
 from runstate.streams.producer import EventProducer
 from tests.polling import assert_eventually
-from tests.processors.processor_support import RUNSTATE, Deployment
+from tests.workers import RUNSTATE, Deployment
 
 pytestmark = pytest.mark.integration
 

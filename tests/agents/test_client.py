@@ -47,9 +47,19 @@ def test_list_sends_step_phase_and_idle_for_as_the_api_spells_them(
     reader.list(step="score", phase=StepPhase.RETRY_SCHEDULED, idle_for=timedelta(minutes=90))
     reader.list(phase="failed", idle_for="2h")
     assert stand_in.queries == [
-        {"step": "score", "phase": "retry_scheduled", "idle_for": "1h30m"},
-        {"phase": "failed", "idle_for": "2h"},
+        {"step": "score", "phase": "retry_scheduled", "idle_for": "1h30m", "limit": "500"},
+        {"phase": "failed", "idle_for": "2h", "limit": "500"},
     ]
+
+
+def test_list_reads_every_page() -> None:
+    pages = [
+        {"runs": [], "count": 0, "next": "c1", "complete": True},
+        {"runs": [], "count": 0, "next": None, "complete": True},
+    ]
+    with stand_in_api(*pages) as api:
+        assert HttpRunStateReader(api.url).list(status="in_progress") == []
+    assert [q.get("after") for q in api.queries] == [None, "c1"]
 
 
 @pytest.mark.parametrize(

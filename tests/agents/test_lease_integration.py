@@ -23,7 +23,7 @@ from runstate.runs.state_codec import decode_change
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent, RunClaimed, StepCompleted
 from tests.polling import assert_eventually
-from tests.processors.processor_support import Deployment
+from tests.workers import Deployment
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,6 @@ def deployment(
     )
     d.ensure_topics()
     worker = d.worker("w1")
-    worker.args += ["--engine", "runtime"]
     worker.start().wait_ready(partitions=3, timeout_s=90)  # slow on a busy host
     yield d
     d.close()

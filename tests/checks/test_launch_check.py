@@ -37,7 +37,7 @@ from runstate.checks.synthetic import RUN_ID_PREFIX, new_check_run_id
 from runstate.cli import app
 from runstate.retention.policy import PersonalDataAction
 from runstate.streams.topics import TopicNames
-from tests.processors.processor_support import RUNSTATE, Deployment, Worker
+from tests.workers import RUNSTATE, Deployment, Worker
 
 #: Tags every field the synthetic run fills (pii_plan), and one it does not.
 RULES = """    personal_data:

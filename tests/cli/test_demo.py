@@ -20,7 +20,11 @@ def test_demo_runs_the_credit_limit_example_once_per_side_effect(
     if kafka_broker is None:
         pytest.skip("the demo manages a local broker; an external cluster is configured")
     # the demo reuses a running broker found in its state folder: point it at the session's
-    env = {**os.environ, "RUNSTATE_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        **os.environ,
+        "RUNSTATE_STATE_DIR": str(tmp_path / "state"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),  # this checkout's code
+    }
     broker_dir = tmp_path / "state" / "broker"
     broker_dir.parent.mkdir(parents=True)
     broker_dir.symlink_to(kafka_broker.config.data_dir)

@@ -35,4 +35,4 @@ def test_ensure_prints_every_topic_name_whole_and_nothing_on_stderr(
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     for spec in topic_specs(TopicNames(prefix), partitions=2):
-        assert spec.name in done.stdout  # e.g. <prefix>-processor-runs-changelog, 70+ chars
+        assert spec.name in done.stdout  # e.g. <prefix>.runs-changelog: long names, not cut

@@ -19,7 +19,7 @@ from runstate.retention.kafka_log import ConfluentKafkaLog
 from runstate.schemas.convert import encode_event
 from runstate.schemas.events import AgentEvent, ModelCalled, RunStarted, StepCompleted
 from runstate.settings import load_settings
-from tests.processors.processor_support import Deployment, wait_processed_all
+from tests.workers import Deployment, wait_processed_all
 
 from .kafka_support import generate_runs, in_time_order, produce, write_policy
 

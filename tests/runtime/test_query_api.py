@@ -23,7 +23,7 @@ import pytest
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runs.layout import run_writes
 from runstate.runs.run_view import state_from_json
-from runstate.runs.state import Approval, RunState, RunStatus
+from runstate.runs.state import Approval, RunState, RunStatus, StepPhase
 from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.runtime.owners import GroupOwners, client_id
 from runstate.runtime.query_api import QueryServer, decode_cursor, encode_cursor
@@ -257,3 +257,65 @@ def test_the_partition_endpoint_judges_overdue_at_the_listing_now(
     later = urllib.parse.quote((due + timedelta(minutes=1)).isoformat())
     assert _get(base)[1]["runs"] == []
     assert [r["run_id"] for r in _get(f"{base}&now={later}")[1]["runs"]] == ["due-soon"]
+
+
+def _step_runs(group: Group, make: RunStateFactory) -> None:
+    now = datetime.now(UTC)
+    base = make(status=RunStatus.IN_PROGRESS, step_index=0, step_attempt=1)
+    for offset, (run_id, step, phase, idle) in enumerate(
+        [
+            ("fresh-retry", "score", StepPhase.RETRY_SCHEDULED, timedelta()),
+            ("old-retry", "score", StepPhase.RETRY_SCHEDULED, timedelta(hours=3)),
+            ("old-running", "collect", StepPhase.RUNNING, timedelta(days=2)),
+        ]
+    ):
+        state = replace(
+            base, run_id=run_id, current_step=step, step_phase=phase, updated_at=now - idle
+        )
+        _owner(group, run_id).put(state, offset=offset)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"phase": "retry_scheduled"}, ["fresh-retry", "old-retry"]),
+        ({"step": "collect"}, ["old-running"]),
+        ({"idle_for": "2h"}, ["old-retry", "old-running"]),
+        ({"idle_for": "1d", "status": "in_progress"}, ["old-running"]),
+        ({"phase": "retry_scheduled", "idle_for": "90m", "step": "score"}, ["old-retry"]),
+        ({"phase": "failed"}, []),
+    ],
+)
+def test_list_selects_by_step_phase_and_idle_time(
+    group: Group, run_state_factory: RunStateFactory, query: dict[str, str], expected: list[str]
+) -> None:
+    _step_runs(group, run_state_factory)
+    status, body = _get(f"{group.url(0)}/runs?{urllib.parse.urlencode(query)}")
+    assert status == 200, body
+    assert sorted(r["run_id"] for r in body["runs"]) == expected
+    assert body["complete"] and body["count"] == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            "phase=waiting",
+            "unknown phase 'waiting'; one of running, completed, failed, retry_scheduled",
+        ),
+        ("status=sleeping", "unknown status 'sleeping'; one of created, in_progress"),
+        ("idle_for=7200", "idle_for: '7200' is not a duration; write a number with a unit"),
+        ("idle_for=0m", "a duration must be longer than zero"),
+        ("limit=0", "limit must be 1..1000"),
+        ("after=%25%25%25", "is not a cursor this API returned"),
+    ],
+)
+def test_a_bad_filter_value_is_a_400_saying_what_is_accepted(
+    group: Group, query: str, message: str
+) -> None:
+    for path in ("/runs", "/partitions/0/runs"):
+        if path != "/runs" and query.startswith("after"):
+            continue  # the partition endpoint's cursor is the index's own
+        status, body = _get(f"{group.url(0)}{path}?{query}")
+        assert status == 400, (path, body)
+        assert body["error"] == "bad_request" and message in body["message"], (path, body)

@@ -154,7 +154,7 @@ class HttpRunStateReader:
             phase=phase,
             idle_for=idle_for,
         )
-        body = self._client.runs(flt)
+        body = self._client.all_runs(flt)
         if require_complete and not body.get("complete", True):
             raise QueryError(
                 f"the runs of partitions {body.get('missing_partitions')} are missing from the"

@@ -104,7 +104,7 @@ class CheckedDeployment:
             "events topic": n.events,
             "state-changes topic": n.state_changes,
             "latest-state topic": n.latest_state,
-            "changelog topic": n.changelog,
+            "changelog topic": n.runs_changelog,
             "dead-letters topic": n.dead_letters,
         }
 

@@ -285,7 +285,7 @@ def collect_places(
     records: dict[str, list[RawRecord]] = {}
     for label, topic in d.kafka_places().items():
         records[topic] = d.run_records(topic, run_id)
-        compacted = topic in (d.names.latest_state, d.names.changelog)
+        compacted = topic in (d.names.latest_state, d.names.runs_changelog)
         note = (
             "compacted: the run's latest state stays for ever" if compacted else _hot_note(d, topic)
         )

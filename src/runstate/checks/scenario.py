@@ -306,7 +306,7 @@ class Scenario:
             if waiting and approval.get("approver") == approver and requested is not None:
                 seen["GET /runs/{id}"] = seen["GET /runs/{id}"] or _since(requested)
             if requested is not None and seen["GET /runs?status=waiting_approval"] is None:
-                listed = client.runs(RunFilter(status=RunStatus.WAITING_APPROVAL))["runs"]
+                listed = client.all_runs(RunFilter(status=RunStatus.WAITING_APPROVAL))["runs"]
                 mine = [r for r in listed if r.get("run_id") == self.run_id]
                 if mine and (mine[0].get("approval") or {}).get("approver") == approver:
                     seen["GET /runs?status=waiting_approval"] = _since(requested)

@@ -66,6 +66,9 @@ def list_runs(
             " event applied to it (finished runs match too: add --status)"
         ),
     ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="list at most this many runs (default: all)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
     url: Url = None,
 ) -> None:
@@ -87,7 +90,7 @@ def list_runs(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    body = _client(url).runs(flt)
+    body = _client(url).all_runs(flt, limit=limit)
     if as_json:
         typer.echo(json.dumps(body, indent=2, sort_keys=True))
         return
@@ -116,3 +119,5 @@ def list_runs(
             f"[yellow]incomplete: partitions {body['missing_partitions']} had no"
             " worker to answer (rebalancing?)[/yellow]"
         )
+    elif body.get("next"):
+        console.print(f"[yellow]more runs match than --limit {limit}[/yellow]")

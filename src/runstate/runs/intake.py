@@ -2,9 +2,9 @@
 
 Decoding happens here, in our code, from the raw bytes the consumer hands over untouched: had
 the client library deserialized the value, a decode error would be logged and the record
-silently skipped (faust acks records whose deserialization fails), which is exactly the loss
-the dead-letter topic exists to prevent. Pure (no Kafka), so it lives in the run domain and
-both the faust processor and the confluent-kafka runtime use it.
+silently skipped (faust-streaming, runstate's first base, acked records whose
+deserialization failed), which is exactly the loss the dead-letter topic exists to prevent.
+Pure (no Kafka), so it lives in the run domain; the runtime and replay use it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ from runstate.runs.run_view import RunFilter
 
 __all__ = ["QueryClient"]
 
+#: Runs asked for per page when following pages (the API allows up to 1,000).
+_PAGE = 500
+
 
 class QueryClient:
     """GETs JSON from a processor worker; any worker answers (it routes to the owner)."""
@@ -63,10 +66,57 @@ class QueryClient:
             timeout=timeout_s,
         )
 
-    def runs(self, flt: RunFilter) -> dict[str, Any]:
-        """``GET /runs`` with this filter.
+    def runs(
+        self, flt: RunFilter, *, limit: int | None = None, after: str | None = None
+    ) -> dict[str, Any]:
+        """One page of ``GET /runs`` with this filter: at most ``limit`` runs (the API's
+        default if None) from the ``after`` cursor on; ``next`` is the following page's cursor.
 
         Raises:
             QueryError: as :meth:`get`.
         """
-        return self.get("/runs", **flt.as_query())
+        return self.get("/runs", **flt.as_query(), limit=limit, after=after)
+
+    def all_runs(self, flt: RunFilter, *, limit: int | None = None) -> dict[str, Any]:
+        """Every run matching ``flt`` (or the first ``limit``), following the pages.
+
+        The answer has the shape of one page (``runs``, ``count``, ``complete``,
+        ``missing_partitions``, ``errors``, ``workers``, ``as_of``, the last two merged over
+        the pages) with ``next`` set only when ``limit`` cut the listing short.
+        A page missing some partitions ends the walk: its cursor points back at the first
+        missing partition, so the pages after it would repeat runs already listed; the answer
+        is then incomplete, and the runs of partitions after the page may be missing too.
+
+        Raises:
+            QueryError: as :meth:`get`.
+        """
+        runs: list[dict[str, Any]] = []
+        workers: set[str] = set()
+        as_of: dict[str, Any] = {}
+        body: dict[str, Any] = {}
+        after: str | None = None
+        while True:
+            want = None if limit is None else min(limit - len(runs), _PAGE)
+            body = self.runs(flt, limit=_PAGE if want is None else want, after=after)
+            runs.extend(body["runs"])
+            workers.update(body.get("workers", []))
+            as_of.update(body.get("as_of", {}))
+            after = body.get("next")
+            if after is None or not body.get("complete", True):
+                break
+            if limit is not None and len(runs) >= limit:
+                break
+        incomplete = not body.get("complete", True)
+        errors = list(body.get("errors", []))
+        if incomplete and after is not None:
+            errors.append("the listing stopped at the missing partitions")
+        return {
+            "runs": runs,
+            "count": len(runs),
+            "complete": not incomplete,
+            "missing_partitions": body.get("missing_partitions", []),
+            "errors": errors,
+            "next": None if incomplete else after,
+            "workers": sorted(workers),
+            "as_of": as_of,
+        }

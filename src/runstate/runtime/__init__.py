@@ -1,4 +1,4 @@
-"""The processor runtime on confluent-kafka (being built beside the faust processor, issue 10).
+"""The run-state processor on confluent-kafka, exactly-once with Kafka transactions (issue 10).
 
 Small modules, one concern each: ``store`` (the local table behind one interface, RocksDB or
 memory), ``checkpoint`` (the commit protocol: one Kafka transaction per interval), ``recovery``

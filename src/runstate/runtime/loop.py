@@ -83,6 +83,9 @@ class Worker:
         self._config = config
         self._topic = config.names.events
         self._consumer = consumer
+        #: The consumer's position per partition right after a checkpoint committed: past
+        #: the last record processed and any transaction markers after it.
+        self._past_markers: dict[int, int] = {}
         self._checkpoint = checkpoint
         self._task = task
         self._store = store
@@ -126,8 +129,15 @@ class Worker:
         return self._standbys
 
     def processed_through(self, partition: int) -> int | None:
+        """The last offset of ``partition`` whose effects are committed, counting transaction
+        markers: the worker's own ApprovalExpired events commit with a marker after them in
+        the events topic, an offset no record's ``offset + 1`` reaches, so without it a
+        reader waiting for the end of the partition (``HttpRunStateReader.latest_position``)
+        would wait for the next event."""
         committed = self._checkpoint.committed_offset(partition)
-        return None if committed is None else committed - 1
+        if committed is None:
+            return None
+        return max(committed, self._past_markers.get(partition, 0)) - 1
 
     def owned_partitions(self) -> list[int]:
         return sorted(self._checkpoint.partitions)
@@ -249,8 +259,22 @@ class Worker:
             self._eviction.evict_due(self._checkpoint, owned=self._checkpoint.partitions)
         if self._standbys is not None and self._standbys.due():
             self._standbys.tick(owned=self._checkpoint.partitions | set(self._restoring))
-        if self._checkpoint.due():
-            self._checkpoint.commit()
+        if self._checkpoint.due() and self._checkpoint.commit():
+            self._note_positions()
+
+    def _note_positions(self) -> None:
+        """Right after a checkpoint every record consume() returned is processed and
+        committed, so the consumer's position is past them and past only markers beyond."""
+        owned = self._checkpoint.partitions
+        try:
+            positions = self._consumer.position(
+                [TopicPartition(self._topic, p) for p in sorted(owned)]
+            )
+        except KafkaException:
+            return  # a figure for readers only; the next checkpoint tries again
+        self._past_markers = {
+            tp.partition: tp.offset for tp in positions if tp.error is None and tp.offset >= 0
+        }
 
     def _take(self, *, timeout: float) -> list[Message]:
         """Up to a batch of records without waiting for a full one: what is fetched already,

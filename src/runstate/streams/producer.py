@@ -8,7 +8,7 @@ Guarantees a caller can rely on:
   idempotent producer), with the partition and offset; ``send`` returns a future that fails
   with :class:`DeliveryError` instead of dropping the event.
 * One order per run: the key is ``run_id`` and the partitioner is murmur2, the Java client's
-  default, so faust's key routing and Java consumers agree on the partition.
+  default, so the processor's partitions and Java consumers agree with the SDK's.
 * Every record says which schema wrote it (single-object encoding), and that schema is on the
   schemas topic before the first record that uses it.
 """

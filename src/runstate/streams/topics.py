@@ -36,20 +36,15 @@ class TopicNames:
         return f"{self.prefix}.events"
 
     @property
-    def changelog(self) -> str:
-        # faust names a table's changelog "<app id>-<table>-changelog"; the processor's app
-        # id is "<prefix>-processor" and its table "runs".
-        return f"{self.prefix}-processor-runs-changelog"
-
-    @property
     def runs_changelog(self) -> str:
-        """The confluent-kafka runtime's table changelog (written inside its transactions);
-        its own name so the runtime can run beside the faust processor."""
+        """The processor's store changelog (run heads, entries, index keys), written inside
+        its transactions. (The faust processor's was ``<prefix>-processor-runs-changelog``;
+        ``topics ensure`` no longer creates it, and an existing one can be deleted.)"""
         return f"{self.prefix}.runs-changelog"
 
     @property
     def runtime_group(self) -> str:
-        """The confluent-kafka runtime's consumer group (the faust one is its app id)."""
+        """The processor's consumer group."""
         return f"{self.prefix}-runs"
 
     @property
@@ -96,10 +91,7 @@ def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
             "agent events, keyed by run_id",
         ),
-        TopicSpec(names.changelog, partitions, _COMPACTED, "run-state table changelog"),
-        TopicSpec(
-            names.runs_changelog, partitions, _COMPACTED, "run-state table changelog (runtime)"
-        ),
+        TopicSpec(names.runs_changelog, partitions, _COMPACTED, "run-state store changelog"),
         TopicSpec(names.latest_state, partitions, _COMPACTED, "latest summary per run"),
         TopicSpec(
             names.state_changes,

@@ -1,8 +1,12 @@
-"""Input the processor must survive: duplicates applied once, bad records dead-lettered."""
+"""Input a worker must survive, through ``runstate processor run``: an event sent twice by two
+producers is applied once, and every kind of bad record is dead-lettered once, with its
+original key, value and headers, while the partition goes on."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -12,14 +16,19 @@ from runstate.schemas.convert import encode_event
 from runstate.schemas.events import StepCompleted, StepStarted
 from tests.factories import RunBuilder
 from tests.polling import assert_eventually
-from tests.processors.processor_support import Deployment, DeploymentFactory
+from tests.workers import Deployment
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def deployment(deployment_factory: DeploymentFactory) -> Deployment:
-    return deployment_factory("input", 2)
+def deployment(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> Iterator[Deployment]:
+    d = Deployment(kafka_bootstrap, unique_name("input"), 2, tmp_path)
+    d.ensure_topics()
+    yield d
+    d.close()
 
 
 def test_same_event_from_two_producers_is_applied_once(deployment: Deployment) -> None:
@@ -42,14 +51,14 @@ def test_same_event_from_two_producers_is_applied_once(deployment: Deployment) -
         assert body["version"] == 2, body
         return True
 
-    assert_eventually(version_two, timeout_s=20, what="run at version 2")
-    _, m = w.get("/metrics")
-    assert m["duplicates"].get("event_id_seen") == 1, m
+    assert_eventually(version_two, timeout_s=30, what="run at version 2")
     changes = [(r, v) for r, v, _ in d.changes() if r == "run-dup"]
     assert sorted(changes) == [("run-dup", 1), ("run-dup", 2)]
 
 
-def test_bad_input_is_dead_lettered_and_processing_continues(deployment: Deployment) -> None:
+def test_bad_input_is_dead_lettered_once_and_processing_continues(
+    deployment: Deployment,
+) -> None:
     d = deployment
     w = d.worker("w1").start()
     w.wait_ready()
@@ -76,19 +85,20 @@ def test_bad_input_is_dead_lettered_and_processing_continues(deployment: Deploym
         last = p.emit(good.emit(StepStarted, step="collect", step_index=0, attempt=1))
 
     status, body = w.get(
-        "/runs/run-good", min_partition=last.partition, min_offset=last.offset, timeout=20
+        "/runs/run-good", min_partition=last.partition, min_offset=last.offset, timeout=30
     )
     assert status == 200, body
     assert (body["version"], body["status"]) == (2, "in_progress")
 
     def all_dead_lettered() -> list[object]:
         letters = d.read(d.names.dead_letters)
-        assert len(letters) == len(bad), [r.headers for r in letters]
+        assert len(letters) >= len(bad), [r.headers for r in letters]
         return letters
 
-    letters = assert_eventually(all_dead_lettered, timeout_s=20, what="dead letters")
+    letters = assert_eventually(all_dead_lettered, timeout_s=30, what="dead letters")
+    assert len(letters) == len(bad), [r.headers for r in letters]  # each once
     for r in letters:
-        h = {k: v for k, v in r.headers}
+        h = dict(r.headers)
         reason = DeadLetterReason(h["rs-reason"].decode())
         key, value = bad[reason]
         assert (r.key, r.value) == (key, value), reason
@@ -97,5 +107,3 @@ def test_bad_input_is_dead_lettered_and_processing_continues(deployment: Deploym
         assert int(h["rs-source-offset"]) >= 0 and int(h["rs-source-partition"]) >= 0
         assert h["rs-worker"] == b"w1"
         assert h["rs-error-class"]
-    _, m = w.get("/metrics")
-    assert m["dead_letters"] == {r.value: 1 for r in bad}, m

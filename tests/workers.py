@@ -1,4 +1,8 @@
-"""Run processor workers as child processes (so they can be kill -9'd) and poll them."""
+"""``runstate processor run`` workers as child processes (kill -9 works on them), and polling.
+
+What the tests of the SDK, the CLI, checks and replay act on: the command a user runs, with
+this checkout's code (``PYTHONPATH``), each test with its own topics.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from typing import Any, TypeVar
 
 from runstate.runs.reducer import fold
 from runstate.runs.state import RunState
-from runstate.runs.state_codec import decode_change, decode_state
+from runstate.runs.state_codec import decode_change
+from runstate.runs.summary import RunSummary, decode_summary
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent
 from runstate.streams.broker import free_port
@@ -27,11 +32,12 @@ from tests.polling import assert_eventually, http_json
 
 T = TypeVar("T")
 RUNSTATE = Path(sys.executable).with_name("runstate")
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @dataclass
 class Worker:
-    """One ``runstate processor run`` child process."""
+    """One ``runstate processor run`` child process (the runtime)."""
 
     worker_id: str
     port: int
@@ -144,7 +150,10 @@ class Deployment:
             "RUNSTATE_TOPIC_PREFIX": self.prefix,
             "RUNSTATE_PARTITIONS": str(self.partitions),
             "RUNSTATE_MAX_EVENT_BYTES": str(64 * 1024),
-            "RUNSTATE_PROCESSOR_EXPIRY_RESEND_S": "30",
+            "RUNSTATE_RUNTIME_EXPIRY_RESEND_S": "30",
+            "RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS": "6000",
+            # this checkout's code, also where the venv has another one installed
+            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
         }
         w = Worker(
             worker_id=worker_id,
@@ -162,7 +171,7 @@ class Deployment:
                 "--deadline-interval",
                 str(deadline_interval_s),
                 "--log-level",
-                os.environ.get("RUNSTATE_TEST_WORKER_LOG_LEVEL", "warn"),
+                os.environ.get("RUNSTATE_TEST_WORKER_LOG_LEVEL", "info"),
             ],
         )
         w.args += ["--web-port", str(w.port)]
@@ -201,11 +210,12 @@ class Deployment:
             c = decode_change(r.value)
             yield c.run_id, c.version, r.value
 
-    def latest_states(self) -> dict[str, RunState]:
-        out: dict[str, RunState] = {}
+    def latest_summaries(self) -> dict[str, RunSummary]:
+        """The newest summary per run in the latest-state topic (what compaction keeps)."""
+        out: dict[str, RunSummary] = {}
         for r in self.read(self.names.latest_state):
             if r.value is not None:
-                s = decode_state(r.value)
+                s = decode_summary(r.value)
                 have = out.get(s.run_id)
                 if have is None or s.version >= have.version:
                     out[s.run_id] = s
@@ -214,20 +224,20 @@ class Deployment:
 
 def wait_processed_all(d: Deployment, w: Worker, *, timeout_s: float = 45.0) -> None:
     """Wait until ``w`` (alone in the group) has processed every record now in the events topic."""
-    from runstate.streams.reader import end_offsets
-
-    ends = {p: hi for p, (_lo, hi) in end_offsets(d.bootstrap, d.names.events).items()}
+    # Past the last *record*, not the end offset: the worker's own ApprovalExpired events are
+    # written in its transactions, whose commit markers also take an offset of the topic
+    # (the end offset can stay one past what any consumer commits).
+    ends: dict[int, int] = {}
+    for r in d.read(d.names.events):
+        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
 
     def caught_up() -> bool:
         status, m = w.get("/metrics")
         assert status == 200, m
-        done = {int(k): v for k, v in m["processed_offsets"].items()}
-        lagging = {
-            p: (done.get(p), hi - 1)
-            for p, hi in ends.items()
-            if hi > 0 and done.get(p, -1) < hi - 1
-        }
-        assert not lagging, f"partition: (processed, last): {lagging}"
+        # committed offsets: the next record to process
+        done = {int(k): v for k, v in m["committed_offsets"].items()}
+        lagging = {p: (done.get(p), hi) for p, hi in ends.items() if (done.get(p) or 0) < hi}
+        assert not lagging, f"partition: (committed, past the last record): {lagging}"
         return True
 
     assert_eventually(caught_up, timeout_s=timeout_s, what="all events processed")
