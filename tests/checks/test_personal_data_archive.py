@@ -173,9 +173,11 @@ def test_detectors_find_e_mails_and_phone_numbers_not_ids_dates_or_masks() -> No
         "phone number",
     }
     assert detect("8 701 123 45") == {"phone number"}
+    assert detect("call 8-701-123-45-67 today") == {"phone number"}
     assert detect("check-pii-abcdef12-owner") == {"check token"}
     for text in ("990101300123", "check-20250101T000000Z-abcdef12", "2026-12-04 20:38:25",
-                 "manager.aliya", "10.0.0.1", "v1.2.3", "mask:k1:" + "0" * 32):  # fmt: skip
+                 "manager.aliya", "10.0.0.1", "v1.2.3", "mask:k1:" + "0" * 32,
+                 "0193a7c1-7123-8123-1234-b302099a8057", "e-0193a7c1-7123-8123-1234"):  # fmt: skip
         assert detect(text) == set(), text
 
 

@@ -56,12 +56,13 @@ DETECTORS: Final = (
         re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
     ),
     # International (+7 701 123 45 67, +77011234567) or national with separators
-    # (8 701 123 45); plain digit runs (ids, timestamps) are not phone numbers here.
+    # (8 701 123 45); plain digit runs (ids, timestamps) are not phone numbers here, nor
+    # digit groups inside a hyphenated id (a UUID's "-7123-8123-1234-" is not a number).
     Detector(
         "phone number",
         re.compile(
-            r"(?<![\w+.:/])(?:\+\d(?:[ ()-]{0,2}\d){8,14}|\d{1,4}(?:[ ()-]{1,2}\d{1,4}){2,6})"
-            r"(?![\w.:/])"
+            r"(?<![\w+.:/-])(?:\+\d(?:[ ()-]{0,2}\d){8,14}|\d{1,4}(?:[ ()-]{1,2}\d{1,4}){2,6})"
+            r"(?![\w.:/]|-\w)"
         ),
         _phone_digits,
     ),
