@@ -7,6 +7,7 @@ repository root::
     python -m tests.mutation                         # every listed module
     python -m tests.mutation runstate.agents.steps   # one or more modules
     python -m tests.mutation --report                # the scores of the last run, again
+    python -m tests.mutation NAME ...                # only these mutants (names as it prints)
 
 Each run starts from an empty ``mutants/`` folder (mutmut's cache keeps results of files it no
 longer copies, which would score old code). mutmut runs in this process: mutmut 3.7 reads
@@ -136,7 +137,7 @@ def run(modules: list[str], *, max_children: int) -> None:
     _give_pytest_9_the_attribute_mutmut_reads()
     from mutmut.__main__ import cli
 
-    names = [f"{m}.*" for m in modules]
+    names = [m if "__mutmut_" in m else f"{m}.*" for m in modules]
     try:
         cli.main(["run", "--max-children", str(max_children), *names], standalone_mode=False)
     except SystemExit as exc:
@@ -146,14 +147,17 @@ def run(modules: list[str], *, max_children: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modules", nargs="*", help="e.g. runstate.runs.reducer (default: all)")
+    parser.add_argument(
+        "modules", nargs="*", help="runstate.runs.reducer, or a mutant's name (default: all)"
+    )
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--min-score", type=float, default=0.9)
     parser.add_argument("--report", action="store_true", help="only report the last run")
     args = parser.parse_args(argv)
     if not args.report:
         run(args.modules, max_children=args.max_children)
-    return report(scores(modules=args.modules or None), min_score=args.min_score)
+    modules = sorted({m.split(".x")[0] if "__mutmut_" in m else m for m in args.modules})
+    return report(scores(modules=modules or None), min_score=args.min_score)
 
 
 if __name__ == "__main__":
