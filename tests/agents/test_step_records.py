@@ -386,3 +386,25 @@ def test_a_request_interrupted_in_on_request_resumes_the_same_attempt(
         1,
         "granted",
     )
+
+
+def test_failing_a_run_by_hand_records_why_and_whether_a_person_must_look(
+    runs: InMemoryRuns, clock: ManualClock
+) -> None:
+    first = start(runs, clock)
+    delivery = first.fail(FailureReason.REJECTED_BY_SERVICE, "422 from bank", step="pay")
+    [failed] = events(runs, RunFailed)
+    assert delivery == runs.latest_position(RUN)
+    assert (failed.step, failed.reason, failed.message, failed.needs_attention) == (
+        "pay",
+        FailureReason.REJECTED_BY_SERVICE,
+        "422 from bank",
+        False,
+    )
+    other = DurableRun.start(
+        runs, runs, run_id="run-2", agent="a", input="{}", prompt_version="a@1", owner="o",
+        source="test", clock=clock,
+    )  # fmt: skip
+    other.fail(FailureReason.OTHER, needs_attention=True)
+    [failed] = [e for e in runs.events_of("run-2") if isinstance(e, RunFailed)]
+    assert (failed.step, failed.message, failed.needs_attention) == (None, "", True)
