@@ -1,0 +1,87 @@
+"""Intake: every raw record becomes its event or a dead letter saying why, in process.
+
+The dead letter's reason and error class are what alerts and `runstate failures` group by,
+so each is pinned here; the size limit is checked at its boundary. Found by
+``make mutation``: the runtime's tests reached ``read_record`` but checked none of this.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from runstate.errors import DecodeError, UnknownSchema
+from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
+from runstate.runs.intake import read_record
+from runstate.schemas.events import AgentEvent, RunCompleted
+
+EVENT = RunCompleted(
+    event_id="0190f0c0-0000-7000-8000-000000000001",
+    run_id="run-1",
+    occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    producer="tests",
+)
+
+
+class Decoder:
+    """Decodes b"ok" into EVENT; raises for anything else; notes where it was asked to read."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    def __call__(self, data: bytes, *, topic: str, partition: int, offset: int) -> AgentEvent:
+        self.calls.append((topic, partition, offset))
+        if data == b"unknown":
+            raise UnknownSchema("writer schema 0xab is unknown", topic=topic)
+        if data != b"ok" and not data.startswith(b"o"):
+            raise DecodeError("not single-object encoded", topic=topic)
+        return EVENT
+
+
+def record(value: bytes | None, key: bytes | None = b"run-1") -> SourceRecord:
+    return SourceRecord("rs.events", 2, 41, key, value)
+
+
+@pytest.mark.parametrize(
+    ("source", "reason", "error_class", "detail"),
+    [
+        (record(None), DeadLetterReason.NULL_VALUE, "NullValue", "rs.events[2]@41 has no value"),
+        (record(b"ok", key=None), DeadLetterReason.MISSING_KEY, "MissingKey", "has no key"),
+        (record(b"ok", key=b""), DeadLetterReason.MISSING_KEY, "MissingKey", "has no key"),
+        (record(b"unknown"), DeadLetterReason.UNKNOWN_SCHEMA, "UnknownSchema", "0xab"),
+        (record(b"garbage"), DeadLetterReason.UNDECODABLE, "DecodeError", "single-object"),
+        (
+            record(b"ok", key=b"run-2"),
+            DeadLetterReason.KEY_MISMATCH,
+            "KeyMismatch",
+            "keyed 'run-2' but its event is for run 'run-1'",
+        ),
+    ],
+    ids=["null value", "no key", "empty key", "unknown schema", "undecodable", "key mismatch"],
+)
+def test_a_bad_record_becomes_a_dead_letter_saying_why(
+    source: SourceRecord, reason: DeadLetterReason, error_class: str, detail: str
+) -> None:
+    dead = read_record(source, decode=Decoder(), max_event_bytes=100)
+    assert isinstance(dead, DeadLetter)
+    assert (dead.source, dead.reason, dead.error_class) == (source, reason, error_class)
+    assert detail in dead.detail
+
+
+def test_a_good_record_is_decoded_where_it_was_read() -> None:
+    decoder = Decoder()
+    assert read_record(record(b"ok"), decode=decoder, max_event_bytes=100) == EVENT
+    assert decoder.calls == [("rs.events", 2, 41)]
+
+
+def test_the_size_limit_is_inclusive_and_checked_before_decoding() -> None:
+    at_limit = b"o" * 10
+    decoder = Decoder()
+    assert read_record(record(at_limit), decode=decoder, max_event_bytes=10) == EVENT
+    over: Any = read_record(record(at_limit + b"o"), decode=decoder, max_event_bytes=10)
+    assert isinstance(over, DeadLetter)
+    assert (over.reason, over.error_class) == (DeadLetterReason.OVERSIZE, "OversizeRecord")
+    assert "is 11 bytes, over the limit of 10 (RUNSTATE_MAX_EVENT_BYTES)" in over.detail
+    assert len(decoder.calls) == 1  # the oversize record was never decoded
