@@ -129,20 +129,25 @@ def test_a_refused_partition_does_not_stop_the_others(
     context = _context(tmp_path)
     topic = context.names.events
     store = context.store(topic)
-    kafka = MemoryKafka(topic, {p: {o: T0_MS for o in range(100)} for p in (0, 1, 2)})
-    for partition in (0, 1, 2):
+    kafka = MemoryKafka(topic, {p: {o: T0_MS for o in range(100)} for p in (0, 1, 2, 3)})
+    for partition in (1, 2, 3):  # partition 0 has nothing archived: nothing to trim there
         store.put_segment(build_segment(topic, partition, record_factory(range(0, 40))))
     plan = plan_retention(context, kafka, now=NOW)
-    assert [(t.plan.partition, t.plan.trim_to) for t in plan.trims] == [(0, 40), (1, 40), (2, 40)]
-    (manifest,) = store.list_manifests(topic, 1)
-    (tmp_path / "archive" / manifest.manifest_name).unlink()  # partition 1 is no longer backed
+    assert [(t.plan.partition, t.plan.trim_to) for t in plan.trims] == [
+        (0, None),
+        (1, 40),
+        (2, 40),
+        (3, 40),
+    ]
+    (manifest,) = store.list_manifests(topic, 2)
+    (tmp_path / "archive" / manifest.manifest_name).unlink()  # partition 2 is no longer backed
 
     outcome = apply_retention(context, kafka, plan)
 
     [refused] = [r for r in outcome.refused if " trim to " in r]
-    assert refused.startswith(f"{topic}/1: trim to 40 refused")
-    assert outcome.trimmed == {(topic, 0): 40, (topic, 2): 40}
-    assert kafka.deleted == {0: 40, 2: 40}
+    assert refused.startswith(f"{topic}/2: trim to 40 refused")
+    assert outcome.trimmed == {(topic, 1): 40, (topic, 3): 40}
+    assert kafka.deleted == {1: 40, 3: 40}
 
 
 def test_expiry_deletes_old_segments_except_those_under_legal_hold(
