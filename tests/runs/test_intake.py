@@ -14,7 +14,7 @@ import pytest
 
 from runstate.errors import DecodeError, UnknownSchema
 from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
-from runstate.runs.intake import read_record
+from runstate.runs.intake import CachedWriterSource, read_record
 from runstate.schemas.events import AgentEvent, RunCompleted
 
 EVENT = RunCompleted(
@@ -85,3 +85,38 @@ def test_the_size_limit_is_inclusive_and_checked_before_decoding() -> None:
     assert (over.reason, over.error_class) == (DeadLetterReason.OVERSIZE, "OversizeRecord")
     assert "is 11 bytes, over the limit of 10 (RUNSTATE_MAX_EVENT_BYTES)" in over.detail
     assert len(decoder.calls) == 1  # the oversize record was never decoded
+
+
+def test_a_key_that_is_not_utf8_is_a_key_mismatch_not_a_crash() -> None:
+    dead = read_record(record(b"ok", key=b"\xffrun-1"), decode=Decoder(), max_event_bytes=100)
+    assert isinstance(dead, DeadLetter) and dead.reason is DeadLetterReason.KEY_MISMATCH
+    assert "keyed '\ufffdrun-1'" in dead.detail
+
+
+class Schemas:
+    """A writer-schema source that knows one fingerprint and counts its lookups."""
+
+    def __init__(self) -> None:
+        self.lookups: list[bytes] = []
+        self.known: dict[bytes, str] = {b"known": "schema"}
+
+    def lookup(self, fingerprint: bytes) -> str | None:
+        self.lookups.append(fingerprint)
+        return self.known.get(fingerprint)
+
+
+def test_a_missing_writer_schema_is_not_looked_up_again_for_a_while() -> None:
+    schemas = Schemas()
+    cached = CachedWriterSource(schemas, miss_ttl_s=3600)
+    assert [cached.lookup(b"junk") for _ in range(3)] == [None, None, None]
+    assert [cached.lookup(b"known") for _ in range(2)] == ["schema", "schema"]
+    assert schemas.lookups == [b"junk", b"known", b"known"]
+
+
+def test_a_schema_published_after_a_miss_is_found_once_the_miss_expired() -> None:
+    schemas = Schemas()
+    cached = CachedWriterSource(schemas, miss_ttl_s=0.0)
+    assert cached.lookup(b"late") is None
+    schemas.known[b"late"] = "schema v2"
+    assert cached.lookup(b"late") == "schema v2"
+    assert schemas.lookups == [b"late", b"late"]
