@@ -9,7 +9,7 @@ JARS := .runstate/jars/kafka-$(KAFKA_VERSION)/.complete
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars lint test test-fast demo faults bench bench-quick bench-scale broker-start broker-stop clean
+.PHONY: help install jars lint test test-fast demo faults mutation bench bench-quick bench-scale broker-start broker-stop clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ demo: $(STAMP) $(JARS) ## start the local broker and run the main job end to end
 
 faults: $(STAMP) $(JARS) ## the fault battery (long); writes docs/reliability.md
 	$(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
+
+mutation: $(STAMP) ## mutation testing of the modules that keep the promises (MODULES=a.b to narrow); docs/testing.md
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,mutation]'
+	nice -n 10 timeout 45m $(BIN)/python -m tests.mutation $(MODULES)
 
 bench: $(STAMP) $(JARS) ## the full benchmarks; writes benchmarks/results and docs/benchmarks.md
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'

@@ -15,7 +15,12 @@ from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, fr
 # No per-example deadline: on a shared 2-core machine an example's duration says nothing
 # about correctness, and a timing failure there is not a test that can fail for a reason.
 hypothesis_settings.register_profile("runstate", deadline=None)
-hypothesis_settings.load_profile("runstate")
+# `make mutation` runs the property tests once per mutant: fewer examples, and the same ones
+# every time, so a mutant that survives survives again.
+hypothesis_settings.register_profile(
+    "mutation", deadline=None, max_examples=25, derandomize=True, database=None
+)
+hypothesis_settings.load_profile(os.environ.get("RUNSTATE_HYPOTHESIS_PROFILE", "runstate"))
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,14 +21,18 @@ from runstate.agents import (
     approve,
 )
 from runstate.errors import ReconcileRequired, RunSuspended, StepAttemptFailed, StepError
+from runstate.runs.reducer import RejectCode
 from runstate.runs.state import ActionState, RunStatus, StepPhase
 from runstate.schemas.events import (
+    AgentEvent,
     ExternalActionIntended,
     FailureReason,
     RetryScheduled,
+    RunCancelled,
     StepFailed,
     StepStarted,
 )
+from runstate.streams.producer import Delivery
 
 RunFactory = Callable[..., DurableRun]
 
@@ -178,6 +182,77 @@ def test_unknown_outcome_without_reconcile_fails_the_run_for_a_person(
     state = runs.read("run-1")
     assert state is not None
     assert (state.status, state.needs_attention, sent) == (RunStatus.FAILED, True, [])
+
+
+def test_an_intent_the_processor_refused_is_never_followed_by_the_action(
+    runs: InMemoryRuns, clock: ManualClock, new_run: RunFactory
+) -> None:
+    """An operator cancels the run while the step body runs: the reducer refuses the
+    ExternalActionIntended (the run ended), so nothing would record the action's outcome and
+    a restart could not tell it happened. The SDK must stop before calling the system."""
+    sent: list[str] = []
+
+    def body(ctx: StepContext) -> str:
+        runs.emit(runs.new_event(RunCancelled, "run-1", by="ops", reason="customer withdrew"))
+        return ctx.call_once("k", lambda: sent.append("x") or "m", system="email").external_id
+
+    with pytest.raises(StepError, match="was not applied"):
+        new_run().step("send_email", body)
+    assert sent == []
+    assert [r.event.event_type for r in runs.rejected] == ["ExternalActionIntended"]
+    state = runs.read("run-1")
+    assert state is not None and state.status is RunStatus.CANCELLED
+    assert state.external_action("k") is None
+    assert "ExternalActionRecorded" not in types(runs)
+
+
+class _KeyTakenFirst:
+    """An event sink where a second writer's intent for the same key lands just before ours,
+    after the SDK read the state (the race one process per run is meant to rule out)."""
+
+    def __init__(self, runs: InMemoryRuns, *, step: str, system: str) -> None:
+        self.runs = runs
+        self.step = step
+        self.system = system
+
+    def new_event(self, cls: type[AgentEvent], run_id: str, **fields: object) -> AgentEvent:
+        return self.runs.new_event(cls, run_id, **fields)
+
+    def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery:
+        if isinstance(event, ExternalActionIntended):
+            self.runs.emit(
+                self.runs.new_event(
+                    ExternalActionIntended,
+                    event.run_id,
+                    step=self.step,
+                    idempotency_key=event.idempotency_key,
+                    system=self.system,
+                    producer="another-agent-process",
+                )
+            )
+        return self.runs.emit(event)
+
+
+@pytest.mark.parametrize(
+    ("step", "system"), [("other_step", "email"), ("send_email", "sms")], ids=["step", "system"]
+)
+def test_an_intent_refused_because_another_writer_took_the_key_is_not_acted_on(
+    runs: InMemoryRuns, clock: ManualClock, step: str, system: str
+) -> None:
+    sent: list[str] = []
+
+    def body(ctx: StepContext) -> str:
+        return ctx.call_once("k", lambda: sent.append("x") or "m", system="email").external_id
+
+    sink = _KeyTakenFirst(runs, step=step, system=system)
+    run = DurableRun.start(
+        sink, runs, run_id="run-1", agent="a", input="{}", prompt_version="a@1", owner="o",
+        source="test", clock=clock,
+    )  # fmt: skip
+    with pytest.raises(StepError, match="was not applied"):
+        run.step("send_email", body)
+    assert sent == []
+    assert [r.rejection.code for r in runs.rejected] == [RejectCode.ACTION_CONFLICT]
 
 
 def test_a_failed_attempt_waits_for_its_not_before_then_only_that_step_retries(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from runstate.agents.credit_limit import notification_keys
 from runstate.streams.broker import LocalBroker
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,11 @@ def test_demo_runs_the_credit_limit_example_once_per_side_effect(
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert kafka_bootstrap.split(":")[1] in out  # it used the session's broker
-    assert "each notification was sent exactly once" in out
+    # The service's rows, counted here rather than trusted from the demo's own verdict line.
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in proc.stdout.splitlines()]
+    notifications = {row[1]: (row[2], row[3]) for row in rows if row[:1] == ["notification"]}
+    expected = {key.replace("run-1", "<run>") for key in notification_keys("run-1").values()}
+    assert notifications == dict.fromkeys(expected, ("1", "1")), out[-3000:]
+    assert "each of the 3 notifications was sent exactly once" in out
     assert "check_form ran 1 time(s)" in out
     assert "RunCompleted" in out

@@ -46,22 +46,31 @@ class MemoryKafka:
     def topics(self) -> set[str]:
         return {self.topic}
 
+    def _only(self, topic: str) -> None:
+        # One topic lives here; asking for another (or None) is a caller's bug, not "empty".
+        if topic != self.topic:
+            raise KeyError(f"MemoryKafka holds {self.topic!r}, not {topic!r}")
+
     def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
+        self._only(topic)
         return {
             p: (self.deleted.get(p, min(recs, default=0)), max(recs, default=-1) + 1)
             for p, recs in self.partitions.items()
         }
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        self._only(topic)
         low, high = self.watermarks(topic)[partition]
         recs = self.partitions[partition]
         return next((o for o in range(low, high) if recs[o] >= timestamp_ms), high)
 
     def delete_records(self, topic: str, before: Mapping[int, int]) -> dict[int, int]:
+        self._only(topic)
         self.deleted.update(before)
         return dict(before)
 
     def sample_sizes(self, topic: str, partition: int, *, start: int, limit: int) -> SizeSample:
+        self._only(topic)
         return SizeSample(10, 1000)  # 100 bytes a record
 
     def read_records(

@@ -123,6 +123,33 @@ def test_apply_refuses_a_trim_one_offset_past_the_archive(
     assert kafka.deleted == {}
 
 
+def test_a_refused_partition_does_not_stop_the_others(
+    tmp_path: Path, record_factory: RecordFactory
+) -> None:
+    context = _context(tmp_path)
+    topic = context.names.events
+    store = context.store(topic)
+    kafka = MemoryKafka(topic, {p: {o: T0_MS for o in range(100)} for p in (0, 1, 2, 3)})
+    for partition in (1, 2, 3):  # partition 0 has nothing archived: nothing to trim there
+        store.put_segment(build_segment(topic, partition, record_factory(range(0, 40))))
+    plan = plan_retention(context, kafka, now=NOW)
+    assert [(t.plan.partition, t.plan.trim_to) for t in plan.trims] == [
+        (0, None),
+        (1, 40),
+        (2, 40),
+        (3, 40),
+    ]
+    (manifest,) = store.list_manifests(topic, 2)
+    (tmp_path / "archive" / manifest.manifest_name).unlink()  # partition 2 is no longer backed
+
+    outcome = apply_retention(context, kafka, plan)
+
+    [refused] = [r for r in outcome.refused if " trim to " in r]
+    assert refused.startswith(f"{topic}/2: trim to 40 refused")
+    assert outcome.trimmed == {(topic, 1): 40, (topic, 3): 40}
+    assert kafka.deleted == {1: 40, 3: 40}
+
+
 def test_expiry_deletes_old_segments_except_those_under_legal_hold(
     tmp_path: Path, record_factory: RecordFactory
 ) -> None:

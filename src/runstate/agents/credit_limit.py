@@ -50,6 +50,7 @@ __all__ = [
     "SAMPLE_REQUEST",
     "CreditLimitAgent",
     "main",
+    "notification_keys",
 ]
 
 AGENT = "credit-limit"
@@ -73,6 +74,17 @@ def _normalise_phone(text: str) -> str:
     if len(digits) == 11 and digits[0] in "78":
         return "+7" + digits[1:]
     return text
+
+
+def notification_keys(run_id: str) -> dict[str, str]:
+    """The idempotency key of each notification the agent sends for ``run_id``, by purpose:
+    ``correction`` (sent when the phone is invalid, as in :data:`SAMPLE_REQUEST`),
+    ``manager`` and ``decision``. Each is sent at most once per run."""
+    return {
+        "correction": f"{run_id}:ask-correction:phone",
+        "manager": f"{run_id}:notify-manager",
+        "decision": f"{run_id}:notify-decision",
+    }
 
 
 def _applicant_reply(field_name: str) -> str:
@@ -133,7 +145,7 @@ class CreditLimitAgent:
             raise ValueError("the IIN must be 12 digits")
         clean["phone"] = _normalise_phone(str(clean.get("phone", "")))
         if not _PHONE.match(clean["phone"]):
-            key = f"{ctx.run.run_id}:ask-correction:phone"
+            key = notification_keys(ctx.run.run_id)["correction"]
             ctx.call_once(
                 key,
                 lambda: (
@@ -151,7 +163,7 @@ class CreditLimitAgent:
 
     def notify_manager(self, ctx: StepContext) -> None:
         """Tell the manager a request waits for them (once, whatever happens later)."""
-        key = f"{ctx.run.run_id}:notify-manager"
+        key = notification_keys(ctx.run.run_id)["manager"]
         ctx.call_once(
             key,
             lambda: (
@@ -175,7 +187,7 @@ class CreditLimitAgent:
 
     def notify_applicant(self, ctx: StepContext, clean: dict[str, Any], outcome: str) -> str:
         """Tell the applicant the decision (once)."""
-        key = f"{ctx.run.run_id}:notify-decision"
+        key = notification_keys(ctx.run.run_id)["decision"]
         result = ctx.call_once(
             key,
             lambda: (

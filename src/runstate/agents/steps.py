@@ -539,7 +539,7 @@ class DurableRun:
                 system=system,
             )
             confirmed = self.state().external_action(idempotency_key)
-            if confirmed is None or confirmed.step != ctx.step:
+            if confirmed is None or (confirmed.step, confirmed.system) != (ctx.step, system):
                 raise StepError(
                     f"the intent for {idempotency_key!r} was not applied (the processor refused"
                     " it; see the dead letters); the action was not performed"

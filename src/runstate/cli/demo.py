@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,8 +43,8 @@ from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
 from runstate.agents.client import HttpRunStateReader
-from runstate.agents.credit_limit import EXIT_WAITING, MANAGER
-from runstate.agents.effects import EffectsService
+from runstate.agents.credit_limit import EXIT_WAITING, MANAGER, notification_keys
+from runstate.agents.effects import EffectCount, EffectsService
 from runstate.agents.reactor import Reactor
 from runstate.cli.broker import _broker
 from runstate.errors import Error
@@ -314,17 +315,18 @@ def _report(d: _Demo, run_id: str, effects: EffectsService) -> None:
     console = d.console
     console.rule("side effects, as the service counted them")
     counts = Table("kind", "idempotency key", "requests", "effects")
-    once = True
-    for kind, keys in sorted(effects.counts().items()):
+    counted = effects.counts()
+    for kind, keys in sorted(counted.items()):
         for key, c in sorted(keys.items()):
             counts.add_row(kind, key.replace(run_id, "<run>"), str(c.requests), str(c.effects))
-            if kind == "notification" and c.effects != 1:
-                once = False
     console.print(counts)
+    expected = notification_keys(run_id).values()
+    problems = notification_problems(counted, expected)
     console.print(
-        "[green]each notification was sent exactly once[/]"
-        if once
-        else "[red]a notification was sent more than once[/]"
+        f"[green]each of the {len(expected)} notifications was sent exactly once[/]"
+        if not problems
+        else "[red]notifications were not sent exactly once:[/] "
+        + "; ".join(p.replace(run_id, "<run>") for p in problems)
     )
 
     console.rule(f"event history of run {run_id}")
@@ -365,6 +367,28 @@ def _report(d: _Demo, run_id: str, effects: EffectsService) -> None:
         f"check_form ran {form_checks} time(s); after the decision the agent resumed at"
         f" {resumed_at} (it completed the approval step, then went on)"
     )
+    if problems:
+        raise Error("a side effect was not performed exactly once; see the counts above")
+
+
+def notification_problems(
+    counts: Mapping[str, Mapping[str, EffectCount]], expected: Iterable[str]
+) -> list[str]:
+    """What keeps the demo from saying "each notification was sent exactly once", read from
+    the side-effect service's own counts: an expected notification never sent or sent more
+    than once, or one nobody expected. Empty when the claim is true."""
+    sent = counts.get("notification", {})
+    wanted = list(expected)
+    problems = []
+    for key in wanted:
+        effects = sent[key].effects if key in sent else 0
+        if effects != 1:
+            problems.append(f"{key} was sent {effects} time(s)")
+    problems += [
+        f"{key} was sent {sent[key].effects} time(s), and was not expected"
+        for key in sorted(set(sent) - set(wanted))
+    ]
+    return problems
 
 
 def _short(value: Any, run_id: str) -> str:
