@@ -86,8 +86,11 @@ def test_every_read_waits_for_the_last_event_this_process_wrote(
 ) -> None:
     start(runs, clock).step("a", lambda ctx: "done")
     reader = PositionRecordingReader(runs)
+    before = runs.latest_position(RUN)
     run = DurableRun.attach(runs, reader, RUN, clock=clock)  # type: ignore[arg-type]
-    assert reader.afters == [runs.latest_position(RUN)]  # what was there before it attached
+    # what was there before it attached, then its own claim of the run (the lease)
+    assert reader.afters == [before, runs.latest_position(RUN)]
+    assert reader.afters[1] != before
     run.step("b", lambda ctx: "done")
     run.state()
     assert reader.afters[-1] == runs.latest_position(RUN)  # read-your-writes
