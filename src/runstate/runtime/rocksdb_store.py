@@ -341,7 +341,13 @@ def _store_error(exc: Exception, doing: str) -> StoreError:
         return StoreInUse(
             f"{doing}: the store is open elsewhere ({text}); stop the other worker using it"
         )
-    if "corruption" in lowered or "invalid argument" in lowered or "not a directory" in lowered:
+    if (
+        "corruption" in lowered
+        or "invalid argument" in lowered
+        or "not a directory" in lowered
+        # a file the store's own metadata names is gone (e.g. a deleted MANIFEST)
+        or "no such file or directory" in lowered
+    ):
         return StoreDamaged(
             f"{doing}: the store is damaged ({text}); drop the partition and restore it "
             "from the changelog"
