@@ -229,7 +229,9 @@ def test_rocksdb_missing_manifest_raises_store_damaged(tmp_path: Path) -> None:
 def test_rocksdb_malformed_offset_raises_store_damaged_and_releases_the_store(
     tmp_path: Path,
 ) -> None:
-    """Scenario 5's garbled offset: damaged, and once dropped the partition opens afresh."""
+    """Found by the fault battery (scenario 5): a store whose offset record was garbled
+    raised StoreDamaged but stayed open (and locked) while the error was alive, so the loop's
+    drop-and-reopen in its ``except`` block failed with StoreInUse and the worker exited."""
     store = RocksDBStore(tmp_path)
     store.open(0).apply([(b"a", b"1")], changelog_offset=1)
     store.close()
@@ -239,8 +241,9 @@ def test_rocksdb_malformed_offset_raises_store_damaged_and_releases_the_store(
     db.close()
 
     again = RocksDBStore(tmp_path)
-    with pytest.raises(StoreDamaged, match="malformed changelog offset"):
+    with pytest.raises(StoreDamaged, match="malformed changelog offset") as caught:
         again.open(0)
+    assert caught.value.__traceback__ is not None  # the error (and its frames) still alive
     again.drop(0)
     assert again.open(0).changelog_offset() is None
     again.close()

@@ -96,7 +96,15 @@ class RocksDBPartitionStore:
         self._write_options = WriteOptions()
         # a property at run time; rocksdict's stub declares it a method
         self._write_options.disable_wal = not options.wal  # type: ignore[method-assign,assignment]
-        self._offset = self._read_offset()
+        try:
+            self._offset = self._read_offset()
+        except StoreError:
+            # Release the directory's lock now: the caller drops and reopens the partition
+            # while this error (and with it this half-made object) is still alive.
+            db, self._db, self._meta = self._db, None, None
+            with contextlib.suppress(Exception):
+                db.close()
+            raise
 
     @property
     def partition(self) -> int:
