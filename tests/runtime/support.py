@@ -28,13 +28,12 @@ from runstate.runs.run_index import rebuild_indexes
 from runstate.runs.state_codec import decode_change, decode_state
 from runstate.runtime.app import RuntimeWorker
 from runstate.runtime.config import RuntimeConfig
-from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.schemas.events import AgentEvent
 from runstate.streams.producer import EventProducer
 from runstate.streams.reader import RawRecord, read_topic
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
 from tests.factories import make_run
-from tests.faults.oracle import Expected, fold_log
+from tests.faults.oracle import Expected, fold_log, restore_changelog
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
@@ -219,11 +218,7 @@ def check_outputs(
             break
     # The changelog holds each run's layout (head, entries, index keys): what a restore
     # rebuilds from it must be the fold's state, with exact indexes.
-    stores: dict[int, MemoryPartitionStore] = {}
-    for r in read(bootstrap, names.runs_changelog):
-        if r.key is not None:
-            store = stores.setdefault(r.partition, MemoryPartitionStore(r.partition))
-            store.apply([(r.key, r.value)], changelog_offset=r.offset)
+    stores = restore_changelog(read(bootstrap, names.runs_changelog))
     for run_id, state in expected.states.items():
         restored = [s for store in stores.values() if (s := load_run(store, run_id)) is not None]
         if restored != [state]:
