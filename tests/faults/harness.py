@@ -1,10 +1,15 @@
 """What the fault scenarios act on: worker processes, brokers, and a stream of agent runs.
 
-Workers are ``runstate processor run`` child processes in their own session (so kill -9,
-SIGSTOP and SIGCONT hit the whole process), started through :mod:`tests.faults.crashpoints`
-so a scenario can arm a crash point. Load is realistic runs (``tests.factories``) interleaved
-the way many agents write at once, and every acknowledged event is remembered: the oracle
-checks that each one is in the log.
+Workers are ``runstate processor run --engine runtime`` child processes (the exactly-once
+runtime on confluent-kafka) in their own session (so kill -9, SIGSTOP and SIGCONT hit the
+whole process), started through :mod:`tests.faults.crashpoints` so a scenario can arm one of
+the runtime's crash points while the worker runs. Every setting the harness gives a worker
+is a runtime setting: ``--worker-id`` (also its ``group.instance.id`` and
+``transactional.id``), ``--data-dir`` (its RocksDB stores), ``--web-port`` (query API),
+``--deadline-interval``, and ``RUNSTATE_RUNTIME_*`` variables for the rest.
+
+Load is realistic runs (``tests.factories``) interleaved the way many agents write at once,
+and every acknowledged event is remembered: the oracle checks that each one is in the log.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from tests.factories import make_run
 from tests.polling import assert_eventually, http_json
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Workers import this checkout's code (tests included), whatever is installed in the venv.
+PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 JARS = ROOT / ".runstate" / "jars" / f"kafka-{KAFKA_VERSION}"
 T = TypeVar("T")
 
@@ -108,7 +115,7 @@ class WorkerProcess:
         args = [
             sys.executable, "-m", "tests.faults.crashpoints", "processor", "run",
             "--worker-id", self.worker_id, "--data-dir", str(self.data_dir),
-            "--web-port", str(self.port), "--deadline-interval", "1", "--log-level", "warn",
+            "--web-port", str(self.port), "--deadline-interval", "1", "--engine", "runtime",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self.starts + 1} ===\n".encode())
@@ -186,6 +193,8 @@ class Deployment:
     partitions: int
     root: Path
     session_timeout_s: float = 6.0
+    #: More ``RUNSTATE_RUNTIME_*`` settings of every worker (e.g. ``STANDBY_REPLICAS``).
+    runtime: dict[str, str] = field(default_factory=dict)
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
@@ -208,10 +217,13 @@ class Deployment:
             RUNSTATE_TOPIC_PREFIX=self.prefix,
             RUNSTATE_PARTITIONS=str(self.partitions),
             RUNSTATE_MAX_EVENT_BYTES=str(64 * 1024),
-            RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S=str(self.session_timeout_s),
-            RUNSTATE_PROCESSOR_EXPIRY_RESEND_S="30",
-            PYTHONPATH=str(ROOT),
+            RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS=str(int(self.session_timeout_s * 1000)),
+            RUNSTATE_RUNTIME_EXPIRY_RESEND_S="30",
+            # a zombie's open transaction holds the new owner's offsets until it ends
+            RUNSTATE_RUNTIME_TRANSACTION_TIMEOUT_MS="10000",
+            PYTHONPATH=PYTHONPATH,
         )
+        env.update({f"RUNSTATE_RUNTIME_{k.upper()}": v for k, v in self.runtime.items()})
         return env
 
     def worker(self, worker_id: str, *, data_dir: Path | None = None) -> WorkerProcess:
@@ -282,6 +294,38 @@ class Deployment:
         if unless is not None and unless():
             return None
         return time.monotonic() - began
+
+
+#: Exit code of a runtime worker that was fenced (or whose consumer failed fatally): by
+#: design a supervisor starts it again.
+EXIT_FENCED = 75
+
+
+class Supervisor:
+    """Restarts workers that exit with :data:`EXIT_FENCED`, as a process supervisor would;
+    any other exit is left alone (the scenario counts it as a death)."""
+
+    def __init__(self, workers: Sequence[WorkerProcess], *, interval_s: float = 0.5) -> None:
+        self.workers = list(workers)
+        self.restarts: list[str] = []
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="supervisor")
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            for w in self.workers:
+                if w.proc is not None and w.proc.poll() == EXIT_FENCED:
+                    self.restarts.append(f"{w.worker_id} exited {EXIT_FENCED} (fenced)")
+                    w.start()
 
 
 def interleave(runs: Sequence[list[AgentEvent]], *, active: int, seed: int) -> Iterator[AgentEvent]:
