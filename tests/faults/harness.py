@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -302,12 +303,18 @@ EXIT_FENCED = 75
 
 
 class Supervisor:
-    """Restarts workers that exit with :data:`EXIT_FENCED`, as a process supervisor would;
-    any other exit is left alone (the scenario counts it as a death)."""
+    """Restarts workers that exit with an error (any code but 0 and signals) after a short
+    back-off, as a process supervisor (systemd ``Restart=on-failure`` with ``RestartSec``,
+    a pod's restart policy) would; :attr:`restarts` counts them by worker and exit code, and
+    :attr:`reasons` keeps each exit code's last line of output."""
 
-    def __init__(self, workers: Sequence[WorkerProcess], *, interval_s: float = 0.5) -> None:
+    def __init__(
+        self, workers: Sequence[WorkerProcess], *, backoff_s: float = 2.0, interval_s: float = 0.5
+    ) -> None:
         self.workers = list(workers)
-        self.restarts: list[str] = []
+        self.restarts: Counter[str] = Counter()
+        self.reasons: dict[int, str] = {}
+        self._backoff_s = backoff_s
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="supervisor")
@@ -320,12 +327,27 @@ class Supervisor:
         self._stop.set()
         self._thread.join(10)
 
+    def summary(self) -> dict[str, object]:
+        return {"restarts": dict(sorted(self.restarts.items())), "exit codes": self.reasons}
+
     def _run(self) -> None:
+        due: dict[str, float] = {}
         while not self._stop.wait(self._interval_s):
             for w in self.workers:
-                if w.proc is not None and w.proc.poll() == EXIT_FENCED:
-                    self.restarts.append(f"{w.worker_id} exited {EXIT_FENCED} (fenced)")
-                    w.start()
+                code = None if w.proc is None else w.proc.poll()
+                if code is None or code <= 0:
+                    continue
+                at = due.setdefault(w.worker_id, time.monotonic() + self._backoff_s)
+                if time.monotonic() < at:
+                    continue
+                del due[w.worker_id]
+                self.restarts[f"{w.worker_id} after exit {code}"] += 1
+                self.reasons[code] = (
+                    "fenced or failed for good (restart it)"
+                    if code == EXIT_FENCED
+                    else w.tail(1).strip()[:160]
+                )
+                w.start()
 
 
 def interleave(runs: Sequence[list[AgentEvent]], *, active: int, seed: int) -> Iterator[AgentEvent]:

@@ -21,7 +21,8 @@ from runstate.streams.topics import TopicNames
 from tests.faults.report import ScenarioResult
 from tests.runtime.standby_takeover import standby_takeover
 
-ROUNDS = 3
+#: (how w-1 ends, w-2's standby reading interval) per round.
+ROUNDS = [(signal.SIGKILL, 0.2), (signal.SIGKILL, 0.2), (signal.SIGTERM, 5.0)]
 
 
 @pytest.mark.faults
@@ -33,16 +34,17 @@ def test_standby_takeover_restores_at_most_what_was_committed_since_its_last_rea
     scenario: ScenarioResult,
     seed: int,
 ) -> None:
-    scenario.scenario, scenario.title = "10", "standby takeover after kill -9"
+    scenario.scenario, scenario.title = "10", "standby takeover (kill -9, stop)"
     scenario.injections = (
-        f"{ROUNDS} rounds: 2 workers (one with standby_replicas=1), 4 partitions, 600 runs;"
-        " kill -9 of the owner while the second half of the events arrives"
+        f"{len(ROUNDS)} rounds: 2 workers (one with standby_replicas=1), 4 partitions, 600 runs;"
+        " kill -9 (2 rounds) or stop (1 round) of the owner while the second half of the"
+        " events arrives"
     )
     scenario.figures["recovery"] = "restore of a taken-over partition (changelog records read)"
     per_partition: dict[str, str] = {}
     restored = since = whole = 0
     bad: list[str] = []
-    for r in range(ROUNDS):
+    for r, (ending, interval_s) in enumerate(ROUNDS):
         names = TopicNames(unique_name(f"f10r{r}"))
         logs = tmp_path / f"round-{r}"
         logs.mkdir()
@@ -50,15 +52,15 @@ def test_standby_takeover_restores_at_most_what_was_committed_since_its_last_rea
             kafka_bootstrap,
             names,
             logs,
-            ending=signal.SIGKILL,
-            standby_interval_s=0.2,
+            ending=ending,
+            standby_interval_s=interval_s,
             runs=600,
             seed=seed + r,
         )
         if t.verdict.problems or not t.verdict.complete:
             bad.append(f"round {r}: outputs {t.verdict.problems or 'incomplete'}")
         for p in t.partitions:
-            per_partition[f"round {r} partition {p.partition}"] = (
+            per_partition[f"round {r} ({ending.name}) partition {p.partition}"] = (
                 f"restored {p.restored}, committed since the standby's last read"
                 f" {p.committed_since_standby}, whole partition {p.whole_partition}"
             )
@@ -69,7 +71,7 @@ def test_standby_takeover_restores_at_most_what_was_committed_since_its_last_rea
                 bad.append(f"round {r} partition {p.partition}: restored more than the tail")
             if p.standby_last_read is None or p.restored >= p.whole_partition:
                 bad.append(f"round {r} partition {p.partition}: no warm standby used")
-    scenario.figures["kill -9"] = ROUNDS
+    scenario.figures["kill -9"] = sum(1 for e, _ in ROUNDS if e == signal.SIGKILL)
     scenario.figures["takeover restores (changelog records)"] = per_partition
     scenario.figures["total: restored / committed since standby read / whole partitions"] = (
         f"{restored} / {since} / {whole}"
