@@ -37,8 +37,8 @@ def test_standby_takeover_restores_at_most_what_was_committed_since_its_last_rea
     scenario.scenario, scenario.title = "10", "standby takeover (kill -9, stop)"
     scenario.injections = (
         f"{len(ROUNDS)} rounds: 2 workers (one with standby_replicas=1), 4 partitions, 600 runs;"
-        " kill -9 (2 rounds) or stop (1 round) of the owner while the second half of the"
-        " events arrives"
+        " kill -9 (2 rounds) or stop (1 round, dynamic membership) of the owner while the"
+        " second half of the events arrives"
     )
     scenario.figures["recovery"] = "restore of a taken-over partition (changelog records read)"
     per_partition: dict[str, str] = {}
@@ -56,6 +56,7 @@ def test_standby_takeover_restores_at_most_what_was_committed_since_its_last_rea
             standby_interval_s=interval_s,
             runs=600,
             seed=seed + r,
+            static_membership=ending == signal.SIGKILL,
         )
         if t.verdict.problems or not t.verdict.complete:
             bad.append(f"round {r}: outputs {t.verdict.problems or 'incomplete'}")

@@ -69,15 +69,22 @@ def standby_takeover(
     standby_interval_s: float,
     runs: int = 200,
     seed: int = 11,
+    static_membership: bool = True,
 ) -> Takeover:
-    """Run the takeover and measure it; asserts only that it happened (the caller judges)."""
+    """Run the takeover and measure it; asserts only that it happened (the caller judges).
+
+    With ``static_membership=False`` a stopped w-1 leaves the group at once (a static member
+    keeps its partitions until its session times out, while w-2's standby reads on)."""
     create_topics(bootstrap, names, PARTITIONS)
     events = list(interleave(agent_runs(runs, prefix="run", seed=seed), seed=seed))
     half = len(events) // 2
     produce_events(bootstrap, names, events[:half])
 
     first = WorkerProcess(
-        runtime_config(bootstrap, names, PARTITIONS, worker_id="w-1"), logs / "w-1.log"
+        runtime_config(
+            bootstrap, names, PARTITIONS, worker_id="w-1", static_membership=static_membership
+        ),
+        logs / "w-1.log",
     ).start()
     assert_eventually(first.has_partitions, timeout_s=90, what="w-1 assigned")
     restore = AssignedRestore(
@@ -91,6 +98,7 @@ def standby_takeover(
         standby_replicas=1,
         standby_interval_s=standby_interval_s,
         standby_tick_records=2_000,
+        static_membership=static_membership,
     )
     second = Running(build_worker(config, restore=restore))
     worker = second.worker.worker

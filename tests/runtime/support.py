@@ -268,6 +268,7 @@ class WorkerProcess:
             "RUNSTATE_RUNTIME_STORE": c.store,
             "RUNSTATE_RUNTIME_WEB_PORT": str(c.web_port),
             "RUNSTATE_RUNTIME_STANDBY_REPLICAS": str(c.standby_replicas),
+            "RUNSTATE_RUNTIME_STATIC_MEMBERSHIP": str(c.static_membership).lower(),
         }
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self.starts + 1} crash_at={crash_at!r} ===\n".encode())
