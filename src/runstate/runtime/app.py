@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
 from runstate.runtime.checkpoint import Checkpoint
-from runstate.runtime.clients import ConsumerErrors, consumer_settings, producer_settings
+from runstate.runtime.clients import consumer_settings, producer_settings
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
@@ -113,8 +113,7 @@ def build_worker(
         return decode_event(data, codec=codec, topic=topic, partition=partition, offset=offset)
 
     state_codec = StateCodec(codec)
-    consumer_errors = ConsumerErrors()
-    consumer = clients.consumer({**consumer_settings(config), "error_cb": consumer_errors})
+    consumer = clients.consumer(consumer_settings(config))
     producer = clients.producer(
         producer_settings(
             config.bootstrap_servers,
@@ -194,7 +193,6 @@ def build_worker(
             interval_s=config.eviction_interval_s,
         ),
         standbys=standbys,
-        consumer_errors=consumer_errors,
     )
     queries = None
     if config.web_port and owners is not None:

@@ -6,7 +6,6 @@ Tests pass small recording stand-ins through the same protocols; production pass
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
@@ -16,7 +15,6 @@ from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.owners import client_id
 
 __all__ = [
-    "ConsumerErrors",
     "DeliveryReport",
     "GroupConsumer",
     "Headers",
@@ -27,30 +25,6 @@ __all__ = [
 
 Headers = list[tuple[str, str | bytes | None]]
 DeliveryReport = Callable[[KafkaError | None, Message], None]
-
-log = logging.getLogger(__name__)
-
-
-class ConsumerErrors:
-    """The consumer's ``error_cb``: logs each error and remembers the first fatal one.
-
-    librdkafka reports some fatal consumer errors only through this callback, never as a
-    message from ``consume()``: after a broker restart a static member can be fenced by its
-    own rejoin ("Static consumer fenced by other consumer with same group.instance.id"), and
-    the consumer then sits in the group with no partitions for good. The loop checks
-    :attr:`fatal` every iteration and stops the worker, so a supervisor restarts it.
-    """
-
-    def __init__(self) -> None:
-        self.fatal: KafkaError | None = None
-
-    def __call__(self, error: KafkaError) -> None:
-        if error.fatal():
-            if self.fatal is None:
-                self.fatal = error
-            log.error("consumer: fatal error: %s", error.str())
-        else:
-            log.warning("consumer: %s", error.str())
 
 
 class TransactionalProducer(Protocol):

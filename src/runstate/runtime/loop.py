@@ -45,8 +45,7 @@ from confluent_kafka import (
 from runstate.errors import StoreDamaged
 from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.keyspace import KeyValueReader
-from runstate.runtime.checkpoint import Checkpoint, Fenced
-from runstate.runtime.clients import ConsumerErrors
+from runstate.runtime.checkpoint import Checkpoint
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
@@ -75,10 +74,8 @@ class Worker:
         expiries: ApprovalExpiries | None = None,
         eviction: FinishedRunEviction | None = None,
         standbys: Standbys | None = None,
-        consumer_errors: ConsumerErrors | None = None,
     ) -> None:
         self._config = config
-        self._consumer_errors = consumer_errors
         self._topic = config.names.events
         self._consumer = consumer
         self._checkpoint = checkpoint
@@ -185,8 +182,7 @@ class Worker:
         """Process until :meth:`stop`, then checkpoint and close.
 
         Raises:
-            Fenced: another instance took over, or the consumer failed fatally; this process
-                must exit and be restarted.
+            Fenced: another instance took over; this process must exit and be restarted.
             CheckpointFailed: at-least-once outputs were not delivered.
         """
         self._checkpoint.start()
@@ -208,11 +204,6 @@ class Worker:
             self._store.close()
 
     def _iterate(self) -> None:
-        if self._consumer_errors is not None and self._consumer_errors.fatal is not None:
-            raise Fenced(
-                f"the consumer failed fatally ({self._consumer_errors.fatal.str()}); it can"
-                " take no partitions any more: restart the worker"
-            )
         aborts = self._checkpoint.aborts
         messages = self._take(timeout=max(0.001, min(0.1, self._checkpoint.time_left())))
         self._last_poll = time.monotonic()
