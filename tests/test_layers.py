@@ -107,17 +107,11 @@ def test_the_run_domain_imports_no_runtime(path: Path) -> None:
 
 #: Retired with the faust processor; nothing may bring them back.
 RETIRED = {"faust", "mode", "aiokafka"}
-#: The fault battery is being ported to the runtime on a branch of its own (issue 10); until
-#: that merges, its crash points still patch faust. Remove this exclusion with the merge.
-NOT_YET_PORTED = ROOT / "tests" / "faults"
 
 
 def _python_files() -> list[Path]:
     return sorted(
-        p
-        for folder in ("src", "tests", "benchmarks")
-        for p in (ROOT / folder).rglob("*.py")
-        if not p.is_relative_to(NOT_YET_PORTED)
+        p for folder in ("src", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")
     )
 
 

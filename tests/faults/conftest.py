@@ -8,6 +8,8 @@ the quick variants that run in ``make test`` must not rewrite the report.
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,6 +64,22 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[ScenarioResult]:
     if request.node.get_closest_marker("faults") is not None and row.scenario != "?":
         save_row(row)
         _saved_this_session.append(row.scenario)
+
+
+#: Set to replay a scenario's random choices (its report row and output name the seed).
+SEED_ENV = "FAULTS_SEED"
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest, scenario: ScenarioResult) -> int:
+    """The scenario's random seed: ``FAULTS_SEED`` if set, else a fresh one; printed and put
+    in the report row with a ``reproduce`` line that sets it."""
+    fixed = os.environ.get(SEED_ENV)
+    value = int(fixed) if fixed else random.SystemRandom().randrange(1, 1_000_000)
+    print(f"{request.node.name}: seed {value} (reproduce with {SEED_ENV}={value})")
+    scenario.figures["seed"] = value
+    scenario.reproduce = f"{SEED_ENV}={value} {scenario.reproduce}"
+    return value
 
 
 @pytest.fixture

@@ -1,25 +1,29 @@
-"""Launch ``runstate`` with test-only crash points armed: the worker SIGKILLs itself on cue.
+"""Launch ``runstate`` with crash points a scenario can arm while the worker runs.
 
-The processor has no fault hooks of its own, and product code must not grow test switches,
-so the hooks live here: this module wraps three places of the running worker and then hands
-over to the ordinary CLI (``python -m tests.faults.crashpoints processor run ...``). The
-hooks sit on faust's RocksDB store and consumer only, not on runstate's internals, so they
-test the processor's ordering instead of assuming it.
+The runtime has crash points of its own (:mod:`runstate.runtime.fault_hooks`): the
+checkpoint calls :meth:`CrashPoints.reached` at each step of its commit protocol, and
+``RUNSTATE_RUNTIME_CRASH_AT`` arms them once, at start-up. A scenario wants more: to pick the
+moment while load is already flowing and to arm a long-running worker again and again. So
+this module wraps ``CrashPoints.reached`` with a control file and then hands over to the
+ordinary CLI (``python -m tests.faults.crashpoints processor run ...``);
+the product's own counting still runs underneath.
 
-``RUNSTATE_FAULT_CONTROL=<file>`` names a control file; writing ``<point>:<n>`` into it
-makes the process SIGKILL itself (no clean-up, no flush: the same as ``kill -9``) at the
-``n``-th time execution crosses ``<point>`` from then on. The test empties the file before
-restarting the worker, so the restarted process does not die at once:
+``RUNSTATE_FAULT_CONTROL=<file>`` names the control file; writing ``<point>:<n>`` into it
+makes the process SIGKILL itself (no clean-up, no flush: the same as ``kill -9``) the
+``n``-th time the checkpoint passes ``<point>`` from then on. The test empties the file
+before restarting the worker, so the restarted process does not die at once. The points
+(exactly-once mode), in the order one checkpoint passes them:
 
-* ``after_outputs`` - just before a table write: the processor has awaited the delivery of
-  the batch's RunStateChanged and latest-state records (its documented order), the table
-  (RocksDB + changelog) is not written yet.
-* ``after_rocksdb`` - the state is in RocksDB, its changelog record is at most queued in the
-  producer's buffer (faust sends it later): RocksDB is ahead of the changelog.
-* ``before_commit`` - faust flushed the producer (changelog sent) and is about to commit the
-  source offsets: state and changelog are ahead of the committed offset.
+* ``after_produce`` - the interval's outputs and changelog records are queued in the open
+  transaction, nothing is flushed, the offsets are not in it yet;
+* ``before_commit`` - everything is flushed and the offsets are in the transaction; the
+  commit is not asked for (the broker aborts the transaction when the next instance of this
+  worker registers its ``transactional.id``);
+* ``after_commit`` - the broker committed; the local store is *not* updated yet (restore
+  must bring it up to the changelog);
+* ``after_apply`` - the store is updated too; the next transaction is not begun.
 
-Without the variable nothing is wrapped; every worker in the battery starts this way.
+Without the variable nothing is wrapped.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+
+from runstate.runtime.fault_hooks import POINTS, CrashPoints
 
 ENV = "RUNSTATE_FAULT_CONTROL"
-POINTS = ("after_outputs", "after_rocksdb", "before_commit")
+#: The points in the order one checkpoint passes them.
+ORDER = ("after_produce", "before_commit", "after_commit", "after_apply")
+assert set(ORDER) == POINTS, "the runtime's crash points changed: update ORDER and the docs"
 
 
 class CrashControl:
@@ -70,26 +77,15 @@ class CrashControl:
 
 
 def arm(control: CrashControl) -> None:
-    """Wrap the three places; each crossing asks ``control`` whether to die now."""
-    from faust.stores import rocksdb
-    from faust.transport.drivers import aiokafka
+    """Wrap the runtime's crash points: each pass asks ``control`` first, then counts as the
+    product would (``RUNSTATE_RUNTIME_CRASH_AT`` keeps working)."""
+    original = CrashPoints.reached
 
-    original_set = rocksdb.Store._set
+    def reached(self: CrashPoints, point: str) -> None:
+        control.crossed(point)
+        original(self, point)
 
-    def _set(self: Any, key: bytes, value: bytes | None) -> None:
-        control.crossed("after_outputs")
-        original_set(self, key, value)
-        control.crossed("after_rocksdb")
-
-    rocksdb.Store._set = _set
-
-    original_commit = aiokafka.Consumer._commit
-
-    async def _commit(self: Any, offsets: Any) -> bool:
-        control.crossed("before_commit")
-        return bool(await original_commit(self, offsets))
-
-    aiokafka.Consumer._commit = _commit
+    CrashPoints.reached = reached  # type: ignore[method-assign]
 
 
 def main() -> None:

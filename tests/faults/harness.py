@@ -1,10 +1,15 @@
 """What the fault scenarios act on: worker processes, brokers, and a stream of agent runs.
 
-Workers are ``runstate processor run`` child processes in their own session (so kill -9,
-SIGSTOP and SIGCONT hit the whole process), started through :mod:`tests.faults.crashpoints`
-so a scenario can arm a crash point. Load is realistic runs (``tests.factories``) interleaved
-the way many agents write at once, and every acknowledged event is remembered: the oracle
-checks that each one is in the log.
+Workers are ``runstate processor run`` child processes (the exactly-once
+runtime on confluent-kafka) in their own session (so kill -9, SIGSTOP and SIGCONT hit the
+whole process), started through :mod:`tests.faults.crashpoints` so a scenario can arm one of
+the runtime's crash points while the worker runs. Every setting the harness gives a worker
+is a runtime setting: ``--worker-id`` (also its ``group.instance.id`` and
+``transactional.id``), ``--data-dir`` (its RocksDB stores), ``--web-port`` (query API),
+``--deadline-interval``, and ``RUNSTATE_RUNTIME_*`` variables for the rest.
+
+Load is realistic runs (``tests.factories``) interleaved the way many agents write at once,
+and every acknowledged event is remembered: the oracle checks that each one is in the log.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -36,6 +42,8 @@ from tests.factories import make_run
 from tests.polling import assert_eventually, http_json
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Workers import this checkout's code (tests included), whatever is installed in the venv.
+PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 JARS = ROOT / ".runstate" / "jars" / f"kafka-{KAFKA_VERSION}"
 T = TypeVar("T")
 
@@ -108,7 +116,7 @@ class WorkerProcess:
         args = [
             sys.executable, "-m", "tests.faults.crashpoints", "processor", "run",
             "--worker-id", self.worker_id, "--data-dir", str(self.data_dir),
-            "--web-port", str(self.port), "--deadline-interval", "1", "--log-level", "warn",
+            "--web-port", str(self.port), "--deadline-interval", "1",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self.starts + 1} ===\n".encode())
@@ -186,6 +194,8 @@ class Deployment:
     partitions: int
     root: Path
     session_timeout_s: float = 6.0
+    #: More ``RUNSTATE_RUNTIME_*`` settings of every worker (e.g. ``STANDBY_REPLICAS``).
+    runtime: dict[str, str] = field(default_factory=dict)
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
@@ -208,10 +218,13 @@ class Deployment:
             RUNSTATE_TOPIC_PREFIX=self.prefix,
             RUNSTATE_PARTITIONS=str(self.partitions),
             RUNSTATE_MAX_EVENT_BYTES=str(64 * 1024),
-            RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S=str(self.session_timeout_s),
-            RUNSTATE_PROCESSOR_EXPIRY_RESEND_S="30",
-            PYTHONPATH=str(ROOT),
+            RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS=str(int(self.session_timeout_s * 1000)),
+            RUNSTATE_RUNTIME_EXPIRY_RESEND_S="30",
+            # a zombie's open transaction holds the new owner's offsets until it ends
+            RUNSTATE_RUNTIME_TRANSACTION_TIMEOUT_MS="10000",
+            PYTHONPATH=PYTHONPATH,
         )
+        env.update({f"RUNSTATE_RUNTIME_{k.upper()}": v for k, v in self.runtime.items()})
         return env
 
     def worker(self, worker_id: str, *, data_dir: Path | None = None) -> WorkerProcess:
@@ -282,6 +295,59 @@ class Deployment:
         if unless is not None and unless():
             return None
         return time.monotonic() - began
+
+
+#: Exit code of a runtime worker that was fenced (or whose consumer failed fatally): by
+#: design a supervisor starts it again.
+EXIT_FENCED = 75
+
+
+class Supervisor:
+    """Restarts workers that exit with an error (any code but 0 and signals) after a short
+    back-off, as a process supervisor (systemd ``Restart=on-failure`` with ``RestartSec``,
+    a pod's restart policy) would; :attr:`restarts` counts them by worker and exit code, and
+    :attr:`reasons` keeps each exit code's last line of output."""
+
+    def __init__(
+        self, workers: Sequence[WorkerProcess], *, backoff_s: float = 2.0, interval_s: float = 0.5
+    ) -> None:
+        self.workers = list(workers)
+        self.restarts: Counter[str] = Counter()
+        self.reasons: dict[int, str] = {}
+        self._backoff_s = backoff_s
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="supervisor")
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def summary(self) -> dict[str, object]:
+        return {"restarts": dict(sorted(self.restarts.items())), "exit codes": self.reasons}
+
+    def _run(self) -> None:
+        due: dict[str, float] = {}
+        while not self._stop.wait(self._interval_s):
+            for w in self.workers:
+                code = None if w.proc is None else w.proc.poll()
+                if code is None or code <= 0:
+                    continue
+                at = due.setdefault(w.worker_id, time.monotonic() + self._backoff_s)
+                if time.monotonic() < at:
+                    continue
+                del due[w.worker_id]
+                self.restarts[f"{w.worker_id} after exit {code}"] += 1
+                self.reasons[code] = (
+                    "fenced or failed for good (restart it)"
+                    if code == EXIT_FENCED
+                    else w.tail(1).strip()[:160]
+                )
+                w.start()
 
 
 def interleave(runs: Sequence[list[AgentEvent]], *, active: int, seed: int) -> Iterator[AgentEvent]:

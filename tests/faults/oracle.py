@@ -1,23 +1,29 @@
 """The oracle: trusts nothing the processor says about itself.
 
-It reads the events back from the events topic (the source of truth), folds each run with
-the pure reducer in log order - exactly what a correct processor does - and compares with
-what the processor published:
+It reads the events back from the events topic (the source of truth), takes each record
+through the intake checks and the pure reducer in log order - exactly what a correct
+processor does - and compares with what the processor published. Every topic is read as a
+``read_committed`` consumer does (:func:`runstate.streams.reader.read_topic`): an aborted
+transaction, a zombie's output, must be invisible, not merely harmless.
 
 * the latest-state topic: the *last* record per run (what compaction keeps and what a reader
-  of the topic ends up with), which must equal the folded state's summary (a whole-state
-  record, as the faust processor writes, is read as its summary);
-* the table's changelog: the last record per run (what the next restore loads), same rule;
-* the state-changes topic: for every ``(run_id, version)`` all copies are byte-identical and
-  equal to the change the reducer makes for that version, and versions are exactly 1..N;
+  of the topic ends up with), which must equal the folded state's summary;
+* the runtime's changelog: restored into a memory store as recovery does (head, entries,
+  index keys per run), every run must load as the folded state, with exact indexes;
+* the state-changes topic: every ``(run_id, version)`` of the fold exactly once, equal to
+  the change the reducer makes for that version (exactly-once: a second identical copy is
+  a doubled output; ``exactly_once=False`` allows identical copies);
+* the dead-letter topic: every record the intake checks or the reducer refuse exactly once
+  (by source partition and offset), and nothing else;
 * the query API, when a worker is given: ``GET /runs/{id}`` equals the folded state;
 * the producers' acknowledgements: every acknowledged event is in the log;
 * side effects, when counts are given: no effect performed twice for one key.
 
-Counted as *lost*: an acknowledged event missing, a run or version missing, a state behind
-the fold. *Doubled*: one ``(run_id, version)`` with two contents, an effect performed twice.
-*Wrong*: a state or change that differs from the fold in any other way (a stale write that
-landed last, a change the reducer would not have made).
+Counted as *lost*: an acknowledged event missing, a run, version or dead letter missing, a
+state behind the fold. *Doubled*: a change or dead letter published twice (or with two
+contents), an effect performed twice. *Wrong*: a state, change or dead letter that differs
+from the fold in any other way (a stale write that landed last, a change the reducer would
+not have made, a good record dead-lettered).
 """
 
 from __future__ import annotations
@@ -27,11 +33,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstate.runs.reducer import Applied, apply
+from runstate.runs.dead_letters import (
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    DeadLetter,
+    SourceRecord,
+)
+from runstate.runs.intake import read_record
+from runstate.runs.layout import load_run
+from runstate.runs.reducer import Applied, Duplicate, apply
+from runstate.runs.run_index import rebuild_indexes
 from runstate.runs.run_view import run_to_json
 from runstate.runs.state import RunState
 from runstate.runs.state_codec import decode_change, decode_state, encode_change
 from runstate.runs.summary import RunSummary, decode_summary, summarize
+from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event
@@ -44,51 +60,84 @@ from runstate.streams.topics import TopicNames
 _SHOWN = 8
 
 
+#: What the harness sets RUNSTATE_MAX_EVENT_BYTES to (larger records are dead-lettered).
+HARNESS_MAX_EVENT_BYTES = 64 * 1024
+
+
 @dataclass
 class Expected:
-    """The fold of the events topic: final state and every change, per run."""
+    """The fold of the events topic: final state and every change per run, and the records
+    that must be dead-lettered (``(partition, offset)``)."""
 
     states: dict[str, RunState]
     changes: dict[tuple[str, int], bytes]
     event_ids: set[str]
     events: int
     undecodable: int
+    dead_letters: set[tuple[int, int]] = field(default_factory=set)
 
 
-def fold_log(records: Iterable[RawRecord], codec: SingleObjectCodec | None = None) -> Expected:
-    """Fold every decodable, correctly keyed event per run in offset order.
+def fold_log(
+    records: Iterable[RawRecord],
+    codec: SingleObjectCodec | None = None,
+    *,
+    max_event_bytes: int = 256 * 1024,
+) -> Expected:
+    """Take every record through the intake checks and the reducer, per run in offset order.
 
     ``codec`` should resolve writer schemas as the processor does (the schemas topic), or
     an event written with a newer compatible schema would count as undecodable here only.
+    ``max_event_bytes`` is the workers' limit (larger records are dead letters).
     """
-    per_run: dict[str, list[tuple[int, AgentEvent]]] = defaultdict(list)
+
+    def decode(data: bytes, *, topic: str, partition: int, offset: int) -> AgentEvent:
+        return decode_event(data, codec=codec, topic=topic, partition=partition, offset=offset)
+
+    per_run: dict[str, list[tuple[int, int, AgentEvent]]] = defaultdict(list)
     ids: set[str] = set()
+    dead: set[tuple[int, int]] = set()
     events = undecodable = 0
     for r in records:
-        if r.value is None:
-            undecodable += 1
-            continue
-        try:
-            e = decode_event(r.value, codec=codec)
-        except Exception:
-            undecodable += 1
+        source = SourceRecord(r.topic, r.partition, r.offset, r.key, r.value)
+        item = read_record(source, decode=decode, max_event_bytes=max_event_bytes)
+        if isinstance(item, DeadLetter):
+            dead.add((r.partition, r.offset))
+            if r.value is not None:
+                try:  # a well-formed event with a wrong key still counts as sent
+                    ids.add(decode_event(r.value, codec=codec).event_id)
+                    events += 1
+                except Exception:
+                    undecodable += 1
+            else:
+                undecodable += 1
             continue
         events += 1
-        ids.add(e.event_id)
-        if r.key is not None and r.key == e.run_id.encode():
-            per_run[e.run_id].append((r.offset, e))
+        ids.add(item.event_id)
+        per_run[item.run_id].append((r.partition, r.offset, item))
     states: dict[str, RunState] = {}
     changes: dict[tuple[str, int], bytes] = {}
-    for run_id, pairs in per_run.items():
+    for run_id, triples in per_run.items():
         state: RunState | None = None
-        for offset, e in sorted(pairs, key=lambda p: p[0]):
+        for partition, offset, e in sorted(triples, key=lambda t: t[1]):
             outcome = apply(state, e, offset=offset)
             if isinstance(outcome, Applied):
                 state = outcome.state
                 changes[(run_id, state.version)] = encode_change(outcome.change)
+            elif not isinstance(outcome, Duplicate):
+                dead.add((partition, offset))
         if state is not None:
             states[run_id] = state
-    return Expected(states, changes, ids, events, undecodable)
+    return Expected(states, changes, ids, events, undecodable, dead)
+
+
+def restore_changelog(records: Iterable[RawRecord]) -> dict[int, MemoryPartitionStore]:
+    """The partition stores a restore from these changelog records builds (memory stores)."""
+    stores: dict[int, MemoryPartitionStore] = {}
+    for r in records:
+        if r.key is not None:
+            store = stores.setdefault(r.partition, MemoryPartitionStore(r.partition))
+            store.apply([(r.key, r.value)], changelog_offset=r.offset)
+    return stores
 
 
 @dataclass
@@ -99,6 +148,8 @@ class Verdict:
     events: int = 0
     changes: int = 0
     change_copies: int = 0
+    dead_letters: int = 0
+    dead_letter_copies: int = 0
     lost: int = 0
     doubled: int = 0
     wrong: int = 0
@@ -116,7 +167,8 @@ class Verdict:
     def summary(self) -> str:
         head = (
             f"runs={self.runs} events={self.events} changes={self.changes}"
-            f" (+{self.change_copies} identical copies) lost={self.lost}"
+            f" (+{self.change_copies} identical copies) dead_letters={self.dead_letters}"
+            f" (+{self.dead_letter_copies} copies) lost={self.lost}"
             f" doubled={self.doubled} wrong={self.wrong}"
         )
         details = [f"  {k}: {v}" for k, vs in self.problems.items() for v in vs]
@@ -155,20 +207,36 @@ def _compare_state(
 
 
 class Oracle:
-    """Checks one deployment's topics (and optionally a worker's answers) against the fold."""
+    """Checks one deployment's topics (and optionally a worker's answers) against the fold.
 
-    def __init__(self, bootstrap: str, names: TopicNames) -> None:
+    ``exactly_once`` (the runtime's default): each change and dead letter exactly once;
+    False (at-least-once mode): identical copies allowed, never two contents.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        names: TopicNames,
+        *,
+        exactly_once: bool = True,
+        max_event_bytes: int = HARNESS_MAX_EVENT_BYTES,
+    ) -> None:
         self.bootstrap = bootstrap
         self.names = names
+        self.exactly_once = exactly_once
+        self.max_event_bytes = max_event_bytes
         self.codec = SingleObjectCodec(
             default_catalog(), writer_source=SchemaTopicSource(bootstrap, names.schemas)
         )
 
     def read(self, topic: str) -> list[RawRecord]:
+        """Every record of ``topic`` a ``read_committed`` consumer sees now."""
         return list(read_topic(self.bootstrap, topic, timeout_s=30))
 
     def expected(self) -> Expected:
-        return fold_log(self.read(self.names.events), self.codec)
+        return fold_log(
+            self.read(self.names.events), self.codec, max_event_bytes=self.max_event_bytes
+        )
 
     def check(
         self,
@@ -184,7 +252,7 @@ class Oracle:
             acked: event ids the producers had confirmed; each must be in the log.
             query: a worker with ``get(path)`` (the HTTP query API) to ask about every run.
             effects: ``{kind: {key: EffectCount}}`` from the counting side-effect service.
-            changelog: also check the table's changelog topic.
+            changelog: also check the runtime's changelog topic.
         """
         exp = self.expected()
         v = Verdict(runs=len(exp.states), events=exp.events, changes=len(exp.changes))
@@ -192,21 +260,20 @@ class Oracle:
             if event_id not in exp.event_ids:
                 v.note("lost", f"acknowledged event {event_id} is not in the events topic")
         self._check_changes(v, exp)
+        self._check_dead_letters(v, exp)
         latest = _last_per_key(self.read(self.names.latest_state))
         for run_id, want in exp.states.items():
             _compare_state(v, "latest-state", run_id, summarize(want), latest.get(run_id.encode()))
         if changelog:
-            table = _last_per_key(self.read(self.names.changelog))
-            for run_id, want in exp.states.items():
-                _compare_state(v, "changelog", run_id, want, table.get(run_id.encode()))
+            self._check_changelog(v, exp)
         if query is not None:
             for run_id, want in exp.states.items():
                 status, body = query.get(f"/runs/{run_id}")
                 if status != 200:
                     v.note("lost", f"query: run {run_id} answered {status} {body}")
                     continue
-                body.pop("served_by", None)
-                body.pop("partition", None)
+                for extra in ("served_by", "partition", "as_of"):
+                    body.pop(extra, None)
                 if body != run_to_json(want):
                     v.note("wrong", f"query: run {run_id} v{body.get('version')} != fold")
         for kind, by_key in (effects or {}).items():
@@ -216,8 +283,51 @@ class Oracle:
                     v.note("doubled", f"effect {kind}/{key} performed {performed} times")
         return v
 
+    def _check_changelog(self, v: Verdict, exp: Expected) -> None:
+        where = self.names.runs_changelog
+        stores = restore_changelog(self.read(where))
+        for run_id, want in exp.states.items():
+            found = []
+            for p, store in stores.items():
+                try:
+                    state = load_run(store, run_id)
+                except Exception as exc:
+                    v.note("wrong", f"changelog: run {run_id} unreadable in partition {p}: {exc}")
+                    continue
+                if state is not None:
+                    found.append(state)
+            if not found:
+                v.note("lost", f"changelog: run {run_id} missing")
+            elif len(found) > 1:
+                v.note("doubled", f"changelog: run {run_id} in {len(found)} partitions")
+            elif found[0] != want:
+                have = found[0]
+                kind = "lost" if have.version < want.version else "wrong"
+                v.note(kind, f"changelog: run {run_id} v{have.version}, fold is v{want.version}")
+        for p, store in sorted(stores.items()):
+            if rebuild_indexes(store):
+                v.note("wrong", f"changelog: indexes of partition {p} differ from the heads")
+
+    def _check_dead_letters(self, v: Verdict, exp: Expected) -> None:
+        sources: dict[tuple[int, int], int] = defaultdict(int)
+        for r in self.read(self.names.dead_letters):
+            p, o = r.header(HEADER_SOURCE_PARTITION), r.header(HEADER_SOURCE_OFFSET)
+            if p is None or o is None:
+                v.note("wrong", f"dead letter {r.partition}@{r.offset} names no source")
+                continue
+            sources[(int(p), int(o))] += 1
+        v.dead_letters = len(sources)
+        v.dead_letter_copies = sum(sources.values()) - len(sources)
+        for key, n in sorted(sources.items()):
+            if key not in exp.dead_letters:
+                v.note("wrong", f"dead letter of events {key[0]}@{key[1]}, a good record")
+            elif n > 1 and self.exactly_once:
+                v.note("doubled", f"events {key[0]}@{key[1]} dead-lettered {n} times")
+        for key in sorted(exp.dead_letters - set(sources)):
+            v.note("lost", f"events {key[0]}@{key[1]} not dead-lettered")
+
     def _check_changes(self, v: Verdict, exp: Expected) -> None:
-        copies: dict[tuple[str, int], set[bytes]] = defaultdict(set)
+        copies: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         total = 0
         for r in self.read(self.names.state_changes):
             total += 1
@@ -229,12 +339,14 @@ class Oracle:
             except Exception as exc:
                 v.note("wrong", f"state-changes: undecodable at {r.partition}@{r.offset}: {exc}")
                 continue
-            copies[(c.run_id, c.version)].add(r.value)
+            copies[(c.run_id, c.version)].append(r.value)
         v.change_copies = max(0, total - len(copies))
         for key, contents in copies.items():
             want = exp.changes.get(key)
-            if len(contents) > 1:
-                v.note("doubled", f"change {key[0]} v{key[1]} has {len(contents)} contents")
+            if len(set(contents)) > 1:
+                v.note("doubled", f"change {key[0]} v{key[1]} has {len(set(contents))} contents")
+            elif len(contents) > 1 and self.exactly_once:
+                v.note("doubled", f"change {key[0]} v{key[1]} published {len(contents)} times")
             elif want is None:
                 v.note("wrong", f"change {key[0]} v{key[1]} is not a version the fold reaches")
             elif want not in contents:
@@ -267,7 +379,14 @@ def converge(
         verdict = oracle.check(**check)
         if verdict.clean or time.monotonic() - began >= timeout_s:
             return verdict, time.monotonic() - began
-        now = (verdict.events, verdict.change_copies, verdict.lost, verdict.doubled, verdict.wrong)
+        now = (
+            verdict.events,
+            verdict.change_copies,
+            verdict.dead_letters,
+            verdict.lost,
+            verdict.doubled,
+            verdict.wrong,
+        )
         same = same + 1 if now == last else 0
         last = now
         if same >= stable_checks:

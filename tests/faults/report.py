@@ -62,6 +62,11 @@ class ScenarioResult:
             self.notes.append(v.summary())
 
 
+def _order(scenario: str) -> tuple[int, str]:
+    """Scenario numbers in numeric order (2 before 10)."""
+    return (int(scenario), "") if scenario.isdigit() else (10**9, scenario)
+
+
 def load_rows(path: Path = RESULTS) -> dict[str, dict[str, Any]]:
     try:
         rows = json.loads(path.read_text())
@@ -75,7 +80,7 @@ def save_row(row: ScenarioResult, path: Path = RESULTS) -> None:
     row.finished_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
     rows[row.scenario] = asdict(row)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ordered = [rows[k] for k in sorted(rows)]
+    ordered = [rows[k] for k in sorted(rows, key=_order)]
     path.write_text(json.dumps(ordered, indent=2, default=str) + "\n")
 
 
@@ -99,10 +104,20 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     return text
 
 
+def _kills(rows: list[dict[str, Any]]) -> str:
+    """The battery's kill -9 count, from each row's ``kill -9`` figure."""
+    per = {r["scenario"]: int(r["figures"]["kill -9"]) for r in rows
+           if isinstance((r.get("figures") or {}).get("kill -9"), int)}  # fmt: skip
+    if not per:
+        return ""
+    parts = ", ".join(f"scenario {k}: {per[k]}" for k in sorted(per, key=_order))
+    return f"kill -9 across the battery: **{sum(per.values())}** ({parts})."
+
+
 def render(path: Path = RESULTS, out: Path = REPORT) -> str:
     """Write the report from the results file; returns its text."""
     rows = list(load_rows(path).values())
-    rows.sort(key=lambda r: r["scenario"])
+    rows.sort(key=lambda r: _order(r["scenario"]))
     lines = [
         "# Reliability report",
         "",
@@ -113,6 +128,8 @@ def render(path: Path = RESULTS, out: Path = REPORT) -> str:
         f" {platform.python_version()}; everything on 127.0.0.1 (broker, workers, producers).",
         "",
         _summary(rows),
+        "",
+        _kills(rows),
         "",
         "| # | scenario | injections | lost | doubled | wrong | recovery p50 | recovery p95"
         " | result |",

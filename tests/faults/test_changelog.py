@@ -1,7 +1,10 @@
-"""Scenario 6: changelog trouble. (a) A worker restores partitions whose changelog is empty;
-(b) changelog records below a worker's stored offset are deleted (``delete_records``, as
-retention or an operator would) before it recovers, and a fresh worker rebuilds everything
-from what is left. No hang, a full rebuild, and the state equals the oracle."""
+"""Scenario 6: changelog trouble, on the runtime's changelog (``<prefix>.runs-changelog``,
+written inside its transactions: a run is a head record, its entries and index keys).
+(a) A worker restores partitions whose changelog is empty; (b) changelog records above a
+worker's stored offset, all superseded by newer ones, are deleted (``delete_records``, as
+retention or an operator would) before it recovers: its restore resumes at the new low
+watermark; and a fresh worker rebuilds everything from what is left. No hang, a full
+rebuild, and the state equals the oracle."""
 
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ def _set_cleanup(admin: AdminClient, topic: str, policy: str) -> None:
 def _delete_superseded(d: Deployment) -> dict[int, tuple[int, int]]:
     """Delete, per changelog partition, every record older than the oldest newest-per-key
     record; returns ``{partition: (old low, new low)}``."""
-    topic = d.names.changelog
+    topic = d.names.runs_changelog
     admin = AdminClient({"bootstrap.servers": d.bootstrap})
     # DeleteRecords is refused on compact-only topics; allow it for the moment of the cut
     _set_cleanup(admin, topic, "compact,delete")
@@ -73,7 +76,10 @@ def _delete_superseded(d: Deployment) -> dict[int, tuple[int, int]]:
 @pytest.mark.faults
 @pytest.mark.timeout(900)
 def test_changelog_empty_partition_and_deleted_records(
-    kafka_bootstrap: str, deployment_factory: DeploymentFactory, scenario: ScenarioResult
+    kafka_bootstrap: str,
+    deployment_factory: DeploymentFactory,
+    scenario: ScenarioResult,
+    seed: int,
 ) -> None:
     scenario.scenario, scenario.title = "6", "changelog trouble (empty partition, delete_records)"
     scenario.injections = (
@@ -83,8 +89,8 @@ def test_changelog_empty_partition_and_deleted_records(
     scenario.figures["recovery"] = "worker start until ready (restore from the changelog done)"
     d = deployment_factory(kafka_bootstrap, partitions=4)
     oracle = Oracle(d.bootstrap, d.names)
-    runs = _runs_only_in(d, {0, 1}, 150, seed=6)
-    events = list(interleave(runs, active=40, seed=6))
+    runs = _runs_only_in(d, {0, 1}, 150, seed=seed)
+    events = list(interleave(runs, active=40, seed=seed))
     w1 = d.worker("w1").start()
     w1.wait_ready()
     load = Load(d, events, rate_per_s=2000).start()
@@ -109,8 +115,8 @@ def test_changelog_empty_partition_and_deleted_records(
 
     # (b) records below w1's stored offset deleted before w1 recovers
     # w2 writes past w1's stored offset: new runs, then one more event for every run
-    newer = _runs_only_in(d, {0, 1}, 210, seed=6)[150:]
-    more = Load(d, list(interleave(newer, active=20, seed=61)), rate_per_s=2000).start()
+    newer = _runs_only_in(d, {0, 1}, 210, seed=seed)[150:]
+    more = Load(d, list(interleave(newer, active=20, seed=seed + 1)), rate_per_s=2000).start()
     more.wait()
     run_ids = sorted(oracle.expected().states)
     touched = _touch_all(d, run_ids)

@@ -2,9 +2,11 @@
 
 Each folder is a small tmpfs (we run as root here; without ``mount`` the test skips) that
 is filled with a filler file while load arrives. While it is full no consumer offset may be
-committed ahead of what is durable (the table's changelog and the change stream for the
-processor; published segments for the archiver), and once the filler is deleted the work
-resumes and ends exactly where the oracle says."""
+committed ahead of what is durable (the runtime's changelog and the change stream, which
+its transactions commit together with the offsets; published segments for the archiver), and
+once the filler is deleted the work resumes and ends exactly where the oracle says. The
+runtime's store raises ``StorageFull`` after the broker committed: the worker stops, and
+on restart restores the store from the changelog."""
 
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from runstate.retention.local import LocalArchive
+from runstate.runs.layout import load_run
+from runstate.runs.state_codec import decode_change
 from runstate.streams.reader import read_topic
 from tests.faults.conftest import DeploymentFactory
 from tests.faults.harness import ROOT, Deployment, Load, agent_runs, interleave
-from tests.faults.oracle import Oracle, converge, fold_log
+from tests.faults.oracle import Oracle, converge, fold_log, restore_changelog
 from tests.faults.report import ScenarioResult
 from tests.polling import assert_eventually
 
@@ -69,21 +73,16 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
 
 def commits_ahead_of_state(d: Deployment, oracle: Oracle) -> list[str]:
     """Runs whose events below the committed offset are not all in the changelog/changes."""
-    marks = committed(d.bootstrap, f"{d.prefix}-processor", d.names.events, d.partitions)
+    marks = committed(d.bootstrap, d.names.runtime_group, d.names.events, d.partitions)
     events = [r for r in oracle.read(d.names.events) if r.offset < marks.get(r.partition, 0)]
-    upto = fold_log(events, oracle.codec)
-    table = {}
-    for r in oracle.read(d.names.changelog):
-        if r.key is not None and r.value is not None:
-            table[r.key.decode()] = r.value
-    from runstate.runs.state_codec import decode_change, decode_state
-
+    upto = fold_log(events, oracle.codec, max_event_bytes=oracle.max_event_bytes)
+    stores = restore_changelog(oracle.read(d.names.runs_changelog))
     changes = {(c.run_id, c.version) for c in (
         decode_change(r.value) for r in oracle.read(d.names.state_changes) if r.value)}  # fmt: skip
     ahead = []
     for run_id, state in upto.states.items():
-        have = table.get(run_id)
-        if have is None or decode_state(have).version < state.version:
+        have = [s for store in stores.values() if (s := load_run(store, run_id)) is not None]
+        if not have or have[0].version < state.version:
             ahead.append(f"{run_id}: committed past v{state.version}, changelog behind")
     ahead += [f"{k[0]} v{k[1]}: committed, change not published" for k in upto.changes
               if k not in changes]  # fmt: skip
@@ -97,10 +96,12 @@ def test_full_disk_state_folder_and_archive_store(
     deployment_factory: DeploymentFactory,
     scenario: ScenarioResult,
     tmp_path: Path,
+    seed: int,
 ) -> None:
     scenario.scenario, scenario.title = "7", "full disk (state folder, archive store)"
     scenario.injections = (
-        "worker state folder on a 16 MiB tmpfs filled to the last byte under load, then freed;"
+        "worker state folder on a 16 MiB tmpfs filled to the last byte under load, the worker"
+        " stopped (flush) and restarted while full, then space freed;"
         " archiver store on a 4 MiB tmpfs filled the same way"
     )
     scenario.figures["recovery"] = (
@@ -114,15 +115,24 @@ def test_full_disk_state_folder_and_archive_store(
     with small_tmpfs(tmp_path / "state", "16m") as state:
         w = d.worker("w1", data_dir=state / "w1").start()
         w.wait_ready()
-        first = list(interleave(agent_runs(150, prefix="s7a", seed=7), active=30, seed=7))
+        first = list(interleave(agent_runs(150, prefix="s7a", seed=seed), active=30, seed=seed))
         Load(d, first, rate_per_s=2000).start().wait()
         verdict, _ = converge(oracle, timeout_s=90)
         assert verdict.clean, verdict.summary()
         filler = fill(state)
-        more = list(interleave(agent_runs(300, prefix="s7b", seed=71), active=30, seed=71))
+        more = list(
+            interleave(agent_runs(300, prefix="s7b", seed=seed + 1), active=30, seed=seed + 1)
+        )
         load = Load(d, more, rate_per_s=300).start()
         load.wait()
-        ahead: list[str] = []
+        ahead = commits_ahead_of_state(d, oracle)
+        # Without a WAL the store writes to disk only when a memtable is flushed: on the
+        # clean stop (which must flush) and when a restarted worker creates its files.
+        w.stop()
+        figures["clean stop while full (must flush the memtables)"] = (
+            f"exit {w.proc.returncode if w.proc else None}"
+        )
+        w.start()  # a supervisor's restart, while the disk is still full
         exited_at: float | None = None
         full_since = time.monotonic()
         while time.monotonic() - full_since < 20:
@@ -130,7 +140,7 @@ def test_full_disk_state_folder_and_archive_store(
             if not w.alive and exited_at is None:
                 exited_at = time.monotonic() - full_since
             time.sleep(2)
-        figures["worker while the state folder was full"] = (
+        figures["worker restarted while the state folder was full"] = (
             f"exited after {exited_at:.1f} s (code {w.proc.returncode if w.proc else None})"
             if exited_at is not None
             else "kept running"
@@ -149,7 +159,7 @@ def test_full_disk_state_folder_and_archive_store(
         if ahead:
             scenario.notes.append("commits ahead of state:\n" + "\n".join(ahead[:10]))
         w.kill9()
-    archive_fig = _archive_on_full_disk(d, tmp_path)
+    archive_fig = _archive_on_full_disk(d, tmp_path, seed=seed)
     figures.update(archive_fig.figures)
     recoveries.append(archive_fig.recovery_s)
     scenario.recovery_s = [round(x, 2) for x in recoveries]
@@ -177,7 +187,7 @@ class ArchiveOutcome:
     diagnosis: list[str]
 
 
-def _archive_on_full_disk(d: Deployment, tmp_path: Path) -> ArchiveOutcome:
+def _archive_on_full_disk(d: Deployment, tmp_path: Path, *, seed: int) -> ArchiveOutcome:
     names = d.names
     with small_tmpfs(tmp_path / "archive", "4m") as root:
         store_dir = root / "store"
@@ -208,7 +218,9 @@ def _archive_on_full_disk(d: Deployment, tmp_path: Path) -> ArchiveOutcome:
 
         assert_eventually(caught_up, timeout_s=90, what="archiver caught up")
         filler = fill(root)
-        more = list(interleave(agent_runs(200, prefix="s7c", seed=72), active=30, seed=72))
+        more = list(
+            interleave(agent_runs(200, prefix="s7c", seed=seed + 2), active=30, seed=seed + 2)
+        )
         Load(d, more, rate_per_s=2000).start().wait()
         ahead: list[str] = []
         began = time.monotonic()

@@ -1,7 +1,12 @@
-"""Scenario 5: corrupted local state. After a kill -9 the worker's RocksDB folder is damaged
-(truncated SST, truncated WAL, deleted CURRENT, deleted MANIFEST, stale LOCK file, a second
-process holding the lock). On restart the damage must be detected, the partition rebuilt
-from the changelog, and no query answered with a wrong state meanwhile."""
+"""Scenario 5: corrupted local state. The runtime keeps one RocksDB directory per partition
+(``<data dir>/partition-<n>``), its changelog offset in a ``runstate.meta`` column family
+written in the same batch as the data, and no write-ahead log (the changelog is the durable
+copy). After the worker ends (a clean stop, so there are SST files to cut, or a kill -9),
+one partition directory is damaged: a truncated SST, a garbled offset record in the meta
+column family, a deleted CURRENT or MANIFEST, a stale LOCK file, a second process holding
+the lock. On restart the damage must be detected (``StoreDamaged``: the store is dropped and
+restored from the changelog; ``StoreInUse``: the worker stops and a supervisor restarts it
+with a back-off), and no query answered with a wrong state meanwhile."""
 
 from __future__ import annotations
 
@@ -21,11 +26,14 @@ from tests.faults.report import ScenarioResult
 
 #: Restarts a supervisor would make before the case counts as a crash loop.
 MAX_RESTARTS = 3
+#: The supervisor's wait before the first restart, doubled for each further one (as a
+#: pod's crash-loop back-off does).
+RESTART_BACKOFF_S = 5.0
 LOCK_HELD_S = 20.0
 
 
 def partition_dbs(w: WorkerProcess) -> list[Path]:
-    return sorted(w.data_dir.glob("**/tables/runs-*.db"))
+    return sorted(w.data_dir.glob("partition-*"))
 
 
 def _largest(db: Path, pattern: str) -> Path | None:
@@ -43,14 +51,24 @@ def truncate_sst(db: Path) -> str:
     return f"{sst.name} {size} -> {size // 2} bytes"
 
 
-def truncate_wal(db: Path) -> str:
-    wal = _largest(db, "*.log")
-    if wal is None or wal.stat().st_size < 100:
-        return "no WAL with data"
-    size = wal.stat().st_size
-    with wal.open("r+b") as f:
-        f.truncate(size * 2 // 3)
-    return f"{wal.name} {size} -> {size * 2 // 3} bytes"
+#: Python that opens a partition store (``sys.argv[1]``) as ``db``, meta column family too.
+_OPEN = (
+    "import sys, rocksdict as r\n"
+    "families = {'runstate.meta': r.Options(raw_mode=True)}\n"
+    "db = r.Rdict(sys.argv[1], r.Options(raw_mode=True), column_families=families)"
+)
+
+
+def garble_offset(db: Path) -> str:
+    """Overwrite the changelog offset in the meta column family with bytes of a wrong size."""
+    code = (
+        f"{_OPEN}\n"
+        "db.get_column_family('runstate.meta')[b'changelog-offset'] = b'garbled'\n"
+        "db.flush()\n"
+        "db.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db)], check=True, timeout=60)
+    return "changelog offset in runstate.meta overwritten with 7 junk bytes"
 
 
 def delete_current(db: Path) -> str:
@@ -71,10 +89,11 @@ def stale_lock(db: Path) -> str:
 
 
 Damage = Callable[[Path], str]
-#: In this order: the first restart replays the WAL into an SST, which the next case cuts.
+#: Each case and how the worker ends before it: a clean stop flushes the memtables into
+#: SST files (without a WAL, a kill -9 leaves only what was flushed before).
 CASES: dict[str, Damage] = {
-    "truncated WAL": truncate_wal,
     "truncated SST": truncate_sst,
+    "garbled offset (meta column family)": garble_offset,
     "deleted CURRENT": delete_current,
     "deleted MANIFEST": delete_manifest,
     "stale LOCK file": stale_lock,
@@ -83,7 +102,7 @@ CASES: dict[str, Damage] = {
 
 def _victim(dbs: list[Path], case: str, i: int) -> Path:
     """The partition folder with the most to damage for ``case`` (round robin otherwise)."""
-    pattern = {"truncated WAL": "*.log", "truncated SST": "*.sst"}.get(case)
+    pattern = {"truncated SST": "*.sst"}.get(case)
     if pattern is None:
         return dbs[i % len(dbs)]
     return max(dbs, key=lambda db: sum(f.stat().st_size for f in db.glob(pattern)))
@@ -92,8 +111,7 @@ def _victim(dbs: list[Path], case: str, i: int) -> Path:
 def hold_lock(db: Path, seconds: float) -> subprocess.Popen[bytes]:
     """A second process that opens ``db`` (taking RocksDB's lock) for ``seconds``."""
     code = (
-        "import sys, time, rocksdict\n"
-        "db = rocksdict.Rdict(sys.argv[1])\n"
+        f"import time\n{_OPEN}\n"
         "print('locked', flush=True)\n"
         "time.sleep(float(sys.argv[2]))\n"
         "db.close()\n"
@@ -124,13 +142,14 @@ def restart_and_watch(
             if restarts >= MAX_RESTARTS:
                 break
             restarts += 1
+            time.sleep(RESTART_BACKOFF_S * 2 ** (restarts - 1))
             w.start()
         for run_id in sample:
             status, body = w.get(f"/runs/{run_id}", timeout=0)
             if status == 200:
                 answered += 1
-                body.pop("served_by", None)
-                body.pop("partition", None)
+                for extra in ("served_by", "partition", "as_of"):
+                    body.pop(extra, None)
                 if body != run_to_json(oracle_states[run_id]):
                     wrong.append(f"{run_id} answered v{body.get('version')}")
         h = w.health()
@@ -148,11 +167,15 @@ def restart_and_watch(
 @pytest.mark.faults
 @pytest.mark.timeout(900)
 def test_corrupted_local_state_is_rebuilt_from_the_changelog(
-    kafka_bootstrap: str, deployment_factory: DeploymentFactory, scenario: ScenarioResult
+    kafka_bootstrap: str,
+    deployment_factory: DeploymentFactory,
+    scenario: ScenarioResult,
+    seed: int,
 ) -> None:
     scenario.scenario, scenario.title = "5", "corrupted local state (RocksDB)"
-    scenario.injections = "after kill -9 of the only worker: " + ", ".join(
-        [*CASES, "second process holding the lock"]
+    scenario.injections = (
+        "one partition store of the only worker damaged after a clean stop (truncated SST)"
+        " or a kill -9 (the rest): " + ", ".join([*CASES, "second process holding the lock"])
     )
     scenario.figures["recovery"] = (
         "restart until ready and owning every partition (damaged store set aside and rebuilt)"
@@ -160,7 +183,7 @@ def test_corrupted_local_state_is_rebuilt_from_the_changelog(
     d = deployment_factory(kafka_bootstrap, partitions=4)
     w = d.worker("w1").start()
     w.wait_ready()
-    events = list(interleave(agent_runs(400, prefix="s5", seed=5), active=60, seed=5))
+    events = list(interleave(agent_runs(400, prefix="s5", seed=seed), active=60, seed=seed))
     load = Load(d, events, rate_per_s=1000).start()
     load.wait()
     oracle = Oracle(d.bootstrap, d.names)
@@ -176,7 +199,10 @@ def test_corrupted_local_state_is_rebuilt_from_the_changelog(
         ("second process holding the lock", None),
     ]
     for i, (name, damage) in enumerate(cases):
-        w.kill9()
+        if damage is truncate_sst:
+            w.stop()
+        else:
+            w.kill9()
         dbs = partition_dbs(w)
         assert dbs, f"no RocksDB folders under {w.data_dir}"
         db = _victim(dbs, name, i)
@@ -210,6 +236,7 @@ def test_corrupted_local_state_is_rebuilt_from_the_changelog(
             failures.append(f"{name}: after recovery {check.summary()}")
         scenario.verdict(check)
     scenario.recovery_s = [round(x, 2) for x in recoveries]
+    scenario.figures["kill -9"] = len(cases) - 1
     scenario.figures["per case"] = {
         k: {kk: (round(vv, 1) if isinstance(vv, float) else vv) for kk, vv in v.items()}
         for k, v in outcomes.items()

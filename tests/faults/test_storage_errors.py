@@ -1,90 +1,111 @@
 """Regression test for finding F3 (scenario 7): a local-store error is not bad input.
 
-When the state folder was full, opening a partition's RocksDB inside ``table.get`` failed
-with ``IO error: No space left on device`` and the processor dead-lettered the *event* as
-``processing_error`` and moved on. Had the offset been committed before the worker died,
-that event would be skipped for good and every later state of its run would differ from
-the fold. A store failure must stop the worker so the record is redelivered (the
-processor's own contract: "Raises: only when Kafka or the local store fails").
+When the state folder was full, the faust-era processor's read of a partition failed with
+``IO error: No space left on device`` and it dead-lettered the *event* as
+``processing_error`` and moved on: had the offset been committed, that event would have
+been skipped for good and every later state of its run would differ from the fold. The
+runtime's task must let a store failure (``StorageFull``, ``StoreDamaged``, any
+``StoreError``) stop the worker instead, with nothing produced and the record not counted
+as processed, so the checkpoint commits nothing for it and it is redelivered.
 
-No Kafka here: the processor's step with a table whose reads fail like rocksdict's do
-(a bare ``Exception`` carrying RocksDB's status text).
+No Kafka here: :class:`~runstate.runtime.run_task.RunTask` with a checkpoint stand-in over
+a partition store whose reads fail as the RocksDB store's do.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from runstate.processors.worker import RunProcessor
+from runstate.errors import StorageFull, StoreDamaged, StoreError
 from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.state_codec import StateCodec
+from runstate.runtime.memory_store import MemoryPartitionStore
+from runstate.runtime.run_task import LayoutTable, RunTask
+from runstate.runtime.store import PartitionTransaction
 from runstate.schemas.convert import decode_event, encode_event
 from runstate.schemas.events import AgentEvent
+from runstate.streams.topics import TopicNames
 from tests.factories import RunBuilder
 
 
-class FullDiskTable:
-    """A RocksDB-backed table on a full disk: opening the partition to read fails."""
+class FailingStore(MemoryPartitionStore):
+    """A partition store whose every read fails with ``error``."""
 
-    def get(self, key: bytes, *, partition: int) -> bytes | None:
-        raise Exception(
-            "IO error: No space left on device: While appending to file: runs-0.db/000009.sst"
-        )
+    def __init__(self, partition: int, error: StoreError) -> None:
+        super().__init__(partition)
+        self.error = error
 
-    def put(self, key: bytes, value: bytes, *, partition: int) -> None:
-        raise AssertionError("nothing may be written after a failed read")
+    def get(self, key: bytes) -> bytes | None:
+        raise self.error
+
+    def items(
+        self, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        raise self.error
 
 
-class Outputs:
-    def __init__(self) -> None:
-        self.dead: list[list[tuple[str, bytes]]] = []
+class Context:
+    """The checkpoint's side of the task: overlays, outputs and processed offsets."""
 
-    async def _done(self) -> Awaitable[Any]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+    def __init__(self, store: MemoryPartitionStore) -> None:
+        self.store = store
+        self.overlays: dict[int, PartitionTransaction] = {}
+        self.outputs: list[tuple[str, bytes | None]] = []
+        self.positions: dict[int, int] = {}
 
-    async def send_change(self, partition: int, key: bytes, change: bytes) -> Awaitable[Any]:
-        return await self._done()
+    def transaction(self, partition: int) -> PartitionTransaction:
+        return self.overlays.setdefault(partition, PartitionTransaction(self.store))
 
-    async def send_state(self, partition: int, key: bytes, state: bytes) -> Awaitable[Any]:
-        return await self._done()
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
+        self.outputs.append((topic, key))
 
-    async def dead_letter(
-        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> Awaitable[Any]:
-        self.dead.append(headers)
-        return await self._done()
+    def processed(self, partition: int, offset: int) -> None:
+        self.positions[partition] = offset + 1
 
 
 def _decode(data: bytes, *, topic: str, partition: int, offset: int) -> AgentEvent:
     return decode_event(data, topic=topic, partition=partition, offset=offset)
 
 
-def test_a_store_read_error_stops_the_worker_instead_of_dead_lettering() -> None:
-    outputs = Outputs()
-    processor = RunProcessor(
-        table=FullDiskTable(),
-        outputs=outputs,
+@pytest.mark.parametrize(
+    "error",
+    [
+        StorageFull("reading partition 0: no space left on the device (IO error: No space left)"),
+        StoreDamaged("reading partition 0: the store is damaged (Corruption: block checksum)"),
+        StoreError("reading partition 0: IO error: Input/output error"),
+    ],
+    ids=["full", "damaged", "io-error"],
+)
+def test_a_store_read_error_stops_the_worker_instead_of_dead_lettering(
+    error: StoreError,
+) -> None:
+    names = TopicNames("t")
+    task = RunTask(
+        table=LayoutTable(),
         codec=StateCodec(),
         decode=_decode,
-        max_event_bytes=64 * 1024,
+        names=names,
         worker_id="w-test",
+        max_event_bytes=64 * 1024,
     )
+    ctx = Context(FailingStore(0, error))
     event = RunBuilder("run-disk").start()
     record = SourceRecord(
-        topic="t.events", partition=0, offset=7, key=b"run-disk", value=encode_event(event)
+        topic=names.events, partition=0, offset=7, key=b"run-disk", value=encode_event(event)
     )
 
-    async def run() -> str:
-        return await processor.process(record)
-
-    with pytest.raises(Exception, match="No space left"):
-        outcome = asyncio.run(run())
-        pytest.fail(f"the record became {outcome!r}, dead letters: {outputs.dead}")
-    assert outputs.dead == []
-    assert processor.progress.get(0) is None, "the offset must not count as processed"
+    with pytest.raises(type(error)):
+        outcomes = task.process([record], ctx)
+        pytest.fail(f"the record became {outcomes!r}, outputs: {ctx.outputs}")
+    assert ctx.outputs == [], "nothing may be produced (no dead letter, no change)"
+    assert ctx.positions == {}, "the offset must not count as processed"

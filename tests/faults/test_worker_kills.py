@@ -1,14 +1,18 @@
-"""Scenario 1: kill -9 of workers at chosen points and at random times, under load.
+"""Scenario 1: kill -9 of workers at the runtime's commit points and at random times, under
+load.
 
-Chosen points (see :mod:`tests.faults.crashpoints`): outputs acknowledged but table not
-written; RocksDB written but changelog not sent; changelog flushed but offsets not committed.
-After each death the worker is restarted at once (as a supervisor would) and the time until
-every partition produces output again is the recovery time.
+The points (see :mod:`tests.faults.crashpoints`) are the four steps of one checkpoint:
+outputs queued in the open transaction (``after_produce``), offsets in the transaction but
+not committed (``before_commit``), committed but the local store not updated
+(``after_commit``), store updated (``after_apply``). The worker is armed while it works and
+SIGKILLs itself at the n-th pass of the point (n random); a random kill is a plain kill -9
+at a random moment. After each death the worker is restarted at once (as a supervisor
+would) with its data folder kept, and the time until every partition produces output again
+is the recovery time. The oracle then wants every change and dead letter exactly once.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections import Counter
@@ -17,28 +21,23 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.faults.conftest import DeploymentFactory
-from tests.faults.harness import (
-    Deployment,
-    Load,
-    agent_runs,
-    interleave,
-)
+from tests.faults.crashpoints import ORDER
+from tests.faults.harness import Deployment, Load, agent_runs, interleave
 from tests.faults.oracle import Oracle, Verdict, converge
 from tests.faults.report import ScenarioResult
 from tests.polling import assert_eventually
+from tests.runtime.support import BAD_RECORDS, produce_raw
 
-TEN_KILLS = [
-    "after_outputs",
-    "after_rocksdb",
-    "before_commit",
-    "random",
-    "after_rocksdb",
-    "after_outputs",
-    "before_commit",
-    "random",
-    "after_rocksdb",
-    "after_outputs",
-]
+#: kill -9 per commit point, and at random moments, in the full scenario.
+PER_POINT = 20
+RANDOM_KILLS = 16
+
+
+def kill_plan(rng: random.Random, *, per_point: int, random_kills: int) -> list[str]:
+    """Every point ``per_point`` times and ``random_kills`` random kills, shuffled."""
+    plan = [p for p in ORDER for _ in range(per_point)] + ["random"] * random_kills
+    rng.shuffle(plan)
+    return plan
 
 
 @dataclass
@@ -52,26 +51,29 @@ class KillReport:
 
 
 def kill_battery(
-    d: Deployment, *, kills: list[str], workers: int, runs: int, rate: float, seed: int
+    d: Deployment, *, kills: list[str], workers: int, rate: float, seed: int
 ) -> KillReport:
-    """Run load through ``workers`` workers and kill one at each entry of ``kills``."""
+    """Run load through ``workers`` workers and kill one at each entry of ``kills``; the
+    load (with a few bad records) lasts until the last kill."""
     ws = [d.worker(f"w{i + 1}").start() for i in range(workers)]
     for w in ws:
         w.wait_ready()
     rng = random.Random(seed)
+    produce_raw(d.bootstrap, d.names.events, BAD_RECORDS)
+    # more than the kills can use up: the load stops after the last kill
+    runs = max(150, int(rate * 10 * len(kills) / 12))
     events = list(interleave(agent_runs(runs, prefix=f"k{seed}", seed=seed), active=50, seed=seed))
     load = Load(d, events, rate_per_s=rate).start()
-    report = KillReport(events=len(events))
-    d.wait_progress({}, timeout_s=60)
+    report = KillReport()
+    d.wait_progress({}, timeout_s=90)
     for i, point in enumerate(kills):
         victim = ws[i % len(ws)]
         if point == "random":
-            time.sleep(rng.uniform(0.5, 4.0))
+            time.sleep(rng.uniform(0.2, 3.0))
             victim.kill9()
             how = "random"
         else:
-            n = rng.randint(1, 3) if point == "before_commit" else rng.randint(5, 80)
-            victim.arm(point, n)
+            victim.arm(point, rng.randint(1, 10))
             try:
                 assert_eventually(victim.dead, timeout_s=60, what="crash point")
                 how = point
@@ -88,6 +90,7 @@ def kill_battery(
             break
     load.stop_flag.set()
     load.wait()
+    report.events = len(load.acked)
     for w in ws:
         assert w.alive, f"{w.worker_id} died after its restart:\n{w.tail()}"
     began = time.monotonic()
@@ -103,47 +106,49 @@ def kill_battery(
 
 
 @pytest.mark.faults
-@pytest.mark.timeout(900)
-def test_kill_9_at_chosen_points_and_random_times(
-    kafka_bootstrap: str, deployment_factory: DeploymentFactory, scenario: ScenarioResult
+@pytest.mark.timeout(1500)
+def test_kill_9_at_commit_points_and_random_times(
+    kafka_bootstrap: str,
+    deployment_factory: DeploymentFactory,
+    scenario: ScenarioResult,
+    seed: int,
 ) -> None:
-    scenario.scenario, scenario.title = "1", "kill -9 of a worker (chosen points + random)"
+    scenario.scenario, scenario.title = "1", "kill -9 of a worker (commit points + random)"
+    kills = kill_plan(random.Random(seed), per_point=PER_POINT, random_kills=RANDOM_KILLS)
     scenario.injections = (
-        "10 x kill -9 over 2 workers: 3 after outputs/before table write, 3 after RocksDB"
-        "/before changelog send, 2 after changelog flush/before offset commit, 2 random"
+        f"{len(kills)} x kill -9 over 2 workers, shuffled: {PER_POINT} at each of"
+        f" {', '.join(ORDER)} (n-th pass, n random 1-10) and {RANDOM_KILLS} at random moments"
     )
     d = deployment_factory(kafka_bootstrap, partitions=4)
-    r = kill_battery(d, kills=TEN_KILLS, workers=2, runs=1500, rate=120, seed=1)
+    r = kill_battery(d, kills=kills, workers=2, rate=100, seed=seed)
     assert r.verdict is not None
     scenario.verdict(r.verdict)
     scenario.recovery_s = [round(x, 2) for x in r.recoveries]
     scenario.figures.update(
         {
-            "kills by point": dict(r.how),
-            "events in the topic": r.verdict.events,
+            "kill -9": sum(r.how.values()),
+            "kills by point": dict(sorted(r.how.items())),
+            "recovery": "death until every partition produced new output (restart included)",
+            "events acknowledged": r.events,
             "runs": r.verdict.runs,
-            "identical re-sent changes (allowed)": r.verdict.change_copies,
+            "changes (each exactly once)": r.verdict.changes,
+            "dead letters (each exactly once)": r.verdict.dead_letters,
             "catch-up after the last kill": f"{r.catch_up_s:.1f} s",
             "worker starts": r.starts,
         }
     )
-    assert sum(r.how.values()) == len(TEN_KILLS), r.how
+    assert sum(r.how.values()) == len(kills), r.how
     assert r.verdict.clean, r.verdict.summary()
 
 
 @pytest.mark.integration
-def test_one_kill_9_during_processing_quick(
-    kafka_bootstrap: str, deployment_factory: DeploymentFactory
+@pytest.mark.timeout(240)
+def test_kill_9_at_each_commit_point_quick(
+    kafka_bootstrap: str, deployment_factory: DeploymentFactory, seed: int
 ) -> None:
-    """The fast variant in ``make test``: one worker, one kill -9 after a RocksDB write."""
+    """The fast variant in ``make test``: one worker, one kill -9 at each commit point."""
     d = deployment_factory(kafka_bootstrap, partitions=2)
-    r = kill_battery(
-        d,
-        kills=["after_rocksdb"],
-        workers=1,
-        runs=150,
-        rate=150,
-        seed=int.from_bytes(os.urandom(2)),
-    )
+    r = kill_battery(d, kills=list(ORDER), workers=1, rate=100, seed=seed)
     assert r.verdict is not None and r.verdict.clean, r.verdict and r.verdict.summary()
-    assert sum(r.how.values()) == 1
+    assert dict(r.how) == dict.fromkeys(ORDER, 1), r.how
+    assert r.verdict.changes > 0 and r.verdict.dead_letters == len(BAD_RECORDS)

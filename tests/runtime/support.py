@@ -29,13 +29,12 @@ from runstate.runs.state_codec import decode_change
 from runstate.runs.summary import decode_summary, summarize
 from runstate.runtime.app import RuntimeWorker
 from runstate.runtime.config import RuntimeConfig
-from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.schemas.events import AgentEvent
 from runstate.streams.producer import EventProducer
 from runstate.streams.reader import RawRecord, read_topic
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
 from tests.factories import make_run
-from tests.faults.oracle import Expected, fold_log
+from tests.faults.oracle import Expected, fold_log, restore_changelog
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
@@ -221,11 +220,7 @@ def check_outputs(
             break
     # The changelog holds each run's layout (head, entries, index keys): what a restore
     # rebuilds from it must be the fold's state, with exact indexes.
-    stores: dict[int, MemoryPartitionStore] = {}
-    for r in read(bootstrap, names.runs_changelog):
-        if r.key is not None:
-            store = stores.setdefault(r.partition, MemoryPartitionStore(r.partition))
-            store.apply([(r.key, r.value)], changelog_offset=r.offset)
+    stores = restore_changelog(read(bootstrap, names.runs_changelog))
     for run_id, state in expected.states.items():
         restored = [s for store in stores.values() if (s := load_run(store, run_id)) is not None]
         if restored != [state]:
@@ -275,6 +270,7 @@ class WorkerProcess:
             "RUNSTATE_RUNTIME_STORE": c.store,
             "RUNSTATE_RUNTIME_WEB_PORT": str(c.web_port),
             "RUNSTATE_RUNTIME_STANDBY_REPLICAS": str(c.standby_replicas),
+            "RUNSTATE_RUNTIME_STATIC_MEMBERSHIP": str(c.static_membership).lower(),
         }
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self.starts + 1} crash_at={crash_at!r} ===\n".encode())

@@ -28,6 +28,8 @@ class Producer:
         self.next_offset: dict[tuple[str, int], int] = defaultdict(int)
         self.fail: dict[str, list[KafkaError]] = defaultdict(list)
         self.deliver_error: KafkaError | None = None
+        #: raised by flush(), as confluent-kafka does when a fatal error is pending
+        self.flush_raises: BaseException | None = None
         self.offsets_sent: list[list[TopicPartition]] = []
 
     def _maybe_fail(self, call: str) -> None:
@@ -53,6 +55,8 @@ class Producer:
 
     def flush(self, timeout: float = -1) -> int:
         self.calls.append("flush")
+        if self.flush_raises is not None:
+            raise self.flush_raises
         for topic, partition, key, report in self.queued:
             offset = self.next_offset[(topic, partition)]
             self.next_offset[(topic, partition)] += 1
@@ -203,6 +207,37 @@ def test_fencing_stops_the_worker_and_leaves_the_store_alone(error: KafkaError) 
     with pytest.raises(Fenced, match="fenced"):
         cp.commit()
     assert store.get(b"run-1") is None
+
+
+def test_a_fatal_error_raised_by_flush_is_fencing() -> None:
+    """Found by the fault battery (scenario 2): a zombie's producer, fenced while records
+    were queued, made ``flush()`` raise (a ``SystemError`` from the delivery callback, caused
+    by the pending fatal ``KafkaException``); the worker died with a traceback and exit 1
+    instead of exit 75 with its "restart it" message."""
+    cp, producer, _ = _checkpoint()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    fatal = KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True))
+    try:
+        raise SystemError("Checkpoint._delivered returned a result with an exception set") from (
+            fatal
+        )
+    except SystemError as exc:
+        producer.flush_raises = exc
+    with pytest.raises(Fenced, match="fenced"):
+        cp.commit()
+    assert store.get(b"run-1") is None
+
+
+def test_a_non_fatal_error_raised_by_flush_aborts() -> None:
+    cp, producer, consumer = _checkpoint()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=3)
+    _work(cp, store, 3)
+    producer.flush_raises = KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out"))
+    assert cp.commit() is False
+    assert consumer.seeks == [(0, 3)] and store.get(b"run-1") is None
 
 
 def test_a_retriable_error_is_retried() -> None:

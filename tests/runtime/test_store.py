@@ -11,6 +11,7 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+from rocksdict import Options, Rdict
 
 from runstate.errors import StorageFull, StoreDamaged, StoreInUse
 from runstate.runtime.memory_store import MemoryStore
@@ -202,6 +203,47 @@ def test_rocksdb_corrupt_directory_raises_store_damaged(tmp_path: Path) -> None:
     again = RocksDBStore(tmp_path)
     with pytest.raises(StoreDamaged, match="drop the partition"):
         again.open(0)
+    again.drop(0)
+    assert again.open(0).changelog_offset() is None
+    again.close()
+
+
+def test_rocksdb_missing_manifest_raises_store_damaged(tmp_path: Path) -> None:
+    """Found by the fault battery (scenario 5): a deleted MANIFEST made RocksDB's open fail
+    with "IO error: No such file or directory", which was not taken for damage, so the
+    worker crash-looped instead of restoring the partition."""
+    store = RocksDBStore(tmp_path)
+    store.open(0).apply([(b"a", b"1")], changelog_offset=1)
+    store.close()
+    for manifest in store.partition_path(0).glob("MANIFEST-*"):
+        manifest.unlink()
+
+    again = RocksDBStore(tmp_path)
+    with pytest.raises(StoreDamaged, match="drop the partition"):
+        again.open(0)
+    again.drop(0)
+    assert again.open(0).changelog_offset() is None
+    again.close()
+
+
+def test_rocksdb_malformed_offset_raises_store_damaged_and_releases_the_store(
+    tmp_path: Path,
+) -> None:
+    """Found by the fault battery (scenario 5): a store whose offset record was garbled
+    raised StoreDamaged but stayed open (and locked) while the error was alive, so the loop's
+    drop-and-reopen in its ``except`` block failed with StoreInUse and the worker exited."""
+    store = RocksDBStore(tmp_path)
+    store.open(0).apply([(b"a", b"1")], changelog_offset=1)
+    store.close()
+    families = {"runstate.meta": Options(raw_mode=True)}
+    db = Rdict(str(store.partition_path(0)), Options(raw_mode=True), column_families=families)
+    db.get_column_family("runstate.meta")[b"changelog-offset"] = b"garbled"
+    db.close()
+
+    again = RocksDBStore(tmp_path)
+    with pytest.raises(StoreDamaged, match="malformed changelog offset") as caught:
+        again.open(0)
+    assert caught.value.__traceback__ is not None  # the error (and its frames) still alive
     again.drop(0)
     assert again.open(0).changelog_offset() is None
     again.close()

@@ -331,7 +331,21 @@ class Checkpoint:
                 self._changelog_offsets[partition] = max(known, offset)
 
     def _flush(self) -> None:
-        left = self._producer.flush(self._timeout_s)
+        try:
+            left = self._producer.flush(self._timeout_s)
+        except (KafkaException, SystemError) as exc:
+            # A fatal error (fenced) can come out of flush() itself; while delivery
+            # callbacks still run, confluent-kafka reports it as a SystemError whose cause
+            # is the KafkaException.
+            error = _kafka_error(exc)
+            if error is None:
+                raise
+            self._failure = None
+            if _is_fatal(error):
+                raise Fenced(f"the producer is fenced or failed: {error.str()}") from exc
+            if not self.exactly_once:
+                raise CheckpointFailed(f"outputs not delivered: {error.str()}") from exc
+            raise _Abortable(error.str(), error) from exc
         failure, self._failure = self._failure, None
         if left or failure is not None:
             what = failure.str() if failure is not None else f"{left} records undelivered"
@@ -398,6 +412,16 @@ class _Abortable(Exception):
     def __init__(self, message: str, error: KafkaError | None) -> None:
         super().__init__(message)
         self.error = error
+
+
+def _kafka_error(exc: BaseException) -> KafkaError | None:
+    """The KafkaError of ``exc`` or of the exception that caused it, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KafkaException) and isinstance(seen.args[0], KafkaError):
+            return seen.args[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_fatal(error: KafkaError) -> bool:

@@ -50,7 +50,7 @@ from confluent_kafka import (
 from runstate.errors import StoreDamaged
 from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.keyspace import KeyValueReader
-from runstate.runtime.checkpoint import Checkpoint
+from runstate.runtime.checkpoint import Checkpoint, Fenced
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
@@ -204,7 +204,8 @@ class Worker:
         """Process until :meth:`stop`, then checkpoint and close.
 
         Raises:
-            Fenced: another instance took over; this process must exit and be restarted.
+            Fenced: another instance took over, or the consumer failed fatally; this process
+                must exit and be restarted.
             CheckpointFailed: at-least-once outputs were not delivered.
         """
         self._checkpoint.start()
@@ -232,6 +233,13 @@ class Worker:
         wait = 0.0 if self._restoring else max(0.001, min(0.1, self._checkpoint.time_left()))
         messages = self._take(timeout=wait)
         self._last_poll = time.monotonic()
+        for msg in messages:  # before an abort below may discard the batch
+            err = msg.error()
+            if err is not None and _is_fatal(err):
+                raise Fenced(
+                    f"the consumer failed fatally ({err.str()}); it can take no partitions any"
+                    " more: restart the worker"
+                )
         if self._broker_error is not None and any(m.error() is None for m in messages):
             self._broker_error = None
         if self._checkpoint.aborts != aborts:
@@ -290,8 +298,6 @@ class Worker:
         return messages
 
     def _consumer_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            raise KafkaException(err)
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self._broker_error = err.str()
         log.warning("consumer: %s", err.str())
@@ -395,6 +401,13 @@ class Worker:
 
 def _at(topic: str, partition: int, offset: int | None) -> TopicPartition:
     return TopicPartition(topic, partition, OFFSET_BEGINNING if offset is None else offset)
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    """Whether the consumer can do nothing more. librdkafka returns a fatal consumer error
+    (e.g. a static member fenced by another with its ``group.instance.id``, as after a
+    broker restart) as a message whose code is ``_FATAL`` and whose ``fatal()`` is False."""
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 def _source_record(msg: Message) -> SourceRecord:

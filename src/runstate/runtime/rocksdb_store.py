@@ -96,7 +96,15 @@ class RocksDBPartitionStore:
         self._write_options = WriteOptions()
         # a property at run time; rocksdict's stub declares it a method
         self._write_options.disable_wal = not options.wal  # type: ignore[method-assign,assignment]
-        self._offset = self._read_offset()
+        try:
+            self._offset = self._read_offset()
+        except StoreError:
+            # Release the directory's lock now: the caller drops and reopens the partition
+            # while this error (and with it this half-made object) is still alive.
+            db, self._db, self._meta = self._db, None, None
+            with contextlib.suppress(Exception):
+                db.close()
+            raise
 
     @property
     def partition(self) -> int:
@@ -341,7 +349,13 @@ def _store_error(exc: Exception, doing: str) -> StoreError:
         return StoreInUse(
             f"{doing}: the store is open elsewhere ({text}); stop the other worker using it"
         )
-    if "corruption" in lowered or "invalid argument" in lowered or "not a directory" in lowered:
+    if (
+        "corruption" in lowered
+        or "invalid argument" in lowered
+        or "not a directory" in lowered
+        # a file the store's own metadata names is gone (e.g. a deleted MANIFEST)
+        or "no such file or directory" in lowered
+    ):
         return StoreDamaged(
             f"{doing}: the store is damaged ({text}); drop the partition and restore it "
             "from the changelog"

@@ -1,8 +1,9 @@
 """Run one runtime worker in this process until SIGTERM or SIGINT, and say how it ended.
 
 Exit codes: 0 after a clean stop; 75 when fenced (another instance owns this worker's work:
-restart it); 1 when at-least-once outputs could not be delivered (restart it; records are
-redelivered); 2 for bad settings or a query port that cannot be bound.
+restart it) or when the consumer failed fatally (restart it); 1 when at-least-once outputs
+could not be delivered (restart it; records are redelivered); 2 for bad settings or a query
+port that cannot be bound.
 """
 
 from __future__ import annotations
