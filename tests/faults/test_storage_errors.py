@@ -21,6 +21,7 @@ import pytest
 from runstate.errors import StorageFull, StoreDamaged, StoreError
 from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.state_codec import StateCodec
+from runstate.runs.summary import SummaryCodec
 from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.runtime.run_task import LayoutTable, RunTask
 from runstate.runtime.store import PartitionTransaction
@@ -93,6 +94,7 @@ def test_a_store_read_error_stops_the_worker_instead_of_dead_lettering(
     task = RunTask(
         table=LayoutTable(),
         codec=StateCodec(),
+        summaries=SummaryCodec(),
         decode=_decode,
         names=names,
         worker_id="w-test",
