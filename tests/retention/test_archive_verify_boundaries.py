@@ -116,7 +116,7 @@ def test_records_outside_the_manifest_range_are_found(
 ) -> None:
     """One record before the range, and one after it: both are content issues."""
     for first, last, claimed in [(10, 19, {"first_offset": 11}), (20, 29, {"last_offset": 28})]:
-        segment = build_segment(TOPIC, 0, record_factory([first, last]))
+        segment = build_segment(TOPIC, 0, record_factory([first, first + 5, last]))
         lying = segment.manifest.model_copy(update=claimed)
         store._write(lying.segment_name, segment.data)
         store._write(lying.manifest_name, lying.to_json())
