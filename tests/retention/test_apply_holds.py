@@ -76,3 +76,20 @@ def test_a_partition_whose_held_records_cannot_be_kept_is_not_trimmed_the_others
     assert kafka.deleted == {0: 0, 1: OFFSETS}
     (kept,) = outcome.hold_segments
     assert (kept.partition, kept.offsets) == (1, (0, OFFSETS - 1))
+
+
+def test_a_partition_trimmed_since_the_plan_is_skipped_and_the_others_trimmed(
+    tmp_path: Path,
+) -> None:
+    """Another apply of the same plan got to partition 0 first: nothing is left to keep."""
+    store = LocalArchive(tmp_path)
+    kafka = two_partitions()
+    context = hold_context(store, holds=("run-held",))
+    plan = plan_retention(context, kafka, now=HOLD_NOW, topics=["state-changes"])
+    kafka.deleted[0] = OFFSETS
+
+    outcome = apply_retention(context, kafka, plan)
+
+    assert outcome.ok, outcome.refused
+    assert outcome.trimmed == {(CHANGES, 1): OFFSETS}
+    assert [h.partition for h in outcome.hold_segments] == [1]
