@@ -124,6 +124,7 @@ def test_expired_and_split_segments_each_leave_a_tombstone_at_the_plans_time(
     kafka = MemoryKafka(EVENTS, {0: {o: T0_MS + o * 1000 for o in range(30)}})
     plan = plan_retention(context, kafka, now=HOLD_NOW, topics=["events"])
     (expiry,) = plan.expiries
+    assert (expiry.topic, expiry.partition) == (EVENTS, 0)
     assert [m.first_offset for m in expiry.expire] == [0]
     damaged, sound = (h.manifest for h in expiry.split)
     store._write(damaged.segment_name, b"damaged")
