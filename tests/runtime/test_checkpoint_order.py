@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from runstate.runtime.checkpoint import Checkpoint, Fenced
+from runstate.runtime.checkpoint import Checkpoint, CheckpointFailed, Fenced
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.memory_store import MemoryPartitionStore
 
@@ -231,3 +231,129 @@ def test_an_abort_the_broker_refuses_is_fencing() -> None:
 
     with pytest.raises(Fenced, match="could not abort the transaction"):
         cp.abort("partitions lost")
+
+
+class QueueingProducer(GroupProducer):
+    """A producer whose local queue is full once, or that refuses a produce, on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full_once = False
+        self.produce_error: KafkaError | None = None
+        self.polls: list[float] = []
+        self.produced: list[tuple[str, int, Any]] = []
+        self.left = 0
+
+    def produce(self, topic: str, **kw: Any) -> None:
+        if self.full_once:
+            self.full_once = False
+            raise BufferError("queue full")
+        if self.produce_error is not None:
+            raise KafkaException(self.produce_error)
+        self.produced.append((topic, kw["partition"], kw["headers"]))
+        super().produce(topic, **kw)
+
+    def poll(self, timeout: float = -1) -> int:
+        self.polls.append(timeout)
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        super().flush(timeout)
+        return self.left
+
+
+def queueing(*, exactly_once: bool = True) -> tuple[Checkpoint, QueueingProducer, Consumer]:
+    producer = QueueingProducer()
+    consumer = Consumer(producer.calls)
+    cp = Checkpoint(
+        producer,
+        consumer,
+        source_topic=EVENTS,
+        changelog_topic=CHANGELOG,
+        exactly_once=exactly_once,
+        timeout_s=0.5,
+    )
+    cp.start()
+    return cp, producer, consumer
+
+
+def test_a_full_queue_is_served_then_the_record_produced_with_its_headers() -> None:
+    cp, producer, _ = queueing()
+    producer.full_once = True
+
+    cp.produce(OUT, b"k", b"v", headers=[("trace", b"t1")])
+    cp.produce(OUT, b"k", b"v", partition=4)
+
+    assert producer.polls == [0.05]
+    assert producer.produced == [(OUT, -1, [("trace", b"t1")]), (OUT, 4, None)]
+
+
+def test_a_produce_the_producer_refuses_aborts_the_checkpoint() -> None:
+    cp, producer, consumer = queueing()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=2)
+    producer.produce_error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large")
+    cp.produce(OUT, b"k", b"v")
+    cp.processed(0, 2)
+
+    assert cp.commit() is False
+    assert consumer.seeks == [(0, 2)]
+    assert "send_offsets" not in producer.calls
+
+
+def test_a_produce_that_finds_the_producer_fenced_stops_the_worker() -> None:
+    cp, producer, _ = queueing()
+    producer.produce_error = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
+
+    with pytest.raises(Fenced, match="the producer is fenced or failed"):
+        cp.produce(OUT, b"k", b"v")
+
+
+def test_records_left_undelivered_by_flush_abort_or_fail() -> None:
+    cp, producer, _ = queueing()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=0)
+    _work(cp, store, 0)
+    producer.left = 2
+    assert cp.commit() is False
+    assert store.get(b"run-1") is None
+
+    alo, producer, _ = queueing(exactly_once=False)
+    alo.add_partition(0, store, committed=0)
+    _work(alo, store, 0)
+    producer.left = 2
+    with pytest.raises(CheckpointFailed, match="2 records undelivered"):
+        alo.commit()
+
+
+def test_a_begin_the_broker_refuses_is_remembered_and_aborts_the_checkpoint() -> None:
+    cp, producer, consumer = queueing()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=0)
+    producer.fail["begin"].append(
+        KafkaError(KafkaError._STATE, "cannot begin", txn_requires_abort=True)
+    )
+    cp.produce(OUT, b"k", b"v")
+    cp.processed(0, 0)
+
+    assert cp.commit() is False
+    assert consumer.seeks == [(0, 0)]
+    assert cp.aborts == 1
+
+
+def test_the_store_gets_the_highest_changelog_offset_of_its_partition() -> None:
+    cp, producer, _ = queueing()
+    stores = {p: MemoryPartitionStore(p) for p in (0, 1)}
+    for p, store in stores.items():
+        cp.add_partition(p, store, committed=None)
+        producer.next_offset[(CHANGELOG, p)] = 10 * (p + 1)
+    for key in (b"a", b"b", b"c"):
+        cp.transaction(0).set(key, b"v")
+    cp.transaction(1).set(b"a", b"v")
+    cp.produce(OUT, b"a", b"v", partition=0)  # another topic's offsets are not the store's
+    producer.next_offset[(OUT, 0)] = 99
+    cp.processed(0, 0)
+
+    assert cp.commit()
+
+    assert (stores[0].changelog_offset(), stores[1].changelog_offset()) == (12, 20)
