@@ -242,6 +242,7 @@ class QueueingProducer(GroupProducer):
         self.produce_error: KafkaError | None = None
         self.polls: list[float] = []
         self.produced: list[tuple[str, int, Any]] = []
+        self.records: list[tuple[str, bytes | None, bytes | None]] = []
         self.left = 0
 
     def produce(self, topic: str, **kw: Any) -> None:
@@ -251,6 +252,7 @@ class QueueingProducer(GroupProducer):
         if self.produce_error is not None:
             raise KafkaException(self.produce_error)
         self.produced.append((topic, kw["partition"], kw["headers"]))
+        self.records.append((topic, kw["key"], kw["value"]))
         super().produce(topic, **kw)
 
     def poll(self, timeout: float = -1) -> int:
@@ -357,3 +359,16 @@ def test_the_store_gets_the_highest_changelog_offset_of_its_partition() -> None:
     assert cp.commit()
 
     assert (stores[0].changelog_offset(), stores[1].changelog_offset()) == (12, 20)
+
+
+def test_outputs_and_changelog_records_carry_their_keys_and_values() -> None:
+    cp, producer, _ = queueing()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    cp.produce(OUT, b"out-key", b"out-value", partition=0)
+    cp.transaction(0).set(b"run-1", b"state")
+    cp.processed(0, 0)
+
+    assert cp.commit()
+
+    assert producer.records == [(OUT, b"out-key", b"out-value"), (CHANGELOG, b"run-1", b"state")]
