@@ -134,6 +134,8 @@ def run(modules: list[str], *, max_children: int) -> None:
     """One mutmut run over ``modules`` (every listed module when empty), from scratch."""
     shutil.rmtree(MUTANTS, ignore_errors=True)
     os.environ.setdefault("RUNSTATE_HYPOTHESIS_PROFILE", "mutation")
+    # No mutated module is an archive backend: one backend is enough of an oracle.
+    os.environ.setdefault("RUNSTATE_ARCHIVE_BACKENDS", "local")
     _give_pytest_9_the_attribute_mutmut_reads()
     from mutmut.__main__ import cli
 

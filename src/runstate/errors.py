@@ -100,7 +100,8 @@ class DeliveryError(Error):
 
 
 class TopicMismatch(Error):
-    """An existing topic differs from what runstate needs (partitions, cleanup policy)."""
+    """An existing topic has a setting a promise depends on set wrong (partitions, cleanup
+    policy, retention, min.insync.replicas); the message has one line per setting."""
 
 
 class IllegalTransition(Error):

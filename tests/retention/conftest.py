@@ -2,10 +2,13 @@
 
 The S3 backend runs against moto's S3 server over real HTTP on 127.0.0.1 (a free port), so
 the same parametrised tests exercise boto3, signing, pagination and error mapping.
+``RUNSTATE_ARCHIVE_BACKENDS=local`` leaves S3 out: ``make mutation`` sets it, since no
+mutated module is a backend and each mutant would otherwise run every archive test twice.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -95,7 +98,11 @@ def s3_bucket(s3_endpoint: str) -> str:
     return name
 
 
-@pytest.fixture(params=["local", "s3"])
+#: The backends ``archive_store`` runs each test on (see the module docstring).
+BACKENDS = os.environ.get("RUNSTATE_ARCHIVE_BACKENDS", "local,s3").split(",")
+
+
+@pytest.fixture(params=BACKENDS)
 def archive_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobArchive:
     """Each backend in turn, empty; tests taking it run once per backend."""
     if request.param == "local":

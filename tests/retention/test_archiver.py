@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,7 +174,7 @@ def _start_archiver(
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_kill_9_at_random_moments_neither_skips_nor_doubles_an_offset(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -187,26 +187,40 @@ def test_kill_9_at_random_moments_neither_skips_nor_doubles_an_offset(
     events = in_time_order(generate_runs(600, seed=9))
     rng = random.Random(1234)
 
-    # Events keep arriving while the archiver is killed and restarted.
-    chunks = [events[i : i + 400] for i in range(0, len(events), 400)]
+    def published() -> int:
+        """Offsets archived contiguously, over every partition: the archiver's progress."""
+        return sum(
+            store.archived_watermark(names.events, p) or 0 for p in store.partitions(names.events)
+        )
 
-    def keep_producing() -> None:
-        for chunk in chunks:
-            produce(kafka_bootstrap, prefix, chunk)
-            time.sleep(0.2)
-
-    producer = threading.Thread(target=keep_producing, daemon=True)
-    producer.start()
-    kills = 0
-    while kills < 5:
-        proc = _start_archiver(kafka_bootstrap, prefix, policy, log)
-        time.sleep(rng.uniform(1.0, 3.5))
+    def publishes_after(before: int, proc: subprocess.Popen[bytes]) -> bool:
         assert proc.poll() is None, log.read_text()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        kills += 1
-    producer.join(timeout=60)
-    assert not producer.is_alive()
+        return published() > before
+
+    # Each incarnation finds a backlog (and so has segments to publish), and is killed only
+    # after it published one of its own: a kill before any publish would test nothing but a
+    # restart. The random extra delay lands the kill at other moments of the next segment
+    # (written, manifest not yet published, offsets not yet committed).
+    kills = 5
+    size = -(-len(events) // (kills + 1))
+    chunks = [events[i : i + size] for i in range(0, len(events), size)]
+    assert len(chunks) == kills + 1
+    for chunk in chunks[:kills]:
+        before = published()
+        produce(kafka_bootstrap, prefix, chunk)
+        proc = _start_archiver(kafka_bootstrap, prefix, policy, log)
+        try:
+            assert_eventually(
+                functools.partial(publishes_after, before, proc),
+                timeout_s=60,
+                what="this incarnation publishes a segment",
+            )
+            time.sleep(rng.uniform(0.0, 0.5))
+            assert proc.poll() is None, log.read_text()[-2000:]
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    produce(kafka_bootstrap, prefix, chunks[kills])
 
     proc = _start_archiver(kafka_bootstrap, prefix, policy, log)
     try:

@@ -6,7 +6,7 @@ import pytest
 
 from runstate.errors import ConfigError
 from runstate.runtime import fault_hooks
-from runstate.runtime.config import load_runtime_config
+from runstate.runtime.config import load_runtime_config, retired_settings
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.settings import Settings
 
@@ -58,3 +58,23 @@ def test_standby_replicas_come_from_the_variable_or_the_cli(
     assert load_runtime_config(Settings(), standby_replicas=1).standby_replicas == 1
     with pytest.raises(ConfigError, match="standby_replicas"):
         load_runtime_config(Settings(), standby_replicas=-1)
+
+
+def test_settings_of_the_retired_processor_are_named_not_silently_dropped() -> None:
+    warnings = retired_settings(
+        {
+            "RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S": "6",
+            "RUNSTATE_PROCESSOR_EXPIRY_RESEND_S": "30",
+            "RUNSTATE_PROCESSOR_STALL_FENCE_SHARE": "0.5",
+            "RUNSTATE_RUNTIME_WORKER_ID": "w1",
+        }
+    )
+    assert warnings == [
+        "RUNSTATE_PROCESSOR_EXPIRY_RESEND_S is not read any more (the faust processor's"
+        " setting); use RUNSTATE_RUNTIME_EXPIRY_RESEND_S",
+        "RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S is not read any more (the faust processor's"
+        " setting); use RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS",
+        "RUNSTATE_PROCESSOR_STALL_FENCE_SHARE is not read any more (the faust processor's"
+        " setting); it has no equivalent",
+    ]
+    assert retired_settings({"RUNSTATE_RUNTIME_WORKER_ID": "w1"}) == []

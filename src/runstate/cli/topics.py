@@ -21,8 +21,24 @@ def ensure(
         int | None, typer.Option(help="partitions of the events topic [default: settings]")
     ] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix",
+            help="change wrong configs of existing topics in place and report each change"
+            " (a wrong partition count is never changed: that would re-key runs)",
+        ),
+    ] = False,
 ) -> None:
-    """Create missing topics; fail, naming each difference, if existing ones do not match."""
+    """Create missing topics; verify every setting of existing ones that a promise depends on.
+
+    Checked on existing topics: no time or size retention on the events, state-changes and
+    dead-letter topics; compaction of the changelog, latest-state and schemas topics; the
+    partition count (the changelog, latest-state and state-changes topics as many as the
+    events topic); min.insync.replicas no higher than the replication factor. Each wrong
+    setting is one line of the refusal (exit code 1); --fix changes the configs in place.
+    min.insync.replicas=1 with more replicas is a warning on stderr, not changed.
+    """
     s = load_settings()
     names = TopicNames(s.topic_prefix)
     specs = topic_specs(names, partitions=partitions or s.partitions)
@@ -30,11 +46,19 @@ def ensure(
     require_reachable(servers)
     with broker_errors(servers):
         report = ensure_topics(
-            admin_client(servers), specs, replication_factor=s.replication_factor
+            admin_client(servers), specs, replication_factor=s.replication_factor, fix=fix
         )
+    fixed_topics = {change.topic for change in report.fixed}
     table = Table(Column("topic", overflow="fold"), "partitions", "cleanup", "purpose", "status")
     for spec in specs:
-        word = "created" if spec.name in report.created else "ok"
+        if spec.name in report.created:
+            word = "created"
+        else:
+            word = "fixed" if spec.name in fixed_topics else "ok"
         cleanup = spec.config.get("cleanup.policy", "delete")
         table.add_row(spec.name, str(spec.partitions), cleanup, spec.purpose, word)
     stdout_console().print(table)
+    for change in report.fixed:
+        typer.echo(f"changed: {change}")
+    for line in report.warnings:
+        typer.echo(f"warning: {line}", err=True)

@@ -3,6 +3,7 @@ approval expiries and the query API."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from runstate.runs.intake import CachedWriterSource
@@ -38,6 +39,8 @@ from runstate.streams.topics import ensure_topics, topic_specs
 
 __all__ = ["RuntimeWorker", "build_worker", "ensure_runtime_topics"]
 
+log = logging.getLogger(__name__)
+
 #: Longest wait of one standby tick on a broker that does not answer (the loop waits).
 STANDBY_STALL_S = 5.0
 
@@ -46,13 +49,16 @@ def ensure_runtime_topics(config: RuntimeConfig) -> None:
     """Create the deployment's topics (the runtime's changelog among them) if missing.
 
     Raises:
-        TopicMismatch: an existing topic has another partition count or cleanup policy.
+        TopicMismatch: an existing topic has a setting a promise depends on set wrong
+            (`runstate topics ensure` lists them and ``--fix`` repairs the configs).
     """
-    ensure_topics(
+    report = ensure_topics(
         clients.admin_client(config.bootstrap_servers),
         topic_specs(config.names, partitions=config.partitions),
         replication_factor=config.replication_factor,
     )
+    for line in report.warnings:
+        log.warning("%s", line)
 
 
 @dataclass

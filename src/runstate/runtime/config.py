@@ -7,6 +7,9 @@ Shared settings (bootstrap servers, topic prefix, partitions, size limit) come f
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +19,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from runstate.settings import Settings, load_worker_config
 from runstate.streams.topics import TopicNames
 
-__all__ = ["RuntimeConfig", "load_runtime_config"]
+__all__ = ["RuntimeConfig", "load_runtime_config", "retired_settings"]
+
+log = logging.getLogger(__name__)
+
+#: Settings of the retired faust processor whose runtime setting changed its unit or name.
+_RENAMED = {"RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S": "RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS"}
 
 
 class RuntimeConfig(BaseSettings):
@@ -101,6 +109,20 @@ def load_runtime_config(settings: Settings | None = None, **overrides: Any) -> R
     Raises:
         ConfigError: a value is invalid; the message names the setting.
     """
+    for warning in retired_settings(os.environ):
+        log.warning("%s", warning)
     return load_worker_config(
         RuntimeConfig, settings, data_dir="runtime", what="runtime", overrides=overrides
     )
+
+
+def retired_settings(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``RUNSTATE_PROCESSOR_*`` variable set: the faust processor read them,
+    the runtime does not (a deployment switching over would otherwise lose them silently)."""
+    out = []
+    for name in sorted(n for n in environ if n.startswith("RUNSTATE_PROCESSOR_")):
+        new = _RENAMED.get(name) or name.replace("RUNSTATE_PROCESSOR_", "RUNSTATE_RUNTIME_", 1)
+        field = new.removeprefix("RUNSTATE_RUNTIME_").lower()
+        hint = f"use {new}" if field in RuntimeConfig.model_fields else "it has no equivalent"
+        out.append(f"{name} is not read any more (the faust processor's setting); {hint}")
+    return out

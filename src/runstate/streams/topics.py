@@ -1,28 +1,40 @@
 """The topics runstate needs, their configs, and ``ensure`` that creates or verifies them.
 
-A topic that exists with the wrong partition count or cleanup policy is an error, not a
-silent difference: keys would route to other partitions than the state tables expect, or a
-compacted table would lose history it was meant to keep.
+A topic that exists with a setting a promise depends on set wrong is an error, not a silent
+difference: keys would route to other partitions than the state tables expect, a compacted
+table would lose history it was meant to keep, Kafka would expire events that were never
+archived, or every acks=all write would fail. What is checked, and what ``--fix`` may change
+in place, is decided in :mod:`runstate.streams.topic_checks`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from runstate.errors import TopicMismatch
 from runstate.streams import clients
+from runstate.streams.topic_checks import Finding, TopicFacts, TopicSpec, check_topic
 
-__all__ = ["TopicNames", "TopicSpec", "admin_client", "ensure_topics", "topic_specs"]
-
-#: Config keys whose mismatch is an error (others are reported as notes only).
-#: Configs an existing topic must match: a time or size limit on the events topic would let
-#: Kafka delete events that were never archived, without a word.
-CHECKED_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
+__all__ = [
+    "ConfigChange",
+    "EnsureReport",
+    "TopicNames",
+    "TopicSpec",
+    "admin_client",
+    "ensure_topics",
+    "topic_specs",
+]
 
 
 @dataclass(frozen=True)
@@ -64,15 +76,7 @@ class TopicNames:
         return f"{self.prefix}.schemas"
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    config: Mapping[str, str] = field(default_factory=dict)
-    purpose: str = ""
-
-
-_COMPACTED = {
+_COMPACTED: Mapping[str, str] = {
     "cleanup.policy": "compact",
     "min.cleanable.dirty.ratio": "0.1",
     "segment.ms": "3600000",
@@ -81,30 +85,42 @@ _COMPACTED = {
 
 def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
     """The topics of one deployment. Partitioned topics share the events topic's count so a
-    run's events, state and changes live in the same partition number everywhere."""
+    run's events, state and changes live in the same partition number everywhere.
+
+    Events, state changes and dead letters are never deleted by time or size: events leave
+    Kafka only through `retention apply`, which trims up to the archived watermark (see
+    docs/retention.md), and the other two are the audit trail of changes and of bad input.
+    """
+    kept: Mapping[str, str] = {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+    }
     return [
+        TopicSpec(names.events, partitions, kept, "agent events, keyed by run_id"),
+        # The runtime writes partition N of these three with partition N of the events.
         TopicSpec(
-            names.events,
+            names.runs_changelog,
             partitions,
-            # Never deleted by time: events leave Kafka only through `retention apply`,
-            # which trims up to the archived watermark (see docs/retention.md).
-            {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
-            "agent events, keyed by run_id",
+            _COMPACTED,
+            "run-state store changelog",
+            co_partitioned_with=names.events,
         ),
-        TopicSpec(names.runs_changelog, partitions, _COMPACTED, "run-state store changelog"),
-        TopicSpec(names.latest_state, partitions, _COMPACTED, "latest summary per run"),
+        TopicSpec(
+            names.latest_state,
+            partitions,
+            _COMPACTED,
+            "latest summary per run",
+            co_partitioned_with=names.events,
+        ),
         TopicSpec(
             names.state_changes,
             partitions,
-            {"cleanup.policy": "delete", "retention.ms": "-1"},
+            kept,
             "RunStateChanged, one per change",
+            co_partitioned_with=names.events,
         ),
-        TopicSpec(
-            names.dead_letters,
-            1,
-            {"cleanup.policy": "delete", "retention.ms": "-1"},
-            "bad input with the reason",
-        ),
+        TopicSpec(names.dead_letters, 1, kept, "bad input with the reason"),
         TopicSpec(names.schemas, 1, {"cleanup.policy": "compact"}, "writer schemas by fingerprint"),
     ]
 
@@ -115,9 +131,27 @@ def admin_client(bootstrap_servers: str) -> AdminClient:
 
 
 @dataclass(frozen=True)
+class ConfigChange:
+    """One config ``ensure_topics(fix=True)`` changed in place."""
+
+    topic: str
+    key: str
+    value: str
+    was: str | None
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.key}={self.value} (was {self.was})"
+
+
+@dataclass(frozen=True)
 class EnsureReport:
+    """What ``ensure_topics`` did: topics created and verified, settings changed in place
+    (``fix=True``), and doubtful settings left as they are (one line each)."""
+
     created: list[str]
     verified: list[str]
+    fixed: list[ConfigChange]
+    warnings: list[str]
 
 
 def ensure_topics(
@@ -125,13 +159,20 @@ def ensure_topics(
     specs: Iterable[TopicSpec],
     *,
     replication_factor: int = 1,
+    fix: bool = False,
     timeout_s: float = 30.0,
 ) -> EnsureReport:
-    """Create missing topics; check that existing ones match.
+    """Create missing topics; check every setting of existing ones that a promise depends on.
+
+    With ``fix``, wrong configs are changed in place (``incremental_alter_configs``) and
+    checked again; a wrong partition count is never changed (see
+    :mod:`runstate.streams.topic_checks`). Warnings are reported, not changed: they may be
+    the operator's choice.
 
     Raises:
-        TopicMismatch: an existing topic has another partition count or cleanup policy;
-            the message lists every difference and how to fix it.
+        TopicMismatch: an existing topic still has a wrong setting; the message has one line
+            per setting, what it breaks and how to repair it, and the lines of what was
+            changed before the refusal.
     """
     specs = list(specs)
     existing = admin.list_topics(timeout=timeout_s).topics
@@ -155,16 +196,34 @@ def ensure_topics(
     if created:
         _wait_for_leaders(admin, created, timeout_s)
     present = [s for s in specs if s.name not in created]
-    problems = _mismatches(admin, present, timeout_s) if present else []
-    if problems:
+    facts, findings = _findings(admin, present, timeout_s) if present else ({}, [])
+    fixed: list[ConfigChange] = []
+    if fix and any(f.fix for f in findings if f.severity == "error"):
+        wrong = [f for f in findings if f.severity == "error"]
+        fixed = _apply_fixes(admin, wrong, facts, timeout_s)
+        _, findings = _findings(admin, present, timeout_s)
+    errors = [f.message for f in findings if f.severity == "error"]
+    if errors:
+        fixable = sum(1 for f in findings if f.severity == "error" and f.fix)
+        hint = (
+            f"\n`runstate topics ensure --fix` changes the {fixable} setting(s) that can be"
+            " changed in place (before Kafka deletes anything)."
+            if fixable
+            else ""
+        )
+        done = "".join(f"\nchanged: {change}" for change in fixed)
         raise TopicMismatch(
             "existing topics differ from what runstate needs:\n  "
-            + "\n  ".join(problems)
-            + "\nFix a retention setting with `kafka-configs --alter --add-config"
-            " retention.ms=-1` (before Kafka deletes anything), or use another"
-            " RUNSTATE_TOPIC_PREFIX, or recreate the topics (data is lost)."
+            + "\n  ".join(errors)
+            + hint
+            + done
         )
-    return EnsureReport(created=created, verified=[s.name for s in present])
+    return EnsureReport(
+        created=created,
+        verified=[s.name for s in present],
+        fixed=fixed,
+        warnings=[f.message for f in findings if f.severity == "warning"],
+    )
 
 
 def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
@@ -182,22 +241,71 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -
         time.sleep(0.1)
 
 
-def _mismatches(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> list[str]:
+def _facts(admin: AdminClient, names: list[str], timeout_s: float) -> dict[str, TopicFacts]:
+    """Partitions, replication factor and configs of existing topics, from the cluster."""
     meta = admin.list_topics(timeout=timeout_s).topics
-    problems = []
-    for s in specs:
-        have = len(meta[s.name].partitions)
-        if have != s.partitions:
-            problems.append(f"{s.name}: {have} partitions, expected {s.partitions}")
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
     configs = admin.describe_configs(resources, request_timeout=timeout_s)
-    by_name = {s.name: s for s in specs}
+    facts = {}
     for res, fut in configs.items():
-        actual = fut.result()
-        spec = by_name[res.name]
-        for key in CHECKED_CONFIGS:
-            want = spec.config.get(key)
-            got = actual[key].value if key in actual else None
-            if want is not None and got != want:
-                problems.append(f"{spec.name}: {key}={got}, expected {want}")
-    return problems
+        partitions = meta[res.name].partitions
+        facts[res.name] = TopicFacts(
+            res.name,
+            partitions=len(partitions),
+            replication_factor=min((len(p.replicas) for p in partitions.values()), default=0),
+            config={key: entry.value for key, entry in fut.result().items()},
+        )
+    return facts
+
+
+def _findings(
+    admin: AdminClient, specs: list[TopicSpec], timeout_s: float
+) -> tuple[dict[str, TopicFacts], list[Finding]]:
+    facts = _facts(admin, [s.name for s in specs], timeout_s)
+    partitions_of = {name: f.partitions for name, f in facts.items()}
+    found = [f for s in specs for f in check_topic(s, facts[s.name], partitions_of=partitions_of)]
+    return facts, found
+
+
+def _apply_fixes(
+    admin: AdminClient, findings: list[Finding], facts: Mapping[str, TopicFacts], timeout_s: float
+) -> list[ConfigChange]:
+    """Set the configs that repair ``findings`` in place; what was changed."""
+    changes: dict[str, dict[str, str]] = {}
+    done = []
+    for f in findings:
+        for key, value in (f.fix or {}).items():
+            changes.setdefault(f.topic, {})[key] = value
+            done.append(ConfigChange(f.topic, key, value, facts[f.topic].config.get(key)))
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+                for key, value in configs.items()
+            ],
+        )
+        for topic, configs in changes.items()
+    ]
+    for fut in admin.incremental_alter_configs(resources, request_timeout=timeout_s).values():
+        fut.result()
+    _wait_for_configs(admin, changes, timeout_s)
+    return done
+
+
+def _wait_for_configs(
+    admin: AdminClient, changes: Mapping[str, Mapping[str, str]], timeout_s: float
+) -> None:
+    """An altered config reaches the brokers a moment after the controller accepted it; wait
+    until they describe it, so the check that follows sees the change."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        facts = _facts(admin, list(changes), timeout_s)
+        if all(
+            facts[topic].config.get(key) == value
+            for topic, configs in changes.items()
+            for key, value in configs.items()
+        ):
+            return
+        time.sleep(0.1)
