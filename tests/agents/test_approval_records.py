@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -30,6 +29,7 @@ from runstate.errors import ApprovalError, RunSuspended
 from runstate.runs.state import ApprovalOutcome
 from runstate.schemas.events import AgentEvent, ApprovalGranted, ApproverKind
 from runstate.streams.producer import Delivery
+from tests.agents.recording import PositionRecordingReader
 
 RUN = "run-1"
 SUBJECT = {"company": "Acme", "limit": 50000}
@@ -59,19 +59,6 @@ def waiting(runs: InMemoryRuns, clock: ManualClock) -> DurableRun:
             due=timedelta(hours=1),
         )
     return run
-
-
-class PositionRecordingReader:
-    def __init__(self, runs: InMemoryRuns) -> None:
-        self.runs = runs
-        self.afters: list[Any] = []
-
-    def read(self, run_id: str, *, after: Any = None) -> Any:
-        self.afters.append(after)
-        return self.runs.read(run_id, after=after)
-
-    def latest_position(self, run_id: str) -> Delivery | None:
-        return self.runs.latest_position(run_id)
 
 
 class DecidedFirst:

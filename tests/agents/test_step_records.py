@@ -40,24 +40,9 @@ from runstate.schemas.events import (
     StepFailed,
     StepStarted,
 )
-from runstate.streams.producer import Delivery
+from tests.agents.recording import PositionRecordingReader
 
 RUN = "run-1"
-
-
-class PositionRecordingReader:
-    """The in-memory reader, noting the position each read asked to see."""
-
-    def __init__(self, runs: InMemoryRuns) -> None:
-        self.runs = runs
-        self.afters: list[Any] = []
-
-    def read(self, run_id: str, *, after: Any = None) -> Any:
-        self.afters.append(after)
-        return self.runs.read(run_id, after=after)
-
-    def latest_position(self, run_id: str) -> Delivery | None:
-        return self.runs.latest_position(run_id)
 
 
 @pytest.fixture
