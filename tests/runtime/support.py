@@ -35,6 +35,7 @@ from runstate.streams.reader import RawRecord, read_topic
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
 from tests.factories import make_run
 from tests.faults.oracle import Expected, fold_log, restore_changelog
+from tests.polling import assert_eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
@@ -179,6 +180,18 @@ class Verdict:
     @property
     def complete(self) -> bool:
         return set(self.change_counts) >= set(self.expected.changes)
+
+
+def settled_outputs(bootstrap: str, names: TopicNames, *, timeout_s: float = 30.0) -> Verdict:
+    """:func:`check_outputs`, polled until clean: a read_committed reader sees a transaction
+    only once its markers are written, a moment after ``commit_transaction`` returned."""
+
+    def clean() -> Verdict:
+        v = check_outputs(bootstrap, names)
+        assert v.complete and not v.problems, v.problems
+        return v
+
+    return assert_eventually(clean, timeout_s=timeout_s, what="outputs visible and clean")
 
 
 def check_outputs(

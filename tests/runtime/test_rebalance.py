@@ -23,12 +23,12 @@ from tests.polling import assert_eventually
 from tests.runtime.support import (
     Running,
     agent_runs,
-    check_outputs,
     create_topics,
     interleave,
     produce_events,
     read,
     runtime_config,
+    settled_outputs,
 )
 
 pytestmark = pytest.mark.integration
@@ -63,8 +63,7 @@ def test_outputs_stay_invisible_until_the_final_checkpoint_on_stop(
         assert read(kafka_bootstrap, names.runs_changelog) == []
     finally:
         running.stop()
-    verdict = check_outputs(kafka_bootstrap, names)
-    assert verdict.complete and verdict.problems == [], verdict.problems
+    settled_outputs(kafka_bootstrap, names)
 
 
 def test_a_revoked_partition_is_committed_before_it_moves(
@@ -114,8 +113,7 @@ def test_a_revoked_partition_is_committed_before_it_moves(
         if second is not None:
             second.stop()
         first.stop()
-    verdict = check_outputs(kafka_bootstrap, names)
-    assert verdict.complete and verdict.problems == [], verdict.problems
+    verdict = settled_outputs(kafka_bootstrap, names)
     assert set(verdict.change_counts.values()) == {1}
 
 
@@ -192,6 +190,5 @@ def test_owned_partitions_are_processed_while_another_restores(
         assert worker.owned_partitions() == list(range(PARTITIONS))
     finally:
         running.stop()
-    verdict = check_outputs(kafka_bootstrap, names)
-    assert verdict.complete and verdict.problems == [], verdict.problems
+    verdict = settled_outputs(kafka_bootstrap, names)
     assert set(verdict.change_counts.values()) == {1}

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from runstate.errors import RestoreError
 from runstate.runtime.memory_store import MemoryPartitionStore
@@ -47,9 +47,48 @@ class Changelog:
             self.producer.produce(self.topic, key=key, value=value, partition=partition)
         if commit:
             self.producer.commit_transaction(30)
+            self._wait_stable(partition)
         else:
             self.producer.flush(30)  # in the log before the abort, so they leave a hole
             self.producer.abort_transaction(30)
+
+    def _wait_stable(self, partition: int) -> None:
+        """Until a read_committed reader's end (the last stable offset) reaches the high
+        watermark: commit_transaction returns before the commit markers are written."""
+        reader = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"{self.topic}-lso",
+                "isolation.level": "read_committed",
+            }
+        )
+        tp = TopicPartition(self.topic, partition)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                _, stable = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+                high = self._high(partition)
+                if stable >= high:
+                    return
+                time.sleep(0.05)
+        finally:
+            reader.close()
+
+    def _high(self, partition: int) -> int:
+        reader = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"{self.topic}-hw",
+                "isolation.level": "read_uncommitted",
+            }
+        )
+        try:
+            _, high = reader.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=10, cached=False
+            )
+            return int(high)
+        finally:
+            reader.close()
 
 
 @pytest.fixture
