@@ -66,7 +66,8 @@ def run_launch_checks(
     say = progress or (lambda _text: None)
     run_id = run_id or new_check_run_id()
     report = LaunchReport(run_id)
-    QueryClient(config.query_url, timeout_s=10.0).get("/health")
+    with QueryClient(config.query_url, timeout_s=10.0) as health:
+        health.get("/health")
     require_reachable(config.bootstrap_servers)
     d = CheckedDeployment(config)
     try:

@@ -276,18 +276,18 @@ class Scenario:
 
     def _watch_waiting(self, approver: str, limit: float) -> dict[str, float | None]:
         """Seconds from the request until each view showed the run waiting for ``approver``."""
-        client = QueryClient(self.d.config.query_url, timeout_s=5.0)
         seen: dict[str, float | None] = {
             "GET /runs/{id}": None,
             "GET /runs?status=waiting_approval": None,
             "state-changes topic": None,
         }
         deadline = time.monotonic() + limit
-        while True:
-            self._poll_views(client, approver, seen)
-            if all(s is not None for s in seen.values()) or time.monotonic() > deadline:
-                return seen
-            time.sleep(0.1)
+        with QueryClient(self.d.config.query_url, timeout_s=5.0) as client:
+            while True:
+                self._poll_views(client, approver, seen)
+                if all(s is not None for s in seen.values()) or time.monotonic() > deadline:
+                    return seen
+                time.sleep(0.1)
 
     def _poll_views(
         self,

@@ -1,12 +1,20 @@
-"""A small blocking client of the query API, for the CLI and scripts."""
+"""A small blocking client of the query API, for the CLI, the agent SDK and scripts.
+
+It keeps a pool of HTTP connections (httpx), so a process that asks many times (a reactor, an
+agent reading after each write) reuses its connections instead of opening one per call. A
+``GET`` that could not reach the worker (refused, reset, a pooled connection the worker had
+closed) is tried again a few times with a short pause: every call is a read, so repeating it
+is safe. Close the client (or use ``with``) to release the connections.
+"""
 
 from __future__ import annotations
 
-import json
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
+from types import TracebackType
 from typing import Any
+
+import httpx
 
 from runstate.errors import QueryError, QueryUnreachable
 from runstate.runs.run_view import RunFilter
@@ -16,40 +24,96 @@ __all__ = ["QueryClient"]
 #: Runs asked for per page when following pages (the API allows up to 1,000).
 _PAGE = 500
 
+#: Failures to reach the worker that another try may not meet (the request was not answered).
+_RETRIED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+
+#: Longest wait to open a connection; a worker that is up accepts at once.
+_CONNECT_TIMEOUT_S = 5.0
+
 
 class QueryClient:
-    """GETs JSON from a processor worker; any worker answers (it routes to the owner)."""
+    """GETs JSON from a processor worker; any worker answers (it routes to the owner).
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+    Args:
+        base_url: the worker's query API, e.g. ``http://127.0.0.1:6066``.
+        timeout_s: the longest wait for one answer (a read-your-writes read waits in the
+            worker, so give it more than the ``timeout`` it asks for).
+        retries: further tries of a call that could not reach the worker.
+        retry_pause_s: the pause before the first further try; it doubles each time.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 2,
+        retry_pause_s: float = 0.2,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.retry_pause_s = retry_pause_s
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S))
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections; the client cannot be used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> QueryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         """The JSON body of ``GET path?params``; None-valued params are left out.
 
         Raises:
-            QueryError: HTTP error (the message carries the API's own message), or the worker
-                is unreachable.
+            QueryError: HTTP error (the message carries the API's own message).
+            QueryUnreachable: the worker could not be reached after the retries, or did not
+                answer within ``timeout_s``.
         """
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-                return body
-        except urllib.error.HTTPError as exc:
+        url = f"{self.base_url}{path}"
+        query = {k: v for k, v in params.items() if v is not None}
+        pause = self.retry_pause_s
+        for tries_left in range(self.retries, -1, -1):
             try:
-                detail = json.loads(exc.read()).get("message", "")
+                resp = self._http.get(url, params=query)
+                break
+            except _RETRIED as exc:
+                if tries_left == 0:
+                    raise self._unreachable(exc) from exc
+            except httpx.TransportError as exc:  # a timeout: the worker may be working on it
+                raise self._unreachable(exc) from exc
+            time.sleep(pause)
+            pause *= 2
+        if resp.is_error:
+            try:
+                detail = resp.json().get("message", "")
             except ValueError:
                 detail = ""
-            err = QueryError(f"{url}: HTTP {exc.code} {detail}".strip())
-            err.status = exc.code  # type: ignore[attr-defined]
-            raise err from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise QueryUnreachable(
-                f"cannot reach the query API at {self.base_url} ({exc}); is a processor"
-                " running (`runstate processor run`)? set RUNSTATE_QUERY_URL or --url"
-            ) from exc
+            err = QueryError(f"{resp.url}: HTTP {resp.status_code} {detail}".strip())
+            err.status = resp.status_code  # type: ignore[attr-defined]
+            raise err
+        try:
+            body: dict[str, Any] = resp.json()
+        except ValueError as exc:
+            raise QueryError(f"{resp.url}: the answer is not JSON ({exc})") from exc
+        return body
+
+    def _unreachable(self, exc: Exception) -> QueryUnreachable:
+        return QueryUnreachable(
+            f"cannot reach the query API at {self.base_url} ({type(exc).__name__}: {exc});"
+            " is a processor running (`runstate processor run`)? set RUNSTATE_QUERY_URL or --url"
+        )
 
     def run(
         self,
