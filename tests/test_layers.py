@@ -1,6 +1,8 @@
-"""The package's layers import only downward: cli -> checks -> {retention, agents, runtime}
--> runs -> streams -> schemas; the root modules (errors, settings, durations) are for
-everyone, and ``python -m runstate`` (``__main__``) starts the CLI.
+"""The package's layers import only downward: cli -> checks -> testing -> {retention,
+agents, runtime} -> runs -> streams -> schemas (``testing``: the demo's and the launch
+checks' stand-ins, which no production layer may import); the root modules (errors,
+settings, durations) are for everyone, and ``python -m runstate`` (``__main__``) starts the
+CLI.
 
 The run domain (``runs``: state, reducer, codec, views, deadlines) sits beside the runtime,
 not in it: the agent SDK, retention, replay and the launch checks depend on it and never on
@@ -28,9 +30,13 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"runs", "streams", "schemas"},
     "retention": {"runs", "streams", "schemas"},
     "agents": {"runs", "streams", "schemas"},
-    "checks": {"retention", "agents", "runs", "streams", "schemas"},
+    # Stand-ins for the demo, the launch checks and the tests (the effects service, the
+    # example agent): above the SDK, so no production layer can reach them.
+    "testing": {"agents", "runs", "streams", "schemas"},
+    "checks": {"testing", "retention", "agents", "runs", "streams", "schemas"},
     "cli": {
         "checks",
+        "testing",
         "retention",
         "agents",
         "runtime",

@@ -5,7 +5,7 @@
 * ``mid_step`` - inside ``send_email``, after StepStarted, before the provider call;
 * ``after_call`` - right after the provider answered, before the outcome is recorded.
 
-Exit codes as :mod:`runstate.agents.credit_limit`: 0 completed, 10 waiting, 4 a person must
+Exit codes as :mod:`runstate.testing.credit_limit`: 0 completed, 10 waiting, 4 a person must
 reconcile, 1 failed.
 """
 
@@ -17,10 +17,11 @@ import os
 import signal
 import sys
 
-from runstate.agents import DurableRun, EffectsClient, HttpRunStateReader, RetryPolicy, StepContext
+from runstate.agents import DurableRun, HttpRunStateReader, RetryPolicy, StepContext
 from runstate.agents.process import drive_once
 from runstate.settings import load_settings
 from runstate.streams.producer import EventProducer
+from runstate.testing.effects import EffectsClient
 
 KILL_AT = os.environ.get("RUNSTATE_TEST_KILL_AT", "")
 

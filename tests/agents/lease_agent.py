@@ -22,11 +22,12 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from runstate.agents import DurableRun, EffectsClient, HttpRunStateReader, StepContext
+from runstate.agents import DurableRun, HttpRunStateReader, StepContext
 from runstate.agents.process import drive_once
 from runstate.errors import RunLeased
 from runstate.settings import load_settings
 from runstate.streams.producer import EventProducer
+from runstate.testing.effects import EffectsClient
 
 
 def main() -> int:

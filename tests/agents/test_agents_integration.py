@@ -21,26 +21,25 @@ import pytest
 
 from runstate.agents import (
     DurableRun,
-    EffectsClient,
-    EffectsService,
     HttpRunStateReader,
     Reactor,
     RetryDue,
     RetryPolicy,
     StepContext,
 )
-from runstate.agents.credit_limit import EXIT_COMPLETED, EXIT_RECONCILE, EXIT_WAITING, MANAGER
 from runstate.errors import RunSuspended
 from runstate.runs.state import ActionState, RunState, RunStateChanged, RunStatus
 from runstate.schemas.events import AgentEvent, ApprovalGranted, RetryScheduled, StepStarted
 from runstate.streams.producer import EventProducer
+from runstate.testing.credit_limit import EXIT_COMPLETED, EXIT_RECONCILE, EXIT_WAITING, MANAGER
+from runstate.testing.effects import EffectsClient, EffectsService
 from tests.polling import assert_eventually
 from tests.workers import RUNSTATE, Deployment
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).with_name("agent_script.py")
-CREDIT_AGENT = "runstate.agents.credit_limit"
+CREDIT_AGENT = "runstate.testing.credit_limit"
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from runstate.agents import EffectsService, HttpRunStateReader
+from runstate.agents import HttpRunStateReader
 from runstate.agents.process import EXIT_COMPLETED, EXIT_FENCED
 from runstate.runs.dead_letters import HEADER_DETAIL, HEADER_ERROR_CLASS, HEADER_REASON
 from runstate.runs.state import RunState, RunStateChanged, RunStatus, StepPhase
 from runstate.runs.state_codec import decode_change
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent, RunClaimed, StepCompleted
+from runstate.testing.effects import EffectsService
 from tests.polling import assert_eventually
 from tests.workers import Deployment
 

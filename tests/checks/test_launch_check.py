@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from runstate.agents.effects import EffectCount
 from runstate.checks import Exposure, Place, Verdict, pii_plan
 from runstate.checks.archive_scan import scan_events
 from runstate.checks.personal_data import (
@@ -37,6 +36,7 @@ from runstate.checks.synthetic import RUN_ID_PREFIX, new_check_run_id
 from runstate.cli import app
 from runstate.retention.policy import PersonalDataAction
 from runstate.streams.topics import TopicNames
+from runstate.testing.effects import EffectCount
 from tests.workers import RUNSTATE, Deployment, Worker
 
 #: Tags every field the synthetic run fills (pii_plan), and one it does not.

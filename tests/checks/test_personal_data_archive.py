@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 
 from runstate.agents import DurableRun, InMemoryRuns, approve
-from runstate.agents.credit_limit import AGENT, PROMPT_VERSION, SAMPLE_REQUEST, CreditLimitAgent
-from runstate.agents.effects import EffectsClient, EffectsService
 from runstate.checks import Place, Verdict, pii_plan
 from runstate.checks.archive_scan import detect, scan_events
 from runstate.checks.personal_data import judge_personal_data, scan_places, scan_segments
@@ -36,6 +34,8 @@ from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import encode_event
 from runstate.schemas.events import AgentEvent, ModelCalled, StepCompleted, StepStarted
+from runstate.testing.credit_limit import AGENT, PROMPT_VERSION, SAMPLE_REQUEST, CreditLimitAgent
+from runstate.testing.effects import EffectsClient, EffectsService
 from tests.factories import RunBuilder
 
 EMAIL = "cfo@acme.example"

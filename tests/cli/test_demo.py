@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runstate.agents.credit_limit import notification_keys
 from runstate.streams.broker import LocalBroker
+from runstate.testing.credit_limit import notification_keys
 
 pytestmark = pytest.mark.integration
 

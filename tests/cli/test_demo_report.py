@@ -6,9 +6,9 @@ counting service saw and must turn false on every way the promise can break.
 
 from __future__ import annotations
 
-from runstate.agents.credit_limit import notification_keys
-from runstate.agents.effects import EffectCount, EffectsClient, EffectsService
 from runstate.cli.demo import notification_problems
+from runstate.testing.credit_limit import notification_keys
+from runstate.testing.effects import EffectCount, EffectsClient, EffectsService
 
 RUN = "run-1"
 KEYS = list(notification_keys(RUN).values())

@@ -19,7 +19,6 @@ from runstate.agents.approvals import (
     subject_hash,
 )
 from runstate.agents.client import HttpRunStateReader, LogPosition, RunStateReader
-from runstate.agents.effects import EffectsClient, EffectsService
 from runstate.agents.memory import InMemoryRuns
 from runstate.agents.ports import Clock, EventSink, ManualClock, SystemClock
 from runstate.agents.reactor import ChangeFilter, Reactor, ReactorStats
@@ -36,8 +35,6 @@ __all__ = [
     "Clock",
     "DecisionReceipt",
     "DurableRun",
-    "EffectsClient",
-    "EffectsService",
     "EventSink",
     "HttpRunStateReader",
     "InMemoryRuns",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runstate.agents.effects import EffectsService
 from runstate.checks.deployment import CheckedDeployment, LaunchCheckConfig
 from runstate.checks.personal_data import (
     collect_places,
@@ -19,6 +18,7 @@ from runstate.errors import BrokerError
 from runstate.runs.query_client import QueryClient
 from runstate.streams.clients import require_reachable
 from runstate.streams.producer import EventProducer
+from runstate.testing.effects import EffectsService
 
 __all__ = ["CHECK_NAMES", "run_launch_checks"]
 

@@ -2,7 +2,7 @@
 
 The agent runs as a child process (``python -m runstate.checks``) against the
 deployment's broker and query API, with its side effects going to a counting
-:class:`~runstate.agents.effects.EffectsService` in no-key mode: the service performs every
+:class:`~runstate.testing.effects.EffectsService` in no-key mode: the service performs every
 request it gets, so only runstate's own ledger can prevent a duplicate.
 
 1. **Restart mid-task**: the agent is SIGKILLed inside step ``enrich`` and started again. It
@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runstate.agents.approvals import approve
-from runstate.agents.effects import EffectCount, EffectsService
 from runstate.checks.deployment import CheckedDeployment
 from runstate.checks.results import CheckResult, NotRun, Verdict
 from runstate.checks.synthetic import (
@@ -54,6 +53,7 @@ from runstate.runs.state_codec import StateCodec
 from runstate.schemas.events import AgentEvent, RunCancelled, StepStarted
 from runstate.settings import load_settings
 from runstate.streams.producer import EventProducer
+from runstate.testing.effects import EffectCount, EffectsService
 
 __all__ = ["Scenario", "judge_side_effects", "step_attempts"]
 

@@ -36,7 +36,6 @@ from typing import Any, Final
 
 from runstate.agents.approvals import canonical_json
 from runstate.agents.client import HttpRunStateReader
-from runstate.agents.effects import EffectsClient
 from runstate.agents.ports import EventSink
 from runstate.agents.process import (
     EXIT_COMPLETED,
@@ -46,6 +45,7 @@ from runstate.agents.process import (
     drive_once,
 )
 from runstate.agents.steps import ActionOutcome, DurableRun, StepContext
+from runstate.testing.effects import EffectsClient
 
 __all__ = [
     "AGENT",

@@ -43,8 +43,6 @@ from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
 from runstate.agents.client import HttpRunStateReader
-from runstate.agents.credit_limit import EXIT_WAITING, MANAGER, notification_keys
-from runstate.agents.effects import EffectCount, EffectsService
 from runstate.agents.reactor import Reactor
 from runstate.cli.broker import _broker
 from runstate.errors import Error
@@ -57,6 +55,8 @@ from runstate.settings import load_settings
 from runstate.streams.reader import read_topic
 from runstate.streams.schema_topic import SchemaTopicSource
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
+from runstate.testing.credit_limit import EXIT_WAITING, MANAGER, notification_keys
+from runstate.testing.effects import EffectCount, EffectsService
 
 _DEADLINE_S = 90.0
 
@@ -168,7 +168,7 @@ class _Demo:
 
     def agent(self, action: str, run_id: str) -> subprocess.Popen[bytes]:
         return self.spawn(
-            sys.executable, "-m", "runstate.agents.credit_limit", action, run_id,
+            sys.executable, "-m", "runstate.testing.credit_limit", action, run_id,
             "--effects-url", self.effects_url, "--query-url", self.query_url,
             log=f"agent-{action}.log",
         )  # fmt: skip

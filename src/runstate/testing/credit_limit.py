@@ -11,8 +11,8 @@ Steps, in the order the agent runs them every time it is (re)started:
    policy's backoff.
 4. ``notify_decision`` - tell the applicant (once), then complete the run.
 
-Side effects go to an :class:`~runstate.agents.effects.EffectsService`. Run one step of it
-from a shell with ``python -m runstate.agents.credit_limit {start,resume} RUN_ID
+Side effects go to an :class:`~runstate.testing.effects.EffectsService`. Run one step of it
+from a shell with ``python -m runstate.testing.credit_limit {start,resume} RUN_ID
 --effects-url URL``; the exit code says what happened (0 completed, 10 waiting, 1 failed,
 4 a person must reconcile an action).
 """
@@ -29,7 +29,6 @@ from typing import Any
 
 from runstate.agents.approvals import canonical_json
 from runstate.agents.client import HttpRunStateReader
-from runstate.agents.effects import EffectsClient
 from runstate.agents.process import (
     EXIT_COMPLETED,
     EXIT_FAILED,
@@ -39,6 +38,7 @@ from runstate.agents.process import (
 )
 from runstate.agents.retry import RetryPolicy
 from runstate.agents.steps import DurableRun, StepContext
+from runstate.testing.effects import EffectsClient
 
 __all__ = [
     "AGENT",

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from runstate.agents.effects import EffectCount, EffectsClient, EffectsService
 from runstate.errors import StepAttemptFailed
 from runstate.schemas.events import FailureReason
+from runstate.testing.effects import EffectCount, EffectsClient, EffectsService
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ HTTP API (JSON, on 127.0.0.1, stdlib server in a daemon thread):
   confirmed), ``reject`` answers 422 without an effect, ``empty`` answers 200 with no body.
 * ``POST /reset`` forgets everything.
 
-Run it alone with ``python -m runstate.agents.effects --port 8099 [--no-keys]``.
+Run it alone with ``python -m runstate.testing.effects --port 8099 [--no-keys]``.
 """
 
 from __future__ import annotations
