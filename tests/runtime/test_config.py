@@ -1,13 +1,18 @@
-"""The runtime's settings and crash points: validated at start-up, with clear messages."""
+"""The runtime's settings and crash points: validated at start-up, with clear messages; the
+advertised URL apart from the bind address."""
 
 from __future__ import annotations
+
+import socket
 
 import pytest
 
 from runstate.errors import ConfigError
 from runstate.runtime import fault_hooks
+from runstate.runtime.clients import consumer_settings
 from runstate.runtime.config import load_runtime_config, retired_settings
 from runstate.runtime.fault_hooks import CrashPoints
+from runstate.runtime.owners import parse_client_id
 from runstate.settings import Settings
 
 
@@ -78,3 +83,57 @@ def test_settings_of_the_retired_processor_are_named_not_silently_dropped() -> N
         " setting); it has no equivalent",
     ]
     assert retired_settings({"RUNSTATE_RUNTIME_WORKER_ID": "w1"}) == []
+
+
+def test_the_advertised_url_is_apart_from_the_bind_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RUNSTATE_RUNTIME_WEB_HOST", "0.0.0.0")
+    monkeypatch.setenv("RUNSTATE_RUNTIME_ADVERTISED_URL", "http://runstate-1.runstate:6066/")
+    config = load_runtime_config(Settings())
+    assert config.web_host == "0.0.0.0"
+    assert config.url == "http://runstate-1.runstate:6066"
+    assert load_runtime_config(Settings(), advertised_url="http://10.0.0.7:7000").url == (
+        "http://10.0.0.7:7000"
+    )
+
+
+def test_without_one_the_url_comes_from_the_bind_and_never_names_a_wildcard() -> None:
+    assert load_runtime_config(Settings(), web_host="127.0.0.1", web_port=7001).url == (
+        "http://127.0.0.1:7001"
+    )
+    assert load_runtime_config(Settings(), web_host="::1", web_port=7001).url == (
+        "http://[::1]:7001"
+    )
+    for wildcard in ("0.0.0.0", "::"):
+        url = load_runtime_config(Settings(), web_host=wildcard, web_port=7001).url
+        assert url == f"http://{socket.gethostname()}:7001"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("http://0.0.0.0:6066", "where to listen"),
+        ("http://[::]:6066", "where to listen"),
+        ("runstate-0:6066", "not a URL"),
+        ("ftp://runstate-0:6066", "not a URL"),
+        ("http://runstate-0:6066/api", "not a URL"),
+        ("http://runstate 0:6066", "not a URL"),
+        ("http://runstate-0:0", "port 0"),
+        ("http://runstate-0:99999", "advertised_url"),
+    ],
+)
+def test_an_advertised_url_others_cannot_dial_is_refused_at_start_up(value: str, says: str) -> None:
+    with pytest.raises(ConfigError, match="advertised_url") as caught:
+        load_runtime_config(Settings(), advertised_url=value)
+    assert says in str(caught.value)
+
+
+def test_the_group_learns_the_advertised_url_not_the_bind_address() -> None:
+    config = load_runtime_config(
+        Settings(), worker_id="w-2", web_host="0.0.0.0", advertised_url="http://runstate-2:6066"
+    )
+    assert parse_client_id(consumer_settings(config)["client.id"]) == (
+        "w-2",
+        "http://runstate-2:6066",
+    )

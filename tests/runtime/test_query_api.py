@@ -44,6 +44,7 @@ class Source:
     stores: dict[int, MemoryPartitionStore] = field(default_factory=dict)
     committed: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ready: bool = True
 
     @contextmanager
     def reading(self, partition: int) -> Iterator[KeyValueReader | None]:
@@ -57,7 +58,7 @@ class Source:
         return sorted(self.stores)
 
     def health(self) -> dict[str, Any]:
-        return {"ready": True, "worker_id": self.worker_id}
+        return {"ready": self.ready, "worker_id": self.worker_id}
 
     def freshness(self, partition: int) -> dict[str, Any]:
         return {"partition": partition, "committed_offset": self.committed.get(partition)}
@@ -89,14 +90,16 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
-@pytest.fixture
-def group() -> Iterator[Group]:
+@contextmanager
+def _group(advertised_host: str) -> Iterator[Group]:
+    """Two workers bound to 127.0.0.1, each advertising ``http://<advertised_host>:<port>``
+    to the group (the URL the other forwards to)."""
     owned = [[0, 2], [1, 3]]
     sources = [Source(f"w{i}", PARTITIONS) for i in range(2)]
     for source, parts in zip(sources, owned, strict=True):
         source.stores = {p: MemoryPartitionStore(p) for p in parts}
     ports = [free_port() for _ in sources]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    urls = [f"http://{advertised_host}:{port}" for port in ports]
     members = [
         (client_id(s.worker_id, url), parts)
         for s, url, parts in zip(sources, urls, owned, strict=True)
@@ -119,6 +122,12 @@ def group() -> Iterator[Group]:
     finally:
         for s in servers:
             s.stop()
+
+
+@pytest.fixture
+def group() -> Iterator[Group]:
+    with _group("127.0.0.1") as g:
+        yield g
 
 
 def _owner(group: Group, run_id: str) -> Source:
@@ -147,6 +156,34 @@ def test_any_worker_answers_for_any_run(group: Group, run_state_factory: RunStat
             owner = _owner(group, state.run_id)
             p = body["partition"]
             assert body["as_of"] == {"partition": p, "committed_offset": owner.committed[p]}
+
+
+def test_workers_forward_to_the_url_each_advertises_not_to_where_it_binds(
+    run_state_factory: RunStateFactory,
+) -> None:
+    """Bound to 127.0.0.1, advertised as localhost: a forwarded read goes to the advertised
+    URL, and a worker knows its own advertised URL as itself (no forwarding loop)."""
+    with _group("localhost") as g:
+        made = _runs(g, run_state_factory, 8)
+        assert {_owner(g, s.run_id).worker_id for s in made} == {"w0", "w1"}
+        for state in made:
+            status, body = _get(f"http://127.0.0.1:{g.servers[0].port}/runs/{state.run_id}")
+            assert status == 200, body
+            assert body["served_by"] == _owner(g, state.run_id).worker_id
+        status, body = _get(f"http://127.0.0.1:{g.servers[1].port}/runs?limit=100")
+        assert status == 200, body
+        assert body["complete"] is True
+        assert sorted(body["workers"]) == ["w0", "w1"]  # w0's partitions asked over localhost
+        assert len(body["runs"]) == len(made)
+
+
+def test_health_answers_503_until_ready_only_when_asked(group: Group) -> None:
+    group.sources[0].ready = False
+    assert _get(f"{group.url(0)}/health")[0] == 200  # alive: what a liveness check asks
+    status, body = _get(f"{group.url(0)}/health?ready=true")
+    assert (status, body["ready"]) == (503, False)
+    group.sources[0].ready = True
+    assert _get(f"{group.url(0)}/health?ready=true")[0] == 200
 
 
 def test_an_unknown_run_is_404_naming_it(group: Group) -> None:

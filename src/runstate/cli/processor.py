@@ -24,6 +24,13 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="RocksDB folder of this worker")] = None,
     web_port: Annotated[int | None, typer.Option(help="port of the HTTP query API")] = None,
     web_host: Annotated[str | None, typer.Option(help="interface of the HTTP query API")] = None,
+    advertised_url: Annotated[
+        str | None,
+        typer.Option(
+            help="where other workers reach this one's query API (default: from --web-host"
+            " and --web-port, the host name if the host is 0.0.0.0)"
+        ),
+    ] = None,
     partitions: Annotated[int | None, typer.Option(help="partitions of the events topic")] = None,
     standby_replicas: Annotated[
         int | None, typer.Option(help="warm copies of each partition kept by other workers")
@@ -54,6 +61,7 @@ def run(
         data_dir=data_dir,
         web_port=web_port,
         web_host=web_host,
+        advertised_url=advertised_url,
         partitions=partitions,
         standby_replicas=standby_replicas,
         bootstrap_servers=bootstrap,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runstate.settings import Settings, load_worker_config
@@ -22,6 +24,9 @@ from runstate.streams.topics import TopicNames
 __all__ = ["RuntimeConfig", "load_runtime_config", "retired_settings"]
 
 log = logging.getLogger(__name__)
+
+#: Bind addresses that mean "every interface": no other machine can reach a worker there.
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 #: Settings of the retired faust processor whose runtime setting changed its unit or name.
 _RENAMED = {"RUNSTATE_PROCESSOR_SESSION_TIMEOUT_S": "RUNSTATE_RUNTIME_SESSION_TIMEOUT_MS"}
@@ -77,6 +82,12 @@ class RuntimeConfig(BaseSettings):
     block_cache_bytes: int = Field(64 * 1024 * 1024, ge=1 << 20, description="RocksDB cache")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP query API")
     web_port: int = Field(6066, ge=0, le=65535, description="port of the query API; 0: none")
+    advertised_url: str = Field(
+        "",
+        description="where other workers reach this one's query API, e.g."
+        " http://runstate-0.runstate:6066; empty: http://<web_host>:<web_port> (the host"
+        " name when web_host binds every interface)",
+    )
     query_timeout_s: float = Field(5.0, gt=0, description="default read-your-writes wait")
     crash_at: str = Field(
         "", description="tests only: 'point:n[,point:n]' exits 137 at the n-th pass of point"
@@ -86,10 +97,43 @@ class RuntimeConfig(BaseSettings):
     def names(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
 
+    @field_validator("advertised_url")
+    @classmethod
+    def _reachable_url(cls, value: str) -> str:
+        """An ``http(s)://host[:port]`` others can dial; the bind address has its own setting."""
+        if not value:
+            return value
+        parts = urllib.parse.urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path.strip("/")
+            or parts.query
+            or any(c.isspace() for c in value)
+        ):
+            raise ValueError(f"{value!r} is not a URL like http://runstate-0.runstate:6066")
+        if parts.hostname in _WILDCARDS or parts.hostname == "::":
+            raise ValueError(
+                f"{value!r}: {parts.hostname} is where to listen (web_host), not an address"
+                " other workers can reach; advertise this worker's host name or IP address"
+            )
+        if parts.port == 0:  # (.port itself raises ValueError when out of range)
+            raise ValueError(f"{value!r}: port 0 cannot be dialled; name the port it listens on")
+        return value.rstrip("/")
+
     @property
     def url(self) -> str:
-        """Where other workers reach this one's query API (carried in its ``client.id``)."""
-        return f"http://{self.web_host}:{self.web_port}"
+        """Where other workers reach this one's query API (carried in its ``client.id``).
+
+        The advertised URL if set; else the bind address, with this machine's host name in
+        place of a wildcard (0.0.0.0, ::), which no other worker could dial.
+        """
+        if self.advertised_url:
+            return self.advertised_url
+        host = socket.gethostname() if self.web_host in _WILDCARDS else self.web_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
 
     @property
     def group_id(self) -> str:

@@ -199,7 +199,9 @@ class QueryServer:
         self._runner = web.AppRunner(self.build(), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
-        log.info("query API on %s", self.url)
+        log.info(
+            "query API on %s:%s, advertised to other workers as %s", self.host, self.port, self.url
+        )
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -218,7 +220,11 @@ class QueryServer:
 
     # -- handlers --------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response(self.source.health())
+        """Always 200 while the worker answers (liveness); with ``?ready=true``, 503 until it
+        is ready (a readiness probe that reads only the status code)."""
+        body = self.source.health()
+        wants_ready = request.query.get("ready", "").lower() in ("1", "true", "yes")
+        return web.json_response(body, status=503 if wants_ready and not body["ready"] else 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.json_response(self.source.metrics())
