@@ -20,6 +20,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidSchema",
     "MaskKeyError",
+    "MissingExtra",
     "OversizeRecord",
     "PolicyError",
     "QueryError",
@@ -48,6 +49,32 @@ class Error(Exception):
 
 class ConfigError(Error):
     """Settings or a policy file are invalid; the message names the bad key."""
+
+
+#: The optional libraries and the extra (``pip install 'runstate[extra]'``) that brings each.
+EXTRA_OF_MODULE = {
+    "rocksdict": "processor",
+    "aiohttp": "processor",
+    "yaml": "archive",
+    "boto3": "s3",
+    "botocore": "s3",
+}
+
+
+class MissingExtra(ConfigError):
+    """What was asked needs an optional part of runstate that is not installed."""
+
+    @classmethod
+    def from_import(cls, exc: ModuleNotFoundError) -> MissingExtra | None:
+        """The error naming the extra to install, or None if ``exc`` is not about one."""
+        module = (exc.name or "").split(".")[0]
+        extra = EXTRA_OF_MODULE.get(module)
+        if extra is None:
+            return None
+        return cls(
+            f"this needs runstate's {extra!r} extra ({module} is not installed):"
+            f" pip install 'runstate[{extra}]'"
+        )
 
 
 class BrokerError(Error):

@@ -164,3 +164,38 @@ def test_a_piped_table_shows_a_36_character_run_id_whole() -> None:
     assert result.exit_code == 0, result.output
     assert run_id in result.stdout
     assert "…" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("missing", "args", "extra"),
+    [
+        ("rocksdict", ["processor", "run", "--web-port", "0"], "processor"),
+        ("aiohttp", ["processor", "run", "--web-port", "0"], "processor"),
+        ("yaml", ["retention", "plan", "--policy", "{policy}"], "archive"),
+    ],
+)
+def test_a_command_whose_extra_is_not_installed_names_the_extra_and_exits_1(
+    tmp_path: Path, missing: str, args: list[str], extra: str
+) -> None:
+    """As in a core-only install (the wheel test installs one for real): the import of the
+    missing library fails, and the command says which extra to install."""
+    closed = f"127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.modules[{missing!r}] = None; from runstate.cli import main; main()",
+            *(a.format(policy=_policy(tmp_path)) for a in args),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC), "RUNSTATE_BOOTSTRAP_SERVERS": closed},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: this needs runstate's {extra!r} extra ({missing} is not installed):"
+        f" pip install 'runstate[{extra}]'"
+    ]

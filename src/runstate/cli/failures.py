@@ -23,7 +23,7 @@ import typer
 from confluent_kafka import KafkaException
 from typer.core import TyperGroup
 
-from runstate.errors import BrokerError, Error, QueryUnreachable
+from runstate.errors import BrokerError, Error, MissingExtra, QueryUnreachable
 from runstate.streams.clients import KAFKA_LOGGER, is_transport_error, unreachable
 
 __all__ = [
@@ -58,6 +58,8 @@ def _as_error(exc: Exception) -> Error | None:
         return Error(f"Kafka refused the request: {exc}; check the broker's log")
     if isinstance(exc, TimeoutError):
         return Error(f"timed out: {exc}; check that the broker is up and run the command again")
+    if isinstance(exc, ModuleNotFoundError):  # a command of a role whose extra is missing
+        return MissingExtra.from_import(exc)
     return None
 
 
