@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install runstate with its test extras
+install: $(STAMP) ## create .venv and install runstate with every extra (processor, s3, console) and the test tools
 
 $(JARS): | $(STAMP)
 	$(BIN)/runstate broker fetch
