@@ -138,3 +138,61 @@ WITHOUT_RUNTIME = ("agents", "retention", "checks")
 )
 def test_the_sdk_retention_and_replay_do_not_import_the_runtime(path: Path) -> None:
     assert "runtime" not in _imports(path), f"{path.relative_to(PACKAGE)} imports runstate.runtime"
+
+
+#: Libraries of the optional roles (extras ``processor``, ``archive``, ``s3``): the core
+#: install (events, producer SDK, agent SDK, query client) has none of them.
+ROLE_LIBRARIES = {"rocksdict", "aiohttp", "boto3", "botocore", "yaml"}
+#: Layers of the core install.
+CORE_LAYERS = ("schemas", "streams", "runs", "agents")
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        [p for layer in CORE_LAYERS for p in (PACKAGE / layer).rglob("*.py")]
+        + [PACKAGE / f"{m}.py" for m in ROOT_MODULES]
+    ),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_the_core_imports_no_library_of_an_extra(path: Path) -> None:
+    wrong = _third_party_imports(path) & ROLE_LIBRARIES
+    assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)}"
+
+
+def _import_time_names(path: Path) -> set[str]:
+    """Modules ``path`` imports when it is imported: not inside functions, nor under
+    ``if TYPE_CHECKING:``."""
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.If):
+                if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body + node.orelse + node.finalbody)
+                for handler in node.handlers:
+                    visit(handler.body)
+
+    visit(ast.parse(path.read_text(), str(path)).body)
+    return found
+
+
+#: What a command module may import only inside the command that needs it, so that
+#: ``runstate --help`` and the core's commands work without the extras.
+LAZY_IN_THE_CLI = ROLE_LIBRARIES | {"runstate.runtime", "runstate.retention", "runstate.checks"}
+
+
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "cli").rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_commands_import_their_roles_libraries_only_when_run(path: Path) -> None:
+    names = _import_time_names(path)
+    wrong = {n for n in names for lazy in LAZY_IN_THE_CLI if n == lazy or n.startswith(lazy + ".")}
+    assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)} at import time"
