@@ -3,8 +3,8 @@
 Exit codes (the same for every command; README.md lists them):
 
 * 0: done, and all is well.
-* 1: failed, or the answer is "not ok" (a check failed, a mismatch, an unknown run). The
-  line on stderr says why and what to do.
+* 1: failed, or the answer is "not ok" (a check failed, a mismatch, an unknown run, the
+  extra the command needs not installed). The line on stderr says why and what to do.
 * 2: usage: a bad option or argument value, a missing file (click's own usage errors).
 * 3: a service runstate needs is unreachable: the Kafka broker, or the processor's query
   API. Nothing was changed; start it (or point the command at it) and run it again.

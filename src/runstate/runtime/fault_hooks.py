@@ -4,6 +4,10 @@
 ``kill -9`` looks like to its parent) the 5th time the checkpoint passes ``after_commit``.
 No cleanup runs, no buffer is flushed: exactly the crash the protocol must survive. Unset,
 every hook is a dictionary lookup.
+
+A test hook, kept in the package because the hook points sit inside the commit protocol
+(:mod:`runstate.runtime.checkpoint`) and the fault battery kills real worker processes; only
+``RUNSTATE_RUNTIME_CRASH_AT`` arms it, and nothing outside the runtime imports it.
 """
 
 from __future__ import annotations
