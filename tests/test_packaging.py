@@ -106,48 +106,26 @@ class CoreInstall:
         return _run([str(self.python), *args], timeout=timeout, cwd=self.work, **env)
 
 
-def _pip_install(python: Path, wheel: Path, work: Path) -> subprocess.CompletedProcess[str]:
-    return _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            "-q",
-            "--no-index",
-            "--find-links",
-            str(WHEELHOUSE),
-            "-c",
-            str(CONSTRAINTS),
-            str(wheel),
-        ],
-        timeout=600,
-        cwd=work,
-    )
+def _pip(*args: str | Path, work: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """This venv's pip (it has hatchling, the build backend: the wheel builds offline)."""
+    return _run([sys.executable, "-m", "pip", *map(str, args)], timeout=timeout, cwd=work)
+
+
+def _install_core(python: Path, wheel: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    return _pip(
+        "--python", python, "install", "-q", "--no-index", "--find-links", WHEELHOUSE,
+        "-c", CONSTRAINTS, wheel, work=work, timeout=600,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreInstall]:
     work = tmp_path_factory.mktemp("wheel")
     dist = work / "dist"
-    built = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(dist),
-            str(ROOT),
-        ],
-        timeout=600,
-        cwd=work,
-    )
+    built = _pip(
+        "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", dist, ROOT,
+        work=work, timeout=600,
+    )  # fmt: skip
     assert built.returncode == 0, built.stderr
     (wheel,) = dist.glob("runstate-*.whl")
     venv = work / "venv"
@@ -155,34 +133,22 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoreInstall]:
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    installed = _pip_install(python, wheel, work)
+    installed = _install_core(python, wheel, work)
     if installed.returncode != 0:  # the cache lacks something: fetch the pinned wheels once
-        fetched = _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "-d",
-                str(WHEELHOUSE),
-                "-c",
-                str(CONSTRAINTS),
-                str(wheel),
-            ],
-            timeout=900,
-            cwd=work,
+        fetched = _pip(
+            "download", "-q", "-d", WHEELHOUSE, "-c", CONSTRAINTS, wheel, work=work, timeout=900
         )
         assert fetched.returncode == 0, fetched.stderr
         for own in WHEELHOUSE.glob("runstate-*.whl"):
             own.unlink()
-        installed = _pip_install(python, wheel, work)
+        installed = _install_core(python, wheel, work)
     assert installed.returncode == 0, installed.stderr
     site = _run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         timeout=60,
         cwd=work,
     )
+    assert site.returncode == 0, site.stderr
     yield CoreInstall(wheel, python, Path(site.stdout.strip()), work)
 
 

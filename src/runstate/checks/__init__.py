@@ -13,7 +13,8 @@ personal data, and sizes the storage tiers from measured record sizes:
 5. the volume estimate per tier (:mod:`.volume`).
 
 This package sits on the retention layer and uses the agent SDK (``runstate.agents``, the
-same layer): a check of the whole deployment needs both.
+same layer): a check of the whole deployment needs both. The synthetic run's agent and
+its counting side-effect service are the stand-ins of :mod:`runstate.testing`.
 """
 
 from runstate.checks.deployment import CheckedDeployment, LaunchCheckConfig
