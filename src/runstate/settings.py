@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +41,74 @@ class Settings(BaseSettings):
     mask_keys_file: Path | None = Field(
         None, description="file holding the mask keys (same form), instead of mask_keys"
     )
+    # Kafka client security, applied to every client runstate makes (docs/security.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="how clients talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with a SASL_* protocol)"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user: the role's principal")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="file holding the SASL password, instead of kafka_sasl_password"
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        None, description="CA certificate(s) that signed the brokers' certificates (PEM)"
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, description="client certificate for mTLS (PEM)"
+    )
+    kafka_ssl_key_location: Path | None = Field(None, description="client key for mTLS (PEM)")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="password of the client key, if it has one"
+    )
+
+    def kafka_security(self) -> dict[str, str]:
+        """The librdkafka settings for the configured security; empty for PLAINTEXT.
+
+        Raises:
+            ConfigError: a SASL protocol without a user or password, or an unreadable
+                password file.
+        """
+        config: dict[str, str] = {}
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return config
+        config["security.protocol"] = self.kafka_security_protocol.lower()
+        if self.kafka_security_protocol.startswith("SASL_"):
+            password = self._sasl_password()
+            if not self.kafka_sasl_username or password is None:
+                raise ConfigError(
+                    f"RUNSTATE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs"
+                    " RUNSTATE_KAFKA_SASL_USERNAME and RUNSTATE_KAFKA_SASL_PASSWORD (or"
+                    " RUNSTATE_KAFKA_SASL_PASSWORD_FILE)"
+                )
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = password
+        tls = {
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+        }
+        config.update({k: str(v) for k, v in tls.items() if v is not None})
+        if self.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return config
+
+    def _sasl_password(self) -> str | None:
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is None:
+            return None
+        try:
+            return self.kafka_sasl_password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"RUNSTATE_KAFKA_SASL_PASSWORD_FILE: cannot read {self.kafka_sasl_password_file}:"
+                f" {exc.strerror}"
+            ) from exc
 
 
 @lru_cache(maxsize=1)

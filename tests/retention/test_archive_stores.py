@@ -20,6 +20,7 @@ from runstate.retention import (
     iter_segment,
     open_store,
 )
+from runstate.retention.manifest import CHAIN_GENESIS, chain_link
 
 from .support import SegmentFactory
 
@@ -48,13 +49,16 @@ def test_put_list_read_round_trip(
     archive_store: BlobArchive, segment_factory: SegmentFactory
 ) -> None:
     segments = [segment_factory(a, b) for a, b in [(20, 29), (0, 9), (10, 19)]]
-    for segment in segments:
-        assert archive_store.put_segment(segment) == segment.manifest
+    published = [archive_store.put_segment(segment) for segment in segments]
+    # The store adds the chain link, and nothing else.
+    assert [m.model_copy(update={"chain": None}) for m in published] == [
+        s.manifest for s in segments
+    ]
 
     listed = archive_store.list_manifests(TOPIC, 0)
 
     assert [(m.first_offset, m.last_offset) for m in listed] == [(0, 9), (10, 19), (20, 29)]
-    assert listed == sorted((s.manifest for s in segments), key=lambda m: m.first_offset)
+    assert listed == sorted(published, key=lambda m: m.first_offset)
     by_offset = {s.manifest.first_offset: s for s in segments}
     for manifest in listed:
         expected = list(iter_segment(by_offset[manifest.first_offset].data))
@@ -129,7 +133,10 @@ def test_republishing_the_same_range_is_idempotent(
 
     archive_store.put_segment(again)
 
-    assert archive_store.list_manifests(TOPIC, 0) == [again.manifest]
+    link = chain_link(CHAIN_GENESIS, again.manifest)
+    assert archive_store.list_manifests(TOPIC, 0) == [
+        again.manifest.model_copy(update={"chain": link})
+    ]
 
 
 @pytest.mark.parametrize(("first", "last"), [(5, 14), (0, 4), (9, 9), (0, 19)])

@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -17,6 +17,9 @@ from runstate.cli.options import policy_option
 from runstate.cli.output import stdout_console
 from runstate.errors import Error
 from runstate.streams.clients import KAFKA_LOGGER, require_reachable
+
+if TYPE_CHECKING:
+    from runstate.retention.verify import ChainHead
 
 app = typer.Typer(
     help="Archive topics to the retention policy's store, and verify the archive.",
@@ -130,15 +133,26 @@ def verify(
             help="do not ask Kafka; holes between the archive and Kafka's log go unchecked",
         ),
     ] = False,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="chain heads written earlier by `archive anchor`: the chain must pass them",
+        ),
+    ] = None,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
-    """Check the archive for gaps, overlaps and damaged segments (exit 1 on any issue).
+    """Check the archive for gaps, overlaps, damaged segments and a broken hash chain
+    (exit 1 on any issue).
 
     Coverage is proven from offset 0 (or --from-offset) for every partition of the topic,
     and up to Kafka's earliest offset: an offset neither archived nor in Kafka is an issue.
     Without --offline, Kafka must be reachable. For a topic that is not archived, its
     hold_archive is checked instead (hold segments only, no coverage, Kafka not asked).
+    The manifests' hash chain is recomputed; with --anchor, it must also still pass through
+    the heads recorded then (removing the newest segments, or rewriting the whole chain,
+    shows only there).
     """
     from runstate.retention.context import load_context
     from runstate.retention.kafka_log import ConfluentKafkaLog
@@ -146,6 +160,7 @@ def verify(
 
     context = load_context(policy, bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
     full = context.resolve(topic)
+    anchors = {} if anchor is None else {h.partition: h for h in read_anchor(anchor, full)}
     # An unarchived topic's hold_archive holds only held runs' records: no coverage.
     holds_only = not context.topic_policy(full).archived
     store = context.hold_store(full)
@@ -166,8 +181,9 @@ def verify(
             start=from_offset,
             kafka_earliest=earliest.get(p),
             holds_only=holds_only,
+            anchor=anchors.get(p),
         )
-        for p in partitions
+        for p in sorted(set(partitions) | set(anchors))
     ]
     if as_json:
         typer.echo(
@@ -184,6 +200,8 @@ def verify(
                         "orphans": list(r.orphans),
                         "hold_segments": r.hold_segments,
                         "held_records": r.held_records,
+                        "chain_head": None if r.head is None else r.head.link,
+                        "unchained": r.unchained,
                     }
                     for r in reports
                 ],
@@ -212,3 +230,79 @@ def verify(
             console.print(f"{orphans} orphan blobs (interrupted puts; harmless)")
     if any(not r.ok for r in reports):
         raise typer.Exit(1)
+
+
+@app.command()
+def anchor(
+    policy: PolicyOption,
+    topic: TopicOption = "events",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="write the heads to this file (keep it where the archive's writer cannot"
+            " rewrite it); default: print them",
+        ),
+    ] = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Record each partition's hash-chain head, for a later `archive verify --anchor`.
+
+    Reads manifests only. Refuses (exit 1) while the chain is broken: an anchor vouches
+    for the history up to it. Store the output outside the archive (another store, a
+    ticket, a signed mail): a head kept only beside the archive proves nothing against its
+    writer.
+    """
+    from runstate.retention.context import load_context
+    from runstate.retention.verify import IssueKind
+    from runstate.retention.verify import verify as verify_partition
+
+    context = load_context(policy, topic_prefix=topic_prefix)
+    full = context.resolve(topic)
+    store = context.store(full)
+    heads = []
+    for p in store.partitions(full):
+        report = verify_partition(store, full, p, deep=False)
+        broken = [i for i in report.issues if i.kind is IssueKind.CHAIN]
+        if broken:
+            raise Error(f"{full}/{p}: the chain is broken, not anchoring it: {broken[0]}")
+        if report.head is not None:
+            heads.append(report.head)
+    text = json.dumps(
+        [
+            {
+                "topic": h.topic,
+                "partition": h.partition,
+                "last_offset": h.last_offset,
+                "link": h.link,
+            }
+            for h in heads
+        ],
+        indent=2,
+    )
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n")
+        typer.echo(f"anchored {len(heads)} partitions of {full} in {out}", err=True)
+
+
+def read_anchor(path: Path, topic: str) -> list[ChainHead]:
+    """The heads of ``topic`` in an anchor file written by `archive anchor`.
+
+    Raises:
+        Error: the file is missing or not an anchor file.
+    """
+    from runstate.retention.verify import ChainHead
+
+    try:
+        entries = json.loads(path.read_text())
+        heads = [
+            ChainHead(str(e["topic"]), int(e["partition"]), int(e["last_offset"]), str(e["link"]))
+            for e in entries
+        ]
+    except OSError as exc:
+        raise Error(f"cannot read the anchor file {path}: {exc.strerror}") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise Error(f"{path} is not an anchor file written by `archive anchor`: {exc}") from exc
+    return [h for h in heads if h.topic == topic]

@@ -10,6 +10,7 @@ import typer
 from runstate.errors import Error
 from runstate.settings import load_settings
 from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, ensure_jars
+from runstate.streams.topics import TopicNames
 
 app = typer.Typer(
     help=f"Run a single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) on 127.0.0.1.",
@@ -24,7 +25,9 @@ Port = Annotated[int, typer.Option("--port", help="client (PLAINTEXT) port on 12
 ControllerPort = Annotated[int, typer.Option("--controller-port", help="KRaft controller port")]
 
 
-def _broker(data_dir: Path | None, port: int = 9092, controller_port: int = 9093) -> LocalBroker:
+def _broker(
+    data_dir: Path | None, port: int = 9092, controller_port: int = 9093, *, secure: bool = False
+) -> LocalBroker:
     state_dir = load_settings().state_dir
     return LocalBroker(
         BrokerConfig(
@@ -32,25 +35,56 @@ def _broker(data_dir: Path | None, port: int = 9092, controller_port: int = 9093
             jars_dir=(state_dir / "jars" / f"kafka-{KAFKA_VERSION}").resolve(),
             port=port,
             controller_port=controller_port,
+            secure=secure,
         )
     )
 
 
 @app.command()
 def start(
-    data_dir: DataDir = None, port: Port = 9092, controller_port: ControllerPort = 9093
+    data_dir: DataDir = None,
+    port: Port = 9092,
+    controller_port: ControllerPort = 9093,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="SASL/SCRAM and ACLs on, one user per role (first start of a data folder"
+            " decides; docs/security.md)",
+        ),
+    ] = False,
 ) -> None:
     """Start the broker (fetching its jars with Maven the first time); no-op if running."""
-    broker = _broker(data_dir, port, controller_port)
+    broker = _broker(data_dir, port, controller_port, secure=secure)
+    if secure and not broker.config.secure:
+        typer.echo(
+            f"error: the broker of {broker.config.data_dir} was first started without"
+            " --secure; use a new --data-dir for a secure one",
+            err=True,
+        )
+        raise typer.Exit(1)
     try:
         already = broker.status()
         status = already or broker.start()
+        acls = broker.grant_role_acls(_names()) if broker.config.secure else 0
     except Error as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     word = "already running" if already else "started"
     typer.echo(f"broker {word}: pid {status.pid}, data {status.data_dir}, log {status.log_file}")
+    if broker.config.secure:
+        typer.echo(
+            f"secure: SASL_PLAINTEXT with SCRAM-SHA-512, {acls} ACLs for the roles; passwords"
+            f" in {broker.credentials_dir} (admin for topics ensure; set"
+            " RUNSTATE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT, RUNSTATE_KAFKA_SASL_USERNAME=<role>,"
+            " RUNSTATE_KAFKA_SASL_PASSWORD_FILE=<its file>)",
+            err=True,
+        )
     typer.echo(status.bootstrap)
+
+
+def _names() -> TopicNames:
+    return TopicNames(load_settings().topic_prefix)
 
 
 @app.command()

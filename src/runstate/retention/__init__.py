@@ -82,7 +82,7 @@ from runstate.retention.segment import (
     key_as_run_id,
     writer_fingerprint,
 )
-from runstate.retention.verify import ArchiveIssue, ArchiveReport, IssueKind, verify
+from runstate.retention.verify import ArchiveIssue, ArchiveReport, ChainHead, IssueKind, verify
 
 __all__ = [
     "ARCHIVE_RECORD_SCHEMA",
@@ -99,6 +99,7 @@ __all__ = [
     "ArchiverConfig",
     "ArchiverStats",
     "BlobArchive",
+    "ChainHead",
     "ConfluentKafkaLog",
     "EventMasker",
     "ExpiryPlan",

@@ -24,10 +24,13 @@ from typing import Protocol
 
 from runstate.errors import ArchiveError
 from runstate.retention.manifest import (
+    CHAIN_GENESIS,
     HOLD_SUFFIX,
     SegmentManifest,
+    chain_link,
     contiguous_watermark,
     decode_run_ids_sidecar,
+    effective_link,
     parse_stem,
     partition_dir,
     validate_topic,
@@ -166,12 +169,31 @@ class BlobArchive(ABC):
         names = self._list(directory)
         self._refuse_overlap(manifest, names)
         self._remove_debris(manifest, names, keep_sidecar=segment.run_ids_sidecar is not None)
+        manifest = manifest.model_copy(
+            update={"chain": chain_link(self._link_before(manifest, names), manifest)}
+        )
 
         self._write(manifest.segment_name, segment.data)
         if segment.run_ids_sidecar is not None:
             self._write(manifest.sidecar_name, segment.run_ids_sidecar)
         self._write(manifest.manifest_name, manifest.to_json())
         return manifest
+
+    def _link_before(self, manifest: SegmentManifest, names: list[str]) -> str:
+        """The chain link this segment follows: its predecessor's, or the genesis link."""
+        before = [
+            (published, name)
+            for name in names
+            if name.endswith(_MANIFEST_SUFFIX)
+            and not name.endswith(_HOLD_MANIFEST_SUFFIX)
+            and (published := parse_stem(name)) is not None
+            and published[1] < manifest.first_offset
+        ]
+        if not before:
+            return CHAIN_GENESIS
+        _, name = max(before)
+        directory = partition_dir(manifest.topic, manifest.partition)
+        return effective_link(self._load_manifest(f"{directory}/{name}"))
 
     @staticmethod
     def _check_segment(segment: ArchiveSegment) -> None:

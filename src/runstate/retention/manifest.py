@@ -23,6 +23,7 @@ watermarks and the archiver see only the primary segments and tombstones.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -34,14 +35,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from runstate.errors import ArchiveError
 
 __all__ = [
+    "CHAIN_GENESIS",
     "HOLD_SUFFIX",
     "MANIFEST_FORMAT_VERSION",
     "RUN_IDS_INLINE_LIMIT",
     "HoldOrigin",
     "RunIdsSidecar",
     "SegmentManifest",
+    "chain_link",
     "contiguous_watermark",
     "decode_run_ids_sidecar",
+    "effective_link",
     "encode_run_ids_sidecar",
     "parse_stem",
     "partition_dir",
@@ -64,6 +68,11 @@ _Offset = Annotated[int, Field(ge=0)]
 #: Inserted between a hold segment's stem and its extensions: ``<stem>.hold.avro``.
 HOLD_SUFFIX: Final = ".hold"
 _HOLD_FIELDS: Final = ("hold", "hold_segment_sha256")
+#: Written only when set, so manifests of earlier versions stay byte for byte the same.
+_OPTIONAL_FIELDS: Final = (*_HOLD_FIELDS, "chain")
+
+#: The link a partition's first segment chains from.
+CHAIN_GENESIS: Final = "0" * 64
 
 
 def validate_topic(topic: str) -> str:
@@ -142,6 +151,9 @@ class SegmentManifest(BaseModel):
             kept at their offsets (see the module docstring).
         hold_segment_sha256: Set on a tombstone whose held runs' records live on in a hold
             segment; readers that find no such hold segment report it missing.
+        chain: The partition's hash-chain link at this segment (:func:`chain_link` of the
+            previous segment's link); set by the store when it publishes the segment. None
+            on hold segments and on manifests written before chaining.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -164,6 +176,7 @@ class SegmentManifest(BaseModel):
     expired_at: AwareDatetime | None = None
     hold: HoldOrigin | None = None
     hold_segment_sha256: _Hex64 | None = None
+    chain: _Hex64 | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SegmentManifest:
@@ -178,6 +191,8 @@ class SegmentManifest(BaseModel):
             raise ValueError("run ids are either inline or in a sidecar, not both")
         if self.hold is not None and self.hold_segment_sha256 is not None:
             raise ValueError("a hold segment is not itself split into a hold segment")
+        if self.hold is not None and self.chain is not None:
+            raise ValueError("hold segments are not part of the chain")
         return self
 
     @property
@@ -223,10 +238,10 @@ class SegmentManifest(BaseModel):
     def to_json(self) -> bytes:
         """Canonical JSON bytes as stored (stable key order, one trailing newline).
 
-        The hold fields are written only when set, so a manifest without them is byte for
-        byte what earlier runstate versions wrote and can still read.
+        The hold and chain fields are written only when set, so a manifest without them is
+        byte for byte what earlier runstate versions wrote and can still read.
         """
-        unset = {name for name in _HOLD_FIELDS if getattr(self, name) is None}
+        unset = {name for name in _OPTIONAL_FIELDS if getattr(self, name) is None}
         return (self.model_dump_json(indent=2, exclude=unset) + "\n").encode()
 
     @classmethod
@@ -252,6 +267,27 @@ class SegmentManifest(BaseModel):
         if self.hold is not None:
             update["hold"] = self.hold.model_copy(update={"holds": []})
         return self.model_copy(update=update)
+
+
+def chain_link(previous: str, manifest: SegmentManifest) -> str:
+    """The chain link of ``manifest`` following the link ``previous``.
+
+    Covers what identifies the segment for good: partition, range, record count and the
+    body's checksum. Not the timestamps of creation or expiry, nor run ids, which a tombstone
+    drops: expiring a segment keeps its link.
+    """
+    identity = (
+        f"runstate-archive-chain/1|{previous}|{manifest.topic}|{manifest.partition}"
+        f"|{manifest.first_offset}|{manifest.last_offset}|{manifest.record_count}"
+        f"|{manifest.sha256}"
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def effective_link(manifest: SegmentManifest) -> str:
+    """The link the next segment chains from: the stored one, or for a manifest written
+    before chaining, the link it would have as a chain's first segment."""
+    return manifest.chain or chain_link(CHAIN_GENESIS, manifest)
 
 
 def parse_stem(name: str) -> tuple[int, int] | None:

@@ -13,6 +13,14 @@ Hold segments (the held runs' records of an expired segment, see ``holds``) cove
 offsets of their own: their tombstone does. They are checked like segments (body, checksum,
 records inside the range), and paired with their tombstones: a tombstone naming a hold
 segment that is not there is a ``missing`` issue, since held runs' records are then lost.
+
+Tamper evidence: the manifests' hash chain (see ``manifest``) is recomputed from the first
+manifest on; a link that does not follow from its predecessor is a ``chain`` issue, so a
+segment changed, removed, re-ordered or inserted together with a manifest rewritten to match
+is still found. Removing the newest segments, or rewriting the whole chain, leaves a chain
+that is consistent in itself: only a chain head recorded elsewhere (:class:`ChainHead`, from
+``archive anchor``) shows that. Manifests written before chaining are accepted unchained, as
+long as no chained manifest precedes them.
 """
 
 from __future__ import annotations
@@ -23,10 +31,16 @@ from dataclasses import dataclass
 
 from runstate.errors import ArchiveError
 from runstate.retention.backends import ArchiveStore
-from runstate.retention.manifest import SegmentManifest, contiguous_watermark
+from runstate.retention.manifest import (
+    CHAIN_GENESIS,
+    SegmentManifest,
+    chain_link,
+    contiguous_watermark,
+    effective_link,
+)
 from runstate.retention.segment import iter_segment, key_as_run_id
 
-__all__ = ["ArchiveIssue", "ArchiveReport", "IssueKind", "verify"]
+__all__ = ["ArchiveIssue", "ArchiveReport", "ChainHead", "IssueKind", "chain_head", "verify"]
 
 
 class IssueKind(enum.StrEnum):
@@ -37,6 +51,7 @@ class IssueKind(enum.StrEnum):
     CHECKSUM = "checksum"  # body bytes differ from the manifest: restore from a copy
     MISSING = "missing"  # manifest without body (or unreadable sidecar)
     CONTENT = "content"  # decodes, but records disagree with the manifest
+    CHAIN = "chain"  # the manifests' hash chain is broken: the archive was altered
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +68,31 @@ class ArchiveIssue:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainHead:
+    """A partition's newest chain link, recorded apart from the archive (an anchor).
+
+    Attributes:
+        topic: The archived topic.
+        partition: The partition.
+        last_offset: Last offset of the segment whose link this is.
+        link: That segment's chain link (hex SHA-256).
+    """
+
+    topic: str
+    partition: int
+    last_offset: int
+    link: str
+
+
+def chain_head(manifests: list[SegmentManifest]) -> ChainHead | None:
+    """The newest link of a partition's manifests (listed in offset order), if any."""
+    if not manifests:
+        return None
+    last = manifests[-1]
+    return ChainHead(last.topic, last.partition, last.last_offset, effective_link(last))
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveReport:
     """Outcome of :func:`verify` for one partition.
 
@@ -66,6 +106,8 @@ class ArchiveReport:
         orphans: Blobs no manifest accounts for: debris of interrupted puts, harmless.
         hold_segments: Live hold segments checked (held runs' records of expired ranges).
         held_records: Records in live hold segments, per their manifests.
+        head: The partition's chain head (newest link), to anchor elsewhere.
+        unchained: Manifests without a chain link (written before chaining).
     """
 
     location: str
@@ -80,6 +122,8 @@ class ArchiveReport:
     orphans: tuple[str, ...]
     hold_segments: int = 0
     held_records: int = 0
+    head: ChainHead | None = None
+    unchained: int = 0
 
     @property
     def ok(self) -> bool:
@@ -112,6 +156,54 @@ def _coverage_issues(manifests: list[SegmentManifest]) -> list[ArchiveIssue]:
                 )
         if previous is None or m.last_offset > previous.last_offset:
             previous = m
+    return issues
+
+
+def _chain_issues(manifests: list[SegmentManifest], anchor: ChainHead | None) -> list[ArchiveIssue]:
+    """Links that do not follow from their predecessors, and an anchor the chain lacks."""
+    issues: list[ArchiveIssue] = []
+    previous: SegmentManifest | None = None
+    for m in manifests:
+        if m.chain is None:
+            if previous is not None and previous.chain is not None:
+                issues.append(
+                    ArchiveIssue(
+                        IssueKind.CHAIN,
+                        m.first_offset,
+                        m.last_offset,
+                        f"{m.manifest_name}: no chain link after chained segments: written"
+                        " outside the archiver, or its link was removed",
+                    )
+                )
+        else:
+            before = CHAIN_GENESIS if previous is None else effective_link(previous)
+            if chain_link(before, m) != m.chain:
+                after = "the partition's start" if previous is None else previous.stem
+                issues.append(
+                    ArchiveIssue(
+                        IssueKind.CHAIN,
+                        m.first_offset,
+                        m.last_offset,
+                        f"{m.manifest_name}: its chain link does not follow from {after}: this"
+                        " segment or one before it was changed, removed, re-ordered or"
+                        " inserted",
+                    )
+                )
+        previous = m
+    if anchor is not None:
+        anchored = next((m for m in manifests if m.last_offset == anchor.last_offset), None)
+        if anchored is None or effective_link(anchored) != anchor.link:
+            found = "no segment ends there" if anchored is None else "its link differs"
+            issues.append(
+                ArchiveIssue(
+                    IssueKind.CHAIN,
+                    anchor.last_offset,
+                    anchor.last_offset,
+                    f"the anchored chain head ({anchor.link[:12]}… at offset"
+                    f" {anchor.last_offset}) is not in this archive: {found}; history up to"
+                    " the anchor was rewritten or cut short",
+                )
+            )
     return issues
 
 
@@ -251,6 +343,7 @@ def verify(
     start: int = 0,
     kafka_earliest: int | None = None,
     holds_only: bool = False,
+    anchor: ChainHead | None = None,
 ) -> ArchiveReport:
     """Check a partition's archive for gaps, overlaps and damaged segments.
 
@@ -267,6 +360,8 @@ def verify(
         holds_only: The store is the ``hold_archive`` of a topic that is not archived: it
             keeps held runs' records only, so coverage is not expected; hold segments are
             checked, and must not overlap.
+        anchor: A chain head recorded earlier (``archive anchor``): the chain must still
+            pass through it.
 
     Returns:
         A report listing every issue; ``report.ok`` when there are none.
@@ -283,6 +378,7 @@ def verify(
     else:
         issues = _coverage_issues(manifests)
         issues += _continuity_issues(manifests, start=start, kafka_earliest=kafka_earliest)
+        issues += _chain_issues(manifests, anchor)
     issues += _hold_issues(manifests, holds)
     live = [m for m in manifests if m.is_live]
     live_holds = [h for h in holds if h.is_live]
@@ -303,4 +399,6 @@ def verify(
         orphans=tuple(store.orphans(topic, partition)),
         hold_segments=len(live_holds),
         held_records=sum(h.record_count for h in live_holds),
+        head=chain_head(manifests),
+        unchained=sum(1 for m in manifests if m.chain is None),
     )

@@ -9,6 +9,11 @@ command that started it. Everything it keeps lives under one state folder:
 ``<data_dir>/broker.pid``    the running broker's pid
 ``<data_dir>/logs/``         Kafka's log dirs (topic data and KRaft metadata)
 ``<data_dir>/broker.log``    the broker's own log (log4j2)
+``<data_dir>/credentials/``  secure mode only: one ``<user>.password`` per role and admin (0600)
+
+``secure=True`` (``runstate broker start --secure``) turns on SASL/SCRAM for clients and the
+authorizer, with a user per role; :meth:`LocalBroker.grant_role_acls` gives each role its
+ACLs (:mod:`runstate.streams.acls`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,7 +31,10 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from runstate.errors import BrokerError
+from runstate.streams.topics import TopicNames
 
 __all__ = [
     "KAFKA_VERSION",
@@ -39,6 +48,7 @@ __all__ = [
 KAFKA_VERSION = "4.1.1"
 MAIN_CLASS = "kafka.Kafka"
 _READY_POLL_S = 0.2
+_SCRAM = "SCRAM-SHA-512"
 
 
 def free_port() -> int:
@@ -99,6 +109,8 @@ class BrokerConfig:
     port: int = 9092
     controller_port: int = 9093
     heap_mb: int = 512
+    #: SASL/SCRAM on the client listener, ACLs enforced, one user per role (docs/security.md).
+    secure: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -135,15 +147,142 @@ class LocalBroker:
         if not saved.exists():
             return config
         ports = json.loads(saved.read_text())
-        if (ports["port"], ports["controller_port"]) != (config.port, config.controller_port):
+        secure = bool(ports.get("secure", False))
+        if (ports["port"], ports["controller_port"], secure) != (
+            config.port,
+            config.controller_port,
+            config.secure,
+        ):
             return BrokerConfig(
                 data_dir=config.data_dir,
                 jars_dir=config.jars_dir,
                 port=int(ports["port"]),
                 controller_port=int(ports["controller_port"]),
                 heap_mb=config.heap_mb,
+                secure=secure,
             )
         return config
+
+    # -- credentials (secure mode) -----------------------------------------------------------
+    @property
+    def credentials_dir(self) -> Path:
+        """Where a secure broker's passwords live, one ``<user>.password`` file each (0600)."""
+        return self.config.data_dir / "credentials"
+
+    def password(self, user: str) -> str:
+        """The password of ``admin`` or a role's user on a secure broker.
+
+        Raises:
+            BrokerError: the broker was not started with --secure.
+        """
+        try:
+            return (self.credentials_dir / f"{user}.password").read_text().strip()
+        except FileNotFoundError:
+            raise BrokerError(
+                f"no credentials for {user!r} in {self.credentials_dir}: the broker of"
+                f" {self.config.data_dir} was not started with --secure"
+            ) from None
+
+    def client_env(self, user: str) -> dict[str, str]:
+        """``RUNSTATE_KAFKA_*`` variables that make runstate's clients connect as ``user``."""
+        self.password(user)
+        return {
+            "RUNSTATE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "RUNSTATE_KAFKA_SASL_MECHANISM": _SCRAM,
+            "RUNSTATE_KAFKA_SASL_USERNAME": user,
+            "RUNSTATE_KAFKA_SASL_PASSWORD_FILE": str(self.credentials_dir / f"{user}.password"),
+        }
+
+    def _ensure_credentials(self) -> None:
+        from runstate.streams.acls import ROLES
+
+        self.credentials_dir.mkdir(mode=0o700, exist_ok=True)
+        for user in ("admin", *ROLES):
+            path = self.credentials_dir / f"{user}.password"
+            if not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(24) + "\n")
+
+    def grant_role_acls(self, names: TopicNames) -> int:
+        """Create every role's ACLs (docs/security.md) for ``names``; safe to repeat.
+
+        Returns:
+            How many ACLs the roles have.
+
+        Raises:
+            BrokerError: not a secure broker, or the broker refused.
+        """
+        from runstate.streams.acls import ACL_FILTER_ALL, acl_bindings, grants
+        from runstate.streams.clients import admin_client
+
+        admin = admin_client(
+            self.config.bootstrap,
+            **{
+                "security.protocol": "sasl_plaintext",
+                "sasl.mechanism": _SCRAM,
+                "sasl.username": "admin",
+                "sasl.password": self.password("admin"),
+            },
+        )
+        bindings = acl_bindings(grants(names))
+        try:
+            for future in admin.create_acls(bindings, request_timeout=30).values():
+                future.result()
+            # The authorizer applies ACLs from the metadata log a moment later: wait until
+            # the broker describes every one, so a client started next is not refused.
+            deadline = time.monotonic() + 30.0
+            wanted = {str(b) for b in bindings}
+            while True:
+                described = admin.describe_acls(ACL_FILTER_ALL, request_timeout=30).result()
+                if wanted <= {str(b) for b in described}:
+                    break
+                if time.monotonic() > deadline:
+                    raise BrokerError("the broker did not apply the role ACLs within 30 s")
+                time.sleep(0.2)
+        except KafkaException as exc:
+            raise BrokerError(f"could not create the role ACLs: {exc.args[0]}") from exc
+        return len(bindings)
+
+    def _security_properties(self) -> dict[str, str]:
+        """Listeners and, in secure mode, SASL and the authorizer.
+
+        Secure: clients authenticate with SCRAM-SHA-512 (users created at format time), the
+        controller listener with PLAIN (KRaft controllers cannot check SCRAM, whose
+        credentials live in the metadata they serve), and ``admin`` is the only super user;
+        no ACL means no access.
+        """
+        c = self.config
+        if not c.secure:
+            return {
+                "listeners": f"PLAINTEXT://127.0.0.1:{c.port},CONTROLLER://127.0.0.1:{c.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{c.port}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            }
+        admin = self.password("admin")
+        return {
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{c.port},CONTROLLER://127.0.0.1:{c.controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{c.port}",
+            "listener.security.protocol.map": (
+                "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+            ),
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": _SCRAM,
+            "sasl.mechanism.inter.broker.protocol": _SCRAM,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required"
+                f' username="admin" password="{admin}";'
+            ),
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required"
+                f' username="admin" password="{admin}" user_admin="{admin}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:admin",
+            "allow.everyone.if.no.acl.found": "false",
+        }
 
     def _write_properties(self) -> Path:
         c = self.config
@@ -151,10 +290,8 @@ class LocalBroker:
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "listeners": f"PLAINTEXT://127.0.0.1:{c.port},CONTROLLER://127.0.0.1:{c.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{c.port}",
+            **self._security_properties(),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{c.controller_port}",
             "log.dirs": str(logs),
             "num.partitions": "1",
@@ -224,6 +361,7 @@ class LocalBroker:
                 "-c",
                 str(props),
                 "--standalone",
+                *self._scram_users(),
             ),
             capture_output=True,
             text=True,
@@ -231,6 +369,16 @@ class LocalBroker:
         )
         if fmt.returncode != 0:
             raise BrokerError(f"could not format the broker storage: {fmt.stderr.strip()[-800:]}")
+
+    def _scram_users(self) -> list[str]:
+        if not self.config.secure:
+            return []
+        from runstate.streams.acls import ROLES
+
+        users = []
+        for user in ("admin", *ROLES):
+            users += ["--add-scram", f"{_SCRAM}=[name={user},password={self.password(user)}]"]
+        return users
 
     # -- lifecycle ---------------------------------------------------------------------------
     def status(self) -> BrokerStatus | None:
@@ -262,10 +410,13 @@ class LocalBroker:
                     f"port {port} on 127.0.0.1 is already in use; stop what holds it or choose "
                     "other ports (--port / --controller-port, with a new --data-dir)"
                 )
+        if c.secure:
+            self._ensure_credentials()
         props = self._write_properties()
+        props.chmod(0o600)  # holds the admin password in secure mode
         self._format_once(props)
         (c.data_dir / "broker.json").write_text(
-            json.dumps({"port": c.port, "controller_port": c.controller_port})
+            json.dumps({"port": c.port, "controller_port": c.controller_port, "secure": c.secure})
         )
         out = (c.data_dir / "broker.out").open("ab")
         proc = subprocess.Popen(

@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from runstate.errors import BrokerError
+from runstate.settings import load_settings
 
 __all__ = [
     "KAFKA_LOGGER",
@@ -103,8 +104,14 @@ def _kafka_logger() -> logging.Logger:
 
 
 def client_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` plus the ``logger`` that routes librdkafka's lines through logging."""
-    return {**config, "logger": _kafka_logger()}
+    """``config`` plus the ``logger`` that routes librdkafka's lines through logging, on top
+    of the Kafka security settings (``RUNSTATE_KAFKA_*``: SASL and TLS), so every client
+    runstate makes authenticates the same way. Keys in ``config`` win.
+
+    Raises:
+        ConfigError: the security settings are incomplete (e.g. SASL without a password).
+    """
+    return {**load_settings().kafka_security(), **config, "logger": _kafka_logger()}
 
 
 def producer(config: Mapping[str, Any]) -> Producer:

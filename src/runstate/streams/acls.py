@@ -1,0 +1,146 @@
+"""Who may do what on a secured cluster: one Kafka principal per role, and its ACLs.
+
+Each role runstate's processes play gets its own principal (``User:<role>``) and only the
+operations that role needs, so a leaked agent password cannot read the changelog and a
+compromised archiver cannot write events. ``admin`` (topic creation, ACLs) is a super user
+of the broker and has no ACLs here. docs/security.md explains each grant.
+
+Group and transactional-id names follow the topic prefix: the processor's group is
+``<prefix>-runs`` and its transactional ids ``<prefix>-runs-<worker>``; archivers use
+``<prefix>-archiver-*``; reactors (agent side) must use group ids starting with
+``<prefix>-reactor`` on a secured cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from runstate.streams.topics import TopicNames
+
+__all__ = ["ACL_FILTER_ALL", "ROLES", "Grant", "acl_bindings", "grants"]
+
+Role = Literal["agent", "processor", "archiver", "replay", "console"]
+
+#: The roles that get a principal of their own, in the order docs list them.
+ROLES: Final[tuple[Role, ...]] = ("agent", "processor", "archiver", "replay", "console")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One allowed operation of a role on a resource (a Kafka ACL, pattern and all)."""
+
+    role: Role
+    resource: Literal["topic", "group", "transactional_id", "cluster"]
+    name: str
+    operation: str  # READ, WRITE, DESCRIBE, DELETE, DESCRIBE_CONFIGS, IDEMPOTENT_WRITE
+    prefixed: bool = False
+
+    @property
+    def principal(self) -> str:
+        return f"User:{self.role}"
+
+
+def _topic(role: Role, name: str, *operations: str) -> list[Grant]:
+    return [Grant(role, "topic", name, op) for op in operations]
+
+
+def grants(names: TopicNames) -> list[Grant]:
+    """Every grant of every role, for the topics of ``names``."""
+    rw = ("READ", "WRITE", "DESCRIBE")
+    group = names.runtime_group
+    return [
+        # agent: writes events (and the schemas they use), reads state changes (reactors)
+        *_topic("agent", names.events, "WRITE", "DESCRIBE"),
+        *_topic("agent", names.schemas, *rw),
+        *_topic("agent", names.state_changes, "READ", "DESCRIBE"),
+        Grant("agent", "group", f"{names.prefix}-reactor", "READ", prefixed=True),
+        Grant("agent", "cluster", "kafka-cluster", "IDEMPOTENT_WRITE"),
+        # processor: reads events, owns the changelog and every derived topic, transactions;
+        # checks every topic's settings at start-up (DESCRIBE_CONFIGS), creates none
+        *_topic("processor", names.events, "READ", "DESCRIBE", "DESCRIBE_CONFIGS"),
+        *(
+            g
+            for topic in (
+                names.runs_changelog,
+                names.latest_state,
+                names.state_changes,
+                names.dead_letters,
+                names.schemas,
+            )
+            for g in _topic("processor", topic, *rw, "DESCRIBE_CONFIGS")
+        ),
+        Grant("processor", "group", group, "READ"),
+        Grant("processor", "group", group, "DESCRIBE"),
+        Grant("processor", "transactional_id", f"{group}-", "WRITE", prefixed=True),
+        Grant("processor", "transactional_id", f"{group}-", "DESCRIBE", prefixed=True),
+        Grant("processor", "cluster", "kafka-cluster", "IDEMPOTENT_WRITE"),
+        # archiver: reads what it archives, trims what is archived; writes nothing
+        *(
+            g
+            for topic in (names.events, names.state_changes)
+            for g in _topic("archiver", topic, "READ", "DESCRIBE", "DESCRIBE_CONFIGS", "DELETE")
+        ),
+        *_topic("archiver", names.schemas, "READ", "DESCRIBE"),
+        Grant("archiver", "group", f"{names.prefix}-archiver", "READ", prefixed=True),
+        Grant("archiver", "group", f"{names.prefix}-archiver", "DESCRIBE", prefixed=True),
+        # replay: reads history and the live summaries it compares with
+        *(
+            g
+            for topic in (names.events, names.state_changes, names.latest_state, names.schemas)
+            for g in _topic("replay", topic, "READ", "DESCRIBE")
+        ),
+        # console: reads summaries and dead letters, writes decisions as events
+        *(
+            g
+            for topic in (names.latest_state, names.dead_letters, names.schemas)
+            for g in _topic("console", topic, "READ", "DESCRIBE")
+        ),
+        *_topic("console", names.events, "WRITE", "DESCRIBE"),
+        Grant("console", "cluster", "kafka-cluster", "IDEMPOTENT_WRITE"),
+    ]
+
+
+def acl_bindings(grants_: Iterable[Grant]) -> list[AclBinding]:
+    """confluent-kafka ``AclBinding`` objects for ``grants_`` (allow, any host)."""
+
+    kinds = {
+        "topic": ResourceType.TOPIC,
+        "group": ResourceType.GROUP,
+        "transactional_id": ResourceType.TRANSACTIONAL_ID,
+        "cluster": ResourceType.BROKER,
+    }
+    return [
+        AclBinding(
+            kinds[g.resource],
+            g.name,
+            ResourcePatternType.PREFIXED if g.prefixed else ResourcePatternType.LITERAL,
+            g.principal,
+            "*",
+            AclOperation[g.operation],
+            AclPermissionType.ALLOW,
+        )
+        for g in grants_
+    ]
+
+
+#: Matches every ACL of the cluster (describe_acls).
+ACL_FILTER_ALL: Final = AclBindingFilter(
+    ResourceType.ANY,
+    None,  # type: ignore[arg-type]  # None matches any name, principal and host
+    ResourcePatternType.ANY,
+    None,  # type: ignore[arg-type]
+    None,  # type: ignore[arg-type]
+    AclOperation.ANY,
+    AclPermissionType.ANY,
+)
