@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from runstate.errors import CompatibilityError
 from runstate.schemas.catalog import SchemaCatalog, SchemaVersion
+from runstate.schemas.personal import tag_problems
 from runstate.schemas.resolution import Direction, Incompatibility, Node, check_pair, expand, label
 
 __all__ = [
@@ -245,6 +246,16 @@ def check_catalog(
         problems.extend(found)
     events = [sv for sv in catalog if sv.name.startswith(EVENTS_NAMESPACE + ".")]
     problems.extend(_envelope_problems(events))
+    for name in names:
+        for sv, message in tag_problems(catalog.versions(name)):
+            problems.append(
+                CatalogProblem(
+                    f"{sv.name} v{sv.version}",
+                    "personal-data tags kept",
+                    Incompatibility(sv.short_name, message),
+                    record=sv.name,
+                )
+            )
     return CompatibilityReport(
         records=len(names),
         versions=len(catalog),
