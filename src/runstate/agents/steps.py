@@ -445,10 +445,9 @@ class DurableRun:
         policy: RetryPolicy,
         input_ref: str | None,
     ) -> str | _Failed | None:
-        # Queued, not waited for: the body needs no acknowledgement to run (anything it does
-        # outside goes through call_once, which waits for its intent and so for this first),
-        # and StepCompleted's acknowledgement covers both (one producer keeps their order).
-        self._queue(StepStarted, step=name, step_index=index, attempt=attempt, input_ref=input_ref)
+        # Acknowledged before the body runs: a process that dies in the body (however hard)
+        # leaves a running attempt, which the next one records as interrupted and counts.
+        self._emit(StepStarted, step=name, step_index=index, attempt=attempt, input_ref=input_ref)
         if self._fold.stale:
             self._look()  # before the body: a fenced process must not run it
         ctx = StepContext(self, name, index, attempt)
@@ -461,7 +460,6 @@ class DurableRun:
         except Error:
             # Suspension, reconciliation, unreadable state: not this attempt's failure. The
             # attempt stays "running" and is recorded as interrupted when the run resumes.
-            self._settle()
             raise
         except TimeoutError as exc:
             failure = (FailureReason.TIMEOUT, str(exc) or "timed out", exc)
@@ -487,11 +485,13 @@ class DurableRun:
         interrupted: bool = False,
         error: BaseException | None = None,
     ) -> None:
-        failed = self._emit(
+        # Queued: the decision after it (RetryScheduled or RunFailed) is acknowledged for both;
+        # a process that dies between the two is handled on resume either way.
+        failed_at = self._queue(
             StepFailed, step=name, attempt=attempt, reason=reason, message=message[:1000]
         )
         self._schedule_or_give_up(
-            name, attempt, reason, message, policy, failed.occurred_at, interrupted, error
+            name, attempt, reason, message, policy, failed_at, interrupted, error
         )
 
     def _schedule_or_give_up(
@@ -772,13 +772,14 @@ class DurableRun:
             self._own(event, delivery)
         return _Emitted(delivery, event.occurred_at)
 
-    def _queue(self, cls: type[AgentEvent], **fields: Any) -> None:
-        """Write an event without waiting; the next :meth:`_emit` or read waits for it."""
+    def _queue(self, cls: type[AgentEvent], **fields: Any) -> datetime:
+        """Write an event without waiting (the next :meth:`_emit` or read waits for it);
+        returns its time."""
         if not isinstance(self.sink, QueueingSink):
-            self._emit(cls, **fields)
-            return
+            return self._emit(cls, **fields).occurred_at
         event = self._new(cls, fields)
         self._queued.append((event, self.sink.send(event)))
+        return event.occurred_at
 
     def _settle(self) -> Delivery | None:
         """Wait for the queued events, fold them in order; the last one's delivery.
