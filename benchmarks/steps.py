@@ -24,6 +24,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +41,8 @@ from runstate.streams.broker import KAFKA_VERSION
 from runstate.streams.producer import EventProducer
 
 RESULTS = h.ROOT / "benchmarks" / "results"
+#: The last commit before the local fold (issue 15): every fresh step read the processor.
+BEFORE_REF = "930f276"
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -116,8 +120,74 @@ class CountingReader:
         return self.inner.latest_position(run_id)
 
 
-def sdk_figures(bootstrap: str, base: Path, samples: int) -> dict[str, Any]:
-    """Fresh step, replayed step and attach against a real broker and worker."""
+#: Fresh steps are taken in runs of this many steps (an agent loop of model calls), so the
+#: figure is not that of one run grown to thousands of steps.
+STEPS_PER_RUN = 50
+#: Fresh steps and single produces alternate in this many rounds, so a change of the shared
+#: machine's load weighs on both alike.
+ROUNDS = 5
+
+
+def _samples(op: Callable[[], object], n: int) -> list[float]:
+    ms: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        op()
+        ms.append((time.perf_counter() - t0) * 1000)
+    return ms
+
+
+class _FreshSteps:
+    """Fresh steps whose body returns at once, a new run every :data:`STEPS_PER_RUN`."""
+
+    def __init__(self, producer: EventProducer, reader: CountingReader) -> None:
+        self.producer, self.reader = producer, reader
+        self.run: DurableRun | None = None
+        self.done = 0
+
+    def prepare(self) -> None:
+        """Start the next run if the current one is full (outside the timed part)."""
+        if self.run is None or self.done % STEPS_PER_RUN == 0:
+            self.run = DurableRun.start(
+                self.producer, self.reader, run_id=f"steps-{uuid.uuid4().hex[:10]}",
+                agent="bench", input="{}", prompt_version="bench@1", owner="bench",
+                source="bench",
+            )  # fmt: skip
+
+    def step(self) -> None:
+        assert self.run is not None
+        self.run.step(f"s{self.done}", lambda ctx: "ok")
+        self.done += 1
+
+
+def _before(
+    ref: str, bootstrap: str, prefix: str, url: str, events: str, base: Path, samples: int
+) -> dict[str, Any]:
+    """Fresh steps with the SDK of commit ``ref`` (its ``src`` from git), same broker/worker."""
+    src = base / "before"
+    src.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(h.ROOT), "archive", ref, "src"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        return {"unavailable": f"git archive {ref}: {archive.stderr.decode().strip()[-200:]}"}
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", bootstrap,
+         "--prefix", prefix, "--query-url", url, "--events-topic", events,
+         "--samples", str(samples), "--steps-per-run", str(STEPS_PER_RUN)],
+        env={**os.environ, "PYTHONPATH": f"{src / 'src'}{os.pathsep}{h.ROOT}"},
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return {"unavailable": f"the SDK of {ref} failed: {done.stderr.strip()[-300:]}"}
+    return {**percentiles(json.loads(done.stdout.strip().splitlines()[-1])), "ref": ref}
+
+
+def sdk_figures(
+    bootstrap: str, base: Path, samples: int, *, before: str | None = None
+) -> dict[str, Any]:
+    """Fresh step, one produce, replayed step and attach against a real broker and worker."""
     prefix = h.new_prefix("steps", 1)
     names = h.create_topics(bootstrap, prefix)
     worker = _worker(bootstrap, prefix, base)
@@ -132,25 +202,38 @@ def sdk_figures(bootstrap: str, base: Path, samples: int) -> dict[str, Any]:
         )
         reader = CountingReader(http)
         out: dict[str, Any] = {}
-        run_id = f"steps-{uuid.uuid4().hex[:8]}"
-        run = DurableRun.start(
-            producer, reader, run_id=run_id, agent="bench", input="{}",
-            prompt_version="bench@1", owner="bench", source="bench",
-        )  # fmt: skip
-        counter = iter(range(10**9))
+        fresh = _FreshSteps(producer, reader)
+        emit_run = f"emit-{uuid.uuid4().hex[:8]}"
+        from runstate.schemas.events import ModelCalled
 
-        def fresh() -> None:
-            run.step(f"s{next(counter)}", lambda ctx: "ok")
+        def emit() -> None:
+            producer.emit(
+                producer.new_event(ModelCalled, emit_run, model_request_id="r", model="m")
+            )
 
-        reads = reader.reads
-        out["fresh_step"] = timed(fresh, samples)
-        out["fresh_step"]["reads_per_step"] = round((reader.reads - reads) / (samples + 20), 3)
-        out["emit"] = timed(
-            lambda: producer.emit(
-                producer.new_event(_model_called(), run_id, model_request_id="r", model="m")
-            ),
-            samples,
-        )
+        for _ in range(20):  # warm-up
+            fresh.prepare()
+            fresh.step()
+            emit()
+        per_round = max(1, samples // ROUNDS)
+        fresh_ms: list[float] = []
+        emit_ms: list[float] = []
+        cpu_s, reads = 0.0, 0
+        for _ in range(ROUNDS):
+            emit_ms += _samples(emit, per_round)
+            for _ in range(per_round):
+                fresh.prepare()
+                reads_before, cpu0 = reader.reads, time.process_time()
+                fresh_ms += _samples(fresh.step, 1)
+                cpu_s += time.process_time() - cpu0
+                reads += reader.reads - reads_before
+        out["fresh_step"] = {
+            **percentiles(fresh_ms),
+            "reads_per_step": round(reads / len(fresh_ms), 3),
+            "cpu_ms_per_step": round(cpu_s * 1000 / len(fresh_ms), 3),
+            "steps_per_run": STEPS_PER_RUN,
+        }
+        out["emit"] = percentiles(emit_ms)
         # A run with one completed step, attached afresh: its step is replayed.
         done_id = f"replay-{uuid.uuid4().hex[:8]}"
         first = DurableRun.start(
@@ -165,15 +248,13 @@ def sdk_figures(bootstrap: str, base: Path, samples: int) -> dict[str, Any]:
             lambda: DurableRun.attach(producer, reader, done_id), attaches, warmup=3
         )
         producer.close()
+        if before:
+            out["fresh_step_before"] = _before(
+                before, bootstrap, prefix, http.query_url, names.events, base, max(50, samples // 5)
+            )
         return out
     finally:
         worker.stop()
-
-
-def _model_called() -> Any:
-    from runstate.schemas.events import ModelCalled
-
-    return ModelCalled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/")
     parser.add_argument("--note", default="", help="a line for the report (e.g. machine load)")
     parser.add_argument("--skip", default="", help="comma-separated anchors to leave out")
+    parser.add_argument(
+        "--baseline-ref",
+        default=BEFORE_REF,
+        help="measure fresh steps with this commit's SDK too (empty: do not)",
+    )
     args = parser.parse_args(argv)
     os.environ["PYTHONPATH"] = f"{h.ROOT / 'src'}{os.pathsep}{h.ROOT}"
     skip = set(filter(None, args.skip.split(",")))
@@ -199,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"[steps] broker (Kafka {KAFKA_VERSION}) in {base}", flush=True)
         with h.bench_broker(base) as bootstrap:
-            results["runstate"] = sdk_figures(bootstrap, base, args.samples)
+            results["runstate"] = sdk_figures(
+                bootstrap, base, args.samples, before=args.baseline_ref or None
+            )
         results["anchors"] = {}
         for name, measure in anchors.ANCHORS.items():
             if name in skip:
