@@ -195,6 +195,8 @@ class DurableRun:
         self._current: StepContext | None = None
         self._fold = LocalFold(run_id)
         self._queued: deque[tuple[AgentEvent, Future[Delivery]]] = deque()
+        # Checked once: a runtime protocol check costs more than the rest of a step's Python.
+        self._queueing = isinstance(sink, QueueingSink)
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -762,7 +764,8 @@ class DurableRun:
     def _emit(self, cls: type[AgentEvent], **fields: Any) -> _Emitted:
         """Write an event and wait for its acknowledgement (and every queued one's)."""
         event = self._new(cls, fields)
-        if self._queued and isinstance(self.sink, QueueingSink):
+        if self._queued and self._queueing:
+            assert isinstance(self.sink, QueueingSink)
             self._queued.append((event, self.sink.send(event)))
             delivery = self._settle()
             assert delivery is not None
@@ -775,8 +778,9 @@ class DurableRun:
     def _queue(self, cls: type[AgentEvent], **fields: Any) -> datetime:
         """Write an event without waiting (the next :meth:`_emit` or read waits for it);
         returns its time."""
-        if not isinstance(self.sink, QueueingSink):
+        if not self._queueing:
             return self._emit(cls, **fields).occurred_at
+        assert isinstance(self.sink, QueueingSink)
         event = self._new(cls, fields)
         self._queued.append((event, self.sink.send(event)))
         return event.occurred_at
@@ -788,7 +792,8 @@ class DurableRun:
             DeliveryError: an event was not acknowledged (refused, or not in time).
         """
         last: Delivery | None = None
-        if self._queued and isinstance(self.sink, QueueingSink):
+        if self._queued:
+            assert isinstance(self.sink, QueueingSink)
             if not self._queued[-1][1].done():
                 self.sink.flush()
             while self._queued:
