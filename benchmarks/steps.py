@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,7 +38,9 @@ from benchmarks import harness as h
 from benchmarks import steps_anchors as anchors
 from benchmarks import steps_report as report
 from runstate.agents import DurableRun, HttpRunStateReader
+from runstate.schemas.events import ModelCalled, RunStarted
 from runstate.streams.broker import KAFKA_VERSION
+from runstate.streams.partitioning import partition_for
 from runstate.streams.producer import EventProducer
 
 RESULTS = h.ROOT / "benchmarks" / "results"
@@ -140,16 +143,19 @@ def _samples(op: Callable[[], object], n: int) -> list[float]:
 class _FreshSteps:
     """Fresh steps whose body returns at once, a new run every :data:`STEPS_PER_RUN`."""
 
-    def __init__(self, producer: EventProducer, reader: CountingReader) -> None:
+    def __init__(
+        self, producer: EventProducer, reader: CountingReader, *, partition: int | None = None
+    ) -> None:
         self.producer, self.reader = producer, reader
         self.run: DurableRun | None = None
         self.done = 0
+        self.partition = partition
 
     def prepare(self) -> None:
         """Start the next run if the current one is full (outside the timed part)."""
         if self.run is None or self.done % STEPS_PER_RUN == 0:
             self.run = DurableRun.start(
-                self.producer, self.reader, run_id=f"steps-{uuid.uuid4().hex[:10]}",
+                self.producer, self.reader, run_id=run_id_in("steps", self.partition),
                 agent="bench", input="{}", prompt_version="bench@1", owner="bench",
                 source="bench",
             )  # fmt: skip
@@ -158,6 +164,51 @@ class _FreshSteps:
         assert self.run is not None
         self.run.step(f"s{self.done}", lambda ctx: "ok")
         self.done += 1
+
+
+def run_id_in(hint: str, partition: int | None) -> str:
+    """A fresh run id, in ``partition`` of the events topic if given."""
+    while True:
+        run_id = f"{hint}-{uuid.uuid4().hex[:10]}"
+        if partition is None or partition_for(run_id.encode(), h.PARTITIONS) == partition:
+            return run_id
+
+
+class _Neighbour:
+    """Another run writing to the same partition at a steady rate (``ModelCalled`` records,
+    not waited for), as runs sharing a partition do in production."""
+
+    def __init__(self, bootstrap: str, prefix: str, partition: int, per_s: float) -> None:
+        self.producer = EventProducer(
+            bootstrap_servers=bootstrap, topic_prefix=prefix, producer_name="bench-neighbour"
+        )
+        self.run_id = run_id_in("neighbour", partition)
+        self.period = 1.0 / per_s
+        self.stop = threading.Event()
+        self.producer.emit(
+            self.producer.new_event(
+                RunStarted,
+                self.run_id,
+                agent="bench",
+                input="{}",
+                prompt_version="bench@1",
+                owner="bench",
+                source="bench",
+            )
+        )
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.period):
+            self.producer.send(
+                self.producer.new_event(ModelCalled, self.run_id, model_request_id="n", model="m")
+            )
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.producer.close()
 
 
 def _before(
@@ -204,7 +255,6 @@ def sdk_figures(
         out: dict[str, Any] = {}
         fresh = _FreshSteps(producer, reader)
         emit_run = f"emit-{uuid.uuid4().hex[:8]}"
-        from runstate.schemas.events import ModelCalled
 
         def emit() -> None:
             producer.emit(
@@ -234,6 +284,26 @@ def sdk_figures(
             "steps_per_run": STEPS_PER_RUN,
         }
         out["emit"] = percentiles(emit_ms)
+        # The same steps while another run writes to their partition 100 times a second:
+        # the offsets of our own events have gaps, so the SDK looks at the run (one query
+        # that does not wait) before each step body.
+        neighbour = _Neighbour(bootstrap, prefix, 0, per_s=100.0)
+        try:
+            shared = _FreshSteps(producer, reader, partition=0)
+            shared_ms: list[float] = []
+            reads = 0
+            for _ in range(max(50, samples // 5)):
+                shared.prepare()
+                reads_before = reader.reads
+                shared_ms += _samples(shared.step, 1)
+                reads += reader.reads - reads_before
+        finally:
+            neighbour.close()
+        out["fresh_step_shared"] = {
+            **percentiles(shared_ms[10:]),
+            "reads_per_step": round(reads / len(shared_ms), 3),
+            "neighbour_events_per_s": 100,
+        }
         # A run with one completed step, attached afresh: its step is replayed.
         done_id = f"replay-{uuid.uuid4().hex[:8]}"
         first = DurableRun.start(
