@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.scale_report import keep_section
+from benchmarks.steps_report import BEGIN as STEPS_BEGIN
+from benchmarks.steps_report import END as STEPS_END
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -191,10 +193,11 @@ def _saturation(results: dict[str, Any]) -> list[str]:
 def write_docs(results: dict[str, Any], results_path: Path) -> Path:
     table = summarise(results)
     plotted = _plot(results, table)
-    # The Scale section comes from its own benchmark (benchmarks.scale), the History section
-    # from contenders no longer run: both kept as they are.
+    # The Scale and Durable steps sections come from their own benchmarks (benchmarks.scale,
+    # benchmarks.steps), the History section from contenders no longer run: kept as they are.
     old = DOC.read_text() if DOC.exists() else ""
-    kept = [s for s in (keep_section(old, *HISTORY), keep_section(old)) if s]
+    steps = keep_section(old, STEPS_BEGIN, STEPS_END)
+    kept = [s for s in (steps, keep_section(old, *HISTORY), keep_section(old)) if s]
     page = _markdown(results, table, results_path, plotted).rstrip("\n") + "\n"
     DOC.write_text(page + "".join(f"\n{s}\n" for s in kept))
     return DOC
@@ -244,7 +247,8 @@ def _markdown(
         "",
         "```sh",
         "make bench-quick   # 2 rounds, small N, a few minutes",
-        "make bench         # 5 rounds, larger N",
+        "make bench         # 5 rounds, larger N, then the durable-step costs",
+        "make bench-steps   # only the durable-step costs beside their anchors",
         "# or: .venv/bin/python -m benchmarks.run --quick [--rounds N] [--systems a,b,...]",
         "```",
         "",

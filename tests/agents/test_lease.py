@@ -69,10 +69,16 @@ def test_the_second_claim_fences_the_first_at_its_next_step(
     first.step("one", lambda ctx: "1")
     second = attach(runs, clock, "proc-b")
     assert (second.epoch, second.state().holder) == (2, "proc-b")
+    ran: list[str] = []
     with pytest.raises(RunFenced, match=r"claimed by proc-b \(epoch 2\)") as caught:
-        first.step("two", lambda ctx: "2")
+        first.step("two", lambda ctx: ran.append("first") or "2")
     assert (caught.value.holder, caught.value.epoch) == ("proc-b", 2)
-    assert runs.rejected == []  # it learned before writing anything
+    # It decides from its local fold, so it learned from its StepStarted's place in the log
+    # (another record landed since its previous event), before running the body.
+    assert ran == []
+    assert [(r.event.event_type, r.rejection.code) for r in runs.rejected] == [
+        ("StepStarted", RejectCode.FENCED)
+    ]
     assert second.step("two", lambda ctx: "2") == "2"
 
 

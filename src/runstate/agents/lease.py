@@ -5,7 +5,8 @@ Driving a run starts with a claim (``RunClaimed`` of the run's epoch + 1, see
 :mod:`runstate.runs._lease` for the reducer's rules); every event the process writes for the
 run carries that epoch. The processor refuses events of an older epoch, so once another
 process claims the run this one's writes stop counting; it learns so at its next read of the
-run (every step starts with one) and stops with :class:`~runstate.errors.RunFenced`.
+run (when the SDK reads: :mod:`runstate.agents.fold`) and stops with
+:class:`~runstate.errors.RunFenced`.
 """
 
 from __future__ import annotations

@@ -8,13 +8,14 @@ be tested with a clock that does not sleep.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from runstate.schemas.events import AgentEvent
 from runstate.streams.producer import Delivery
 
-__all__ = ["Clock", "EventSink", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "EventSink", "ManualClock", "QueueingSink", "SystemClock"]
 
 E = TypeVar("E", bound=AgentEvent)
 
@@ -25,6 +26,17 @@ class EventSink(Protocol):
     def new_event(self, cls: type[E], run_id: str, **fields: Any) -> E: ...
 
     def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery: ...
+
+
+@runtime_checkable
+class QueueingSink(EventSink, Protocol):
+    """A sink that can also queue an event without waiting for it, keeping the order of
+    events per run (:class:`~runstate.streams.producer.EventProducer`). The SDK queues a
+    step's StepStarted and waits once, for its StepCompleted: one round trip per step."""
+
+    def send(self, event: AgentEvent) -> Future[Delivery]: ...
+
+    def flush(self, timeout_s: float = 60.0) -> None: ...
 
 
 class Clock(Protocol):

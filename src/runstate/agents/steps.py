@@ -1,9 +1,9 @@
 """Durable steps: an agent written as plain code that resumes where its run stopped.
 
 An agent calls ``run.step("check_form", body)``, ``run.await_approval(...)``,
-``ctx.call_once(key, call, ...)`` in order. Before doing anything, each call reads the run's
-state (read-your-writes, at the position of the last event this process wrote) and decides
-from the recorded facts, never from process memory:
+``ctx.call_once(key, call, ...)`` in order. Before doing anything, each call looks at the run's
+state (its own events folded locally, the processor's state where others write) and decides
+from the recorded facts, never from what the process remembers doing:
 
 * a completed step is not run again: its recorded ``output_ref`` is returned;
 * a step whose retry is scheduled waits for ``retry_not_before`` (or suspends the run if the
@@ -16,6 +16,14 @@ from the recorded facts, never from process memory:
 So restarting an agent is always "run the same code again": finished work is skipped, and
 the run continues at the first step that is not done.
 
+Because the lease makes this process the run's only writer, the recorded facts of its own
+steps need no read: it keeps the run's state itself, applying each event it wrote with the
+processor's own reducer (:mod:`runstate.agents.fold`). It reads the processor's state where
+facts come from outside - attaching and starting, waiting on an approval, ``call_once``
+before an external call, completing or failing the run - and every such read checks that
+the processor applied what the fold did. A step whose body has no side effect costs its two
+acknowledged produces.
+
 One agent process drives a run at a time, and the run lease makes sure of it
 (:mod:`runstate.agents.lease`): :meth:`DurableRun.start` and :meth:`DurableRun.attach` claim
 the run (``RunClaimed``, the next epoch) and every event this process writes carries that
@@ -27,15 +35,18 @@ be deterministic given their recorded inputs; anything external goes through
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from runstate.agents.approvals import ApprovalDecision, canonical_json, decision_of, subject_hash
 from runstate.agents.client import Position, RunStateReader
+from runstate.agents.fold import LocalFold
 from runstate.agents.lease import DEFAULT_LEASE, check_claim, check_free, default_holder, lease_ms
-from runstate.agents.ports import Clock, EventSink, SystemClock
+from runstate.agents.ports import Clock, EventSink, QueueingSink, SystemClock
 from runstate.agents.retry import RetryPolicy
 from runstate.errors import (
     ApprovalError,
@@ -182,6 +193,10 @@ class DurableRun:
         self.epoch: int | None = None
         self._position = position
         self._current: StepContext | None = None
+        self._fold = LocalFold(run_id)
+        self._queued: deque[tuple[AgentEvent, Future[Delivery]]] = deque()
+        # Checked once: a runtime protocol check costs more than the rest of a step's Python.
+        self._queueing = isinstance(sink, QueueingSink)
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -267,12 +282,18 @@ class DurableRun:
 
     # -- reading -----------------------------------------------------------------------------
     def state(self) -> RunState:
-        """The run's state with every event this process wrote applied.
+        """The run's state as the processor holds it, every event this process wrote applied.
+
+        A read of the processor (it waits until our last event is applied); the SDK itself
+        decides from :attr:`folded` where nothing outside can have changed the run.
 
         Raises:
             QueryError: the run is unknown, or the state could not be read in time.
             RunFenced: another process claimed the run after this one: stop driving it.
+            StepError: an event this process wrote was not applied (the run changed from
+                outside, e.g. an operator cancelled it).
         """
+        self._settle()
         state = self.reader.read(self.run_id, after=self._position)
         if state is None:
             raise QueryError(
@@ -281,7 +302,50 @@ class DurableRun:
             )
         if self.epoch is not None:
             check_claim(state, self.holder, self.epoch)
+        self._fold.rebase(state)
         return state
+
+    @property
+    def folded(self) -> RunState | None:
+        """The run's state as this process's own events made it since its last read."""
+        return self._fold.state
+
+    def _local(self) -> RunState:
+        """The state to decide from: the local fold, checked first when it may be behind."""
+        self._settle()
+        fold = self._fold
+        if fold.state is None:
+            return self.state()
+        if fold.stale:
+            self._look()
+        assert fold.state is not None
+        return fold.state
+
+    def _look(self) -> None:
+        """Something else was written to the run's partition since our previous event: look
+        at the processor's state without waiting, and stop early if the run is not ours.
+
+        Raises:
+            RunFenced: the run was claimed by another process.
+            StepError: the run ended from outside, or refused an event of ours.
+        """
+        fold = self._fold
+        fold.stale = False
+        s = self.reader.read(self.run_id)
+        if s is None:
+            return
+        if fold.caught_up(s):
+            if self.epoch is not None:
+                check_claim(s, self.holder, self.epoch)
+            fold.rebase(s)
+            return
+        if self.epoch is not None and s.epoch is not None and s.epoch > self.epoch:
+            check_claim(s, self.holder, self.epoch)
+        if s.is_terminal and fold.state is not None and not fold.state.is_terminal:
+            raise StepError(
+                f"run {self.run_id!r} is {s.status.value}, ended from outside while this"
+                " process drove it; stop driving it (its later events are dead-lettered)"
+            )
 
     # -- steps -------------------------------------------------------------------------------
     def step(
@@ -308,7 +372,7 @@ class DurableRun:
         """
         policy = retry or self.default_retry
         while True:
-            s = self.state()
+            s = self._local()
             done = _completed(s, name)
             if done is not None:
                 return done.output_ref
@@ -357,7 +421,7 @@ class DurableRun:
                 policy,
                 interrupted=True,
             )
-            s = self.state()
+            s = self._local()
             phase = s.step_phase
         if phase is StepPhase.FAILED:
             # The process died between StepFailed and RetryScheduled: decide again, from now.
@@ -365,7 +429,7 @@ class DurableRun:
             self._schedule_or_give_up(
                 name, s.step_attempt, reason, s.last_error_message or "", policy, self.clock.now()
             )
-            s = self.state()
+            s = self._local()
         if s.step_phase is StepPhase.RETRY_SCHEDULED:
             self._wait_until(s.retry_not_before, name)
             return s.step_attempt + 1
@@ -383,7 +447,11 @@ class DurableRun:
         policy: RetryPolicy,
         input_ref: str | None,
     ) -> str | _Failed | None:
+        # Acknowledged before the body runs: a process that dies in the body (however hard)
+        # leaves a running attempt, which the next one records as interrupted and counts.
         self._emit(StepStarted, step=name, step_index=index, attempt=attempt, input_ref=input_ref)
+        if self._fold.stale:
+            self._look()  # before the body: a fenced process must not run it
         ctx = StepContext(self, name, index, attempt)
         self._current = ctx
         failure: tuple[FailureReason, str, BaseException]
@@ -419,11 +487,13 @@ class DurableRun:
         interrupted: bool = False,
         error: BaseException | None = None,
     ) -> None:
-        failed = self._emit(
+        # Queued: the decision after it (RetryScheduled or RunFailed) is acknowledged for both;
+        # a process that dies between the two is handled on resume either way.
+        failed_at = self._queue(
             StepFailed, step=name, attempt=attempt, reason=reason, message=message[:1000]
         )
         self._schedule_or_give_up(
-            name, attempt, reason, message, policy, failed.occurred_at, interrupted, error
+            name, attempt, reason, message, policy, failed_at, interrupted, error
         )
 
     def _schedule_or_give_up(
@@ -499,7 +569,7 @@ class DurableRun:
                 f"call_once({idempotency_key!r}) outside a step; call it from a step body so"
                 " the action belongs to a step"
             )
-        s = self.state()
+        s = self._local()
         known = s.external_action(idempotency_key)
         if known is not None and (known.step, known.system) != (ctx.step, system):
             raise StepError(
@@ -538,6 +608,8 @@ class DurableRun:
                 idempotency_key=idempotency_key,
                 system=system,
             )
+            # The read before the call: the processor has the intent (and every event of ours
+            # before it), and the run is still this process's.
             confirmed = self.state().external_action(idempotency_key)
             if confirmed is None or (confirmed.step, confirmed.system) != (ctx.step, system):
                 raise StepError(
@@ -651,8 +723,18 @@ class DurableRun:
         ).delivery
 
     def complete(self, output_ref: str | None = None) -> Delivery:
-        """End the run successfully (idempotent: completing a completed run is a no-op)."""
-        return self._emit(RunCompleted, output_ref=output_ref).delivery
+        """End the run successfully (idempotent: completing a completed run is a no-op).
+
+        Reads the run once the end is applied, so a process whose events were refused (it was
+        fenced, the run was cancelled) learns it here at the latest.
+
+        Raises:
+            RunFenced: another process claimed the run; its end is that process's to record.
+            StepError: events of this process were not applied (see :meth:`state`).
+        """
+        delivery = self._emit(RunCompleted, output_ref=output_ref).delivery
+        self.state()
+        return delivery
 
     def fail(
         self,
@@ -662,19 +744,67 @@ class DurableRun:
         step: str | None = None,
         needs_attention: bool = False,
     ) -> Delivery:
-        """End the run as failed; ``needs_attention`` puts it on a person's list."""
-        return self._emit(
+        """End the run as failed; ``needs_attention`` puts it on a person's list.
+
+        Raises:
+            RunFenced, StepError: as :meth:`complete`.
+        """
+        delivery = self._emit(
             RunFailed, step=step, reason=reason, message=message, needs_attention=needs_attention
         ).delivery
+        self.state()
+        return delivery
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _emit(self, cls: type[AgentEvent], **fields: Any) -> _Emitted:
+    def _new(self, cls: type[AgentEvent], fields: dict[str, Any]) -> AgentEvent:
         fields.setdefault("occurred_at", self.clock.now())
         fields.setdefault("epoch", self.epoch)
-        event = self.sink.new_event(cls, self.run_id, **fields)
-        delivery = self.sink.emit(event)
-        self._position = delivery
+        return self.sink.new_event(cls, self.run_id, **fields)
+
+    def _emit(self, cls: type[AgentEvent], **fields: Any) -> _Emitted:
+        """Write an event and wait for its acknowledgement (and every queued one's)."""
+        event = self._new(cls, fields)
+        if self._queued and self._queueing:
+            assert isinstance(self.sink, QueueingSink)
+            self._queued.append((event, self.sink.send(event)))
+            delivery = self._settle()
+            assert delivery is not None
+        else:
+            self._settle()
+            delivery = self.sink.emit(event)
+            self._own(event, delivery)
         return _Emitted(delivery, event.occurred_at)
+
+    def _queue(self, cls: type[AgentEvent], **fields: Any) -> datetime:
+        """Write an event without waiting (the next :meth:`_emit` or read waits for it);
+        returns its time."""
+        if not self._queueing:
+            return self._emit(cls, **fields).occurred_at
+        assert isinstance(self.sink, QueueingSink)
+        event = self._new(cls, fields)
+        self._queued.append((event, self.sink.send(event)))
+        return event.occurred_at
+
+    def _settle(self) -> Delivery | None:
+        """Wait for the queued events, fold them in order; the last one's delivery.
+
+        Raises:
+            DeliveryError: an event was not acknowledged (refused, or not in time).
+        """
+        last: Delivery | None = None
+        if self._queued:
+            assert isinstance(self.sink, QueueingSink)
+            if not self._queued[-1][1].done():
+                self.sink.flush()
+            while self._queued:
+                event, future = self._queued.popleft()
+                last = future.result()
+                self._own(event, last)
+        return last
+
+    def _own(self, event: AgentEvent, delivery: Delivery) -> None:
+        self._position = delivery
+        self._fold.own(event, delivery)
 
 
 @dataclass(frozen=True, slots=True)

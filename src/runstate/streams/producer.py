@@ -7,6 +7,8 @@ Guarantees a caller can rely on:
 * Nothing lost silently: ``emit`` returns only once the broker confirmed the write (acks=all,
   idempotent producer), with the partition and offset; ``send`` returns a future that fails
   with :class:`DeliveryError` instead of dropping the event.
+* No waiting for nothing: ``emit`` sends at once (no ``linger.ms`` wait: one event a caller
+  waits for has nothing to be batched with); ``send`` batches as configured.
 * One order per run: the key is ``run_id`` and the partitioner is murmur2, the Java client's
   default, so the processor's partitions and Java consumers agree with the SDK's.
 * Every record says which schema wrote it (single-object encoding), and that schema is on the
@@ -172,7 +174,14 @@ class EventProducer:
             DeliveryError: not confirmed within ``timeout_s`` or refused by the broker.
         """
         future = self.send(event)
-        self.wait(future, timeout_s=timeout_s)
+        # The caller waits for this one event, so there is nothing to batch it with: send it
+        # now instead of waiting out linger.ms (librdkafka's flush ignores the linger; it
+        # also sends whatever else is queued, which the caller would wait behind anyway).
+        deadline = _deadline(timeout_s)
+        while not future.done():
+            if _remaining(deadline) <= 0:
+                raise DeliveryError(f"no delivery confirmation within {timeout_s:.0f}s")
+            self._producer.flush(min(0.1, _remaining(deadline)))
         return future.result()
 
     def wait(self, future: Future[Delivery], *, timeout_s: float = 60.0) -> None:

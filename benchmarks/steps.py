@@ -1,0 +1,384 @@
+"""``python -m benchmarks.steps``: what a durable step costs the agent SDK (issue 15), beside
+anchors measured the same way on the same machine in the same run.
+
+Ours, against a real broker and a real processor worker (the runtime, exactly-once): a fresh
+step (``DurableRun.step`` whose body returns at once), a replayed step (one completed
+before, skipped), an attach (a fresh ``DurableRun.attach`` of a run that exists: the end of
+the partition, a read, the claim, a read). The anchors:
+
+* one acknowledged produce (``EventProducer.emit``), the floor of any durable step here;
+* Redis: a GET then a SET of a run's state (about 1 KiB), the "hot state" of an agent;
+* PostgreSQL: one transaction of one UPDATE (the run's row) and one INSERT (its history);
+* Restate (``@restatedev/restate-server`` with the Python SDK): one ``ctx.run`` step, timed
+  inside the handler, when its server and SDK are installed.
+
+Each figure is the time of one operation, taken ``--samples`` times after a warm-up; p50,
+p95, p99 in milliseconds. Writes ``benchmarks/results/<stamp>-steps.json`` and the "Durable
+steps" section of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness as h
+from benchmarks import steps_anchors as anchors
+from benchmarks import steps_report as report
+from runstate.agents import DurableRun, HttpRunStateReader
+from runstate.schemas.events import ModelCalled, RunStarted
+from runstate.streams.broker import KAFKA_VERSION
+from runstate.streams.partitioning import partition_for
+from runstate.streams.producer import EventProducer
+
+RESULTS = h.ROOT / "benchmarks" / "results"
+#: The last commit before the local fold (issue 15): every fresh step read the processor.
+BEFORE_REF = "930f276"
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    """p50/p95/p99 (nearest rank) of ``ms``, with the count and the mean."""
+    s = sorted(ms)
+
+    def rank(q: float) -> float:
+        return round(s[min(len(s) - 1, max(0, round(q * len(s)) - 1))], 3)
+
+    return {
+        "n": len(s),
+        "p50": rank(0.50),
+        "p95": rank(0.95),
+        "p99": rank(0.99),
+        "mean": round(statistics.fmean(s), 3),
+    }
+
+
+def timed(op: Callable[[], object], samples: int, *, warmup: int = 20) -> dict[str, float]:
+    """Run ``op`` ``warmup`` times untimed, then ``samples`` times; its latency figures."""
+    for _ in range(warmup):
+        op()
+    ms: list[float] = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        op()
+        ms.append((time.perf_counter() - t0) * 1000)
+    return percentiles(ms)
+
+
+def _worker(bootstrap: str, prefix: str, base: Path) -> h.WorkerProcess:
+    # The runtime's default commit interval (the harness sets 1 s for its throughput rounds):
+    # a read at a position waits for the checkpoint that makes it visible.
+    worker = h.WorkerProcess(
+        h.RUNTIME_EOS,
+        bootstrap,
+        prefix,
+        base / "worker",
+        extra_env={"RUNSTATE_RUNTIME_COMMIT_INTERVAL_S": "0.1"},
+    )
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        m = worker.metrics()
+        if m is not None and _ready(worker):
+            return worker
+        time.sleep(0.5)
+    raise RuntimeError(f"the worker did not become ready; log: {worker.log_file}")
+
+
+def _ready(worker: h.WorkerProcess) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/health", timeout=2) as r:
+            body = json.loads(r.read())
+    except OSError:
+        return False
+    return bool(body.get("ready")) and len(body.get("active_partitions", [])) == h.PARTITIONS
+
+
+class CountingReader:
+    """The SDK's HTTP reader, counting the reads it makes (to say what each figure paid)."""
+
+    def __init__(self, inner: HttpRunStateReader) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def read(self, run_id: str, *, after: Any = None) -> Any:
+        self.reads += 1
+        return self.inner.read(run_id, after=after)
+
+    def latest_position(self, run_id: str) -> Any:
+        return self.inner.latest_position(run_id)
+
+
+#: Fresh steps are taken in runs of this many steps (an agent loop of model calls), so the
+#: figure is not that of one run grown to thousands of steps.
+STEPS_PER_RUN = 50
+#: Fresh steps and single produces alternate in this many rounds, so a change of the shared
+#: machine's load weighs on both alike.
+ROUNDS = 5
+
+
+def _samples(op: Callable[[], object], n: int) -> list[float]:
+    ms: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        op()
+        ms.append((time.perf_counter() - t0) * 1000)
+    return ms
+
+
+class _FreshSteps:
+    """Fresh steps whose body returns at once, a new run every :data:`STEPS_PER_RUN`."""
+
+    def __init__(
+        self, producer: EventProducer, reader: CountingReader, *, partition: int | None = None
+    ) -> None:
+        self.producer, self.reader = producer, reader
+        self.run: DurableRun | None = None
+        self.done = 0
+        self.partition = partition
+
+    def prepare(self) -> None:
+        """Start the next run if the current one is full (outside the timed part)."""
+        if self.run is None or self.done % STEPS_PER_RUN == 0:
+            self.run = DurableRun.start(
+                self.producer, self.reader, run_id=run_id_in("steps", self.partition),
+                agent="bench", input="{}", prompt_version="bench@1", owner="bench",
+                source="bench",
+            )  # fmt: skip
+
+    def step(self) -> None:
+        assert self.run is not None
+        self.run.step(f"s{self.done}", lambda ctx: "ok")
+        self.done += 1
+
+
+def run_id_in(hint: str, partition: int | None) -> str:
+    """A fresh run id, in ``partition`` of the events topic if given."""
+    while True:
+        run_id = f"{hint}-{uuid.uuid4().hex[:10]}"
+        if partition is None or partition_for(run_id.encode(), h.PARTITIONS) == partition:
+            return run_id
+
+
+class _Neighbour:
+    """Another run writing to the same partition at a steady rate (``ModelCalled`` records,
+    not waited for), as runs sharing a partition do in production."""
+
+    def __init__(self, bootstrap: str, prefix: str, partition: int, per_s: float) -> None:
+        self.producer = EventProducer(
+            bootstrap_servers=bootstrap, topic_prefix=prefix, producer_name="bench-neighbour"
+        )
+        self.run_id = run_id_in("neighbour", partition)
+        self.period = 1.0 / per_s
+        self.stop = threading.Event()
+        self.producer.emit(
+            self.producer.new_event(
+                RunStarted,
+                self.run_id,
+                agent="bench",
+                input="{}",
+                prompt_version="bench@1",
+                owner="bench",
+                source="bench",
+            )
+        )
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.period):
+            self.producer.send(
+                self.producer.new_event(ModelCalled, self.run_id, model_request_id="n", model="m")
+            )
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.producer.close()
+
+
+def _before(
+    ref: str, bootstrap: str, prefix: str, url: str, events: str, base: Path, samples: int
+) -> dict[str, Any]:
+    """Fresh steps with the SDK of commit ``ref`` (its ``src`` from git), same broker/worker."""
+    src = base / "before"
+    src.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(h.ROOT), "archive", ref, "src"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        return {"unavailable": f"git archive {ref}: {archive.stderr.decode().strip()[-200:]}"}
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", bootstrap,
+         "--prefix", prefix, "--query-url", url, "--events-topic", events,
+         "--samples", str(samples), "--steps-per-run", str(STEPS_PER_RUN)],
+        env={**os.environ, "PYTHONPATH": f"{src / 'src'}{os.pathsep}{h.ROOT}"},
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return {"unavailable": f"the SDK of {ref} failed: {done.stderr.strip()[-300:]}"}
+    return {**percentiles(json.loads(done.stdout.strip().splitlines()[-1])), "ref": ref}
+
+
+def sdk_figures(
+    bootstrap: str, base: Path, samples: int, *, before: str | None = None
+) -> dict[str, Any]:
+    """Fresh step, one produce, replayed step and attach against a real broker and worker."""
+    prefix = h.new_prefix("steps", 1)
+    names = h.create_topics(bootstrap, prefix)
+    worker = _worker(bootstrap, prefix, base)
+    try:
+        producer = EventProducer(
+            bootstrap_servers=bootstrap, topic_prefix=prefix, producer_name="bench-steps"
+        )
+        http = HttpRunStateReader(
+            f"http://127.0.0.1:{worker.web_port}",
+            bootstrap_servers=bootstrap,
+            events_topic=names.events,
+        )
+        reader = CountingReader(http)
+        out: dict[str, Any] = {}
+        fresh = _FreshSteps(producer, reader)
+        emit_run = f"emit-{uuid.uuid4().hex[:8]}"
+
+        def emit() -> None:
+            producer.emit(
+                producer.new_event(ModelCalled, emit_run, model_request_id="r", model="m")
+            )
+
+        for _ in range(20):  # warm-up
+            fresh.prepare()
+            fresh.step()
+            emit()
+        per_round = max(1, samples // ROUNDS)
+        fresh_ms: list[float] = []
+        emit_ms: list[float] = []
+        cpu_s, reads = 0.0, 0
+        for _ in range(ROUNDS):
+            emit_ms += _samples(emit, per_round)
+            for _ in range(per_round):
+                fresh.prepare()
+                reads_before, cpu0 = reader.reads, time.process_time()
+                fresh_ms += _samples(fresh.step, 1)
+                cpu_s += time.process_time() - cpu0
+                reads += reader.reads - reads_before
+        out["fresh_step"] = {
+            **percentiles(fresh_ms),
+            "reads_per_step": round(reads / len(fresh_ms), 3),
+            "cpu_ms_per_step": round(cpu_s * 1000 / len(fresh_ms), 3),
+            "steps_per_run": STEPS_PER_RUN,
+        }
+        out["emit"] = percentiles(emit_ms)
+        # The same steps while another run writes to their partition 100 times a second:
+        # the offsets of our own events have gaps, so the SDK looks at the run (one query
+        # that does not wait) before each step body.
+        neighbour = _Neighbour(bootstrap, prefix, 0, per_s=100.0)
+        try:
+            shared = _FreshSteps(producer, reader, partition=0)
+            shared_ms: list[float] = []
+            reads = 0
+            for _ in range(max(50, samples // 5)):
+                shared.prepare()
+                reads_before = reader.reads
+                shared_ms += _samples(shared.step, 1)
+                reads += reader.reads - reads_before
+        finally:
+            neighbour.close()
+        out["fresh_step_shared"] = {
+            **percentiles(shared_ms[10:]),
+            "reads_per_step": round(reads / len(shared_ms), 3),
+            "neighbour_events_per_s": 100,
+        }
+        # A run with one completed step, attached afresh: its step is replayed.
+        done_id = f"replay-{uuid.uuid4().hex[:8]}"
+        first = DurableRun.start(
+            producer, reader, run_id=done_id, agent="bench", input="{}",
+            prompt_version="bench@1", owner="bench", source="bench",
+        )  # fmt: skip
+        first.step("done", lambda ctx: "ok")
+        again = DurableRun.attach(producer, reader, done_id)
+        out["replayed_step"] = timed(lambda: again.step("done", lambda ctx: "never"), samples)
+        attaches = max(20, samples // 5)
+        out["attach"] = timed(
+            lambda: DurableRun.attach(producer, reader, done_id), attaches, warmup=3
+        )
+        producer.close()
+        if before:
+            out["fresh_step_before"] = _before(
+                before, bootstrap, prefix, http.query_url, names.events, base, max(50, samples // 5)
+            )
+        return out
+    finally:
+        worker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--samples", type=int, default=500, help="timed operations per figure")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. machine load)")
+    parser.add_argument("--skip", default="", help="comma-separated anchors to leave out")
+    parser.add_argument(
+        "--baseline-ref",
+        default=BEFORE_REF,
+        help="measure fresh steps with this commit's SDK too (empty: do not)",
+    )
+    args = parser.parse_args(argv)
+    os.environ["PYTHONPATH"] = f"{h.ROOT / 'src'}{os.pathsep}{h.ROOT}"
+    skip = set(filter(None, args.skip.split(",")))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.steps" + (f" --samples {args.samples}"),
+        "samples": args.samples,
+        "note": args.note,
+        "loadavg_start": list(os.getloadavg()),
+        "cpus": os.cpu_count(),
+        "kafka": KAFKA_VERSION,
+    }
+    base = h.workdir()
+    try:
+        print(f"[steps] broker (Kafka {KAFKA_VERSION}) in {base}", flush=True)
+        with h.bench_broker(base) as bootstrap:
+            results["runstate"] = sdk_figures(
+                bootstrap, base, args.samples, before=args.baseline_ref or None
+            )
+        results["anchors"] = {}
+        for name, measure in anchors.ANCHORS.items():
+            if name in skip:
+                continue
+            print(f"[steps] anchor: {name}", flush=True)
+            try:
+                results["anchors"][name] = measure(base, args.samples, timed)
+            except anchors.Unavailable as exc:
+                results["anchors"][name] = {"unavailable": str(exc)}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    results["loadavg_end"] = list(os.getloadavg())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{stamp}-steps.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"[steps] results: {path.relative_to(h.ROOT)}", flush=True)
+    if not args.no_docs:
+        report.write_section(results, path)
+    print(report.console(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Fresh steps with whichever ``runstate`` is first on ``PYTHONPATH``: run by
+``benchmarks.steps`` with an earlier commit's ``src`` (``--baseline-ref``) against the same
+broker and worker, so the SDK before a change is measured beside it in the same run.
+
+Prints one JSON line of latencies (ms). Uses only the SDK's public API of that time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+
+from runstate.agents import DurableRun, HttpRunStateReader
+from runstate.streams.producer import EventProducer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--query-url", required=True)
+    parser.add_argument("--events-topic", required=True)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--steps-per-run", type=int, default=50)
+    args = parser.parse_args()
+    producer = EventProducer(
+        bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, producer_name="bench-before"
+    )
+    reader = HttpRunStateReader(
+        args.query_url, bootstrap_servers=args.bootstrap, events_topic=args.events_topic
+    )
+    ms: list[float] = []
+    run: DurableRun | None = None
+    for i in range(args.samples + 10):
+        if run is None or i % args.steps_per_run == 0:
+            run = DurableRun.start(
+                producer, reader, run_id=f"before-{uuid.uuid4().hex[:10]}", agent="bench",
+                input="{}", prompt_version="bench@1", owner="bench", source="bench",
+            )  # fmt: skip
+        t0 = time.perf_counter()
+        run.step(f"s{i}", lambda ctx: "ok")
+        if i >= 10:  # the first ten are a warm-up
+            ms.append((time.perf_counter() - t0) * 1000)
+    producer.close()
+    print(json.dumps(ms))
+
+
+if __name__ == "__main__":
+    main()
