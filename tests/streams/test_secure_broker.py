@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from typer.testing import CliRunner
 
+from runstate.cli import app
 from runstate.schemas.events import RunStarted
 from runstate.settings import load_settings
 from runstate.streams import clients
@@ -72,7 +74,14 @@ def deployment(secure_broker: LocalBroker, tmp_path: Path) -> Iterator[Deploymen
     )
     with role(secure_broker, "admin"):
         d.ensure_topics()
-    secure_broker.grant_role_acls(d.names)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RUNSTATE_TOPIC_PREFIX", d.prefix)
+            load_settings.cache_clear()
+            applied = CliRunner().invoke(
+                app, ["topics", "acls", "--apply", "--bootstrap", d.bootstrap]
+            )
+        assert applied.exit_code == 0, applied.output
+        assert "applied" in applied.output
     try:
         yield d
     finally:
@@ -169,6 +178,20 @@ def test_each_role_works_with_its_own_credentials_and_no_more(
             assert seen == [run_id.encode()]
         finally:
             consumer.close()
+
+
+def test_only_a_super_user_can_apply_the_acls(
+    secure_broker: LocalBroker, deployment: Deployment
+) -> None:
+    with role(secure_broker, "agent"):
+        result = CliRunner().invoke(
+            app, ["topics", "acls", "--apply", "--bootstrap", deployment.bootstrap]
+        )
+    assert result.exit_code != 0
+    assert "could not create the role ACLs" in result.output
+    assert "Traceback" not in result.output
+    # The local broker's own path gives the same grants, and repeating them is harmless.
+    assert secure_broker.grant_role_acls(deployment.names) > 0
 
 
 def test_a_client_without_credentials_gets_nothing(

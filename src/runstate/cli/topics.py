@@ -62,3 +62,36 @@ def ensure(
         typer.echo(f"changed: {change}")
     for line in report.warnings:
         typer.echo(f"warning: {line}", err=True)
+
+
+@app.command()
+def acls(
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="create the ACLs on the cluster (as the admin principal of RUNSTATE_KAFKA_*)",
+        ),
+    ] = False,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+) -> None:
+    """List the ACLs each role needs (docs/security.md); with --apply, create them.
+
+    One principal per role: agent, processor, archiver, replay, console (User:<role>). Run
+    --apply as a principal allowed to alter ACLs (a super user), after `topics ensure`.
+    """
+    from runstate.streams.acls import apply_grants, grants
+
+    s = load_settings()
+    names = TopicNames(s.topic_prefix)
+    table = Table("principal", "resource", Column("name", overflow="fold"), "operation")
+    for g in grants(names):
+        name = f"{g.name}*" if g.prefixed else g.name
+        table.add_row(g.principal, g.resource, name, g.operation)
+    stdout_console().print(table)
+    if apply:
+        servers = bootstrap or s.bootstrap_servers
+        require_reachable(servers)
+        with broker_errors(servers):
+            count = apply_grants(admin_client(servers), names)
+        typer.echo(f"applied {count} ACLs for the topics of {names.prefix}")

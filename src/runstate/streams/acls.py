@@ -13,22 +13,26 @@ Group and transactional-id names follow the topic prefix: the processor's group 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
+    AdminClient,
     ResourcePatternType,
     ResourceType,
 )
 
+from runstate.errors import BrokerError
 from runstate.streams.topics import TopicNames
 
-__all__ = ["ACL_FILTER_ALL", "ROLES", "Grant", "acl_bindings", "grants"]
+__all__ = ["ACL_FILTER_ALL", "ROLES", "Grant", "acl_bindings", "apply_grants", "grants"]
 
 Role = Literal["agent", "processor", "archiver", "replay", "console"]
 
@@ -144,3 +148,34 @@ ACL_FILTER_ALL: Final = AclBindingFilter(
     AclOperation.ANY,
     AclPermissionType.ANY,
 )
+
+
+def apply_grants(admin: AdminClient, names: TopicNames, *, timeout_s: float = 30.0) -> int:
+    """Create every role's ACLs for ``names`` (safe to repeat) and wait until the broker
+    applies them: the authorizer reads them from the metadata log a moment later, and a
+    client started before that would be refused.
+
+    Returns:
+        How many ACLs the roles have.
+
+    Raises:
+        BrokerError: the broker refused (``admin`` is not allowed to alter ACLs, or no
+            authorizer is configured), or did not apply them within ``timeout_s``.
+    """
+    bindings = acl_bindings(grants(names))
+    wanted = {str(b) for b in bindings}
+    try:
+        for future in admin.create_acls(bindings, request_timeout=timeout_s).values():
+            future.result()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = admin.describe_acls(ACL_FILTER_ALL, request_timeout=timeout_s).result()
+            if wanted <= {str(b) for b in described}:
+                return len(bindings)
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"the broker did not apply the role ACLs within {timeout_s:.0f} s"
+                )
+            time.sleep(0.2)
+    except KafkaException as exc:
+        raise BrokerError(f"could not create the role ACLs: {exc.args[0]}") from exc

@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka import KafkaException
-
 from runstate.errors import BrokerError
 from runstate.streams.topics import TopicNames
 
@@ -213,7 +211,7 @@ class LocalBroker:
         Raises:
             BrokerError: not a secure broker, or the broker refused.
         """
-        from runstate.streams.acls import ACL_FILTER_ALL, acl_bindings, grants
+        from runstate.streams.acls import apply_grants
         from runstate.streams.clients import admin_client
 
         admin = admin_client(
@@ -225,24 +223,7 @@ class LocalBroker:
                 "sasl.password": self.password("admin"),
             },
         )
-        bindings = acl_bindings(grants(names))
-        try:
-            for future in admin.create_acls(bindings, request_timeout=30).values():
-                future.result()
-            # The authorizer applies ACLs from the metadata log a moment later: wait until
-            # the broker describes every one, so a client started next is not refused.
-            deadline = time.monotonic() + 30.0
-            wanted = {str(b) for b in bindings}
-            while True:
-                described = admin.describe_acls(ACL_FILTER_ALL, request_timeout=30).result()
-                if wanted <= {str(b) for b in described}:
-                    break
-                if time.monotonic() > deadline:
-                    raise BrokerError("the broker did not apply the role ACLs within 30 s")
-                time.sleep(0.2)
-        except KafkaException as exc:
-            raise BrokerError(f"could not create the role ACLs: {exc.args[0]}") from exc
-        return len(bindings)
+        return apply_grants(admin, names)
 
     def _security_properties(self) -> dict[str, str]:
         """Listeners and, in secure mode, SASL and the authorizer.
