@@ -1,5 +1,5 @@
 """The package's layers import only downward: cli -> checks -> {retention, agents, runtime}
--> runs -> streams -> schemas; the root modules (errors, settings, durations) are for
+-> runs -> streams -> schemas; the root modules (errors, settings, durations, identity) are for
 everyone, and ``python -m runstate`` (``__main__``) starts the CLI.
 
 The run domain (``runs``: state, reducer, codec, views, deadlines) sits beside the runtime,
@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
         "schemas",
     },
 }
-ROOT_MODULES = {"errors", "settings", "durations"}
+ROOT_MODULES = {"errors", "settings", "durations", "identity"}
 
 
 #: Third-party modules the run domain must never import (Kafka clients, stores, runtimes).
