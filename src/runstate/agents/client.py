@@ -20,6 +20,7 @@ from runstate.errors import QueryError
 from runstate.runs.query_client import QueryClient
 from runstate.runs.run_view import RunFilter, state_from_json
 from runstate.runs.state import RunState, RunStatus, StepPhase
+from runstate.settings import load_settings
 from runstate.streams.partitioning import partition_for
 from runstate.streams.reader import end_offsets
 
@@ -79,6 +80,7 @@ class HttpRunStateReader:
         bootstrap_servers: Kafka, for :meth:`latest_position` (fresh processes only).
         events_topic: the events topic, likewise.
         wait_s: how long the worker may wait for the read position to be applied.
+        token: the bearer token for a query API with auth on; ``RUNSTATE_TOKEN`` if None.
     """
 
     def __init__(
@@ -88,12 +90,16 @@ class HttpRunStateReader:
         bootstrap_servers: str | None = None,
         events_topic: str | None = None,
         wait_s: float = 10.0,
+        token: str | None = None,
     ) -> None:
         self.query_url = query_url
         self.bootstrap_servers = bootstrap_servers
         self.events_topic = events_topic
         self.wait_s = wait_s
-        self._client = QueryClient(query_url, timeout_s=wait_s + 10.0)
+        if token is None:
+            secret = load_settings().token
+            token = None if secret is None else secret.get_secret_value()
+        self._client = QueryClient(query_url, timeout_s=wait_s + 10.0, token=token)
 
     def read(self, run_id: str, *, after: Position | None = None) -> RunState | None:
         """See :meth:`RunStateReader.read`.

@@ -20,9 +20,11 @@ _PAGE = 500
 class QueryClient:
     """GETs JSON from a processor worker; any worker answers (it routes to the owner)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0, token: str | None = None) -> None:
+        """``token``: the bearer token to send (``RUNSTATE_TOKEN``) when the API has auth on."""
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         """The JSON body of ``GET path?params``; None-valued params are left out.
@@ -33,8 +35,26 @@ class QueryClient:
         """
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        return self._send(urllib.request.Request(url, headers=self._headers))
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The JSON answer of ``POST path`` with a JSON ``body``.
+
+        Raises:
+            QueryError: as :meth:`get`.
+        """
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=json.dumps(body).encode(),
+            headers={**self._headers, "Content-Type": "application/json"},
+            method="POST",
+        )
+        return self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> dict[str, Any]:
+        url = request.full_url
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
                 body: dict[str, Any] = json.loads(resp.read())
                 return body
         except urllib.error.HTTPError as exc:

@@ -47,7 +47,12 @@ from datetime import datetime
 from typing import TypeAlias
 
 from runstate.runs._lease import claimed, fenced, renewed
-from runstate.runs._operator import OPERATOR_EVENTS, decided, dispatch_operator
+from runstate.runs._operator import (
+    OPERATOR_EVENTS,
+    decided,
+    decider_refused,
+    dispatch_operator,
+)
 from runstate.runs._rules import DuplicateWhy, NoOp, RejectCode, Rejected, Result, dispatch
 from runstate.runs.state import (
     RECENT_EVENT_IDS_LIMIT,
@@ -87,6 +92,7 @@ __all__ = [
     "RejectCode",
     "Rejected",
     "apply",
+    "decider_refused",
     "fold",
     "is_overdue",
 ]
