@@ -55,6 +55,10 @@ app.command(name="cancel")(_operators.cancel)
 app.command(name="retry-step")(_operators.retry_step)
 app.command(name="resolve-action")(_operators.resolve_action)
 
+from runstate.cli import dead_letters as _dead_letters  # noqa: E402
+
+app.add_typer(_dead_letters.app, name="dead-letters")
+
 from runstate.cli import auth as _auth  # noqa: E402
 
 app.add_typer(_auth.app, name="auth")
