@@ -21,7 +21,7 @@ from runstate.agents.client import RunStateReader
 from runstate.agents.ports import EventSink
 from runstate.errors import ApprovalError, IllegalTransition
 from runstate.identity import NotAuthorized, Principal, Role, require_role
-from runstate.runs.reducer import RejectCode, Rejected, apply
+from runstate.runs.reducer import Duplicate, RejectCode, Rejected, apply
 from runstate.runs.state import RunState
 from runstate.schemas.events import (
     AgentEvent,
@@ -153,6 +153,11 @@ def checked_send(
     outcome = apply(state, event)
     if isinstance(outcome, Rejected):
         raise _refusal(outcome)
+    if isinstance(outcome, Duplicate):
+        raise IllegalTransition(
+            f"{doing}: nothing to do, the run already reflects it (it is"
+            f" {state.status.value}); nothing was sent"
+        )
     delivery = sink.emit(event)
     after = reader.read(run_id, after=delivery)
     if after is None or not after.saw_event(event.event_id):
