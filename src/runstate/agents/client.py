@@ -131,6 +131,8 @@ class HttpRunStateReader:
         step: str | None = None,
         phase: StepPhase | str | None = None,
         idle_for: timedelta | str | None = None,
+        needs_attention: bool = False,
+        unknown_actions: bool = False,
         require_complete: bool = False,
     ) -> list[RunState]:
         """Runs matching every given filter, from all workers of the group.
@@ -144,6 +146,8 @@ class HttpRunStateReader:
             phase: the current step's phase, e.g. ``retry_scheduled``.
             idle_for: only runs unchanged for at least this long (``timedelta`` or ``"2h"``,
                 ``"15m"``, ``"1d"``), measured from ``RunState.updated_at``.
+            needs_attention: only runs a person must move on (failed).
+            unknown_actions: only failed runs with an action of unknown outcome.
             require_complete: refuse an answer that lacks some partitions.
 
         Raises:
@@ -159,6 +163,8 @@ class HttpRunStateReader:
             step=step,
             phase=phase,
             idle_for=idle_for,
+            needs_attention=needs_attention,
+            unknown_actions=unknown_actions,
         )
         body = self._client.all_runs(flt)
         if require_complete and not body.get("complete", True):

@@ -2,12 +2,13 @@
 
 Every dead letter is the original record (key, value, headers) plus ``rs-*`` headers saying
 why (:mod:`runstate.runs.dead_letters`). ``requeue`` puts one back on the events topic,
-unchanged but for a ``rs-requeue-of`` header, once the cause is fixed (the run it needed
-exists now, the producer bug is fixed and the record is still right): the processor judges it
-afresh. Once: a requeue writes a marker to the dead-letter topic (key ``requeued:<ref>``)
-after the record is delivered, and a second requeue of the same dead letter is refused. (A
-crash between the two leaves no marker; the requeued event keeps its event id, so the
-processor drops a second copy as a duplicate.)
+unchanged but for the headers the processor added (a ``rs-requeue-of`` instead), in the
+run's partition, once the cause is fixed (the run it needed exists now, the producer bug is
+fixed and the record is still right): the processor judges it afresh. Once: a requeue writes
+a marker to the dead-letter topic (key ``requeued:<ref>``) after the record is delivered, and
+a second requeue of the same dead letter is refused. (A crash between the two leaves no
+marker; the requeued event keeps its event id, so the processor drops a second copy as a
+duplicate.)
 
 Listing reads the dead-letter topic from ``--from-offset`` (default: the last ``--limit``
 records), never the whole history unless asked.
@@ -25,10 +26,19 @@ from runstate.cli.output import stdout_console
 from runstate.cli.principals import By, acting_principal
 from runstate.errors import Error
 from runstate.identity import Role, require_role
-from runstate.runs.dead_letters import HEADER_DETAIL, HEADER_ERROR_CLASS, HEADER_REASON
+from runstate.runs.dead_letters import (
+    HEADER_DETAIL,
+    HEADER_ERROR_CLASS,
+    HEADER_REASON,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    HEADER_WORKER,
+)
 from runstate.schemas.convert import decode_event
 from runstate.settings import load_settings
 from runstate.streams import clients
+from runstate.streams.partitioning import partition_for
 from runstate.streams.reader import RawRecord, end_offsets, read_topic
 from runstate.streams.topics import TopicNames
 
@@ -38,6 +48,18 @@ app = typer.Typer(
 )
 
 HEADER_REQUEUE_OF = "rs-requeue-of"
+#: What the processor added when it set the record aside; the producer's own headers stay.
+_SET_ASIDE_HEADERS = frozenset(
+    {
+        HEADER_REASON,
+        HEADER_DETAIL,
+        HEADER_ERROR_CLASS,
+        HEADER_SOURCE_TOPIC,
+        HEADER_SOURCE_PARTITION,
+        HEADER_SOURCE_OFFSET,
+        HEADER_WORKER,
+    }
+)
 _MARKER = b"requeued:"
 
 Ref = Annotated[
@@ -153,11 +175,18 @@ def requeue(ref: Ref, by: By = None) -> None:
     if ref in _requeued(markers):
         raise Error(f"dead letter {ref} was already requeued; it goes back only once")
     headers: list[tuple[str, str | bytes | None]] = [
-        (k, v) for k, v in record.headers if not k.startswith("rs-")
+        (k, v) for k, v in record.headers if k not in _SET_ASIDE_HEADERS
     ]
     headers += [(HEADER_REQUEUE_OF, ref.encode()), ("rs-requeued-by", who.name.encode())]
+    if record.key is None:
+        raise Error(f"dead letter {ref} has no key (no run); fix its producer, it cannot go back")
+    # The run's partition, as every producer of runstate picks it (murmur2 of the run id).
+    partition_count = len(end_offsets(bootstrap, names.events))
+    target = partition_for(record.key, partition_count)
     producer = clients.producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    producer.produce(names.events, key=record.key, value=record.value, headers=headers)
+    producer.produce(
+        names.events, key=record.key, value=record.value, headers=headers, partition=target
+    )
     if producer.flush(30) != 0:
         raise Error(f"the events topic did not confirm the requeue of {ref}; run it again")
     producer.produce(
