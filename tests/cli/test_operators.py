@@ -242,6 +242,24 @@ def test_requests_without_a_token_are_refused(deployment: Deployment) -> None:
     assert deployment.workers[0].get("/health")[0] == 200
 
 
+def test_operator_commands_over_http_say_who_may_and_why_not(
+    deployment: Deployment, producer: EventProducer
+) -> None:
+    run_id = new_run_id("http")
+    _waiting(deployment, producer, run_id, "manager.bob")
+    status, body = post(deployment, EVE, f"/runs/{run_id}/cancel", {"reason": "x"})
+    assert (status, body["error"]) == (403, "not_authorized") and "operator" in body["message"]
+    status, body = post(deployment, JOE, f"/runs/{run_id}/retry-step", {})
+    assert (status, body["error"]) == (409, "run_not_failed"), body
+    assert "only a failed run" in body["message"]
+    status, body = post(deployment, JOE, "/runs/no-such-run/cancel", {"reason": "x"})
+    assert status == 404
+    status, body = post(deployment, JOE, f"/runs/{run_id}/cancel", {"reason": "withdrawn"})
+    assert (status, body["status"], body["by"]) == (200, "cancelled", "ops.joe"), body
+    state = state_of(deployment, run_id)
+    assert (state.cancelled_by, state.cancel_reason) == ("ops.joe", "withdrawn")
+
+
 # -- the article's story: retry only the failed step ---------------------------------------
 
 
