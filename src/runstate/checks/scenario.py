@@ -276,7 +276,9 @@ class Scenario:
 
     def _watch_waiting(self, approver: str, limit: float) -> dict[str, float | None]:
         """Seconds from the request until each view showed the run waiting for ``approver``."""
-        client = QueryClient(self.d.config.query_url, timeout_s=5.0)
+        secret = load_settings().token
+        token = None if secret is None else secret.get_secret_value()
+        client = QueryClient(self.d.config.query_url, timeout_s=5.0, token=token)
         seen: dict[str, float | None] = {
             "GET /runs/{id}": None,
             "GET /runs?status=waiting_approval": None,
