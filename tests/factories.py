@@ -26,6 +26,7 @@ from runstate.schemas.events import (
     ApproverKind,
     ExternalActionIntended,
     ExternalActionRecorded,
+    ExternalActionResolved,
     FailureReason,
     ModelCalled,
     RetryScheduled,
@@ -36,6 +37,7 @@ from runstate.schemas.events import (
     RunStarted,
     StepCompleted,
     StepFailed,
+    StepRetryRequested,
     StepStarted,
 )
 
@@ -296,7 +298,7 @@ def _junk(draw: st.DrawFn, b: RunBuilder) -> AgentEvent:
     """An event of the run that is plausible in form but maybe wrong in place."""
     step = draw(st.sampled_from(_STEP_NAMES))
     attempt = draw(st.integers(1, 3))
-    kind = draw(st.integers(0, 9))
+    kind = draw(st.integers(0, 11))
     subject = draw(st.sampled_from(_HASHES))
     key = f"{b.run_id}/{step}/{draw(st.sampled_from(['email', 'crm']))}"
     if kind == 0:
@@ -319,6 +321,17 @@ def _junk(draw: st.DrawFn, b: RunBuilder) -> AgentEvent:
     if kind == 8:
         return b.emit(
             ExternalActionRecorded, step=step, idempotency_key=key, system="email", external_id="x"
+        )
+    if kind == 9:
+        return b.emit(StepRetryRequested, by="ops", step=step)
+    if kind == 10:
+        found = draw(st.booleans())
+        return b.emit(
+            ExternalActionResolved,
+            by="ops",
+            idempotency_key=key,
+            found=found,
+            external_id="y" if found else None,
         )
     ending: list[Callable[[], AgentEvent]] = [b.complete, b.fail, b.cancel, b.start]
     return draw(st.sampled_from(ending))()

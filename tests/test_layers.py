@@ -1,8 +1,8 @@
 """The package's layers import only downward: cli -> checks -> testing -> {retention,
 agents, runtime} -> runs -> streams -> schemas (``testing``: the demo's and the launch
 checks' stand-ins, which no production layer may import); the root modules (errors,
-settings, durations) are for everyone, and ``python -m runstate`` (``__main__``) starts the
-CLI.
+settings, durations, identity) are for everyone, and ``python -m runstate`` (``__main__``)
+starts the CLI.
 
 The run domain (``runs``: state, reducer, codec, views, deadlines) sits beside the runtime,
 not in it: the agent SDK, retention, replay and the launch checks depend on it and never on
@@ -45,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "schemas",
     },
 }
-ROOT_MODULES = {"errors", "settings", "durations"}
+ROOT_MODULES = {"errors", "settings", "durations", "identity"}
 
 
 #: Third-party modules the run domain must never import (Kafka clients, stores, runtimes).

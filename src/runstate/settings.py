@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     mask_keys_file: Path | None = Field(
         None, description="file holding the mask keys (same form), instead of mask_keys"
     )
+    auth_file: Path | None = Field(
+        None,
+        description="identity file (TOML) of principals, roles, groups and token hashes; set:"
+        " the query API and the CLI's decisions and operator commands require a token",
+    )
+    auth_dev: bool = Field(
+        False,
+        description="run the query API without authentication on a non-loopback interface"
+        " (local development only; logged loudly)",
+    )
+    token: SecretStr | None = Field(
+        None, description="bearer token the CLI and SDK clients send to the query API"
+    )
+
     # Kafka client security, applied to every client runstate makes (docs/security.md).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",

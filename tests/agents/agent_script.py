@@ -73,13 +73,29 @@ def retry_agent(run: DurableRun, effects: EffectsClient) -> str:
     return out or ""
 
 
+def pipeline_agent(run: DurableRun, effects: EffectsClient) -> str:
+    """The article's story: collect, then scoring (which may fail until its retries are
+    spent), then the decision; each step's service counts its calls."""
+    rid = run.run_id
+    run.step("collect", lambda ctx: effects.perform("collect", key=f"{rid}:collect").external_id)
+
+    def score(ctx: StepContext) -> str:
+        key = f"{rid}:attempt-{ctx.attempt}"
+        return effects.perform("scoring", key=key, timeout_s=0.5).external_id
+
+    out = run.step("score", score, retry=RetryPolicy(max_attempts=2, base_s=0.0))
+    run.step("decide", lambda ctx: effects.perform("decide", key=f"{rid}:decide").external_id)
+    run.complete(output_ref=out)
+    return out or ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("action", choices=["start", "resume"])
     parser.add_argument("run_id")
     parser.add_argument("--effects-url", required=True)
     parser.add_argument("--query-url", required=True)
-    parser.add_argument("--mode", choices=["ledger", "retry"], default="ledger")
+    parser.add_argument("--mode", choices=["ledger", "retry", "pipeline"], default="ledger")
     parser.add_argument("--no-reconcile", action="store_true")
     args = parser.parse_args()
     s = load_settings()
@@ -102,6 +118,8 @@ def main() -> int:
                 run = DurableRun.attach(producer, reader, args.run_id, **options)
             if args.mode == "ledger":
                 return ledger_agent(run, effects, reconcile=not args.no_reconcile)
+            if args.mode == "pipeline":
+                return pipeline_agent(run, effects)
             return retry_agent(run, effects)
 
         outcome = drive_once(start_or_resume)

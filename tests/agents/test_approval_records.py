@@ -26,11 +26,14 @@ from runstate.agents.approvals import (
     pending_approval,
 )
 from runstate.errors import ApprovalError, RunSuspended
+from runstate.identity import Principal
 from runstate.runs.state import ApprovalOutcome
 from runstate.schemas.events import AgentEvent, ApprovalGranted, ApproverKind
 from runstate.streams.producer import Delivery
 from tests.agents.recording import PositionRecordingReader
 
+#: A member of the group the approvals of these tests ask.
+ANA = Principal("ana", groups=frozenset({"risk-team"}))
 RUN = "run-1"
 SUBJECT = {"company": "Acme", "limit": 50000}
 
@@ -72,7 +75,11 @@ class DecidedFirst:
 
     def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery:
         first = self.runs.new_event(
-            ApprovalGranted, event.run_id, by="other", subject_hash=subject_hash(SUBJECT)
+            ApprovalGranted,
+            event.run_id,
+            by="other",
+            subject_hash=subject_hash(SUBJECT),
+            by_groups=("risk-team",),
         )
         self.runs.emit(first)
         return self.runs.emit(event)
@@ -105,7 +112,7 @@ def test_a_decision_reads_at_the_latest_position_and_after_its_own_event(
     waiting(runs, clock)
     before = runs.latest_position(RUN)
     reader = PositionRecordingReader(runs)
-    receipt = approve(runs, reader, RUN, by="ana", comment="fine")  # type: ignore[arg-type]
+    receipt = approve(runs, reader, RUN, by=ANA, comment="fine")  # type: ignore[arg-type]
     assert reader.afters == [before, receipt.delivery]
     assert receipt.delivery == runs.latest_position(RUN)
     assert (receipt.run_id, receipt.outcome, receipt.by, receipt.subject_hash) == (
@@ -125,7 +132,7 @@ def test_a_decision_the_processor_refused_is_an_error_not_a_receipt(
 ) -> None:
     waiting(runs, clock)
     with pytest.raises(ApprovalError, match=r"refused to reject .* already granted by other"):
-        reject(DecidedFirst(runs), runs, RUN, by="ana", reason="no")  # type: ignore[arg-type]
+        reject(DecidedFirst(runs), runs, RUN, by=ANA, reason="no")  # type: ignore[arg-type]
     assert [r.event.event_type for r in runs.rejected] == ["ApprovalRejected"]
 
 
@@ -134,8 +141,8 @@ def test_a_rejection_of_a_subject_that_changed_is_refused(
 ) -> None:
     waiting(runs, clock)
     with pytest.raises(ApprovalError, match="subject changed"):
-        reject(runs, runs, RUN, by="ana", reason="no", expected_subject_hash="sha256:old")
-    receipt = reject(runs, runs, RUN, by="ana", reason="no")
+        reject(runs, runs, RUN, by=ANA, reason="no", expected_subject_hash="sha256:old")
+    receipt = reject(runs, runs, RUN, by=ANA, reason="no")
     assert receipt.outcome is ApprovalOutcome.REJECTED
 
 

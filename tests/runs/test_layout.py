@@ -94,7 +94,7 @@ def _run_at(key: bytes) -> int:
     name_end = key.index(b"\x00", len(INDEX))
     if key[len(INDEX) : name_end] in (b"due", b"updated", b"finished"):
         return name_end + 1 + 8
-    if key[len(INDEX) : name_end] in (b"times", b"attention"):
+    if key[len(INDEX) : name_end] in (b"times", b"attention", b"unknown"):
         return name_end + 1
     return decode_text_part(key, name_end + 1)[1]
 

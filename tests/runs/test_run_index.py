@@ -25,7 +25,16 @@ from runstate.runs.run_index import (
     runs_needing_attention,
 )
 from runstate.runs.run_view import RunFilter
-from runstate.runs.state import Approval, ApprovalOutcome, ModelCall, RunState, RunStatus, StepPhase
+from runstate.runs.state import (
+    ActionState,
+    Approval,
+    ApprovalOutcome,
+    ExternalAction,
+    ModelCall,
+    RunState,
+    RunStatus,
+    StepPhase,
+)
 from runstate.schemas.events import ApproverKind
 from tests.factories import T0
 from tests.runs.conftest import RunStateFactory
@@ -71,6 +80,16 @@ def _pooled_states(draw: st.DrawFn) -> RunState:
         step_phase=draw(st.none() | st.sampled_from(StepPhase)),
         approval=draw(st.none() | _approvals),
         needs_attention=draw(st.booleans()),
+        external_actions=tuple(
+            ExternalAction(
+                idempotency_key=f"key-{i}",
+                system="erp",
+                step="act",
+                state=draw(st.sampled_from(ActionState)),
+                intended_at=T0,
+            )
+            for i in range(draw(st.integers(0, 2)))
+        ),
         model_calls=tuple(
             ModelCall(request_id=f"req-{i}", model="m") for i in range(draw(st.integers(0, 2)))
         ),
@@ -96,6 +115,8 @@ _filters = st.builds(
     step=_often_none(_STEPS),
     phase=_often_none(list(StepPhase)),
     idle_for=_often_none([timedelta(seconds=s) for s in (1, 60, 300, 900)]),
+    needs_attention=_often_none([True]).map(bool),
+    unknown_actions=_often_none([True]).map(bool),
 )
 
 
@@ -213,7 +234,7 @@ def test_runs_needing_attention_page_by_run_id(runs: list[RunState], limit: int)
         out.extend(page)
         if cursor is None:
             break
-    expected = sorted((s for s in runs if s.needs_attention), key=lambda s: s.run_id.encode())
+    expected = sorted((s for s in runs if s.needs_person), key=lambda s: s.run_id.encode())
     assert out == expected
 
 

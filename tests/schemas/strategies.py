@@ -63,6 +63,8 @@ def _for(annotation: Any, info: FieldInfo) -> st.SearchStrategy[Any]:
         return st.sampled_from(list(annotation))
     if origin is dict:
         return st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4)
+    if origin is tuple:
+        return st.lists(st.text(max_size=10), max_size=3).map(tuple)
     raise NotImplementedError(f"no strategy for {annotation!r}; extend tests/schemas/strategies.py")
 
 
@@ -85,6 +87,10 @@ def events(event_class: type[AgentEvent]) -> st.SearchStrategy[AgentEvent]:
     @st.composite
     def build(draw: st.DrawFn) -> AgentEvent:
         values = {name: draw(s) for name, s in fields.items()}
+        if event_class.event_type == "ExternalActionResolved":
+            # A found action names its external id, one not found none (the validator).
+            found_id = draw(st.text(min_size=1, max_size=20))
+            values["external_id"] = found_id if values["found"] else _MISSING
         return event_class(**{k: v for k, v in values.items() if v is not _MISSING})
 
     return build()

@@ -38,7 +38,14 @@ def test_every_event_type_is_shipped_and_its_newest_version_carries_the_epoch(
     # RunStarted v2 added the tenant, then every event gained the lease epoch.
     assert [sv.version for sv in catalog.versions("RunStarted")] == [1, 2, 3]
     assert catalog.latest("RunClaimed").version == 1
-    for name in set(EVENT_TYPES) - {"RunStarted", "RunClaimed"}:
+    # Operators' events came after the lease; decisions and requests gained who decides.
+    operators = {"StepRetryRequested", "ExternalActionResolved"}
+    deciders = {"ApprovalRequested", "ApprovalGranted", "ApprovalRejected"}
+    for name in operators:
+        assert catalog.latest(name).version == 1
+    for name in deciders:
+        assert catalog.latest(name).version == 3
+    for name in set(EVENT_TYPES) - {"RunStarted", "RunClaimed"} - operators - deciders:
         assert catalog.latest(name).version == 2
     for name in EVENT_TYPES:
         fields = {f["name"]: f for f in catalog.latest(name).definition["fields"]}

@@ -53,6 +53,8 @@ def _expected_avro_type(annotation: Any, event_class: type[AgentEvent], name: st
         return ["null", *(_expected_avro_type(a, event_class, name) for a in args[:-1])]
     if get_origin(annotation) is dict:
         return {"type": "map", "values": "string"}
+    if get_origin(annotation) is tuple:
+        return {"type": "array", "items": "string"}
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return ("enum", annotation.__name__, [m.value for m in annotation])
     simple = {str: "string", int: "long", bool: "boolean"}
@@ -71,6 +73,8 @@ def _actual_avro_type(avro_type: Any) -> Any:
 
 def _python_default(info: FieldInfo) -> Any:
     value = info.get_default(call_default_factory=True)
+    if isinstance(value, tuple):
+        return list(value)
     return value.value if isinstance(value, enum.Enum) else value
 
 

@@ -26,6 +26,8 @@ from typing import Any
 from runstate.agents.client import RunStateReader
 from runstate.agents.ports import EventSink
 from runstate.errors import ApprovalError
+from runstate.identity import NotAuthorized, Principal
+from runstate.runs.reducer import RejectCode, Rejected, apply
 from runstate.runs.state import ApprovalOutcome, RunState, RunStatus
 from runstate.schemas.events import ApprovalGranted, ApprovalRejected, ApproverKind
 from runstate.streams.producer import Delivery
@@ -36,6 +38,7 @@ __all__ = [
     "PendingApproval",
     "approve",
     "canonical_json",
+    "check_decider",
     "decision_of",
     "pending_approval",
     "reject",
@@ -164,22 +167,31 @@ def approve(
     reader: RunStateReader,
     run_id: str,
     *,
-    by: str,
+    by: Principal | str,
     comment: str | None = None,
     expected_subject_hash: str | None = None,
+    override_reason: str | None = None,
 ) -> DecisionReceipt:
     """Grant the approval ``run_id`` waits for.
 
     Args:
+        by: who decides: the authenticated :class:`~runstate.identity.Principal` (its name,
+            groups and roles go into the decision and are checked here). A bare name is
+            the unauthenticated form of before: not checked here; the processor still
+            refuses it for a request that enforces its decider, unless it is the approver.
         expected_subject_hash: the hash of the subject the person was shown; a different
             pending hash means they saw an older version, and the approval is refused.
+        override_reason: an admin deciding an approval that is not theirs says why; it is
+            recorded with the decision.
 
     Raises:
+        NotAuthorized: ``by`` is not the approver, not in the approver group, and not an
+            admin giving an override reason; nothing was decided.
         ApprovalError: nothing is pending (not waiting, already decided, unknown run), the
             subject is stale, or the processor refused the decision; nothing was decided.
         QueryError: the state could not be read.
     """
-    return _decide(sink, reader, run_id, True, by, comment, expected_subject_hash)
+    return _decide(sink, reader, run_id, True, by, comment, expected_subject_hash, override_reason)
 
 
 def reject(
@@ -187,16 +199,38 @@ def reject(
     reader: RunStateReader,
     run_id: str,
     *,
-    by: str,
+    by: Principal | str,
     reason: str,
     expected_subject_hash: str | None = None,
+    override_reason: str | None = None,
 ) -> DecisionReceipt:
     """Reject the approval ``run_id`` waits for; ``reason`` is kept as the decision's comment.
 
     Raises:
-        ApprovalError, QueryError: as :func:`approve`.
+        NotAuthorized, ApprovalError, QueryError: as :func:`approve`.
     """
-    return _decide(sink, reader, run_id, False, by, reason, expected_subject_hash)
+    return _decide(sink, reader, run_id, False, by, reason, expected_subject_hash, override_reason)
+
+
+def check_decider(pending: PendingApproval, by: Principal, override_reason: str | None) -> None:
+    """Refuse unless ``by`` is whom ``pending`` asks, or an admin giving a reason.
+
+    Raises:
+        NotAuthorized: naming who may decide.
+    """
+    if pending.approver_kind is ApproverKind.USER:
+        allowed = by.name == pending.approver
+        whom = f"user {pending.approver!r}"
+    else:
+        allowed = pending.approver in by.groups
+        whom = f"a member of group {pending.approver!r}"
+    if allowed or (by.is_admin and (override_reason or "").strip()):
+        return
+    hint = "; as an admin, give --override-reason to decide it anyway" if by.is_admin else ""
+    raise NotAuthorized(
+        f"{by.name!r} may not decide the approval of run {pending.run_id!r}: it is for"
+        f" {whom} (your groups: {', '.join(by.sorted_groups) or 'none'}){hint}"
+    )
 
 
 def _decide(
@@ -204,11 +238,13 @@ def _decide(
     reader: RunStateReader,
     run_id: str,
     grant: bool,
-    by: str,
+    decider: Principal | str,
     comment: str | None,
     expected: str | None,
+    override_reason: str | None,
 ) -> DecisionReceipt:
     verb = "approve" if grant else "reject"
+    by = decider if isinstance(decider, str) else decider.name
     state = reader.read(run_id, after=reader.latest_position(run_id))
     if state is None:
         raise ApprovalError(f"cannot {verb} run {run_id!r}: no such run; check the run id")
@@ -221,8 +257,19 @@ def _decide(
             f" {expected}, it is now {pending.subject_hash}); review the current subject"
             f" (`runstate runs show {run_id}`) and decide again"
         )
+    who: dict[str, Any] = {}
+    if isinstance(decider, Principal):
+        check_decider(pending, decider, override_reason)
+        who = {"by_groups": decider.sorted_groups, "by_roles": decider.sorted_roles}
+    if override_reason:
+        who["override_reason"] = override_reason
     cls = ApprovalGranted if grant else ApprovalRejected
-    event = sink.new_event(cls, run_id, by=by, subject_hash=pending.subject_hash, comment=comment)
+    event = sink.new_event(
+        cls, run_id, by=by, subject_hash=pending.subject_hash, comment=comment, **who
+    )
+    judged = apply(state, event)
+    if isinstance(judged, Rejected) and judged.code is RejectCode.NOT_AUTHORIZED:
+        raise NotAuthorized(f"cannot {verb} run {run_id!r}: {judged.reason}")
     delivery = sink.emit(event)
     after = reader.read(run_id, after=delivery)
     if after is None or not after.saw_event(event.event_id):

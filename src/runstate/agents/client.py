@@ -20,6 +20,7 @@ from runstate.errors import QueryError
 from runstate.runs.query_client import QueryClient
 from runstate.runs.run_view import RunFilter, state_from_json
 from runstate.runs.state import RunState, RunStatus, StepPhase
+from runstate.settings import load_settings
 from runstate.streams.partitioning import partition_for
 from runstate.streams.reader import end_offsets
 
@@ -79,6 +80,7 @@ class HttpRunStateReader:
         bootstrap_servers: Kafka, for :meth:`latest_position` (fresh processes only).
         events_topic: the events topic, likewise.
         wait_s: how long the worker may wait for the read position to be applied.
+        token: the bearer token for a query API with auth on; ``RUNSTATE_TOKEN`` if None.
     """
 
     def __init__(
@@ -88,12 +90,16 @@ class HttpRunStateReader:
         bootstrap_servers: str | None = None,
         events_topic: str | None = None,
         wait_s: float = 10.0,
+        token: str | None = None,
     ) -> None:
         self.query_url = query_url
         self.bootstrap_servers = bootstrap_servers
         self.events_topic = events_topic
         self.wait_s = wait_s
-        self._client = QueryClient(query_url, timeout_s=wait_s + 10.0)
+        if token is None:
+            secret = load_settings().token
+            token = None if secret is None else secret.get_secret_value()
+        self._client = QueryClient(query_url, timeout_s=wait_s + 10.0, token=token)
 
     def read(self, run_id: str, *, after: Position | None = None) -> RunState | None:
         """See :meth:`RunStateReader.read`.
@@ -125,6 +131,8 @@ class HttpRunStateReader:
         step: str | None = None,
         phase: StepPhase | str | None = None,
         idle_for: timedelta | str | None = None,
+        needs_attention: bool = False,
+        unknown_actions: bool = False,
         require_complete: bool = False,
     ) -> list[RunState]:
         """Runs matching every given filter, from all workers of the group.
@@ -138,6 +146,8 @@ class HttpRunStateReader:
             phase: the current step's phase, e.g. ``retry_scheduled``.
             idle_for: only runs unchanged for at least this long (``timedelta`` or ``"2h"``,
                 ``"15m"``, ``"1d"``), measured from ``RunState.updated_at``.
+            needs_attention: only runs a person must move on (failed).
+            unknown_actions: only failed runs with an action of unknown outcome.
             require_complete: refuse an answer that lacks some partitions.
 
         Raises:
@@ -153,6 +163,8 @@ class HttpRunStateReader:
             step=step,
             phase=phase,
             idle_for=idle_for,
+            needs_attention=needs_attention,
+            unknown_actions=unknown_actions,
         )
         body = self._client.all_runs(flt)
         if require_complete and not body.get("complete", True):

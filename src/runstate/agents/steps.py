@@ -640,6 +640,7 @@ class DurableRun:
         due: datetime | timedelta,
         approver_kind: ApproverKind = ApproverKind.USER,
         on_request: StepBody | None = None,
+        enforce_decider: bool = True,
     ) -> ApprovalDecision:
         """Ask ``approver`` to decide ``subject`` once; return the decision once it is made.
 
@@ -649,6 +650,9 @@ class DurableRun:
         exit. Calls while the approval is pending raise :class:`RunSuspended` again, emitting
         nothing. The first call after the decision completes the step and returns the
         decision; later calls return it from the state.
+
+        ``enforce_decider`` (the default) makes the processor accept a decision only from
+        ``approver`` (a user), a member of it (a group), or an admin giving a reason.
 
         Raises:
             RunSuspended: the approval is pending.
@@ -691,6 +695,7 @@ class DurableRun:
             due_at=due_at,
             subject_hash=wanted,
             subject=_subject_text(subject),
+            enforce_decider=enforce_decider,
         )
         raise RunSuspended(
             f"run {self.run_id!r} waits for {approver} to approve {step!r}",

@@ -276,13 +276,15 @@ class Scenario:
 
     def _watch_waiting(self, approver: str, limit: float) -> dict[str, float | None]:
         """Seconds from the request until each view showed the run waiting for ``approver``."""
+        secret = load_settings().token
+        token = None if secret is None else secret.get_secret_value()
         seen: dict[str, float | None] = {
             "GET /runs/{id}": None,
             "GET /runs?status=waiting_approval": None,
             "state-changes topic": None,
         }
         deadline = time.monotonic() + limit
-        with QueryClient(self.d.config.query_url, timeout_s=5.0) as client:
+        with QueryClient(self.d.config.query_url, timeout_s=5.0, token=token) as client:
             while True:
                 self._poll_views(client, approver, seen)
                 if all(s is not None for s in seen.values()) or time.monotonic() > deadline:

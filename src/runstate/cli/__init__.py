@@ -49,6 +49,20 @@ from runstate.cli import approvals as _approvals  # noqa: E402
 app.command(name="approve")(_approvals.approve)
 app.command(name="reject")(_approvals.reject)
 
+from runstate.cli import operators as _operators  # noqa: E402
+
+app.command(name="cancel")(_operators.cancel)
+app.command(name="retry-step")(_operators.retry_step)
+app.command(name="resolve-action")(_operators.resolve_action)
+
+from runstate.cli import dead_letters as _dead_letters  # noqa: E402
+
+app.add_typer(_dead_letters.app, name="dead-letters")
+
+from runstate.cli import auth as _auth  # noqa: E402
+
+app.add_typer(_auth.app, name="auth")
+
 from runstate.cli import archive as _archive  # noqa: E402
 
 app.add_typer(_archive.app, name="archive")

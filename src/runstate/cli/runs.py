@@ -24,7 +24,9 @@ Url = Annotated[
 def _client(url: str | None) -> Any:
     from runstate.runs.query_client import QueryClient
 
-    return QueryClient(url or load_settings().query_url)
+    s = load_settings()
+    token = None if s.token is None else s.token.get_secret_value()
+    return QueryClient(url or s.query_url, token=token)
 
 
 @app.command()
@@ -66,6 +68,22 @@ def list_runs(
             " event applied to it (finished runs match too: add --status)"
         ),
     ] = None,
+    needs_attention: Annotated[
+        bool,
+        typer.Option(
+            "--needs-attention",
+            help="only runs that need a person (failed: retry-step, resolve-action or cancel);"
+            " the table says why and since when",
+        ),
+    ] = False,
+    unknown_actions: Annotated[
+        bool,
+        typer.Option(
+            "--unknown-actions",
+            help="only failed runs with an external action of unknown outcome; the table"
+            " names each action (settle it with resolve-action)",
+        ),
+    ] = False,
     limit: Annotated[
         int | None, typer.Option(min=1, help="list at most this many runs (default: all)")
     ] = None,
@@ -86,6 +104,8 @@ def list_runs(
             step=step,
             phase=phase,
             idle_for=idle_for,
+            needs_attention=needs_attention,
+            unknown_actions=unknown_actions,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -93,6 +113,9 @@ def list_runs(
     body = _client(url).all_runs(flt, limit=limit)
     if as_json:
         typer.echo(json.dumps(body, indent=2, sort_keys=True))
+        return
+    if needs_attention or unknown_actions:
+        _print_attention(body, unknown_actions=unknown_actions)
         return
     table = Table(title=f"{body['count']} runs")
     for column in ("run_id", "status", "owner", "agent", "step", "approver", "due", "updated"):
@@ -112,6 +135,10 @@ def list_runs(
             approval.get("due_at", ""),
             run["updated_at"],
         )
+    _print_table(table, body, limit)
+
+
+def _print_table(table: Table, body: dict[str, Any], limit: int | None) -> None:
     console = stdout_console()
     console.print(table)
     if not body.get("complete", True):
@@ -121,3 +148,46 @@ def list_runs(
         )
     elif body.get("next"):
         console.print(f"[yellow]more runs match than --limit {limit}[/yellow]")
+
+
+def _print_attention(body: dict[str, Any], *, unknown_actions: bool) -> None:
+    """Runs that need a person: why, and since when (the run's last change)."""
+    what = "external actions of unknown outcome" if unknown_actions else "runs need a person"
+    table = Table(title=f"{body['count']} {what}")
+    columns = ("run_id", "owner", "agent", "step", "why", "since")
+    if unknown_actions:
+        columns = ("run_id", "owner", "step", "action (system)", "intended at", "since")
+    for column in columns:
+        table.add_column(column, overflow="fold" if column in ("run_id", "why") else "ellipsis")
+    for run in body["runs"]:
+        if unknown_actions:
+            for action in run.get("external_actions", []):
+                if action["state"] == "intended":
+                    table.add_row(
+                        run["run_id"],
+                        run["owner"],
+                        action["step"],
+                        f"{action['idempotency_key']} ({action['system']})",
+                        action["intended_at"],
+                        run["updated_at"],
+                    )
+            continue
+        table.add_row(
+            run["run_id"],
+            run["owner"],
+            run["agent"],
+            run.get("current_step") or "",
+            _why(run),
+            run["updated_at"],
+        )
+    _print_table(table, body, None)
+
+
+def _why(run: dict[str, Any]) -> str:
+    unknown = [a for a in run.get("external_actions", []) if a["state"] == "intended"]
+    if unknown:
+        keys = ", ".join(f"{a['idempotency_key']} ({a['system']})" for a in unknown)
+        return f"outcome unknown: {keys}; resolve-action"
+    reason = run.get("last_error_reason") or run["status"]
+    message = run.get("last_error_message") or ""
+    return f"{run['status']}: {reason}" + (f" - {message}" if message else "") + "; retry-step"

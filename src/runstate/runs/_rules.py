@@ -73,10 +73,23 @@ class RejectCode(enum.StrEnum):
     FENCED = "fenced"
     #: Written under an epoch no claim started (the writer skipped RunClaimed).
     UNCLAIMED_EPOCH = "unclaimed_epoch"
+    #: A decision by someone the approval is not for (and no admin override with a reason).
+    NOT_AUTHORIZED = "not_authorized"
+    #: An operator's retry of a run that did not fail.
+    RUN_NOT_FAILED = "run_not_failed"
+    #: An operator's retry of a step that is not the failed run's current, unfinished step.
+    STEP_NOT_RETRYABLE = "step_not_retryable"
+    #: A retry while an action's outcome is unknown (settle it with resolve-action first).
+    ACTION_UNKNOWN = "action_unknown"
 
 
 _APPROVAL_CODES = frozenset(
-    {RejectCode.NO_PENDING_APPROVAL, RejectCode.STALE_SUBJECT, RejectCode.PREMATURE_EXPIRY}
+    {
+        RejectCode.NO_PENDING_APPROVAL,
+        RejectCode.STALE_SUBJECT,
+        RejectCode.PREMATURE_EXPIRY,
+        RejectCode.NOT_AUTHORIZED,
+    }
 )
 
 
@@ -321,6 +334,7 @@ def _approval_requested(s: RunState, e: ApprovalRequested) -> Result:
         subject=e.subject,
         requested_at=e.occurred_at,
         due_at=e.due_at,
+        enforce_decider=e.enforce_decider,
     )
     return replace(s, status=to, approval=approval)
 
@@ -463,4 +477,6 @@ def _run_ended(s: RunState, e: RunCompleted | RunFailed | RunCancelled) -> Resul
                 needs_attention=s.needs_attention or e.needs_attention,
             )
         case RunCancelled():
-            return replace(s, status=to, cancelled_by=e.by, cancel_reason=e.reason)
+            return replace(
+                s, status=to, cancelled_by=e.by, cancel_reason=e.reason, needs_attention=False
+            )

@@ -12,8 +12,13 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "HEADER_DETAIL",
     "HEADER_ERROR_CLASS",
     "HEADER_REASON",
+    "HEADER_SOURCE_OFFSET",
+    "HEADER_SOURCE_PARTITION",
+    "HEADER_SOURCE_TOPIC",
+    "HEADER_WORKER",
     "DeadLetter",
     "DeadLetterReason",
     "SourceRecord",

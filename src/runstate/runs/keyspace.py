@@ -16,7 +16,9 @@ key                                             value
 ``i\\0due\\0`` due-ms run                       subject hash (pending approvals only)
 ``i\\0step\\0`` step run                        empty (the current step)
 ``i\\0phase\\0`` phase run                      empty
-``i\\0attention\\0`` run                        empty (runs that need attention)
+``i\\0attention\\0`` run                        empty (runs that need a person: failed)
+``i\\0unknown\\0`` run                          empty (failed runs with an action intended
+                                                and never recorded: outcome unknown)
 ``i\\0updated\\0`` updated-ms run               empty
 ``i\\0finished\\0`` updated-ms run              empty (finished runs only: which may leave)
 ``i\\0times\\0`` run                            due-ms and updated-ms (a run's range values)
@@ -35,7 +37,8 @@ key                                             value
   point lookup instead of decoding the run.
 
 Every value a run's index keys hold is derived from its head alone (:func:`index_entries`),
-so indexes can be rebuilt, and checked, from the heads.
+so indexes can be rebuilt, and checked, from the heads; ``unknown`` also reads the actions
+of a failed run (few: a failed run gets few events).
 """
 
 from __future__ import annotations
@@ -218,8 +221,10 @@ def index_entries(state: RunState) -> dict[bytes, bytes]:
         out[index_key("step", text_part(state.current_step), run)] = b""
     if state.step_phase is not None:
         out[index_key("phase", _enum_part(state.step_phase), run)] = b""
-    if state.needs_attention:
+    if state.needs_person:
         out[index_key("attention", b"", run)] = b""
+    if state.has_unknown_actions:
+        out[index_key("unknown", b"", run)] = b""
     if state.is_terminal:
         out[index_key("finished", millis_part(updated), run)] = b""
     return out

@@ -4,7 +4,10 @@ It keeps a pool of HTTP connections (httpx), so a process that asks many times (
 agent reading after each write) reuses its connections instead of opening one per call. A
 ``GET`` that could not reach the worker (refused, reset, a pooled connection the worker had
 closed) is tried again a few times with a short pause: every call is a read, so repeating it
-is safe. Close the client (or use ``with``) to release the connections.
+is safe. A ``POST`` (a decision or an operator command) is tried again only when the
+connection could not be opened, so it was never sent. Close the client (or use ``with``) to
+release the connections. With the API's auth on, give the bearer ``token``
+(``RUNSTATE_TOKEN``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ _PAGE = 500
 #: Failures to reach the worker that another try may not meet (the request was not answered).
 _RETRIED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
+#: Failures that prove the request was never sent: the only ones a POST is tried again on.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
 #: Longest wait to open a connection; a worker that is up accepts at once.
 _CONNECT_TIMEOUT_S = 5.0
 
@@ -40,6 +46,7 @@ class QueryClient:
             worker, so give it more than the ``timeout`` it asks for).
         retries: further tries of a call that could not reach the worker.
         retry_pause_s: the pause before the first further try; it doubles each time.
+        token: the bearer token to send (``RUNSTATE_TOKEN``) when the API has auth on.
     """
 
     def __init__(
@@ -49,13 +56,15 @@ class QueryClient:
         timeout_s: float = 30.0,
         retries: int = 2,
         retry_pause_s: float = 0.2,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = retries
         self.retry_pause_s = retry_pause_s
         self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S))
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S)),
+            headers={} if token is None else {"Authorization": f"Bearer {token}"},
         )
 
     def close(self) -> None:
@@ -81,14 +90,33 @@ class QueryClient:
             QueryUnreachable: the worker could not be reached after the retries, or did not
                 answer within ``timeout_s``.
         """
-        url = f"{self.base_url}{path}"
         query = {k: v for k, v in params.items() if v is not None}
+        return self._send("GET", path, _RETRIED, params=query)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The JSON answer of ``POST path`` with a JSON ``body``.
+
+        Tried again only when the connection could not be opened (the request was not sent).
+
+        Raises:
+            QueryError, QueryUnreachable: as :meth:`get`.
+        """
+        return self._send("POST", path, _NOT_SENT, json=body)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        retried: tuple[type[Exception], ...],
+        **request: Any,
+    ) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
         pause = self.retry_pause_s
         for tries_left in range(self.retries, -1, -1):
             try:
-                resp = self._http.get(url, params=query)
+                resp = self._http.request(method, url, **request)
                 break
-            except _RETRIED as exc:
+            except retried as exc:
                 if tries_left == 0:
                     raise self._unreachable(exc) from exc
             except httpx.TransportError as exc:  # a timeout: the worker may be working on it

@@ -47,6 +47,12 @@ from datetime import datetime
 from typing import TypeAlias
 
 from runstate.runs._lease import claimed, fenced, renewed
+from runstate.runs._operator import (
+    OPERATOR_EVENTS,
+    decided,
+    decider_refused,
+    dispatch_operator,
+)
 from runstate.runs._rules import DuplicateWhy, NoOp, RejectCode, Rejected, Result, dispatch
 from runstate.runs.state import (
     RECENT_EVENT_IDS_LIMIT,
@@ -59,9 +65,12 @@ from runstate.runs.state import (
 )
 from runstate.schemas.events import (
     AgentEvent,
+    ApprovalGranted,
+    ApprovalRejected,
     ApprovalRequested,
     ExternalActionIntended,
     ExternalActionRecorded,
+    ExternalActionResolved,
     ModelCalled,
     RetryScheduled,
     RunCancelled,
@@ -70,6 +79,7 @@ from runstate.schemas.events import (
     RunStarted,
     StepCompleted,
     StepFailed,
+    StepRetryRequested,
     StepStarted,
 )
 
@@ -82,6 +92,7 @@ __all__ = [
     "RejectCode",
     "Rejected",
     "apply",
+    "decider_refused",
     "fold",
     "is_overdue",
 ]
@@ -146,7 +157,12 @@ def apply(state: RunState | None, event: AgentEvent, *, offset: int | None = Non
         refused = fenced(state, event)
         if refused is not None:
             return refused
-        result = dispatch(state, event)
+        if isinstance(event, OPERATOR_EVENTS):
+            result = dispatch_operator(state, event)
+        elif isinstance(event, ApprovalGranted | ApprovalRejected):
+            result = decided(state, event)
+        else:
+            result = dispatch(state, event)
         if isinstance(result, RunState):
             result = renewed(result, event)
     if isinstance(result, RunState):
@@ -216,6 +232,7 @@ _NAMES_A_STEP = (
     ExternalActionRecorded,
     ModelCalled,
     RunFailed,
+    StepRetryRequested,
 )
 
 
@@ -245,6 +262,11 @@ def _applied(
         reason = event.reason.value
     elif isinstance(event, RunCancelled):
         reason = event.reason
+    elif isinstance(event, ApprovalGranted | ApprovalRejected):
+        if approval is not None and approval.override_reason is not None:
+            reason = f"admin override by {event.by}: {approval.override_reason}"
+    elif isinstance(event, OPERATOR_EVENTS):
+        reason = _operator_line(event)
     change = RunStateChanged(
         run_id=state.run_id,
         version=version,
@@ -291,3 +313,12 @@ def _restarted(s: RunState, e: RunStarted) -> Duplicate | Rejected:
         " with a new run_id",
         RejectCode.RUN_ALREADY_STARTED,
     )
+
+
+def _operator_line(event: StepRetryRequested | ExternalActionResolved) -> str:
+    """The change line's reason for an operator's command: who did what, and why."""
+    why = f": {event.reason}" if event.reason else ""
+    if isinstance(event, StepRetryRequested):
+        return f"retry requested by {event.by}{why}"
+    outcome = f"found as {event.external_id}" if event.found else "not found"
+    return f"action {event.idempotency_key} resolved {outcome} by {event.by}{why}"

@@ -35,7 +35,7 @@ from runstate.runs.keyspace import (
 )
 from runstate.runs.layout import LayoutCodec, load_run
 from runstate.runs.run_view import RunFilter
-from runstate.runs.state import RunState
+from runstate.runs.state import RunState, RunStatus
 
 __all__ = [
     "FILTER_INDEXES",
@@ -62,11 +62,13 @@ FILTER_INDEXES: Mapping[str, str] = {
     "step": "step",
     "phase": "phase",
     "idle_for": "updated",
+    "needs_attention": "attention",
+    "unknown_actions": "unknown",
 }
 
 #: Equality criteria in the order they are preferred to drive a scan (most selective first,
 #: by what they usually select: one approver's queue is short, every ``completed`` run is not).
-_EQUALITY_ORDER = ("approver", "step", "owner", "phase", "status")
+_EQUALITY_ORDER = ("unknown", "attention", "approver", "step", "owner", "phase", "status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,13 @@ def _equalities(f: RunFilter) -> dict[str, bytes]:
         "phase": None if f.phase is None else f.phase.value,
         "status": None if f.status is None else f.status.value,
     }
-    return {name: text_part(v) for name, v in values.items() if v is not None}
+    parts = {name: text_part(v) for name, v in values.items() if v is not None}
+    # Presence indexes: the key is the index name and the run id, no value part.
+    if f.unknown_actions:
+        parts["unknown"] = b""
+    if f.needs_attention:
+        parts["attention"] = b""
+    return parts
 
 
 def _plan(f: RunFilter, now: datetime) -> _Scan:
@@ -115,7 +123,8 @@ def list_order(f: RunFilter) -> str:
     """How :func:`list_runs` orders what ``f`` selects (the index that drives the scan):
 
     * ``due_at`` - ``overdue`` filters: by the approval's due time, then run id;
-    * ``run_id`` - any filter with status, owner, approver, step or phase, and the empty one;
+    * ``run_id`` - any filter with status, owner, approver, step, phase, needs_attention or
+      unknown_actions, and the empty one;
     * ``updated_at`` - ``idle_for`` alone (with nothing above): least recently changed first,
       then run id.
     """
@@ -218,7 +227,7 @@ def runs_needing_attention(
     limit: int = 100,
     codec: LayoutCodec | None = None,
 ) -> tuple[list[RunState], str | None]:
-    """One page of the runs a person must look at (``needs_attention``), by run id.
+    """One page of the runs a person must look at (:attr:`RunState.needs_person`), by run id.
 
     Raises:
         QueryError: ``after`` is not a cursor of this listing.
@@ -312,7 +321,11 @@ def rebuild_indexes(reader: KeyValueReader, *, codec: LayoutCodec | None = None)
     codec = codec or LayoutCodec()
     derived: dict[bytes, bytes] = {}
     for _, head in reader.items(HEAD, prefix_end(HEAD)):
-        derived.update(index_entries(codec.decode_head(head)))
+        state = codec.decode_head(head)
+        if state.status is RunStatus.FAILED:
+            # ``unknown`` reads a failed run's actions, which live beside the head.
+            state = load_run(reader, state.run_id, codec=codec) or state
+        derived.update(index_entries(state))
     writes: list[Write] = []
     for key, value in reader.items(INDEX, prefix_end(INDEX)):
         wanted = derived.pop(key, None)

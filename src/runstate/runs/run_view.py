@@ -187,6 +187,10 @@ class RunFilter:
     step: str | None = None
     phase: StepPhase | None = None
     idle_for: timedelta | None = None
+    #: Runs only a person can move on (failed: retry a step, settle an action, or close it).
+    needs_attention: bool = False
+    #: Failed runs with an external action whose outcome is unknown.
+    unknown_actions: bool = False
 
     @classmethod
     def of(
@@ -199,6 +203,8 @@ class RunFilter:
         step: str | None = None,
         phase: StepPhase | str | None = None,
         idle_for: timedelta | str | None = None,
+        needs_attention: bool = False,
+        unknown_actions: bool = False,
     ) -> RunFilter:
         """The filter of these values, given as enum members or their spellings, ``idle_for``
         as a ``timedelta`` or ``"2h"``; ``None`` or ``""`` mean "any".
@@ -215,6 +221,8 @@ class RunFilter:
             step=step or None,
             phase=parse_phase(phase) if phase else None,
             idle_for=None if idle_for is None or idle_for == "" else parse_idle_for(idle_for),
+            needs_attention=needs_attention,
+            unknown_actions=unknown_actions,
         )
 
     @classmethod
@@ -232,6 +240,8 @@ class RunFilter:
             step=query.get("step"),
             phase=query.get("phase"),
             idle_for=query.get("idle_for"),
+            needs_attention=query.get("needs_attention", "").lower() in _TRUE,
+            unknown_actions=query.get("unknown_actions", "").lower() in _TRUE,
         )
 
     def matches(self, state: RunState, now: datetime) -> bool:
@@ -248,6 +258,10 @@ class RunFilter:
         if self.phase is not None and state.step_phase is not self.phase:
             return False
         if self.idle_for is not None and state.updated_at > now - self.idle_for:
+            return False
+        if self.needs_attention and not state.needs_person:
+            return False
+        if self.unknown_actions and not state.has_unknown_actions:
             return False
         return not self.overdue or is_overdue(state, now)
 
@@ -268,4 +282,8 @@ class RunFilter:
             q["phase"] = self.phase.value
         if self.idle_for is not None:
             q["idle_for"] = format_duration(self.idle_for)
+        if self.needs_attention:
+            q["needs_attention"] = "true"
+        if self.unknown_actions:
+            q["unknown_actions"] = "true"
         return q

@@ -38,6 +38,7 @@ from runstate.schemas.events import (
     ApproverKind,
     ExternalActionIntended,
     ExternalActionRecorded,
+    ExternalActionResolved,
     FailureReason,
     ModelCalled,
     RetryScheduled,
@@ -47,6 +48,7 @@ from runstate.schemas.events import (
     RunFailed,
     StepCompleted,
     StepFailed,
+    StepRetryRequested,
     StepStarted,
 )
 
@@ -71,8 +73,9 @@ __all__ = [
 ]
 
 #: Version of the state record layout (``RunState.vN.avsc``); stored in every record.
-#: v2 added the run lease (``epoch``, ``holder``, ``lease_ms``, ``lease_until``).
-STATE_SCHEMA_VERSION = 2
+#: v2 added the run lease (``epoch``, ``holder``, ``lease_ms``, ``lease_until``); v3 the
+#: approval's ``enforce_decider`` and ``override_reason``.
+STATE_SCHEMA_VERSION = 3
 
 #: How many applied event ids a state remembers for deduplication. Duplicates older than
 #: this are still caught by the source offset and by the reducer's semantic checks.
@@ -100,7 +103,8 @@ class RunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-#: Statuses a run never leaves.
+#: Statuses a run has ended in: only an operator brings a failed run back
+#: (:class:`~runstate.schemas.events.StepRetryRequested`) or closes it (``RunCancelled``).
 TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
@@ -125,7 +129,11 @@ TRANSITIONS: Final[Mapping[type[AgentEvent], Mapping[RunStatus, RunStatus]]] = {
     ModelCalled:            {_C: _C, _P: _P, _W: _W, _D: _D, _F: _F, _X: _X},
     RunCompleted:           {_C: _D, _P: _D},
     RunFailed:              {_C: _F, _P: _F, _W: _F},
-    RunCancelled:           {_C: _X, _P: _X, _W: _X},
+    # An operator closes a failed run nobody will retry (it leaves the attention list).
+    RunCancelled:           {_C: _X, _P: _X, _W: _X, _F: _X},
+    # Operators: one more attempt of a failed run's step; settle an unknown action.
+    StepRetryRequested:     {_F: _P, _P: _P},
+    ExternalActionResolved: {_P: _P, _W: _W, _F: _F},
 }
 # fmt: on
 
@@ -174,6 +182,11 @@ class Approval:
     decided_by: str | None = None
     decided_at: datetime | None = None
     comment: str | None = None
+    #: Only the approver, a member of the approver group, or an admin with a reason may
+    #: decide (requests from SDKs before v3 of ``ApprovalRequested`` accept anyone).
+    enforce_decider: bool = False
+    #: Why an admin decided an approval that was not theirs.
+    override_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -372,6 +385,25 @@ class RunState:
     def unrecorded_actions(self) -> tuple[ExternalAction, ...]:
         """Actions intended but not recorded: their outcome must be reconciled."""
         return tuple(a for a in self.external_actions if a.state is ActionState.INTENDED)
+
+    @property
+    def needs_person(self) -> bool:
+        """Whether only a person can move the run on: it failed (retries spent, an action's
+        outcome unknown, the agent gave up), so someone retries a step, settles an action or
+        closes it (``runstate runs list --needs-attention``)."""
+        return self.status is RunStatus.FAILED or self.needs_attention
+
+    @property
+    def has_unknown_actions(self) -> bool:
+        """Whether the run stopped (failed) with an action intended and never recorded.
+
+        Only failed runs are checked: in a live run the agent settles its own last intent
+        when it resumes; a failed one waits for ``runstate resolve-action``. Failed runs get
+        few events, so the walk over the actions is not paid per event of a live run.
+        """
+        return self.status is RunStatus.FAILED and any(
+            a.state is ActionState.INTENDED for a in self.external_actions
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

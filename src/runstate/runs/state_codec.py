@@ -144,6 +144,8 @@ def state_to_record(s: RunState) -> dict[str, Any]:
             "decided_by": a.decided_by,
             "decided_at": a.decided_at,
             "comment": a.comment,
+            "enforce_decider": a.enforce_decider,
+            "override_reason": a.override_reason,
         },
         "external_actions": [
             {
@@ -226,6 +228,8 @@ def record_to_state(r: Mapping[str, Any]) -> RunState:
                 decided_by=a["decided_by"],
                 decided_at=a["decided_at"],
                 comment=a["comment"],
+                enforce_decider=a["enforce_decider"],
+                override_reason=a["override_reason"],
             ),
             external_actions=tuple(
                 ExternalAction(**{**x, "state": ActionState(x["state"])})

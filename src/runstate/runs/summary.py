@@ -10,10 +10,12 @@ A :class:`RunSummary` is where the run *is*: status, step and phase, the latest 
 errors, times, versions, and *counts* of its completed steps, external actions and model
 calls instead of the items. Free text that the run's events supply (the failure message, the
 cancellation reason) is cut to :data:`SUMMARY_TEXT_LIMIT` characters, and the large texts
-(the run's input, the approval's subject and comment) are left out. So the record's size
-and encode cost do not depend on the run's length, and stay far below any sane message
-limit (every field is either fixed-size, an identifier the events already cap at 1,024
-characters, cut here, or ``output_ref``, which came in one event within the event limit).
+(the run's input, the approval's subject, comment and override reason) are left out, as is
+whether the approval enforces its decider (a rule of the request; the full state has it).
+So the record's size and encode cost do not depend on the run's length, and stay far below
+any sane message limit (every field is either fixed-size, an identifier the events already
+cap at 1,024 characters, cut here, or ``output_ref``, which came in one event within the
+event limit).
 
 The whole run stays available where it always was: the query API (``GET /runs/{id}``), the
 changelog, and a replay of the events. Readers of the latest-state topic decode it with

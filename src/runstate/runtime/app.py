@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
+from runstate.identity import FileDirectory
 from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
 from runstate.runs.summary import SummaryCodec
@@ -17,6 +19,7 @@ from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.loop import Worker
 from runstate.runtime.memory_store import MemoryStore
+from runstate.runtime.operator_api import CommandRoutes, auth_mode
 from runstate.runtime.owners import GroupOwners, kafka_describe
 from runstate.runtime.query_api import QueryServer
 from runstate.runtime.recovery import (
@@ -33,7 +36,9 @@ from runstate.schemas.catalog import default_catalog
 from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent
+from runstate.settings import load_settings
 from runstate.streams import clients
+from runstate.streams.producer import EventProducer
 from runstate.streams.schema_topic import SchemaTopicSource
 from runstate.streams.topics import ensure_topics, topic_specs
 
@@ -211,5 +216,28 @@ def build_worker(
             port=config.web_port,
             url=config.url,
             default_timeout_s=config.query_timeout_s,
+            **_api_access(config),
         )
     return RuntimeWorker(worker, queries)
+
+
+def _api_access(config: RuntimeConfig) -> dict[str, Any]:
+    """Who may use the query API (the identity file, or development mode, said loudly) and
+    the producer its decision and operator endpoints send with.
+
+    Raises:
+        ConfigError: the identity file is invalid, or the API would be open beyond loopback.
+    """
+    s = load_settings()
+    directory = None if s.auth_file is None else FileDirectory.load(s.auth_file)
+    auth_mode(directory, host=config.web_host, dev=s.auth_dev)
+    producer = EventProducer(
+        s,
+        bootstrap_servers=config.bootstrap_servers,
+        topic_prefix=config.topic_prefix,
+        producer_name=f"runstate-api-{config.worker_id}",
+    )
+    return {
+        "directory": directory,
+        "commands": CommandRoutes(producer, config.url, timeout_s=config.query_timeout_s * 2),
+    }

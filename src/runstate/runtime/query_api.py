@@ -38,11 +38,13 @@ import aiohttp
 from aiohttp import web
 
 from runstate.errors import QueryError
+from runstate.identity import Directory
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runs.layout import load_run
 from runstate.runs.run_index import list_runs
 from runstate.runs.run_view import RunFilter, run_to_json
 from runstate.runs.state import RunState
+from runstate.runtime.operator_api import CommandRoutes, auth_middleware
 from runstate.runtime.owners import GroupOwners
 from runstate.streams.partitioning import partition_for
 
@@ -127,6 +129,9 @@ class QueryServer:
         owners: Who owns which partition (the consumer group's members).
         url: This worker's own base URL (as in its ``client.id``).
         default_timeout_s: Read-your-writes wait when a request names none.
+        directory: Who may ask (bearer tokens), or None: local development mode, no
+            authentication (:mod:`runstate.runtime.operator_api`).
+        commands: The decision and operator endpoints, or None for a read-only API.
     """
 
     def __init__(
@@ -138,7 +143,11 @@ class QueryServer:
         port: int,
         url: str,
         default_timeout_s: float = 5.0,
+        directory: Directory | None = None,
+        commands: CommandRoutes | None = None,
     ) -> None:
+        self.directory = directory
+        self.commands = commands
         self.source = source
         self.owners = owners
         self.host = host
@@ -210,7 +219,9 @@ class QueryServer:
             await self._session.close()
 
     def build(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[auth_middleware(self.directory)])
+        if self.commands is not None:
+            self.commands.register(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/runs", self.list_runs)
@@ -263,7 +274,9 @@ class QueryServer:
             else:
                 owner = self.owners.owner_url(partition)
                 if owner is not None and owner.rstrip("/") != self.url:
-                    forwarded = await self._forward(owner, request.path, request.query, deadline)
+                    forwarded = await self._forward(
+                        owner, request.path, request.query, deadline, _auth_of(request)
+                    )
                     if forwarded is not None:
                         return forwarded
             if time.monotonic() >= deadline:
@@ -324,14 +337,20 @@ class QueryServer:
         return web.json_response(body)
 
     async def _forward(
-        self, owner: str, path: str, query: Mapping[str, str], deadline: float
+        self,
+        owner: str,
+        path: str,
+        query: Mapping[str, str],
+        deadline: float,
+        headers: Mapping[str, str],
     ) -> web.Response | None:
         """Ask the owner; None when it could not answer (not owner now, unreachable)."""
         assert self._session is not None
         params = {**query, "local": "1"}
         params["timeout"] = f"{max(deadline - time.monotonic(), 0.0):.3f}"
+        url = owner.rstrip("/") + path
         try:
-            async with self._session.get(owner.rstrip("/") + path, params=params) as resp:
+            async with self._session.get(url, params=params, headers=headers) as resp:
                 body = await resp.read()
                 if resp.status == 503:
                     return None
@@ -390,7 +409,9 @@ class QueryServer:
         next_cursor: str | None = None
         total = self.source.partitions
         while partition < total and len(runs) < limit:
-            page = await self._partition_page(partition, flt, now, inner, limit - len(runs))
+            page = await self._partition_page(
+                partition, flt, now, inner, limit - len(runs), _auth_of(request)
+            )
             if isinstance(page, str):
                 errors.append(f"partition {partition}: {page}")
                 missing.append(partition)
@@ -421,7 +442,13 @@ class QueryServer:
         )
 
     async def _partition_page(
-        self, partition: int, flt: RunFilter, now: datetime, after: str | None, limit: int
+        self,
+        partition: int,
+        flt: RunFilter,
+        now: datetime,
+        after: str | None,
+        limit: int,
+        headers: Mapping[str, str],
     ) -> dict[str, Any] | str:
         """One partition's page, from the local store or its owner; a string says why not."""
         with self.source.reading(partition) as reader:
@@ -449,7 +476,7 @@ class QueryServer:
         url = f"{owner.rstrip('/')}/partitions/{partition}/runs"
         try:
             async with self._session.get(
-                url, params=params, timeout=aiohttp.ClientTimeout(total=10)
+                url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
             ) as resp:
                 if resp.status != 200:
                     return f"{owner} answered HTTP {resp.status}"
@@ -457,6 +484,12 @@ class QueryServer:
                 return body
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{owner} unreachable: {exc}"
+
+
+def _auth_of(request: web.Request) -> dict[str, str]:
+    """The caller's credentials, passed on when another worker must answer."""
+    auth = request.headers.get("Authorization")
+    return {} if auth is None else {"Authorization": auth}
 
 
 def _opt_int(text: str | None) -> int | None:

@@ -25,6 +25,7 @@ __all__ = [
     "ApproverKind",
     "ExternalActionIntended",
     "ExternalActionRecorded",
+    "ExternalActionResolved",
     "FailureReason",
     "ModelCalled",
     "RetryScheduled",
@@ -35,6 +36,7 @@ __all__ = [
     "RunStarted",
     "StepCompleted",
     "StepFailed",
+    "StepRetryRequested",
     "StepStarted",
     "event_type_of",
 ]
@@ -170,22 +172,30 @@ class ApprovalRequested(AgentEvent):
     due_at: UtcMillis
     subject_hash: NonEmpty
     subject: str = ""
+    #: Added in v3: only the approver, a member of the approver group or an admin with a
+    #: reason may decide (checked by the reducer too); False in older records.
+    enforce_decider: bool = False
 
 
-class ApprovalGranted(AgentEvent):
+class _Decision(AgentEvent):
+    """A person's decision; v3 added who they are as their authenticator asserted it."""
+
+    by: NonEmpty
+    subject_hash: NonEmpty
+    comment: str | None = None
+    #: The decider's approver groups and roles, as asserted by what authenticated them.
+    by_groups: tuple[str, ...] = ()
+    by_roles: tuple[str, ...] = ()
+    #: An admin deciding an approval that is not theirs says why (recorded with it).
+    override_reason: str | None = None
+
+
+class ApprovalGranted(_Decision):
     event_type: ClassVar[str] = "ApprovalGranted"
 
-    by: NonEmpty
-    subject_hash: NonEmpty
-    comment: str | None = None
 
-
-class ApprovalRejected(AgentEvent):
+class ApprovalRejected(_Decision):
     event_type: ClassVar[str] = "ApprovalRejected"
-
-    by: NonEmpty
-    subject_hash: NonEmpty
-    comment: str | None = None
 
 
 class ApprovalExpired(AgentEvent):
@@ -245,6 +255,36 @@ class RunCancelled(AgentEvent):
     reason: str | None = None
 
 
+class StepRetryRequested(AgentEvent):
+    """An operator asks for one more attempt of the run's failed or given-up current step."""
+
+    event_type: ClassVar[str] = "StepRetryRequested"
+
+    by: NonEmpty
+    step: NonEmpty
+    reason: str | None = None
+
+
+class ExternalActionResolved(AgentEvent):
+    """An operator settles an action whose outcome was unknown (intended, never recorded)."""
+
+    event_type: ClassVar[str] = "ExternalActionResolved"
+
+    by: NonEmpty
+    idempotency_key: NonEmpty
+    found: bool
+    external_id: str | None = None
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _found_names_its_id(self) -> ExternalActionResolved:
+        if self.found and not self.external_id:
+            raise ValueError("a found action needs the external system's id (external_id)")
+        if not self.found and self.external_id:
+            raise ValueError("an action not found has no external_id")
+        return self
+
+
 EVENT_TYPES: dict[str, type[AgentEvent]] = {
     cls.event_type: cls
     for cls in (
@@ -264,6 +304,8 @@ EVENT_TYPES: dict[str, type[AgentEvent]] = {
         RunCompleted,
         RunFailed,
         RunCancelled,
+        StepRetryRequested,
+        ExternalActionResolved,
     )
 }
 
