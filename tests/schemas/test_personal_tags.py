@@ -21,6 +21,8 @@ EXPECTED = {
     "RunCompleted": {"output_ref"},
     "ModelCalled": {"tags"},
     "RunState": {"input", "owner", "approval.subject", "approval.comment"},
+    "StepRetryRequested": {"by", "reason"},
+    "ExternalActionResolved": {"by", "reason"},
 }
 
 
