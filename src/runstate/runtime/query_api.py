@@ -43,6 +43,7 @@ from runstate.runs.layout import load_run
 from runstate.runs.run_index import list_runs
 from runstate.runs.run_view import RunFilter, run_to_json
 from runstate.runs.state import RunState
+from runstate.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runstate.runtime.owners import GroupOwners
 from runstate.streams.partitioning import partition_for
 
@@ -83,6 +84,10 @@ class QuerySource(Protocol):
     def health(self) -> dict[str, Any]: ...
 
     def metrics(self) -> dict[str, Any]: ...
+
+    def prometheus(self) -> bytes:
+        """``/metrics`` in the Prometheus text format."""
+        ...
 
 
 def encode_cursor(partition: int, inner: str | None) -> str:
@@ -211,6 +216,7 @@ class QueryServer:
         app = web.Application()
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics.json", self.metrics_json)
         app.router.add_get("/runs", self.list_runs)
         app.router.add_get("/runs/{run_id}", self.show_run)
         app.router.add_get("/partitions/{partition}/runs", self.partition_runs)
@@ -221,6 +227,16 @@ class QueryServer:
         return web.json_response(self.source.health())
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format (docs/metrics.md); ``?format=json`` is ``/metrics.json``."""
+        if request.query.get("format") == "json":
+            return await self.metrics_json(request)
+        body = self.source.prometheus()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return response
+
+    async def metrics_json(self, request: web.Request) -> web.Response:
+        """The worker's own counters as JSON (tests, benchmarks, a quick look with curl)."""
         return web.json_response(self.source.metrics())
 
     async def show_run(self, request: web.Request) -> web.Response:
