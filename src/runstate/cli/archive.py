@@ -55,6 +55,13 @@ def run(
         str | None,
         typer.Option(help="static group membership id: restarts take partitions back at once"),
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="serve Prometheus /metrics on 127.0.0.1:PORT (0: none); see docs/metrics.md",
+        ),
+    ] = 0,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
     log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
@@ -62,9 +69,11 @@ def run(
     """Run the archiver: segments per partition, masked per policy, committed after publish.
 
     Safe to kill at any moment: a restart resumes from what the archive holds, so no offset
-    is skipped or archived twice.
+    is skipped or archived twice. With --metrics-port, Prometheus reads its watermark and
+    lag per partition there.
     """
     from runstate.retention.archiver import Archiver, ArchiverConfig, writer_schema_mask
+    from runstate.retention.archiver_metrics import ArchiverMetrics
     from runstate.retention.context import load_context
     from runstate.retention.masking import mask_keys_from_settings, masker_for_topic
     from runstate.settings import load_settings
@@ -96,7 +105,14 @@ def run(
         roll_seconds=roll_seconds,
         instance_id=instance_id,
     )
-    stats = Archiver(config, store, mask=mask).run(once=once, stop=stop)
+    archiver = Archiver(config, store, mask=mask)
+    metrics = ArchiverMetrics(archiver)
+    if metrics_port:
+        metrics.serve(metrics_port)
+    try:
+        stats = archiver.run(once=once, stop=stop)
+    finally:
+        metrics.stop()
     typer.echo(
         f"archived {stats.records} records of {full} in {stats.segments} segments"
         f" ({stats.segment_bytes} bytes archived, {stats.payload_bytes} bytes of payload)"
