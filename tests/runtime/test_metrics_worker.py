@@ -121,8 +121,8 @@ def test_metrics_parse_and_count_what_the_worker_did(
         content_type, families = scrape(config.url)
         assert content_type.startswith("text/plain; version=0.0.4")
         exported = set(families)
-        missing = {n for n in WORKER_METRICS if _family(n, WORKER_METRICS[n]) not in exported}
-        assert not missing, f"declared but not exported: {missing}"
+        declared = {_family(n, kind) for n, kind in WORKER_METRICS.items()}
+        assert exported == declared, (exported - declared, declared - exported)
         assert value(families, "runstate_worker_info", worker_id="w1") == 1
         assert value(families, "runstate_events_total", outcome="applied") == total
         assert value(families, "runstate_state_changes_total") == total
