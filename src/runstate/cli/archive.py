@@ -15,6 +15,7 @@ from rich.table import Table
 
 from runstate.cli.options import policy_option
 from runstate.cli.output import stdout_console
+from runstate.cli.progress import Bar, progress_bar, progress_console, watched
 from runstate.errors import Error
 from runstate.streams.clients import KAFKA_LOGGER, require_reachable
 
@@ -109,8 +110,21 @@ def run(
     metrics = ArchiverMetrics(archiver)
     if metrics_port:
         metrics.serve(metrics_port)
+
+    def refresh(bar: Bar) -> None:
+        marks, ends = archiver.watermarks(), archiver.ends
+        left = sum(max(0, ends[p] - mark) for p, mark in marks.items() if p in ends)
+        done = archiver.stats.records
+        bar.update(completed=done, total=done + left if ends else None)
+
+    # a bar for a backfill (--once) only: a running archiver is a service that logs
+    console = progress_console() if once else None
     try:
-        stats = archiver.run(once=once, stop=stop)
+        with (
+            progress_bar(f"archiving {full}", console=console) as bar,
+            watched(bar, refresh),
+        ):
+            stats = archiver.run(once=once, stop=stop)
     finally:
         metrics.stop()
     typer.echo(

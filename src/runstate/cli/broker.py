@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from runstate.cli.progress import progress_bar, progress_console
 from runstate.errors import Error
 from runstate.settings import load_settings
 from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, ensure_jars
@@ -44,7 +45,11 @@ def start(
     broker = _broker(data_dir, port, controller_port)
     try:
         already = broker.status()
-        status = already or broker.start()
+        if already:
+            status = already
+        else:
+            with progress_bar("starting the Kafka broker", console=progress_console()):
+                status = broker.start()
     except Error as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
