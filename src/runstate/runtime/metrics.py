@@ -1,12 +1,13 @@
 """A worker's ``/metrics`` in the Prometheus text format (docs/metrics.md lists them all).
 
-Nothing here runs on the poll loop. The loop only bumps plain integers that already exist
-(:class:`~runstate.runtime.run_task.TaskCounts`, the checkpoint's counts, the restorer's)
-and, once per checkpoint, one :class:`LatencyHistogram` bucket. Everything else is read
-when Prometheus scrapes, by a collector in the query API's thread, from cheap sources:
+Nothing here runs on the poll loop. The loop only bumps plain integers (no lock)
+(:class:`~runstate.runtime.run_task.TaskCounts`, the checkpoint's counts, the restorer's),
+once per checkpoint one :class:`LatencyHistogram` bucket, and twice a second its consumer
+lag (:meth:`~runstate.runtime.loop.Worker.consumer_lag`: the consumer's cached end offsets
+and its position; the consumer's calls from another thread would wait for ``consume()``).
+Everything else is read when Prometheus scrapes, by a collector off the query API's event
+loop, from cheap sources:
 
-* consumer lag from the consumer's cached end offsets (updated by every fetch response; no
-  broker request) and its local position;
 * store size from RocksDB's own estimates (no data read);
 * approvals waiting and overdue from the due index of each owned partition (keys only, at
   most :data:`APPROVALS_COUNT_LIMIT` per partition): never a scan of every run.

@@ -230,7 +230,8 @@ class QueryServer:
         """Prometheus text format (docs/metrics.md); ``?format=json`` is ``/metrics.json``."""
         if request.query.get("format") == "json":
             return await self.metrics_json(request)
-        body = self.source.prometheus()
+        # off the event loop: counting approvals reads the due indexes, other requests go on
+        body = await asyncio.get_running_loop().run_in_executor(None, self.source.prometheus)
         response = web.Response(body=body)
         response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
