@@ -231,3 +231,36 @@ def test_consumer_lag_rises_under_a_burst_and_returns_to_zero(
     finally:
         throttle.on = False
         running.stop()
+
+
+def test_lag_returns_to_zero_after_the_workers_own_transactional_events(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """The worker writes ApprovalExpired to the events topic in its transactions, whose commit
+    markers take offsets too: the lag must not stay at one past the last record."""
+    names = TopicNames(unique_name("rtx"))
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    events, _, n_overdue = _approval_runs(datetime.now(UTC))
+    produce_events(kafka_bootstrap, names, events)
+    config = runtime_config(
+        kafka_bootstrap, names, PARTITIONS, web_port=free_port(), deadline_interval_s=0.5
+    )
+    running = Running(build_worker(config))
+    try:
+
+        def expired_and_caught_up() -> bool:
+            assert running.error is None, running.error
+            families = scrape(config.url)[1]
+            # each overdue approval's expiry was read back from the events topic and applied
+            assert (
+                value(families, "runstate_events_total", outcome="applied")
+                == len(events) + n_overdue
+            )
+            assert value(families, "runstate_approvals_overdue") == 0
+            lag = per_partition(families, "runstate_consumer_lag")
+            assert set(lag) == set(range(PARTITIONS)) and sum(lag.values()) == 0, lag
+            return True
+
+        assert_eventually(expired_and_caught_up, timeout_s=90, what="expiries applied, lag 0")
+    finally:
+        running.stop()
