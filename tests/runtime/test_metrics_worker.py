@@ -9,6 +9,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,7 +87,7 @@ def _approval_runs(now: datetime) -> tuple[list[Any], int, int]:
 
 
 def test_metrics_parse_and_count_what_the_worker_did(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     names = TopicNames(unique_name("rtm"))
     create_topics(kafka_bootstrap, names, PARTITIONS)
@@ -141,7 +142,8 @@ def test_metrics_parse_and_count_what_the_worker_did(
         assert value(families, "runstate_checkpoint_duration_seconds_count") >= 1
         assert value(families, "runstate_checkpoint_duration_seconds_bucket", le="+Inf") >= 1
         keys = per_partition(families, "runstate_store_keys")
-        assert set(keys) == set(range(PARTITIONS)) and all(k > 0 for k in keys.values())
+        # RocksDB's estimate counts deletes against puts: only the total is sure to show
+        assert set(keys) == set(range(PARTITIONS)) and sum(keys.values()) > 0
         assert set(per_partition(families, "runstate_store_bytes")) == set(range(PARTITIONS))
         assert set(per_partition(families, "runstate_committed_offset")) == set(range(PARTITIONS))
         # the JSON stays where the tests and benchmarks read it
@@ -149,6 +151,34 @@ def test_metrics_parse_and_count_what_the_worker_did(
         assert status == 200 and body["worker_id"] == "w1", body
         assert body["records"] == total + len(BAD_RECORDS)
         assert http_json(f"{config.url}/metrics?format=json")[1]["worker_id"] == "w1"
+    finally:
+        running.stop()
+
+    # Another worker with an empty data folder restores every partition from the changelog.
+    fresh = runtime_config(
+        kafka_bootstrap,
+        names,
+        PARTITIONS,
+        web_port=free_port(),
+        worker_id="w2",
+        data_dir=tmp_path / "fresh",
+        deadline_interval_s=3600.0,
+    )
+    running = Running(build_worker(fresh))
+    try:
+
+        def restored() -> bool:
+            assert running.error is None, running.error
+            _, families = scrape(fresh.url)
+            assert value(families, "runstate_restores_total") == PARTITIONS
+            assert value(families, "runstate_partitions", state="restoring") == 0
+            assert value(families, "runstate_approvals_waiting") == n_waiting
+            return True
+
+        assert_eventually(restored, timeout_s=90, what="every partition restored")
+        _, families = scrape(fresh.url)
+        assert value(families, "runstate_restore_records_total") > 0
+        assert not families["runstate_restore_remaining_offsets"].samples  # none under way
     finally:
         running.stop()
 
