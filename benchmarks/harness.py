@@ -328,7 +328,7 @@ class WorkerProcess:
             return None
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.web_port}/metrics", timeout=2
+                f"http://127.0.0.1:{self.web_port}/metrics.json", timeout=2
             ) as r:
                 return dict(json.loads(r.read()))
         except OSError:

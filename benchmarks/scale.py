@@ -92,7 +92,7 @@ def _settled(workers: list[RuntimeProcess]) -> bool:
 def _caught_up(bootstrap: str, topic: str, workers: list[RuntimeProcess]) -> bool:
     committed: dict[int, int] = {}
     for w in workers:
-        body = get_json(f"{w.url}/metrics", timeout_s=10)[1]
+        body = get_json(f"{w.url}/metrics.json", timeout_s=10)[1]
         for p, offset in body.get("committed_offsets", {}).items():
             if offset is not None:
                 committed[int(p)] = offset

@@ -232,7 +232,7 @@ def wait_processed_all(d: Deployment, w: Worker, *, timeout_s: float = 45.0) -> 
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
 
     def caught_up() -> bool:
-        status, m = w.get("/metrics")
+        status, m = w.get("/metrics.json")
         assert status == 200, m
         # committed offsets: the next record to process
         done = {int(k): v for k, v in m["committed_offsets"].items()}

@@ -155,7 +155,7 @@ class WorkerProcess:
         return body if status == 200 else None
 
     def metrics(self) -> dict[str, Any] | None:
-        status, body = http_json(self.url + "/metrics", timeout_s=3)
+        status, body = http_json(self.url + "/metrics.json", timeout_s=3)
         return body if status == 200 else None
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:

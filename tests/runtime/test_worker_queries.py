@@ -82,7 +82,7 @@ def test_queries_answer_from_the_indexes_and_a_restart_restores_only_the_tail(
     try:
 
         def caught_up() -> bool:
-            status, body = _get(f"{url}/metrics")
+            status, body = _get(f"{url}/metrics.json")
             assert status == 200 and running.error is None, (body, running.error)
             # committed, not only processed: the query side reads committed state
             listed = {r["run_id"]: r["version"] for r in _all_runs(url, "")}

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from runstate.cli.options import policy_option
 from runstate.cli.output import stdout_console
+from runstate.cli.progress import Bar, progress_bar, progress_console, watched
 from runstate.errors import Error
 from runstate.streams.clients import KAFKA_LOGGER, require_reachable
 
@@ -58,6 +59,13 @@ def run(
         str | None,
         typer.Option(help="static group membership id: restarts take partitions back at once"),
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="serve Prometheus /metrics on 127.0.0.1:PORT (0: none); see docs/metrics.md",
+        ),
+    ] = 0,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
     log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
@@ -65,9 +73,11 @@ def run(
     """Run the archiver: segments per partition, masked per policy, committed after publish.
 
     Safe to kill at any moment: a restart resumes from what the archive holds, so no offset
-    is skipped or archived twice.
+    is skipped or archived twice. With --metrics-port, Prometheus reads its watermark and
+    lag per partition there.
     """
     from runstate.retention.archiver import Archiver, ArchiverConfig, writer_schema_mask
+    from runstate.retention.archiver_metrics import ArchiverMetrics
     from runstate.retention.context import load_context
     from runstate.retention.masking import mask_keys_from_settings, masker_for_topic
     from runstate.settings import load_settings
@@ -99,7 +109,27 @@ def run(
         roll_seconds=roll_seconds,
         instance_id=instance_id,
     )
-    stats = Archiver(config, store, mask=mask).run(once=once, stop=stop)
+    archiver = Archiver(config, store, mask=mask)
+    metrics = ArchiverMetrics(archiver)
+    if metrics_port:
+        metrics.serve(metrics_port)
+
+    def refresh(bar: Bar) -> None:
+        marks, ends = archiver.watermarks(), archiver.ends
+        left = sum(max(0, ends[p] - mark) for p, mark in marks.items() if p in ends)
+        done = archiver.stats.records
+        bar.update(completed=done, total=done + left if ends else None)
+
+    # a bar for a backfill (--once) only: a running archiver is a service that logs
+    console = progress_console() if once else None
+    try:
+        with (
+            progress_bar(f"archiving {full}", console=console) as bar,
+            watched(bar, refresh),
+        ):
+            stats = archiver.run(once=once, stop=stop)
+    finally:
+        metrics.stop()
     typer.echo(
         f"archived {stats.records} records of {full} in {stats.segments} segments"
         f" ({stats.segment_bytes} bytes archived, {stats.payload_bytes} bytes of payload)"

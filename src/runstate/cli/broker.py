@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from runstate.cli.progress import progress_bar, progress_console
 from runstate.errors import Error
 from runstate.settings import load_settings
 from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, ensure_jars
@@ -65,7 +66,11 @@ def start(
         raise typer.Exit(1)
     try:
         already = broker.status()
-        status = already or broker.start()
+        if already:
+            status = already
+        else:
+            with progress_bar("starting the Kafka broker", console=progress_console()):
+                status = broker.start()
         acls = broker.grant_role_acls(_names()) if broker.config.secure else 0
     except Error as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -45,6 +45,7 @@ from rich.table import Table
 from runstate.agents.client import HttpRunStateReader
 from runstate.agents.reactor import Reactor
 from runstate.cli.broker import _broker
+from runstate.cli.progress import progress_bar, progress_console
 from runstate.errors import Error
 from runstate.runs.state import RunState, RunStateChanged, RunStatus
 from runstate.schemas.catalog import default_catalog
@@ -150,20 +151,29 @@ class _Demo:
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], worker_id: str) -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                log = (self.workdir / f"{worker_id}.log").read_text(errors="replace")[-2000:]
-                raise Error(f"processor {worker_id} exited ({proc.returncode}):\n{log}")
-            try:
-                with urllib.request.urlopen(self.query_url + "/health", timeout=2) as resp:
-                    health = json.loads(resp.read())
-                if health.get("ready") and len(health.get("active_partitions", [])) == (
-                    self.partitions
-                ):
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.3)
+        with progress_bar(
+            f"{worker_id}: joining the group", total=self.partitions, console=progress_console()
+        ) as bar:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    log = (self.workdir / f"{worker_id}.log").read_text(errors="replace")[-2000:]
+                    raise Error(f"processor {worker_id} exited ({proc.returncode}):\n{log}")
+                try:
+                    with urllib.request.urlopen(self.query_url + "/health", timeout=2) as resp:
+                        health = json.loads(resp.read())
+                    active = len(health.get("active_partitions", []))
+                    restoring = len(health.get("restoring_partitions", []))
+                    if health.get("ready") and active == self.partitions:
+                        return
+                    bar.update(
+                        completed=active,
+                        description=f"{worker_id}: restoring {restoring} partitions"
+                        if restoring
+                        else f"{worker_id}: joining the group",
+                    )
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.3)
         raise Error(f"processor {worker_id} did not get ready within 60s")
 
     def agent(self, action: str, run_id: str) -> subprocess.Popen[bytes]:
@@ -225,7 +235,10 @@ def demo(
 def _run(d: _Demo, partitions: int, *, interactive: bool) -> None:
     console = d.console
     broker = _broker(None)
-    status = broker.status() or broker.start()
+    status = broker.status()
+    if status is None:
+        with progress_bar("starting the Kafka broker", console=progress_console()):
+            status = broker.start()
     d.bootstrap = status.bootstrap
     d.say(f"broker at {d.bootstrap}; topics prefixed [bold]{d.prefix}[/]")
     ensure_topics(admin_client(d.bootstrap), topic_specs(d.names, partitions=partitions))

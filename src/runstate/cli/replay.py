@@ -177,7 +177,7 @@ def replay(
     )
     timeline = Timeline() if history else None
     observe = timeline.observe if timeline is not None else None
-    if no_progress or not err.is_terminal:
+    if no_progress or as_json or not err.is_terminal:
         result = replay_all(source, at=when, run_id=run, observe=observe)
     else:
         with _progress(err) as bar:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from runstate.cli.options import policy_option
 from runstate.cli.output import stdout_console
+from runstate.cli.progress import progress_bar, progress_console
 
 if TYPE_CHECKING:
     from runstate.retention.apply import RetentionPlan
@@ -170,7 +171,7 @@ def apply(
 ) -> None:
     """Trim Kafka (never past the archived watermark) and expire archive segments
     (held runs' records kept in hold segments). Exit 1 if any trim was refused."""
-    from runstate.retention.apply import apply_retention
+    from runstate.retention.apply import apply_retention, retention_steps
 
     console = stdout_console()
     context, kafka, retention_plan = _make_plan(policy, topic, bootstrap, topic_prefix)
@@ -178,7 +179,13 @@ def apply(
         _print_plan(retention_plan, console)
     if not yes and not typer.confirm("apply this plan?"):
         raise typer.Exit(1)
-    outcome = apply_retention(context, kafka, retention_plan)
+    steps = retention_steps(retention_plan)
+    with progress_bar(
+        "applying retention", total=steps, console=progress_console(as_json=as_json)
+    ) as bar:
+        outcome = apply_retention(
+            context, kafka, retention_plan, on_step=lambda: bar.update(advance=1)
+        )
     if as_json:
         body = _plan_json(retention_plan)
         body["applied"] = {

@@ -14,6 +14,7 @@ sample of them): Kafka has no cheap per-range size. Archive bytes are exact (man
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,6 +31,7 @@ __all__ = [
     "RetentionPlan",
     "apply_retention",
     "plan_retention",
+    "retention_steps",
 ]
 
 #: Records read per partition to estimate the bytes a trim frees.
@@ -170,8 +172,21 @@ def plan_retention(
     return RetentionPlan(now, tuple(trims), tuple(expiries), tuple(notes))
 
 
+def retention_steps(plan: RetentionPlan) -> int:
+    """How many times :func:`apply_retention` calls its ``on_step`` for ``plan``."""
+    return len(plan.trims) + sum(len(e.expire) + len(e.split) for e in plan.expiries)
+
+
+def _no_step() -> None:
+    pass
+
+
 def apply_retention(
-    context: RetentionContext, kafka: KafkaLog, plan: RetentionPlan
+    context: RetentionContext,
+    kafka: KafkaLog,
+    plan: RetentionPlan,
+    *,
+    on_step: Callable[[], None] | None = None,
 ) -> RetentionOutcome:
     """Trim Kafka and expire archive segments as ``plan`` says, re-checking the archive.
 
@@ -183,14 +198,19 @@ def apply_retention(
     legal holds only after the held runs' records of the range are kept in its
     ``hold_archive`` (``holds.keep_held_before_trim``); without one it is not trimmed.
 
+    ``on_step`` is called once per trim and per segment expiry of the plan, as each is
+    taken up (the CLI's progress bar; :func:`retention_steps` of them in all).
+
     Raises:
         ArchiveError: the archive cannot be read or a segment cannot be deleted.
         KafkaException: the broker refused ``DeleteRecords``.
     """
+    step = on_step or _no_step
     outcome = RetentionOutcome()
     holds = context.policy.held_run_ids
     by_topic: dict[str, dict[int, int]] = {}
     for trim in plan.trims:
+        step()
         target = trim.plan.trim_to
         if target is None:
             continue
@@ -241,11 +261,13 @@ def apply_retention(
     for expiry in plan.expiries:
         store = context.hold_store(expiry.topic)
         for manifest in expiry.expire:
+            step()
             try:
                 outcome.expired.append(store.delete_segment(manifest, at=plan.now))
             except ArchiveError as exc:
                 outcome.refused.append(f"{manifest.segment_name}: not expired: {exc}")
         for split in expiry.split:
+            step()
             try:
                 tombstone, kept = split_off_holds(store, split.manifest, holds, at=plan.now)
             except ArchiveError as exc:

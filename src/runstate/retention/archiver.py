@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 _HEADER: Final = 10  # C3 01 + 8-byte fingerprint
 
+#: How often the archiver notes its partitions' ends for ``/metrics`` (seconds).
+END_INTERVAL_S: Final = 0.5
+
 
 def resume_point(
     ranges: Iterable[tuple[int, int]], earliest: int
@@ -278,6 +281,15 @@ class Archiver:
         self._consumer: Consumer | None = None
         self.stats = ArchiverStats()
         self._once = False
+        #: partition -> its end as the consumer last heard of it (noted by the loop at most
+        #: every END_INTERVAL_S; ``/metrics`` reads it): replaced whole, never changed in place
+        self.ends: dict[int, int] = {}
+        self._ends_due = 0.0
+
+    def watermarks(self) -> dict[int, int]:
+        """Per assigned partition, the first offset the archive does not hold yet (every
+        offset below it is in a published segment). Safe from another thread."""
+        return {p: state.start for p, state in list(self._parts.items())}
 
     # -- assignment ------------------------------------------------------------------------
     def _resume(self, consumer: Consumer, partition: int) -> _Partition:
@@ -509,6 +521,25 @@ class Archiver:
             if state.records and (due or now - state.opened_at >= self.config.roll_seconds):
                 self._safe_flush(consumer, partition)
 
+    def _note_ends(self, consumer: Consumer) -> None:
+        """Note each assigned partition's end from the consumer's cache (no broker request),
+        here on the loop's thread: the consumer's calls from another thread wait for
+        ``consume()`` to return."""
+        now = time.monotonic()
+        if now < self._ends_due:
+            return
+        self._ends_due = now + END_INTERVAL_S
+        ends: dict[int, int] = {}
+        for partition in list(self._parts):
+            tp = TopicPartition(self.config.topic, partition)
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                ends[partition] = high
+        self.ends = ends
+
     # -- the loop --------------------------------------------------------------------------
     def run(
         self,
@@ -545,6 +576,7 @@ class Archiver:
                 for msg in batch:
                     self._take(consumer, msg)
                 self._roll_due(consumer)
+                self._note_ends(consumer)
                 if once:
                     if self._parts and all(
                         s.at_eof and not s.records for s in self._parts.values()

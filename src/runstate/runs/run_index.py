@@ -39,6 +39,8 @@ from runstate.runs.state import RunState, RunStatus
 
 __all__ = [
     "FILTER_INDEXES",
+    "ApprovalCounts",
+    "count_approvals",
     "due_approvals",
     "finished_before",
     "list_order",
@@ -290,6 +292,37 @@ def due_approvals(reader: KeyValueReader, now: datetime, *, partition: int) -> I
 def pending_approvals(reader: KeyValueReader, *, partition: int) -> Iterator[Deadline]:
     """Every pending approval of the partition, earliest due first (to seed a timer)."""
     return _deadlines(reader, prefix_end(index_prefix("due")), partition)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalCounts:
+    """Pending approvals of one partition, from the due index alone.
+
+    Attributes:
+        waiting: approvals pending (at most the ``limit`` counted).
+        overdue: of those, the ones due at ``now`` or before.
+        capped: the count stopped at ``limit``; the figures are floors.
+    """
+
+    waiting: int
+    overdue: int
+    capped: bool = False
+
+
+def count_approvals(reader: KeyValueReader, now: datetime, *, limit: int) -> ApprovalCounts:
+    """How many approvals wait, and how many are overdue, reading the due index's keys only
+    (no run is decoded): its cost is the number of pending approvals, up to ``limit``, never
+    the number of runs held. The keys sort by due time, so the overdue ones come first."""
+    prefix = index_prefix("due")
+    overdue_end = prefix + millis_part(millis(now) + 1)
+    waiting = overdue = 0
+    for key, _ in reader.items(prefix, prefix_end(prefix)):
+        if waiting >= limit:
+            return ApprovalCounts(waiting, overdue, capped=True)
+        waiting += 1
+        if key < overdue_end:
+            overdue += 1
+    return ApprovalCounts(waiting, overdue)
 
 
 def finished_before(reader: KeyValueReader, before: datetime, *, limit: int = 1000) -> list[str]:

@@ -43,6 +43,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 from runstate.errors import Error
 from runstate.runtime.clients import GroupConsumer, Headers, TransactionalProducer
 from runstate.runtime.fault_hooks import CrashPoints
+from runstate.runtime.metrics import LatencyHistogram
 from runstate.runtime.store import PartitionStore, PartitionTransaction
 
 __all__ = ["Checkpoint", "CheckpointFailed", "Fenced"]
@@ -120,6 +121,8 @@ class Checkpoint:
         self.commits = 0
         #: Wall-clock time of the last successful commit (how fresh the stores are).
         self.committed_at: float | None = None
+        #: Durations of the checkpoints that committed something (``/metrics``).
+        self.commit_seconds = LatencyHistogram()
 
     # -- set-up ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -213,7 +216,7 @@ class Checkpoint:
                 committed but the store could not be updated; stop the worker. On restart
                 the store is restored from the changelog, which holds what was committed.
         """
-        self._last = self._clock()
+        began = self._last = self._clock()
         positions = [
             TopicPartition(self._source_topic, p, part.next_offset)
             for p, part in sorted(self._partitions.items())
@@ -258,6 +261,7 @@ class Checkpoint:
         self._crash.reached("after_apply")
         self.commits += 1
         self.committed_at = time.time()
+        self.commit_seconds.observe(self._clock() - began)
         return True
 
     def close(self) -> None:

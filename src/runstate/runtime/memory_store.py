@@ -53,6 +53,11 @@ class MemoryPartitionStore:
     def changelog_offset(self) -> int | None:
         return self._changelog_offset
 
+    def size_estimate(self) -> tuple[int, int]:
+        """``(keys, bytes)``: the exact key count; bytes are not counted (that would read
+        every value), so 0."""
+        return len(self._keys), 0
+
     def close(self) -> None:
         pass
 

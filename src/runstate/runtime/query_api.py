@@ -44,6 +44,7 @@ from runstate.runs.layout import load_run
 from runstate.runs.run_index import list_runs
 from runstate.runs.run_view import RunFilter, run_to_json
 from runstate.runs.state import RunState
+from runstate.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runstate.runtime.operator_api import CommandRoutes, auth_middleware
 from runstate.runtime.owners import GroupOwners
 from runstate.streams.partitioning import partition_for
@@ -85,6 +86,10 @@ class QuerySource(Protocol):
     def health(self) -> dict[str, Any]: ...
 
     def metrics(self) -> dict[str, Any]: ...
+
+    def prometheus(self) -> bytes:
+        """``/metrics`` in the Prometheus text format."""
+        ...
 
 
 def encode_cursor(partition: int, inner: str | None) -> str:
@@ -224,6 +229,7 @@ class QueryServer:
             self.commands.register(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics.json", self.metrics_json)
         app.router.add_get("/runs", self.list_runs)
         app.router.add_get("/runs/{run_id}", self.show_run)
         app.router.add_get("/partitions/{partition}/runs", self.partition_runs)
@@ -238,6 +244,17 @@ class QueryServer:
         return web.json_response(body, status=503 if wants_ready and not body["ready"] else 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format (docs/metrics.md); ``?format=json`` is ``/metrics.json``."""
+        if request.query.get("format") == "json":
+            return await self.metrics_json(request)
+        # off the event loop: counting approvals reads the due indexes, other requests go on
+        body = await asyncio.get_running_loop().run_in_executor(None, self.source.prometheus)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return response
+
+    async def metrics_json(self, request: web.Request) -> web.Response:
+        """The worker's own counters as JSON (tests, benchmarks, a quick look with curl)."""
         return web.json_response(self.source.metrics())
 
     async def show_run(self, request: web.Request) -> web.Response:

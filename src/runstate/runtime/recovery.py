@@ -42,6 +42,7 @@ __all__ = [
     "AssignedRestore",
     "ChangelogRestorer",
     "PartitionRestorer",
+    "RestoreProgress",
     "RestoreReport",
     "changelog_consumer",
     "restore_partition",
@@ -446,6 +447,22 @@ class _Restoring:
     end: int | None = None
     records: int = 0
     first_offset: int | None = None
+    last_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class RestoreProgress:
+    """One restore under way, for ``/metrics``.
+
+    Attributes:
+        records: changelog records applied so far.
+        remaining: changelog offsets still to read up to the end measured when the restore
+            began (an upper bound of records: transaction markers take offsets too); None
+            before the first slice measured the end.
+    """
+
+    records: int
+    remaining: int | None
 
 
 class AssignedRestore:
@@ -453,7 +470,8 @@ class AssignedRestore:
     assigned partitions' stores up (only the tail, for a kept store), a slice at a time,
     each up to where its changelog partition ended when its restore began, then let them go.
 
-    ``reports`` holds one report per finished restore (the last 100), over all its slices.
+    ``reports`` holds one report per finished restore (the last 100), over all its slices;
+    ``records_restored`` and ``restores`` count every record applied and restore finished.
     """
 
     def __init__(
@@ -462,6 +480,8 @@ class AssignedRestore:
         self.restorer = restorer
         self.slice_records = slice_records
         self.reports: list[RestoreReport] = []
+        self.records_restored = 0
+        self.restores = 0
         self._pending: dict[int, _Restoring] = {}
 
     @property
@@ -470,6 +490,17 @@ class AssignedRestore:
 
     def begin(self, store: PartitionStore) -> None:
         self._pending[store.partition] = _Restoring(store, time.monotonic())
+
+    def progress(self) -> dict[int, RestoreProgress]:
+        """The restores under way; safe from another thread (reads a copy)."""
+        out: dict[int, RestoreProgress] = {}
+        for p, r in list(self._pending.items()):
+            remaining = None
+            if r.end is not None:
+                done = -1 if r.last_offset is None else r.last_offset
+                remaining = max(0, r.end - 1 - done)
+            out[p] = RestoreProgress(r.records, remaining)
+        return out
 
     def step(self) -> list[PartitionStore]:
         if not self._pending:
@@ -487,6 +518,8 @@ class AssignedRestore:
             r = self._pending[p]
             r.end = part.end_offset
             r.records += part.records
+            r.last_offset = part.last_offset
+            self.records_restored += part.records
             if r.first_offset is None:
                 r.first_offset = part.first_offset
             if part.caught_up:
@@ -512,6 +545,7 @@ class AssignedRestore:
         )
         self.reports.append(report)
         del self.reports[:-100]
+        self.restores += 1
         log.info(
             "partition %s restored: %s records (%s..%s) in %.2fs",
             p,

@@ -197,6 +197,21 @@ class RocksDBPartitionStore:
     def changelog_offset(self) -> int | None:
         return self._offset
 
+    def size_estimate(self) -> tuple[int, int]:
+        """``(keys, bytes)`` as RocksDB estimates them from its own counters (no read of the
+        data): keys of the data family (heads, entries and index keys together), and bytes in
+        SST files plus memtables. For ``/metrics``; (0, 0) once closed."""
+        db = self._db
+        if db is None:
+            return 0, 0
+        try:
+            keys = db.property_int_value("rocksdb.estimate-num-keys") or 0
+            disk = db.property_int_value("rocksdb.total-sst-files-size") or 0
+            memory = db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        except Exception:  # closed meanwhile by the loop: nothing to report
+            return 0, 0
+        return int(keys), int(disk) + int(memory)
+
     def flush(self) -> None:
         """Write the memtables to disk, so a crash after this loses nothing applied so far.
 

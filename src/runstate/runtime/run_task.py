@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from runstate.errors import DecodeError
@@ -40,7 +40,7 @@ from runstate.runtime.outputs import TaskContext
 from runstate.runtime.store import PartitionTransaction
 from runstate.streams.topics import TopicNames
 
-__all__ = ["ChangeCodec", "LayoutTable", "RunTable", "RunTask", "SummaryEncoder"]
+__all__ = ["ChangeCodec", "LayoutTable", "RunTable", "RunTask", "SummaryEncoder", "TaskCounts"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,24 @@ class LayoutTable:
 
 
 @dataclass
+class TaskCounts:
+    """What the task did since it started, for ``/metrics``: plain integers the loop bumps
+    (no lock; the metrics thread only reads them). Records redone after an aborted
+    checkpoint count again.
+
+    Attributes:
+        applied: events the reducer applied (each emitted one ``RunStateChanged``).
+        duplicates: events the reducer had seen already (nothing emitted).
+        dead_letters: records set aside, by ``(reason, code)``: the ``rs-reason`` header and
+            the error class or reject code.
+    """
+
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass
 class _Touched:
     partition: int
     old: RunState | None
@@ -123,6 +141,7 @@ class RunTask:
         self._worker_id = worker_id
         self._max_event_bytes = max_event_bytes
         self._cache = _RecentStates(cache_size)
+        self.counts = TaskCounts()
 
     def process(self, records: Sequence[SourceRecord], ctx: TaskContext) -> list[str]:
         """Handle records of one partition in order; ``applied``/``duplicate``/``dead_letter``
@@ -177,9 +196,11 @@ class RunTask:
             earlier = touched.get(run_id)
             touched[run_id] = _Touched(p, earlier.old if earlier else state, outcome.state)
             ctx.processed(p, record.offset)
+            self.counts.applied += 1
             return "applied"
         if isinstance(outcome, Duplicate):
             ctx.processed(p, record.offset)
+            self.counts.duplicates += 1
             return "duplicate"
         return self._dead_letter(
             DeadLetter(record, DeadLetterReason.REJECTED, outcome.code.value, outcome.reason), ctx
@@ -221,6 +242,9 @@ class RunTask:
         )
         ctx.produce(self._names.dead_letters, src.key, src.value, headers=headers)
         ctx.processed(src.partition, src.offset)
+        why = (letter.reason.value, letter.error_class)
+        dead = self.counts.dead_letters
+        dead[why] = dead.get(why, 0) + 1
         return "dead_letter"
 
 
