@@ -63,6 +63,9 @@ class Source:
     def freshness(self, partition: int) -> dict[str, Any]:
         return {"partition": partition, "committed_offset": self.committed.get(partition)}
 
+    def prometheus(self) -> bytes:
+        return b"# a stand-in source exports nothing\n"
+
     def metrics(self) -> dict[str, Any]:
         return {}
 
