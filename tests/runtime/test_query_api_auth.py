@@ -29,7 +29,10 @@ def _get(url: str, token: str | None = None, scheme: str = "Bearer") -> tuple[in
     headers = {} if token is None else {"Authorization": f"{scheme} {token}"}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
-            return r.status, json.loads(r.read())
+            body = r.read()
+            # /metrics answers Prometheus text, everything else JSON
+            is_json = r.headers.get_content_type() == "application/json"
+            return r.status, json.loads(body) if is_json else body.decode()
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
 
