@@ -14,8 +14,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 _PATH = os.environ.get("RUNSTATE_STALL_PROBE")
@@ -28,6 +30,18 @@ def _sched_ms(tid: int) -> tuple[float, float]:
     with open(f"/proc/self/task/{tid}/schedstat") as f:
         run, wait, _ = f.read().split()
     return int(run) / 1e6, int(wait) / 1e6
+
+
+def _where(ident: int | None) -> list[str]:
+    """Where the loop's thread is now (innermost last): right after a long call that held
+    the GIL, it is still at the line that made it."""
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    if frame is None:
+        return []
+    return [
+        f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+        for f in traceback.extract_stack(frame, limit=6)
+    ]
 
 
 def _start(path: str) -> None:
@@ -67,6 +81,7 @@ def _start(path: str) -> None:
                         "loop_cpu_ms": round(l1[0] - l0[0], 1),
                         "loop_waited_ms": round(l1[1] - l0[1], 1),
                         "probe_waited_ms": round(m1[1] - m0[1], 1),
+                        "loop_at": _where(main.ident),
                     }
                 )
 
