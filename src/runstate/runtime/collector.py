@@ -58,15 +58,23 @@ class LoopCollector:
     ) -> None:
         self._young = young
         self._middle, self._full = older
+        #: Objects in the oldest generation after the last full collection (at first: the
+        #: start-up objects, as CPython counts them), and those moved there since.
+        self._long_lived: int | None = None
+        self._pending = 0
         #: Collections run, per generation (0 young, 1 middle, 2 full).
         self.collections = [0, 0, 0]
 
     def due(self) -> int | None:
-        """The oldest generation due for a collection, or None (CPython's own rule)."""
+        """The oldest generation due for a collection, or None: CPython's own rule,
+        including that a full collection waits until the objects moved into the oldest
+        generation since the last one are a quarter of those it held then (without it,
+        full collections would come more often than they did under automatic collection)."""
         young, middle, full = gc.get_count()
         if young <= self._young:
             return None
-        if full > self._full:
+        long_lived = self._long_lived if self._long_lived is not None else _oldest()
+        if full > self._full and self._pending >= long_lived // 4:
             return 2
         if middle > self._middle:
             return 1
@@ -76,8 +84,24 @@ class LoopCollector:
         """Collect the generation that is due, if any; returns it."""
         if gc.isenabled():
             return None
+        if self._long_lived is None:
+            self._long_lived = _oldest()
         generation = self.due()
-        if generation is not None:
+        if generation is None:
+            return None
+        if generation == 1:
+            before = len(gc.get_objects(2))
+            gc.collect(1)
+            self._pending += max(0, len(gc.get_objects(2)) - before)
+        else:
             gc.collect(generation)
-            self.collections[generation] += 1
+        if generation == 2:
+            self._long_lived, self._pending = len(gc.get_objects(2)), 0
+        self.collections[generation] += 1
         return generation
+
+
+def _oldest() -> int:
+    """Objects in the oldest generation, the frozen ones included (right after
+    :func:`quiet_collector`, CPython's own count is the frozen start-up objects)."""
+    return len(gc.get_objects(2)) + gc.get_freeze_count()
