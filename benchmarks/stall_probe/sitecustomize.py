@@ -61,7 +61,13 @@ def _start(path: str) -> None:
         elif "t" in collecting:
             ms = (time.perf_counter() - collecting.pop("t")) * 1000
             if ms > 20:
-                write({"gc_ms": round(ms, 1), "generation": info["generation"]})
+                write(
+                    {
+                        "gc_ms": round(ms, 1),
+                        "generation": info["generation"],
+                        "thread": threading.current_thread().name,
+                    }
+                )
 
     gc.callbacks.append(on_gc)
 
