@@ -160,7 +160,7 @@ class QueryServer:
         self._session: aiohttp.ClientSession | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
-        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="query-reader")
+        self._readers: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -169,6 +169,7 @@ class QueryServer:
         Raises:
             QueryError: the port cannot be bound (in use?).
         """
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="query-reader")
         self._thread = threading.Thread(target=self._serve, name="query-api", daemon=True)
         self._thread.start()
         self._started.wait(30)
@@ -187,7 +188,9 @@ class QueryServer:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
-        self._readers.shutdown(wait=False, cancel_futures=True)
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            readers.shutdown(wait=False, cancel_futures=True)
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
@@ -357,6 +360,8 @@ class QueryServer:
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in a reader thread: the event loop goes on answering meanwhile."""
+        if self._readers is None:
+            raise QueryError("the query API is stopped")
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
     async def _forward(
