@@ -38,6 +38,7 @@ BATCH = 500
 
 
 def _round(encoded: list[bytes], keys: list[bytes], *, loop: bool, data: Path) -> dict[str, Any]:
+    thresholds = gc.get_threshold()
     gc.enable()
     gc.unfreeze()
     if loop:
@@ -78,6 +79,8 @@ def _round(encoded: list[bytes], keys: list[bytes], *, loop: bool, data: Path) -
         gc.callbacks.remove(timed)
         store.close()
         gc.enable()
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
     by_gen = [sum(1 for g, _ in pauses if g == n) for n in range(3)]
     return {
         "events_per_s": len(encoded) / seconds,
