@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from typing import Any
 
 _PATH = os.environ.get("RUNSTATE_STALL_PROBE")
@@ -61,13 +62,18 @@ def _start(path: str) -> None:
         elif "t" in collecting:
             ms = (time.perf_counter() - collecting.pop("t")) * 1000
             if ms > 20:
-                write(
-                    {
-                        "gc_ms": round(ms, 1),
-                        "generation": info["generation"],
-                        "thread": threading.current_thread().name,
-                    }
-                )
+                record: dict[str, Any] = {
+                    "gc_ms": round(ms, 1),
+                    "generation": info["generation"],
+                    "thread": threading.current_thread().name,
+                }
+                if info["generation"] == 2:
+                    # what a full collection walked (survivors; the frozen are not walked)
+                    kept = gc.get_objects(2)
+                    record["oldest_objects"] = len(kept)
+                    record["oldest_types"] = Counter(type(o).__name__ for o in kept).most_common(8)
+                    del kept
+                write(record)
 
     gc.callbacks.append(on_gc)
 

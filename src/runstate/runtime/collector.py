@@ -2,11 +2,10 @@
 
 CPython collects whenever allocations pass a threshold, in whichever thread allocates: a
 reader thread decoding a page of runs, the query API's event loop answering ``/health``, or
-the poll loop half-way through a batch. A collection holds the GIL from start to end, and a
-full one walks every tracked object: the decoded-state cache (10,000 states by default) keeps
-pushing objects into the oldest generation, so full collections keep coming under load
-(measured at 200,000 runs: 30-110 ms each on a loaded 2-core machine, in the loop and in the
-query threads alike, a list query paying for one in its own latency).
+the poll loop half-way through a batch. A collection holds the GIL from start to end (a
+young one walks up to 20,000 objects; under load the stall probe of ``benchmarks.scale`` saw
+them last 20-120 ms of wall time when the collecting thread lost its core meanwhile), and a
+full one walks every tracked object (50,000-60,000 at a worker's start-up, 50-400 ms).
 
 So a worker process, once started (:func:`quiet_collector`), moves its start-up objects out
 of the collector's sight and turns automatic collection off; the poll loop calls
