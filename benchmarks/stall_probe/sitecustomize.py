@@ -14,8 +14,11 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 import threading
 import time
+import traceback
+from collections import Counter
 from typing import Any
 
 _PATH = os.environ.get("RUNSTATE_STALL_PROBE")
@@ -28,6 +31,18 @@ def _sched_ms(tid: int) -> tuple[float, float]:
     with open(f"/proc/self/task/{tid}/schedstat") as f:
         run, wait, _ = f.read().split()
     return int(run) / 1e6, int(wait) / 1e6
+
+
+def _where(ident: int | None) -> list[str]:
+    """Where the loop's thread is now (innermost last): right after a long call that held
+    the GIL, it is still at the line that made it."""
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    if frame is None:
+        return []
+    return [
+        f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+        for f in traceback.extract_stack(frame, limit=6)
+    ]
 
 
 def _start(path: str) -> None:
@@ -47,7 +62,18 @@ def _start(path: str) -> None:
         elif "t" in collecting:
             ms = (time.perf_counter() - collecting.pop("t")) * 1000
             if ms > 20:
-                write({"gc_ms": round(ms, 1), "generation": info["generation"]})
+                record: dict[str, Any] = {
+                    "gc_ms": round(ms, 1),
+                    "generation": info["generation"],
+                    "thread": threading.current_thread().name,
+                }
+                if info["generation"] == 2:
+                    # what a full collection walked (survivors; the frozen are not walked)
+                    kept = gc.get_objects(2)
+                    record["oldest_objects"] = len(kept)
+                    record["oldest_types"] = Counter(type(o).__name__ for o in kept).most_common(8)
+                    del kept
+                write(record)
 
     gc.callbacks.append(on_gc)
 
@@ -67,6 +93,7 @@ def _start(path: str) -> None:
                         "loop_cpu_ms": round(l1[0] - l0[0], 1),
                         "loop_waited_ms": round(l1[1] - l0[1], 1),
                         "probe_waited_ms": round(m1[1] - m0[1], 1),
+                        "loop_at": _where(main.ident),
                     }
                 )
 

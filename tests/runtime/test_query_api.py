@@ -216,6 +216,46 @@ def test_lists_page_through_every_partition_of_both_workers(
     assert pages >= len(waiting) // 3
 
 
+class _WatchedLock:
+    """A lock that says when another thread starts waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.contended = threading.Event()
+
+    def __enter__(self) -> _WatchedLock:
+        if not self._lock.acquire(blocking=False):
+            self.contended.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("path", ["/runs?status=waiting_approval", "/runs/run-000"])
+def test_health_answers_while_a_query_is_reading_a_store(
+    group: Group, run_state_factory: RunStateFactory, path: str
+) -> None:
+    """Store reads run in reader threads, not on the API's event loop: a query stuck in its
+    read (here: the store's lock held) does not hold up /health of the same worker."""
+    _runs(group, run_state_factory, 6)
+    source = _owner(group, "run-000")
+    gate = _WatchedLock()
+    source.lock = gate  # type: ignore[assignment]
+    url = group.url(group.sources.index(source))
+    answers: list[tuple[int, dict[str, Any]]] = []
+    with gate:
+        query = threading.Thread(target=lambda: answers.append(_get(url + path)))
+        query.start()
+        assert gate.contended.wait(10), "the query never reached the store"
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as resp:
+            assert resp.status == 200 and json.loads(resp.read())["ready"]
+        assert not answers  # the query is still waiting for the store
+    query.join(30)
+    assert answers and answers[0][0] == 200, answers
+
+
 def test_filters_combine(group: Group, run_state_factory: RunStateFactory) -> None:
     made = _runs(group, run_state_factory, 30)
     status, body = _get(f"{group.url(1)}/runs?status=in_progress&owner=team-1&limit=1000")

@@ -13,6 +13,7 @@ from runstate.runs.state_codec import StateCodec
 from runstate.runs.summary import SummaryCodec
 from runstate.runtime.checkpoint import Checkpoint
 from runstate.runtime.clients import consumer_settings, producer_settings
+from runstate.runtime.collector import LoopCollector
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
@@ -192,6 +193,7 @@ def build_worker(
         task=task,
         store=store,
         restore=restore,
+        collector=LoopCollector(),
         expiries=ApprovalExpiries(
             checkpoint.committed_store,
             names=names,

@@ -51,6 +51,7 @@ from runstate.errors import StoreDamaged
 from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runtime.checkpoint import Checkpoint, Fenced
+from runstate.runtime.collector import LoopCollector
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
@@ -83,6 +84,7 @@ class Worker:
         expiries: ApprovalExpiries | None = None,
         eviction: FinishedRunEviction | None = None,
         standbys: Standbys | None = None,
+        collector: LoopCollector | None = None,
     ) -> None:
         self._config = config
         self._topic = config.names.events
@@ -97,6 +99,7 @@ class Worker:
         self._expiries = expiries
         self._eviction = eviction
         self._standbys = standbys
+        self._collector = collector
         self._stopping = threading.Event()
         self.records = 0
         checkpoint.on_abort(self._task.forget)
@@ -193,6 +196,7 @@ class Worker:
                 p: self._checkpoint.committed_offset(p) for p in self.owned_partitions()
             },
             **self._standby_metrics(),
+            **({} if self._collector is None else {"gc_collections": self._collector.collections}),
         }
 
     def prometheus(self) -> bytes:
@@ -295,6 +299,8 @@ class Worker:
             self._standbys.tick(owned=self._checkpoint.partitions | set(self._restoring))
         if self._checkpoint.due() and self._checkpoint.commit():
             self._note_positions()
+        if self._collector is not None:
+            self._collector.collect_due()  # here, not in a query thread or mid-batch
         if self._last_poll >= self._lag_due:
             self._note_lag()
 

@@ -2,8 +2,11 @@
 
 It runs in a thread of its own (:class:`QueryServer`), never on the poll loop: a slow query
 can delay an answer but never a poll, a heartbeat or a checkpoint, so it cannot get a worker
-fenced. It reads only committed state: the stores hold what the last Kafka transaction
-committed (the checkpoint applies writes after the commit), never a batch in flight.
+fenced. Nor does a query hold up the API's own event loop: store reads, decoding and the JSON
+of runs happen in reader threads (:data:`READER_THREADS`), so ``/health`` and ``/metrics``
+answer while a page of runs is being read. It reads only committed state: the stores hold
+what the last Kafka transaction committed (the checkpoint applies writes after the commit),
+never a batch in flight.
 
 Any worker answers any question:
 
@@ -26,13 +29,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -49,14 +54,18 @@ from runstate.runtime.operator_api import CommandRoutes, auth_middleware
 from runstate.runtime.owners import GroupOwners
 from runstate.streams.partitioning import partition_for
 
-__all__ = ["QueryServer", "QuerySource", "decode_cursor", "encode_cursor"]
+__all__ = ["READER_THREADS", "QueryServer", "QuerySource", "decode_cursor", "encode_cursor"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _RETRY_S = 0.1
 _MAX_TIMEOUT_S = 60.0
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: Threads that read stores and render runs for the event loop: two, so one long page does
+#: not queue a get by id behind it; more would only contend for the GIL with the poll loop.
+READER_THREADS = 2
 
 
 class QuerySource(Protocol):
@@ -165,6 +174,7 @@ class QueryServer:
         self._session: aiohttp.ClientSession | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
+        self._readers: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,6 +183,7 @@ class QueryServer:
         Raises:
             QueryError: the port cannot be bound (in use?).
         """
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="query-reader")
         self._thread = threading.Thread(target=self._serve, name="query-api", daemon=True)
         self._thread.start()
         self._started.wait(30)
@@ -191,6 +202,9 @@ class QueryServer:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            readers.shutdown(wait=False, cancel_futures=True)
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
@@ -275,13 +289,10 @@ class QueryServer:
         local = request.query.get("local") in {"1", "true"}
         deadline = time.monotonic() + timeout_s
         while True:
-            with self.source.reading(partition) as reader:
-                owned = reader is not None
-            if owned:
-                answer = await self._answer(run_id, partition, min_partition, min_offset, deadline)
-                if answer is not None:
-                    return answer
-            elif local:
+            answer = await self._answer(run_id, partition, min_partition, min_offset, deadline)
+            if answer is not None:
+                return answer
+            if local:
                 return _error(
                     503,
                     "not_owner",
@@ -314,12 +325,11 @@ class QueryServer:
         min_offset: int | None,
         deadline: float,
     ) -> web.Response | None:
-        """The run from the local store, once caught up; None if ownership moved away."""
+        """The run from the local store, once caught up; None if not owned (or no longer)."""
         while True:
-            with self.source.reading(partition) as reader:
-                if reader is None:
-                    return None
-                state = load_run(reader, run_id)
+            owned, state = await self._read(self._load_local, partition, run_id)
+            if not owned:
+                return None
             if min_offset is None or min_partition is None:
                 break
             if _caught_up(self.source, state, partition, min_partition, min_offset):
@@ -347,11 +357,48 @@ class QueryServer:
                 f" `runstate replay --run {run_id} --policy POLICY --history` rebuilds it",
                 run_id=run_id,
             )
-        body = run_to_json(state)
-        body["served_by"] = self.source.worker_id
-        body["partition"] = partition
-        body["as_of"] = self.source.freshness(partition)
-        return web.json_response(body)
+        found: RunState = state
+
+        def render() -> str:
+            body = run_to_json(found)
+            body["served_by"] = self.source.worker_id
+            body["partition"] = partition
+            body["as_of"] = self.source.freshness(partition)
+            return json.dumps(body)
+
+        return _json_text(await self._read(render))
+
+    def _local_page(
+        self, partition: int, flt: RunFilter, now: datetime, after: str | None, limit: int
+    ) -> dict[str, Any] | str | None:
+        """A page of a partition this worker owns, rendered (a reader thread); None if not
+        owned, a string if the cursor is not this listing's."""
+        with self.source.reading(partition) as reader:
+            if reader is None:
+                return None
+            try:
+                runs, following = list_runs(reader, flt, now=now, after=after, limit=limit)
+            except QueryError as exc:
+                return str(exc)
+        return {
+            "runs": [run_to_json(s) for s in runs],
+            "next": following,
+            "worker_id": self.source.worker_id,
+            "as_of": self.source.freshness(partition),
+        }
+
+    def _load_local(self, partition: int, run_id: str) -> tuple[bool, RunState | None]:
+        """(owned, the run) from the local store (a reader thread)."""
+        with self.source.reading(partition) as reader:
+            if reader is None:
+                return False, None
+            return True, load_run(reader, run_id)
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in a reader thread: the event loop goes on answering meanwhile."""
+        if self._readers is None:
+            raise QueryError("the query API is stopped")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
     async def _forward(
         self,
@@ -384,29 +431,18 @@ class QueryServer:
             now = _now(request.query)
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
-        with self.source.reading(partition) as reader:
-            if reader is None:
-                return _error(
-                    503,
-                    "not_owner",
-                    f"worker {self.source.worker_id} does not own partition {partition}",
-                    partition=partition,
-                )
-            try:
-                runs, after = list_runs(
-                    reader, flt, now=now, after=request.query.get("after") or None, limit=limit
-                )
-            except QueryError as exc:
-                return _error(400, "bad_request", str(exc))
-        return web.json_response(
-            {
-                "runs": [run_to_json(s) for s in runs],
-                "next": after,
-                "partition": partition,
-                "worker_id": self.source.worker_id,
-                "as_of": self.source.freshness(partition),
-            }
-        )
+        after = request.query.get("after") or None
+        page = await self._read(self._local_page, partition, flt, now, after, limit)
+        if page is None:
+            return _error(
+                503,
+                "not_owner",
+                f"worker {self.source.worker_id} does not own partition {partition}",
+                partition=partition,
+            )
+        if isinstance(page, str):
+            return _error(400, "bad_request", page)
+        return _json_text(await self._read(json.dumps, {**page, "partition": partition}))
 
     async def list_runs(self, request: web.Request) -> web.Response:
         try:
@@ -445,18 +481,17 @@ class QueryServer:
             partition, inner = partition + 1, None
         if next_cursor is None and partition < total:
             next_cursor = encode_cursor(partition, inner)
-        return web.json_response(
-            {
-                "runs": runs,
-                "count": len(runs),
-                "next": next_cursor,
-                "workers": sorted(workers),
-                "complete": not missing,
-                "missing_partitions": missing,
-                "errors": errors,
-                "as_of": as_of,
-            }
-        )
+        body = {
+            "runs": runs,
+            "count": len(runs),
+            "next": next_cursor,
+            "workers": sorted(workers),
+            "complete": not missing,
+            "missing_partitions": missing,
+            "errors": errors,
+            "as_of": as_of,
+        }
+        return _json_text(await self._read(json.dumps, body))
 
     async def _partition_page(
         self,
@@ -468,18 +503,9 @@ class QueryServer:
         headers: Mapping[str, str],
     ) -> dict[str, Any] | str:
         """One partition's page, from the local store or its owner; a string says why not."""
-        with self.source.reading(partition) as reader:
-            if reader is not None:
-                try:
-                    runs, following = list_runs(reader, flt, now=now, after=after, limit=limit)
-                except QueryError as exc:
-                    return str(exc)
-                return {
-                    "runs": [run_to_json(s) for s in runs],
-                    "next": following,
-                    "worker_id": self.source.worker_id,
-                    "as_of": self.source.freshness(partition),
-                }
+        page = await self._read(self._local_page, partition, flt, now, after, limit)
+        if page is not None:
+            return page
         owner = self.owners.owner_url(partition)
         if owner is None or owner.rstrip("/") == self.url:
             return "no worker owns it now (rebalancing?)"
@@ -507,6 +533,10 @@ def _auth_of(request: web.Request) -> dict[str, str]:
     """The caller's credentials, passed on when another worker must answer."""
     auth = request.headers.get("Authorization")
     return {} if auth is None else {"Authorization": auth}
+
+
+def _json_text(text: str) -> web.Response:
+    return web.Response(text=text, content_type="application/json")
 
 
 def _opt_int(text: str | None) -> int | None:
