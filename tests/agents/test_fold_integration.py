@@ -13,8 +13,6 @@ import pytest
 
 from runstate.agents import (
     DurableRun,
-    EffectsClient,
-    EffectsService,
     HttpRunStateReader,
     RetryPolicy,
     StepContext,
@@ -24,6 +22,7 @@ from runstate.runs.dead_letters import HEADER_ERROR_CLASS
 from runstate.runs.state import RunState
 from runstate.schemas.convert import decode_event
 from runstate.streams.producer import EventProducer
+from runstate.testing.effects import EffectsClient, EffectsService
 from tests.polling import assert_eventually
 from tests.workers import Deployment
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from runstate.agents import DurableRun, EffectsClient, EffectsService, HttpRunStateReader
+from runstate.agents import DurableRun, HttpRunStateReader
 from runstate.agents.process import EXIT_COMPLETED, EXIT_FAILED, EXIT_RECONCILE
 from runstate.errors import RunSuspended
 from runstate.runs.state import ActionState, ApprovalOutcome, RunState, RunStatus
@@ -36,6 +36,7 @@ from runstate.schemas.events import (
     StepStarted,
 )
 from runstate.streams.producer import EventProducer
+from runstate.testing.effects import EffectsClient, EffectsService
 from tests.polling import assert_eventually
 from tests.workers import RUNSTATE, Deployment
 
