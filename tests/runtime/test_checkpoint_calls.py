@@ -90,7 +90,7 @@ def make(
         changelog_topic=CHANGELOG,
         exactly_once=exactly_once,
         timeout_s=0.5,
-        **({"clock": clock} if clock else {}),
+        **({"clock": clock} if clock is not None else {}),
     )
     cp.start()
     return cp, producer, consumer
