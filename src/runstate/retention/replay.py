@@ -48,7 +48,6 @@ from runstate.schemas.codec import SingleObjectCodec
 from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent
 from runstate.streams.partitioning import partition_for
-from runstate.streams.reader import read_topic
 
 __all__ = [
     "HistoryRecord",
@@ -83,8 +82,9 @@ class HistorySource:
 
     Args:
         store: The topic's archive.
-        kafka: Watermarks of the topic.
-        bootstrap_servers: For reading the Kafka part.
+        kafka: Watermarks of the topic, and its records past the archive (read up to the
+            end offset seen when the replay started).
+        bootstrap_servers: Where ``kafka`` reads from (the CLI reads the live state there).
         topic: The events topic.
         codec: Decodes values (give it the schemas topic as writer source, so values from
             producers newer than this code still decode).
@@ -292,14 +292,9 @@ def iter_history(
         return
     first = True
     pending = 0
-    for raw in read_topic(
-        source.bootstrap_servers,
-        topic,
-        start={partition: span.archive_end},
-        partitions=[partition],
+    for raw in source.kafka.read_records(
+        topic, partition, start=span.archive_end, end=span.kafka_end
     ):
-        if raw.offset >= span.kafka_end:
-            break
         if first and raw.offset != span.archive_end:
             raise ReplayError(
                 f"{topic}/{partition}: the archive ends at offset {span.archive_end - 1} but the"
