@@ -66,7 +66,9 @@ class ScriptedConsumer:
         self.seeks.append(tp.offset)
         self.position, self.eof_sent = tp.offset, False
 
-    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float = 1.0, cached: bool = False
+    ) -> tuple[int, int]:
         return 0, self.end
 
     def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
