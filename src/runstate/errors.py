@@ -55,6 +55,7 @@ class ConfigError(Error):
 EXTRA_OF_MODULE = {
     "rocksdict": "processor",
     "aiohttp": "processor",
+    "prometheus_client": "processor",
     "yaml": "archive",
     "boto3": "s3",
     "botocore": "s3",

@@ -76,9 +76,9 @@ def _decide(
     override_reason: str | None,
     url: str | None,
 ) -> None:
-    by = acting_principal(by_name)
     s = load_settings()
-    require_reachable(s.bootstrap_servers)
+    require_reachable(s.bootstrap_servers)  # first: with Kafka down, one line and exit 3
+    by = acting_principal(by_name)
     with EventProducer(s, producer_name="runstate-cli") as producer:
         reader = cli_reader(producer, url)
         receipt: DecisionReceipt

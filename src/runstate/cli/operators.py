@@ -89,9 +89,9 @@ Command = Callable[[EventProducer, HttpRunStateReader, Principal], CommandReceip
 
 
 def _run(command: Command, by: str | None, url: str | None) -> None:
-    who = acting_principal(by)
     s = load_settings()
-    require_reachable(s.bootstrap_servers)
+    require_reachable(s.bootstrap_servers)  # first: with Kafka down, one line and exit 3
+    who = acting_principal(by)
     with EventProducer(s, producer_name="runstate-cli") as producer:
         receipt = command(producer, cli_reader(producer, url), who)
     d = receipt.delivery
