@@ -7,7 +7,7 @@ order of the calls and what happens to the store on each outcome.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
@@ -106,19 +106,27 @@ class Consumer:
         return offsets
 
 
-def _checkpoint(*, exactly_once: bool = True) -> tuple[Checkpoint, Producer, Consumer]:
-    producer = Producer()
-    consumer = Consumer(producer.calls)
+P = TypeVar("P", bound=Producer)
+
+
+def _checkpoint(
+    producer: P | None = None, *, exactly_once: bool = True, **options: Any
+) -> tuple[Checkpoint, P, Consumer]:
+    """A started checkpoint over the fake producer (a new :class:`Producer` by default) and
+    a consumer that records into the same call list; ``options`` go to the checkpoint."""
+    made = producer if producer is not None else Producer()
+    consumer = Consumer(made.calls)
     cp = Checkpoint(
-        producer,
+        made,
         consumer,
         source_topic=EVENTS,
         changelog_topic=CHANGELOG,
         exactly_once=exactly_once,
         timeout_s=0.5,
+        **options,
     )
     cp.start()
-    return cp, producer, consumer
+    return cp, made, consumer  # type: ignore[return-value]
 
 
 def _work(cp: Checkpoint, store: MemoryPartitionStore, offset: int) -> None:

@@ -20,7 +20,7 @@ import runstate.runtime.checkpoint as checkpoint_module
 from runstate.runtime.checkpoint import Checkpoint, CheckpointFailed, Fenced
 from runstate.runtime.memory_store import MemoryPartitionStore
 
-from .test_checkpoint import CHANGELOG, EVENTS, OUT, Consumer, Producer, _work
+from .test_checkpoint import CHANGELOG, EVENTS, OUT, Consumer, Producer, _checkpoint, _work
 from .test_checkpoint_order import Clock
 
 LOGGER = "runstate.runtime.checkpoint"
@@ -81,19 +81,9 @@ class ReversingProducer(Producer):
 def make(
     producer: Producer | None = None, *, exactly_once: bool = True, clock: Clock | None = None
 ) -> tuple[Checkpoint, Producer, Consumer]:
-    producer = producer or Producer()
-    consumer = Consumer(producer.calls)
-    cp = Checkpoint(
-        producer,
-        consumer,
-        source_topic=EVENTS,
-        changelog_topic=CHANGELOG,
-        exactly_once=exactly_once,
-        timeout_s=0.5,
-        **({"clock": clock} if clock is not None else {}),
+    return _checkpoint(
+        producer, exactly_once=exactly_once, **({"clock": clock} if clock is not None else {})
     )
-    cp.start()
-    return cp, producer, consumer
 
 
 def worked(

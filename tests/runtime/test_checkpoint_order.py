@@ -17,7 +17,7 @@ from runstate.runtime.checkpoint import Checkpoint, CheckpointFailed, Fenced
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.memory_store import MemoryPartitionStore
 
-from .test_checkpoint import CHANGELOG, EVENTS, OUT, Consumer, Producer, _work
+from .test_checkpoint import CHANGELOG, EVENTS, OUT, Consumer, Producer, _checkpoint, _work
 
 
 class RecordingCrashPoints(CrashPoints):
@@ -265,18 +265,7 @@ class QueueingProducer(GroupProducer):
 
 
 def queueing(*, exactly_once: bool = True) -> tuple[Checkpoint, QueueingProducer, Consumer]:
-    producer = QueueingProducer()
-    consumer = Consumer(producer.calls)
-    cp = Checkpoint(
-        producer,
-        consumer,
-        source_topic=EVENTS,
-        changelog_topic=CHANGELOG,
-        exactly_once=exactly_once,
-        timeout_s=0.5,
-    )
-    cp.start()
-    return cp, producer, consumer
+    return _checkpoint(QueueingProducer(), exactly_once=exactly_once)
 
 
 def test_a_full_queue_is_served_then_the_record_produced_with_its_headers() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from runstate.identity import Directory
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runs.layout import run_writes
 from runstate.runs.run_view import state_from_json
@@ -94,9 +95,9 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 @contextmanager
-def _group(advertised_host: str) -> Iterator[Group]:
+def _group(advertised_host: str, directory: Directory | None = None) -> Iterator[Group]:
     """Two workers bound to 127.0.0.1, each advertising ``http://<advertised_host>:<port>``
-    to the group (the URL the other forwards to)."""
+    to the group (the URL the other forwards to); with ``directory``, auth is on."""
     owned = [[0, 2], [1, 3]]
     sources = [Source(f"w{i}", PARTITIONS) for i in range(2)]
     for source, parts in zip(sources, owned, strict=True):
@@ -115,6 +116,7 @@ def _group(advertised_host: str) -> Iterator[Group]:
             port=port,
             url=url,
             default_timeout_s=2.0,
+            directory=directory,
         )
         for source, port, url in zip(sources, ports, urls, strict=True)
     ]

@@ -13,13 +13,9 @@ import pytest
 
 from runstate.errors import ConfigError
 from runstate.identity import FileDirectory, Principal, Role, hash_token
-from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.runtime.operator_api import auth_mode
-from runstate.runtime.owners import GroupOwners, client_id
-from runstate.runtime.query_api import QueryServer
-from runstate.streams.broker import free_port
 from tests.runs.conftest import RunStateFactory
-from tests.runtime.test_query_api import PARTITIONS, Group, Source, _owner
+from tests.runtime.test_query_api import Group, _group, _owner
 
 TOKEN = "t-auditor-0123456789"
 DIRECTORY = FileDirectory([(Principal("eve", frozenset({Role.AUDITOR})), hash_token(TOKEN))])
@@ -39,35 +35,8 @@ def _get(url: str, token: str | None = None, scheme: str = "Bearer") -> tuple[in
 
 @pytest.fixture
 def group() -> Iterator[Group]:
-    owned = [[0, 2], [1, 3]]
-    sources = [Source(f"w{i}", PARTITIONS) for i in range(2)]
-    for source, parts in zip(sources, owned, strict=True):
-        source.stores = {p: MemoryPartitionStore(p) for p in parts}
-    ports = [free_port() for _ in sources]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    members = [
-        (client_id(s.worker_id, url), parts)
-        for s, url, parts in zip(sources, urls, owned, strict=True)
-    ]
-    servers = [
-        QueryServer(
-            source,
-            GroupOwners(lambda: members),
-            host="127.0.0.1",
-            port=port,
-            url=url,
-            default_timeout_s=2.0,
-            directory=DIRECTORY,
-        )
-        for source, port, url in zip(sources, ports, urls, strict=True)
-    ]
-    for s in servers:
-        s.start()
-    try:
-        yield Group(servers, sources)
-    finally:
-        for s in servers:
-            s.stop()
+    with _group("127.0.0.1", directory=DIRECTORY) as g:
+        yield g
 
 
 @pytest.mark.parametrize("path", ["/runs", "/runs/run-1", "/partitions/0/runs", "/metrics"])
