@@ -327,12 +327,17 @@ class QueryServer:
     ) -> web.Response | None:
         """The run from the local store, once caught up; None if not owned (or no longer)."""
         while True:
+            # Committed-through first, the store second: the checkpoint applies the store
+            # before it moves the committed offset, so a read that follows a committed offset
+            # past ``min_offset`` holds that write. (Read the other way round, a commit landing
+            # between the two made a stale state look caught up.)
+            done = None if min_partition is None else self.source.processed_through(min_partition)
             owned, state = await self._read(self._load_local, partition, run_id)
             if not owned:
                 return None
             if min_offset is None or min_partition is None:
                 break
-            if _caught_up(self.source, state, partition, min_partition, min_offset):
+            if _caught_up(done, state, partition, min_partition, min_offset):
                 break
             if time.monotonic() >= deadline:
                 done = self.source.processed_through(min_partition)
@@ -552,10 +557,10 @@ def _now(query: Mapping[str, str]) -> datetime:
 
 
 def _caught_up(
-    source: QuerySource, state: RunState | None, partition: int, wanted: int, offset: int
+    done: int | None, state: RunState | None, partition: int, wanted: int, offset: int
 ) -> bool:
     """Whether ``offset`` of partition ``wanted`` is committed: the run's own state holds
-    it, or the worker committed past it."""
+    it, or the worker had committed past it (``done``) before the state was read."""
     if (
         state is not None
         and wanted == partition
@@ -563,5 +568,4 @@ def _caught_up(
         and state.last_offset >= offset
     ):
         return True
-    done = source.processed_through(wanted)
     return done is not None and done >= offset
