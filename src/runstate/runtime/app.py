@@ -22,6 +22,7 @@ from runstate.runtime.query_api import QueryServer
 from runstate.runtime.recovery import (
     AssignedRestore,
     ChangelogRestorer,
+    KafkaHighWatermarks,
     PartitionRestorer,
     changelog_consumer,
 )
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait of one standby tick on a broker that does not answer (the loop waits).
 STANDBY_STALL_S = 5.0
+#: Beyond ``transaction_timeout_ms``: the broker's abort check runs every 10 s.
+UNDECIDED_MARGIN_S = 15.0
 
 
 def ensure_runtime_topics(config: RuntimeConfig) -> None:
@@ -155,7 +158,13 @@ def build_worker(
                 changelog_consumer(config.bootstrap_servers),
                 names.runs_changelog,
                 stall_timeout_s=config.broker_timeout_s,
-            )
+            ),
+            high_marks=KafkaHighWatermarks(
+                clients.admin_client(config.bootstrap_servers),
+                timeout_s=config.broker_timeout_s,
+            ),
+            # the broker aborts a transaction left open this long (checked every 10 s)
+            undecided_wait_s=config.transaction_timeout_ms / 1000 + UNDECIDED_MARGIN_S,
         )
     store = store or _store(config)
     owners = None
