@@ -96,7 +96,8 @@ def _store(config: RuntimeConfig) -> Store:
     if config.store == "memory":
         return MemoryStore()
     return RocksDBStore(
-        config.data_dir, options=RocksDBOptions(block_cache_bytes=config.block_cache_bytes)
+        config.data_dir,
+        options=RocksDBOptions(block_cache_bytes=config.block_cache_bytes, wal=config.store_wal),
     )
 
 

@@ -74,6 +74,9 @@ class RuntimeConfig(BaseSettings):
     standby_tick_records: int = Field(
         5_000, ge=1, description="changelog records one standby tick reads at most"
     )
+    store_wal: bool = Field(
+        True, description="RocksDB write-ahead log (not synced): a kill -9 keeps the store"
+    )
     block_cache_bytes: int = Field(64 * 1024 * 1024, ge=1 << 20, description="RocksDB cache")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP query API")
     web_port: int = Field(6066, ge=0, le=65535, description="port of the query API; 0: none")
