@@ -22,7 +22,7 @@ from runstate.runtime.recovery import (
     changelog_consumer,
 )
 from runstate.runtime.standby import Standbys
-from runstate.streams.topics import TopicNames, admin_client
+from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
 from tests.runtime.support import (
     Running,
@@ -94,7 +94,7 @@ def standby_takeover(
     assert_eventually(first.has_partitions, timeout_s=90, what="w-1 assigned")
     restore = AssignedRestore(
         ChangelogRestorer(changelog_consumer(bootstrap), names.runs_changelog),
-        high_marks=KafkaHighWatermarks(admin_client(bootstrap)),
+        high_marks=KafkaHighWatermarks(bootstrap),
     )
     config = runtime_config(
         bootstrap,

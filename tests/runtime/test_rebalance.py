@@ -23,7 +23,7 @@ from runstate.runtime.recovery import (
 )
 from runstate.runtime.store import PartitionStore
 from runstate.streams.partitioning import partition_for
-from runstate.streams.topics import TopicNames, admin_client
+from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
 from tests.runtime.support import (
     Running,
@@ -170,7 +170,7 @@ def test_owned_partitions_are_processed_while_another_restores(
     restore = HeldRestore(
         AssignedRestore(
             ChangelogRestorer(changelog_consumer(kafka_bootstrap), names.runs_changelog),
-            high_marks=KafkaHighWatermarks(admin_client(kafka_bootstrap)),
+            high_marks=KafkaHighWatermarks(kafka_bootstrap),
         ),
         held,
     )

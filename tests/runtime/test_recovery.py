@@ -387,7 +387,7 @@ def test_an_assigned_restore_goes_in_slices_to_the_end_it_began_with(
     log.transaction(1, [(b"c%03d" % i, b"1") for i in range(10)])
     restore = AssignedRestore(
         ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
-        high_marks=KafkaHighWatermarks(admin_client(log.bootstrap)),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
         slice_records=10,
     )
     try:
@@ -420,7 +420,7 @@ def test_a_cancelled_restore_gives_its_store_back(
     log.transaction(0, [(b"a%03d" % i, b"1") for i in range(30)])
     restore = AssignedRestore(
         ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
-        high_marks=KafkaHighWatermarks(admin_client(log.bootstrap)),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
         slice_records=10,
     )
     try:
@@ -457,7 +457,7 @@ def test_a_restore_begun_while_a_changelog_transaction_is_undecided_includes_it(
     log.producer.flush(30)  # in the log, undecided
     restore = AssignedRestore(
         ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
-        high_marks=KafkaHighWatermarks(admin_client(log.bootstrap)),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
         undecided_wait_s=120,
         slice_records=10,
     )
@@ -488,7 +488,7 @@ def test_a_transaction_left_open_past_the_limit_is_not_waited_for(
     log.producer.flush(30)
     restore = AssignedRestore(
         ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
-        high_marks=KafkaHighWatermarks(admin_client(log.bootstrap)),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
         undecided_wait_s=1.0,
     )
     try:

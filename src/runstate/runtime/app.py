@@ -10,7 +10,11 @@ from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
 from runstate.runs.summary import SummaryCodec
 from runstate.runtime.checkpoint import Checkpoint
-from runstate.runtime.clients import consumer_settings, producer_settings
+from runstate.runtime.clients import (
+    TransactionalProducer,
+    consumer_settings,
+    producer_settings,
+)
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
@@ -125,22 +129,27 @@ def build_worker(
 
     state_codec = StateCodec(codec)
     consumer = clients.consumer(consumer_settings(config))
-    producer = clients.producer(
-        producer_settings(
-            config.bootstrap_servers,
-            transactional_id=config.transactional_id if config.exactly_once else None,
-            transaction_timeout_ms=config.transaction_timeout_ms,
-            client_id=config.worker_id,
+
+    def producer() -> TransactionalProducer:
+        return clients.producer(
+            producer_settings(
+                config.bootstrap_servers,
+                transactional_id=config.transactional_id if config.exactly_once else None,
+                transaction_timeout_ms=config.transaction_timeout_ms,
+                client_id=config.worker_id,
+            )
         )
-    )
+
     checkpoint = Checkpoint(
-        producer,
+        producer(),
         consumer,
         source_topic=names.events,
         changelog_topic=names.runs_changelog,
         exactly_once=config.exactly_once,
         interval_s=config.commit_interval_s,
         timeout_s=config.broker_timeout_s,
+        outage_s=config.broker_outage_s,
+        producer_factory=producer,
         crash_points=CrashPoints(config.crash_at),
     )
     task = RunTask(
@@ -161,8 +170,7 @@ def build_worker(
                 stall_timeout_s=config.broker_timeout_s,
             ),
             high_marks=KafkaHighWatermarks(
-                clients.admin_client(config.bootstrap_servers),
-                timeout_s=config.broker_timeout_s,
+                config.bootstrap_servers, timeout_s=config.broker_timeout_s
             ),
             # the broker aborts a transaction left open this long (checked every 10 s)
             undecided_wait_s=config.transaction_timeout_ms / 1000 + UNDECIDED_MARGIN_S,
@@ -211,6 +219,7 @@ def build_worker(
             interval_s=config.eviction_interval_s,
         ),
         standbys=standbys,
+        consumer_factory=lambda: clients.consumer(consumer_settings(config)),
     )
     queries = None
     if config.web_port and owners is not None:

@@ -58,6 +58,9 @@ class RuntimeConfig(BaseSettings):
     )
     decoded_state_cache: int = Field(10_000, ge=0, description="decoded states kept (LRU)")
     broker_timeout_s: float = Field(60.0, gt=0, description="longest wait on one broker call")
+    broker_outage_s: float = Field(
+        600.0, gt=0, description="longest broker outage waited out in-process; then exit 75"
+    )
     deadline_interval_s: float = Field(5.0, gt=0, description="approval deadline check period")
     expiry_resend_s: float = Field(30.0, gt=0, description="re-send a lost expiry after this")
     finished_hot_s: float = Field(

@@ -43,14 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import (
-    Consumer,
-    IsolationLevel,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from runstate.errors import RestoreError
 from runstate.runtime.store import PartitionStore, Write
@@ -482,20 +475,24 @@ class HighWatermarks(Protocol):
 
 
 class KafkaHighWatermarks:
-    """:class:`HighWatermarks` from the broker (``ListOffsets``, read_uncommitted)."""
+    """:class:`HighWatermarks` from the broker, through a ``read_uncommitted`` consumer that
+    is never assigned or subscribed (it only asks for ends; a consumer refreshes its
+    metadata after a broker restart, which the admin client's offset query did not)."""
 
-    def __init__(self, admin: AdminClient, *, timeout_s: float = 10.0) -> None:
-        self._admin = admin
+    def __init__(self, bootstrap_servers: str, *, timeout_s: float = 10.0) -> None:
+        self._consumer = changelog_consumer(
+            bootstrap_servers, **{"isolation.level": "read_uncommitted"}
+        )
         self._timeout_s = timeout_s
 
     def high_watermark(self, topic: str, partition: int) -> int:
-        tp = TopicPartition(topic, partition)
-        futures = self._admin.list_offsets(
-            {tp: OffsetSpec.latest()},  # type: ignore[no-untyped-call]
-            isolation_level=IsolationLevel.READ_UNCOMMITTED,
-            request_timeout=self._timeout_s,
+        _low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=self._timeout_s, cached=False
         )
-        return int(futures[tp].result(timeout=self._timeout_s + 1).offset)
+        return int(high)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def settled_end(stable: int, high: int, *, waited_s: float, limit_s: float) -> int | None:
@@ -625,9 +622,9 @@ class AssignedRestore:
         try:
             high = self._high_marks.high_watermark(topic, p)
         except KafkaException as exc:
-            log.warning(
-                "partition %s: high watermark of %s unknown (%s); asking again", p, topic, exc
-            )
+            if now >= r.next_note:
+                r.next_note = now + SETTLE_NOTE_S
+                log.warning("partition %s: end of %s unknown (%s); asking again", p, topic, exc)
             return None
         waited = 0.0 if r.undecided_at is None else now - r.waiting_since
         end = settled_end(stable, high, waited_s=waited, limit_s=self._undecided_wait_s)
