@@ -8,11 +8,13 @@ The broker's side (fencing, read_committed) is proven by the integration tests.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
+from runstate.runtime import checkpoint as checkpoint_module
 from runstate.runtime.checkpoint import BrokerLost, Checkpoint, CheckpointFailed, Fenced
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.memory_store import MemoryPartitionStore
@@ -471,3 +473,55 @@ def test_an_abort_failing_past_the_outage_limit_is_fenced() -> None:
     with pytest.raises(Fenced, match=r"failed for 1[0-9]s"):
         cp.abort("partitions lost")
     assert 10.0 < clock.now < 20.0
+
+
+class WedgedProducer(GroupProducer):
+    """``commit_transaction`` never returns (until released), as seen after a broker restart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.closed = False
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self.calls.append("commit")
+        self.release.wait(30)
+
+    def close(self) -> bool:
+        self.closed = True
+        return True
+
+
+def test_a_wedged_transactional_call_is_left_behind_for_a_new_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "WEDGED_MARGIN_S", 0.2)
+    wedged = WedgedProducer()
+    made: list[GroupProducer] = []
+
+    def factory() -> GroupProducer:
+        made.append(GroupProducer())
+        return made[-1]
+
+    cp = Checkpoint(
+        wedged,
+        Consumer(wedged.calls),
+        source_topic=EVENTS,
+        changelog_topic=CHANGELOG,
+        timeout_s=0.3,
+        producer_factory=factory,
+    )
+    cp.start()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    try:
+        with pytest.raises(BrokerLost, match="did not return within"):
+            cp.commit()
+        cp.renew_producer()
+        assert not wedged.closed  # closing it would hang behind the wedged call
+        _work(cp, store, 0)
+        assert cp.commit() is True
+        assert made[0].calls[0] == "init" and "commit" in made[0].calls
+    finally:
+        wedged.release.set()

@@ -43,6 +43,8 @@ Only :meth:`Checkpoint.commit` waits on the broker, once per interval; producing
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +61,11 @@ from runstate.streams.clients import is_transport_error
 __all__ = ["BrokerLost", "Checkpoint", "CheckpointFailed", "Fenced"]
 
 log = logging.getLogger(__name__)
+
+#: How much longer than its own timeout a transactional call may take before the producer
+#: is taken for wedged (seen after a broker restart: ``send_offsets_to_transaction`` with a
+#: 60 s timeout had not returned after four minutes).
+WEDGED_MARGIN_S = 10.0
 
 #: Errors that mean another instance owns this worker's transactional id or partitions.
 _FENCED_CODES = frozenset(
@@ -132,6 +139,9 @@ class Checkpoint:
         self._unreachable_since: float | None = None
         #: when it was last found unreachable (the clock's seconds; None: never)
         self.unreachable_at: float | None = None
+        #: runs the transactional calls, so one that never returns can be left behind
+        self._caller = _Caller()
+        self._wedged = False
         self._consumer = consumer
         self._source_topic = source_topic
         self._changelog_topic = changelog_topic
@@ -307,10 +317,13 @@ class Checkpoint:
         if self._producer_factory is None:
             raise Fenced("the producer was fenced and cannot be renewed; restart the worker")
         old, self._producer = self._producer, self._producer_factory()
-        try:
-            old.close()
-        except Exception as exc:  # a fenced producer may fail to close; it is dropped anyway
-            log.info("closing the fenced producer: %s", exc)
+        if self._wedged:  # a call still hangs in it: closing would hang too; leave it
+            self._wedged = False
+        else:
+            try:
+                old.close()
+            except Exception as exc:  # a fenced producer may fail to close; dropped anyway
+                log.info("closing the fenced producer: %s", exc)
         self._in_transaction, self._failure = False, None
         self._changelog_offsets.clear()
         for part in self._partitions.values():
@@ -327,6 +340,7 @@ class Checkpoint:
     def close(self) -> None:
         """Release the producer (after the last :meth:`commit`; anything open is aborted by
         the broker when the transaction times out, or fenced by the next instance)."""
+        self._caller.stop()
         self._producer.flush(self._timeout_s)
         self._producer.close()
 
@@ -347,7 +361,7 @@ class Checkpoint:
     # -- internals -------------------------------------------------------------------------
     def _begin(self) -> None:
         if self.exactly_once and not self._in_transaction:
-            self._call(self._producer.begin_transaction)
+            self._call(lambda: self._producer.begin_transaction())
             self._in_transaction = True
 
     def _produce(
@@ -452,7 +466,7 @@ class Checkpoint:
         backoff = 0.2
         while True:
             try:
-                step()
+                self._bounded(doing, step)
                 self.waiting_on = None
                 return
             except KafkaException as exc:
@@ -469,6 +483,24 @@ class Checkpoint:
                 log.warning("%s: %s; retrying in %.1fs", doing, error.str(), backoff)
                 self._sleep(backoff)
                 backoff = min(5.0, backoff * 2)
+
+    def _bounded(self, doing: str, step: Callable[[], None]) -> None:
+        """Run ``step`` on the caller thread and wait at most its timeout plus a margin.
+
+        Raises:
+            BrokerLost: it did not return (the producer is wedged; it is left behind and a
+                new one takes over), or Fenced without a producer factory.
+            KafkaException: what ``step`` raised.
+        """
+        if not self._caller.call(step, timeout_s=self._timeout_s + WEDGED_MARGIN_S):
+            self._caller.stop()  # once (if ever) the wedged call returns
+            self._caller = _Caller()
+            self._wedged = True
+            self._unreachable()
+            self._fenced(
+                f"{doing} did not return within {self._timeout_s + WEDGED_MARGIN_S:.0f}s",
+                TimeoutError(doing),
+            )
 
     def _fenced(self, why: str, exc: BaseException) -> NoReturn:
         """Raise :class:`BrokerLost` if the broker was unreachable since the last commit (its
@@ -492,7 +524,7 @@ class Checkpoint:
         deadline = self._clock() + self._timeout_s
         while True:
             try:
-                step()
+                self._bounded("a transactional call", step)
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
@@ -531,6 +563,43 @@ class Checkpoint:
             assert part.overlay is not None
             part.store.apply(part.overlay.writes(), changelog_offset=offsets[p])
             part.overlay = None
+
+
+class _Caller:
+    """Runs calls one at a time on a daemon thread, so a call that never returns can be left
+    behind without holding the process at exit (``concurrent.futures`` joins its threads)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], None], threading.Event, list[BaseException]] | None
+        ] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="transaction", daemon=True).start()
+
+    def call(self, step: Callable[[], None], *, timeout_s: float) -> bool:
+        """Run ``step``; False if it did not return within ``timeout_s``.
+
+        Raises:
+            BaseException: what ``step`` raised.
+        """
+        done, raised = threading.Event(), list[BaseException]()
+        self._calls.put((step, done, raised))
+        if not done.wait(timeout_s):
+            return False
+        if raised:
+            raise raised[0]
+        return True
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            step, done, raised = call
+            try:
+                step()
+            except BaseException as exc:  # handed to the caller
+                raised.append(exc)
+            done.set()
 
 
 class _Abortable(Exception):
