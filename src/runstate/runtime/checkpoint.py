@@ -278,9 +278,12 @@ class Checkpoint:
             if self.exactly_once:
                 self._begin()  # offsets alone (duplicates only) still need a transaction
                 if positions:
+                    # asked on this thread: from the caller thread, during a revocation's
+                    # checkpoint (inside consume()), it did not return (test_rebalance)
+                    group = self._consumer.consumer_group_metadata()
                     self._call(
                         lambda: self._producer.send_offsets_to_transaction(
-                            positions, self._consumer.consumer_group_metadata(), self._timeout_s
+                            positions, group, self._timeout_s
                         )
                     )
                 self._crash.reached("before_commit")

@@ -25,6 +25,11 @@ Standby replicas (:mod:`runstate.runtime.standby`) are tailed on this thread too
 number of records between batches; an assigned partition's standby store becomes its store,
 so its restore reads only the tail.
 
+A broker outage is waited out in this process: when the checkpoint raises
+:class:`~runstate.runtime.checkpoint.BrokerLost` the producer is renewed and the owned
+partitions taken on again as if just assigned; a consumer failing fatally within two minutes
+of an unreachable broker is replaced and joins again.
+
 Clean shutdown (:meth:`Worker.stop`, e.g. on SIGTERM): a final checkpoint, then close.
 """
 
