@@ -7,7 +7,10 @@ Three figures, each over a few rounds (the median is printed; the machine may be
 * **restore**: records/s of a full restore from a real changelog topic (written by a
   transactional producer, one aborted transaction per ten) into a fresh RocksDB store,
   end to end: consumer start, fetch, decode, apply;
-* **reopen**: seconds until a kept store is open and caught up (nothing to read).
+* **reopen**: seconds until a kept store is open and caught up (nothing to read);
+* **wal** (``--wal-only`` runs just this, no broker): apply's records/s with RocksDB's
+  write-ahead log on (not synced) against off, rounds interleaved, at a checkpoint's batch
+  size and at a restore's; the ratio is what keeping a kill -9's writes costs.
 
 Starts its own broker in a temp directory (as the tests do) unless ``--bootstrap`` is given.
 """
@@ -29,7 +32,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from runstate.runtime.recovery import ChangelogRestorer, changelog_consumer
-from runstate.runtime.rocksdb_store import RocksDBStore
+from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
 from runstate.runtime.store import Write
 from runstate.streams.broker import KAFKA_VERSION, BrokerConfig, LocalBroker, free_port
 from runstate.streams.topics import TopicSpec, admin_client, ensure_topics
@@ -64,9 +67,11 @@ def _writes(count: int, value_bytes: int, *, seed: int) -> Iterator[Write]:
         yield f"run/{run}/{i % 4}".encode(), pool[i % len(pool)]
 
 
-def bench_apply(work: Path, *, records: int, value_bytes: int, batch: int) -> tuple[float, float]:
+def bench_apply(
+    work: Path, *, records: int, value_bytes: int, batch: int, wal: bool = True
+) -> tuple[float, float]:
     """(records/s of apply, seconds to reopen the filled store and read its offset)."""
-    store = RocksDBStore(work / "apply")
+    store = RocksDBStore(work / "apply", options=RocksDBOptions(wal=wal))
     part = store.open(0)
     writes = list(_writes(records, value_bytes, seed=1))
     started = time.perf_counter()
@@ -149,6 +154,22 @@ def bench_reopen(work: Path, bootstrap: str, topic: str, *, partitions: int) -> 
     return seconds
 
 
+def bench_wal(work: Path, *, records: int, value_bytes: int, batch: int, rounds: int) -> None:
+    """Print apply's records/s with the WAL on and off (interleaved) and their ratio."""
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(rounds):
+        on.append(bench_apply(work, records=records, value_bytes=value_bytes, batch=batch)[0])
+        off.append(
+            bench_apply(work, records=records, value_bytes=value_bytes, batch=batch, wal=False)[0]
+        )
+    ratio = statistics.median(on) / statistics.median(off)
+    print(
+        f"wal:     batch {batch:>6,}: on {statistics.median(on):>10,.0f} records/s, off "
+        f"{statistics.median(off):>10,.0f} records/s (medians of {rounds}); on/off {ratio:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--apply-records", type=int, default=1_000_000)
@@ -159,9 +180,24 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=1, help="changelog partitions")
     parser.add_argument("--compression", default="lz4", help="the changelog producer's codec")
     parser.add_argument("--bootstrap", help="use this cluster instead of starting a broker")
+    parser.add_argument("--wal-only", action="store_true", help="only the WAL on/off ratio")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="runstate-bench-restore-"))
+    if args.wal_only:
+        try:
+            # a checkpoint's batch (one interval's writes) and a restore's
+            for batch in (100, 5_000):
+                bench_wal(
+                    work,
+                    records=min(args.apply_records, 50 * batch),
+                    value_bytes=args.value_bytes,
+                    batch=batch,
+                    rounds=args.rounds,
+                )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     broker: LocalBroker | None = None
     try:
         bootstrap = args.bootstrap

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runstate.runtime.app import build_worker
-from runstate.runtime.recovery import AssignedRestore, ChangelogRestorer, changelog_consumer
+from runstate.runtime.recovery import (
+    AssignedRestore,
+    ChangelogRestorer,
+    KafkaHighWatermarks,
+    changelog_consumer,
+)
 from runstate.runtime.standby import Standbys
 from runstate.streams.topics import TopicNames
 from tests.polling import assert_eventually
@@ -88,7 +93,8 @@ def standby_takeover(
     ).start()
     assert_eventually(first.has_partitions, timeout_s=90, what="w-1 assigned")
     restore = AssignedRestore(
-        ChangelogRestorer(changelog_consumer(bootstrap), names.runs_changelog)
+        ChangelogRestorer(changelog_consumer(bootstrap), names.runs_changelog),
+        high_marks=KafkaHighWatermarks(bootstrap),
     )
     config = runtime_config(
         bootstrap,

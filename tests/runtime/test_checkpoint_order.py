@@ -8,12 +8,14 @@ The broker's side (fencing, read_committed) is proven by the integration tests.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from runstate.runtime.checkpoint import Checkpoint, CheckpointFailed, Fenced
+from runstate.runtime import checkpoint as checkpoint_module
+from runstate.runtime.checkpoint import BrokerLost, Checkpoint, CheckpointFailed, Fenced
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.memory_store import MemoryPartitionStore
 
@@ -361,3 +363,154 @@ def test_outputs_and_changelog_records_carry_their_keys_and_values() -> None:
     assert cp.commit()
 
     assert producer.records == [(OUT, b"out-key", b"out-value"), (CHANGELOG, b"run-1", b"state")]
+
+
+# --- a broker outage ---------------------------------------------------------------------
+
+
+def outage_checkpoint(
+    *, outage_s: float = 60.0
+) -> tuple[Checkpoint, GroupProducer, list[GroupProducer], Clock]:
+    """A checkpoint whose sleeps advance its clock, with a factory of fresh producers."""
+    producer = GroupProducer()
+    clock = Clock()
+    made: list[GroupProducer] = []
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    def factory() -> GroupProducer:
+        made.append(GroupProducer())
+        return made[-1]
+
+    cp = Checkpoint(
+        producer,
+        Consumer(producer.calls),
+        source_topic=EVENTS,
+        changelog_topic=CHANGELOG,
+        timeout_s=0.5,
+        outage_s=outage_s,
+        producer_factory=factory,
+        clock=clock,
+        sleep=sleep,
+    )
+    cp.start()
+    producer.calls.clear()
+    return cp, producer, made, clock
+
+
+def test_an_abort_is_retried_while_the_broker_is_unreachable() -> None:
+    cp, producer, made, _ = outage_checkpoint()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    producer.deliver_error = KafkaError(KafkaError._MSG_TIMED_OUT, "Message timed out")
+    timed_out = KafkaError(KafkaError._TIMED_OUT, "coordinator unreachable", retriable=True)
+    producer.fail["abort"] += [timed_out, timed_out, timed_out]
+
+    assert cp.commit() is False  # aborted, not fenced: the records are processed again
+
+    assert producer.calls.count("abort") == 4
+    assert cp.waiting_on is None and cp.aborts == 1 and made == []
+    producer.deliver_error = None
+    _work(cp, store, 0)
+    assert cp.commit() is True
+
+
+def test_a_fence_after_the_broker_was_unreachable_renews_the_producer() -> None:
+    cp, producer, made, _ = outage_checkpoint()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    producer.fail["commit"].append(
+        KafkaError(KafkaError._TIMED_OUT, "coordinator unreachable", retriable=True)
+    )
+    producer.fail["commit"].append(KafkaError(KafkaError.PRODUCER_FENCED, "epoch bumped"))
+
+    with pytest.raises(BrokerLost, match="broker was unreachable"):
+        cp.commit()
+    cp.renew_producer()
+
+    assert len(made) == 1 and made[0].calls == ["init"]
+    assert cp.aborts == 1 and cp.waiting_on is None
+    _work(cp, store, 0)
+    assert cp.commit() is True
+    assert "commit" in made[0].calls and store.get(b"run-1") == b"state@0"
+
+
+def test_a_fence_with_the_broker_reachable_is_not_renewed() -> None:
+    cp, producer, made, _ = outage_checkpoint()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    producer.fail["commit"].append(KafkaError(KafkaError.PRODUCER_FENCED, "another instance"))
+
+    with pytest.raises(Fenced) as raised:
+        cp.commit()
+    assert not isinstance(raised.value, BrokerLost)
+    assert made == []
+
+
+def test_an_abort_failing_past_the_outage_limit_is_fenced() -> None:
+    cp, producer, _, clock = outage_checkpoint(outage_s=10.0)
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    timed_out = KafkaError(KafkaError._TIMED_OUT, "coordinator unreachable", retriable=True)
+    producer.fail["abort"] += [timed_out] * 100
+
+    with pytest.raises(Fenced, match=r"failed for 1[0-9]s"):
+        cp.abort("partitions lost")
+    assert 10.0 < clock.now < 20.0
+
+
+class WedgedProducer(GroupProducer):
+    """``commit_transaction`` never returns (until released), as seen after a broker restart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.closed = False
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self.calls.append("commit")
+        self.release.wait(30)
+
+    def close(self) -> bool:
+        self.closed = True
+        return True
+
+
+def test_a_wedged_transactional_call_is_left_behind_for_a_new_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "WEDGED_MARGIN_S", 0.2)
+    wedged = WedgedProducer()
+    made: list[GroupProducer] = []
+
+    def factory() -> GroupProducer:
+        made.append(GroupProducer())
+        return made[-1]
+
+    cp = Checkpoint(
+        wedged,
+        Consumer(wedged.calls),
+        source_topic=EVENTS,
+        changelog_topic=CHANGELOG,
+        timeout_s=0.3,
+        producer_factory=factory,
+    )
+    cp.start()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    try:
+        with pytest.raises(BrokerLost, match="did not return within"):
+            cp.commit()
+        cp.renew_producer()
+        assert not wedged.closed  # closing it would hang behind the wedged call
+        _work(cp, store, 0)
+        assert cp.commit() is True
+        assert made[0].calls[0] == "init" and "commit" in made[0].calls
+    finally:
+        wedged.release.set()

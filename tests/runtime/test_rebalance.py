@@ -15,7 +15,12 @@ import pytest
 
 from runstate.runtime.app import build_worker
 from runstate.runtime.config import RuntimeConfig
-from runstate.runtime.recovery import AssignedRestore, ChangelogRestorer, changelog_consumer
+from runstate.runtime.recovery import (
+    AssignedRestore,
+    ChangelogRestorer,
+    KafkaHighWatermarks,
+    changelog_consumer,
+)
 from runstate.runtime.store import PartitionStore
 from runstate.streams.partitioning import partition_for
 from runstate.streams.topics import TopicNames
@@ -164,7 +169,8 @@ def test_owned_partitions_are_processed_while_another_restores(
     assert 0 < in_held < len(events)
     restore = HeldRestore(
         AssignedRestore(
-            ChangelogRestorer(changelog_consumer(kafka_bootstrap), names.runs_changelog)
+            ChangelogRestorer(changelog_consumer(kafka_bootstrap), names.runs_changelog),
+            high_marks=KafkaHighWatermarks(kafka_bootstrap),
         ),
         held,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,8 +15,10 @@ from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.runtime.recovery import (
     AssignedRestore,
     ChangelogRestorer,
+    KafkaHighWatermarks,
     changelog_consumer,
     restore_partition,
+    settled_end,
 )
 from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
 from runstate.runtime.store import PartitionStore, Write
@@ -384,6 +387,7 @@ def test_an_assigned_restore_goes_in_slices_to_the_end_it_began_with(
     log.transaction(1, [(b"c%03d" % i, b"1") for i in range(10)])
     restore = AssignedRestore(
         ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
         slice_records=10,
     )
     try:
@@ -416,6 +420,7 @@ def test_a_cancelled_restore_gives_its_store_back(
     log.transaction(0, [(b"a%03d" % i, b"1") for i in range(30)])
     restore = AssignedRestore(
         ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
         slice_records=10,
     )
     try:
@@ -427,4 +432,73 @@ def test_a_cancelled_restore_gives_its_store_back(
         assert restore.pending == frozenset() and restore.restorer.assigned() == set()
         assert restore.reports == []
     finally:
+        restore.restorer.close()
+
+
+def test_settled_end_waits_while_a_transaction_is_undecided_up_to_the_limit() -> None:
+    assert settled_end(10, 10, waited_s=0, limit_s=5) == 10
+    assert settled_end(10, 14, waited_s=0, limit_s=5) is None
+    assert settled_end(10, 14, waited_s=4.9, limit_s=5) is None
+    assert settled_end(10, 14, waited_s=5, limit_s=5) == 10  # a zombie's: aborted by then
+
+
+def test_a_restore_begun_while_a_changelog_transaction_is_undecided_includes_it(
+    changelog_factory: Callable[..., Changelog], rocksdb: RocksDBStore
+) -> None:
+    """The previous owner's last transaction is committed (its input offsets are visible)
+    but its changelog marker not written yet: the restore must wait and include it. An
+    open transaction stands in for the undecided one (the last stable offset stays before
+    its records until it commits)."""
+    log = changelog_factory()
+    log.transaction(0, [(b"a%03d" % i, b"1") for i in range(20)])
+    log.producer.begin_transaction()
+    for i in range(15):
+        log.producer.produce(log.topic, key=b"b%03d" % i, value=b"2", partition=0)
+    log.producer.flush(30)  # in the log, undecided
+    restore = AssignedRestore(
+        ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
+        undecided_wait_s=120,
+        slice_records=10,
+    )
+    try:
+        restore.begin(rocksdb.open(0))
+        for _ in range(10):
+            assert restore.step() == []
+            time.sleep(0.1)
+        assert restore.pending == {0}  # held: the end is not known while undecided
+        log.producer.commit_transaction(30)
+        finished = assert_eventually(restore.step, timeout_s=60, what="restore finished")
+        assert [s.partition for s in finished] == [0]
+        contents = _contents(rocksdb.open(0))
+        assert len(contents) == 35 and contents[b"b014"] == b"2"
+    finally:
+        restore.restorer.close()
+
+
+def test_a_transaction_left_open_past_the_limit_is_not_waited_for(
+    changelog_factory: Callable[..., Changelog],
+    rocksdb: RocksDBStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = changelog_factory()
+    log.transaction(0, [(b"a%03d" % i, b"1") for i in range(20)])
+    log.producer.begin_transaction()
+    log.producer.produce(log.topic, key=b"zombie", value=b"z", partition=0)
+    log.producer.flush(30)
+    restore = AssignedRestore(
+        ChangelogRestorer(changelog_consumer(log.bootstrap), log.topic, stall_timeout_s=10),
+        high_marks=KafkaHighWatermarks(log.bootstrap),
+        undecided_wait_s=1.0,
+    )
+    try:
+        restore.begin(rocksdb.open(0))
+        with caplog.at_level(logging.INFO, logger="runstate.runtime.recovery"):
+            assert_eventually(restore.step, timeout_s=60, what="restore finished")
+        contents = _contents(rocksdb.open(0))
+        assert len(contents) == 20 and b"zombie" not in contents
+        assert "waiting for it to commit or abort" in caplog.text
+        assert "restoring up to 21 without it" in caplog.text  # 20 records, a marker
+    finally:
+        log.producer.abort_transaction(30)
         restore.restorer.close()

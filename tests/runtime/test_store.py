@@ -318,7 +318,9 @@ def test_rocksdb_full_disk_raises_storage_full_and_applies_nothing(small_disk: P
 _CRASHING_WRITER = """
 import sys
 from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
-store = RocksDBStore(sys.argv[1], options=RocksDBOptions(write_buffer_bytes=64 * 1024))
+store = RocksDBStore(
+    sys.argv[1], options=RocksDBOptions(write_buffer_bytes=64 * 1024, wal=sys.argv[2] == "wal")
+)
 part = store.open(0)
 for batch in range(1_000_000):
     writes = [(b"batch-%08d-%02d" % (batch, i), b"x" * 100) for i in range(20)]
@@ -329,12 +331,14 @@ for batch in range(1_000_000):
 """
 
 
-def test_rocksdb_without_wal_a_crash_keeps_data_and_offset_together(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wal", ["wal", "no-wal"])
+def test_rocksdb_a_crash_keeps_data_and_offset_together(tmp_path: Path, wal: str) -> None:
     # No WAL: a kill loses the memtables, but what survives must be a consistent prefix of
-    # the batches, offset included (atomic flush of both column families).
+    # the batches, offset included (atomic flush of both column families). With the WAL
+    # the same holds, for a longer prefix.
     src = Path(__file__).resolve().parents[2] / "src"
     writer = subprocess.Popen(
-        [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path / "state")],
+        [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path / "state"), wal],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(src)},
     )
@@ -352,4 +356,39 @@ def test_rocksdb_without_wal_a_crash_keeps_data_and_offset_together(tmp_path: Pa
     keys = [k for k, _ in part.items(b"batch-", b"batch.")]
     assert len(keys) == 20 * (offset + 1)
     assert keys[-1] == b"batch-%08d-19" % offset
+    store.close()
+
+
+_IDLE_WRITER = """
+import sys, time
+from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
+store = RocksDBStore(sys.argv[1], options=RocksDBOptions(wal=sys.argv[2] == "wal"))
+part = store.open(0)
+for batch in range(200):
+    part.apply([(b"k%05d" % batch, b"v" * 100)], changelog_offset=batch)
+print("applied", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(("wal", "kept"), [("wal", 199), ("no-wal", None)])
+def test_rocksdb_a_kill_9_keeps_every_applied_batch_with_the_wal(
+    tmp_path: Path, wal: str, kept: int | None
+) -> None:
+    """With the WAL (the default), everything applied before a kill -9 is there after it,
+    with its offset, although no memtable was flushed; without it, nothing is."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _IDLE_WRITER, str(tmp_path / "state"), wal],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == b"applied"
+    writer.kill()
+    writer.wait(10)
+    store = RocksDBStore(tmp_path / "state")
+    part = store.open(0)
+    assert part.changelog_offset() == kept
+    assert len(list(part.items(b"k", b"l"))) == (0 if kept is None else kept + 1)
     store.close()

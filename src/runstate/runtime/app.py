@@ -12,7 +12,11 @@ from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
 from runstate.runs.summary import SummaryCodec
 from runstate.runtime.checkpoint import Checkpoint
-from runstate.runtime.clients import consumer_settings, producer_settings
+from runstate.runtime.clients import (
+    TransactionalProducer,
+    consumer_settings,
+    producer_settings,
+)
 from runstate.runtime.collector import LoopCollector
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
@@ -26,6 +30,7 @@ from runstate.runtime.query_api import QueryServer
 from runstate.runtime.recovery import (
     AssignedRestore,
     ChangelogRestorer,
+    KafkaHighWatermarks,
     PartitionRestorer,
     changelog_consumer,
 )
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait of one standby tick on a broker that does not answer (the loop waits).
 STANDBY_STALL_S = 5.0
+#: Beyond ``transaction_timeout_ms``: the broker's abort check runs every 10 s.
+UNDECIDED_MARGIN_S = 15.0
 
 
 def ensure_runtime_topics(config: RuntimeConfig) -> None:
@@ -99,7 +106,8 @@ def _store(config: RuntimeConfig) -> Store:
     if config.store == "memory":
         return MemoryStore()
     return RocksDBStore(
-        config.data_dir, options=RocksDBOptions(block_cache_bytes=config.block_cache_bytes)
+        config.data_dir,
+        options=RocksDBOptions(block_cache_bytes=config.block_cache_bytes, wal=config.store_wal),
     )
 
 
@@ -127,22 +135,27 @@ def build_worker(
 
     state_codec = StateCodec(codec)
     consumer = clients.consumer(consumer_settings(config))
-    producer = clients.producer(
-        producer_settings(
-            config.bootstrap_servers,
-            transactional_id=config.transactional_id if config.exactly_once else None,
-            transaction_timeout_ms=config.transaction_timeout_ms,
-            client_id=config.worker_id,
+
+    def producer() -> TransactionalProducer:
+        return clients.producer(
+            producer_settings(
+                config.bootstrap_servers,
+                transactional_id=config.transactional_id if config.exactly_once else None,
+                transaction_timeout_ms=config.transaction_timeout_ms,
+                client_id=config.worker_id,
+            )
         )
-    )
+
     checkpoint = Checkpoint(
-        producer,
+        producer(),
         consumer,
         source_topic=names.events,
         changelog_topic=names.runs_changelog,
         exactly_once=config.exactly_once,
         interval_s=config.commit_interval_s,
         timeout_s=config.broker_timeout_s,
+        outage_s=config.broker_outage_s,
+        producer_factory=producer,
         crash_points=CrashPoints(config.crash_at),
     )
     task = RunTask(
@@ -161,7 +174,12 @@ def build_worker(
                 changelog_consumer(config.bootstrap_servers),
                 names.runs_changelog,
                 stall_timeout_s=config.broker_timeout_s,
-            )
+            ),
+            high_marks=KafkaHighWatermarks(
+                config.bootstrap_servers, timeout_s=config.broker_timeout_s
+            ),
+            # the broker aborts a transaction left open this long (checked every 10 s)
+            undecided_wait_s=config.transaction_timeout_ms / 1000 + UNDECIDED_MARGIN_S,
         )
     store = store or _store(config)
     owners = None
@@ -208,6 +226,7 @@ def build_worker(
             interval_s=config.eviction_interval_s,
         ),
         standbys=standbys,
+        consumer_factory=lambda: clients.consumer(consumer_settings(config)),
     )
     queries = None
     if config.web_port and owners is not None:

@@ -24,6 +24,15 @@ processed again, from a store that was never touched. A fatal error (fenced by a
 instance with the same ``transactional.id``, or any ``fatal()`` error) raises
 :class:`Fenced`: the worker must stop; a supervisor restarts it.
 
+A broker outage is waited out, not fatal: the flush waits for the deliveries in slices
+(:attr:`Checkpoint.waiting_on` says why, for ``/health``), records that time out make the
+transaction abortable, and an abort that cannot reach the coordinator is retried with a
+back-off for up to ``outage_s``. If the broker aborted the transaction meanwhile (it
+outlived ``transaction.timeout.ms``), the producer is fenced by its own bumped epoch:
+:class:`BrokerLost` (a :class:`Fenced`) tells the loop to start a fresh producer with the
+same ``transactional.id`` (:meth:`Checkpoint.renew_producer`) and take its partitions on
+again from their committed offsets and changelogs, in the same process.
+
 Without exactly-once (``exactly_once=False``) the same class runs at-least-once: a plain
 idempotent producer, a flush, the store apply, and only then ``Consumer.commit``; a crash
 in between redelivers records the reducer recognises as duplicates by their offsets.
@@ -34,9 +43,12 @@ Only :meth:`Checkpoint.commit` waits on the broker, once per interval; producing
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
@@ -45,10 +57,16 @@ from runstate.runtime.clients import GroupConsumer, Headers, TransactionalProduc
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.metrics import LatencyHistogram
 from runstate.runtime.store import PartitionStore, PartitionTransaction
+from runstate.streams.clients import is_transport_error
 
-__all__ = ["Checkpoint", "CheckpointFailed", "Fenced"]
+__all__ = ["BrokerLost", "Checkpoint", "CheckpointFailed", "Fenced"]
 
 log = logging.getLogger(__name__)
+
+#: How much longer than its own timeout a transactional call may take before the producer
+#: is taken for wedged (seen after a broker restart: ``send_offsets_to_transaction`` with a
+#: 60 s timeout had not returned after four minutes).
+WEDGED_MARGIN_S = 10.0
 
 #: Errors that mean another instance owns this worker's transactional id or partitions.
 _FENCED_CODES = frozenset(
@@ -65,6 +83,13 @@ class Fenced(Error):
     """Another instance took over (same transactional id, or the group moved on) or the
     producer hit a fatal error. Nothing more can be committed by this process: stop it and
     let the supervisor start a fresh one, which restores from the changelog."""
+
+
+class BrokerLost(Fenced):
+    """The producer was fenced or failed while the broker was unreachable (the broker aborted
+    the transaction that outlived its timeout, bumping the producer's epoch). Nothing of the
+    interval was committed by this producer; the loop renews the producer and takes its
+    partitions on again, in the same process."""
 
 
 class CheckpointFailed(Error):
@@ -98,10 +123,26 @@ class Checkpoint:
         exactly_once: bool = True,
         interval_s: float = 0.1,
         timeout_s: float = 60.0,
+        outage_s: float = 600.0,
+        producer_factory: Callable[[], TransactionalProducer] | None = None,
         crash_points: CrashPoints | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._producer = producer
+        self._producer_factory = producer_factory
+        self._outage_s = outage_s
+        self._sleep = sleep
+        #: Why the last checkpoint is waiting on the broker (None: it is not); read by
+        #: ``/health`` from another thread.
+        self.waiting_on: str | None = None
+        #: when the broker was first found unreachable since the last commit (None: it was not)
+        self._unreachable_since: float | None = None
+        #: when it was last found unreachable (the clock's seconds; None: never)
+        self.unreachable_at: float | None = None
+        #: runs the transactional calls, so one that never returns can be left behind
+        self._caller = _Caller()
+        self._wedged = False
         self._consumer = consumer
         self._source_topic = source_topic
         self._changelog_topic = changelog_topic
@@ -137,6 +178,11 @@ class Checkpoint:
                 self._producer.init_transactions(self._timeout_s)
             except KafkaException as exc:
                 raise Fenced(f"could not initialise transactions: {exc}") from exc
+
+    def use_consumer(self, consumer: GroupConsumer) -> None:
+        """Commit offsets with ``consumer``'s group metadata from now on (a renewed group
+        member; no partition is held across the change)."""
+        self._consumer = consumer
 
     def on_abort(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every abort (caches built on the dropped writes)."""
@@ -235,9 +281,12 @@ class Checkpoint:
             if self.exactly_once:
                 self._begin()  # offsets alone (duplicates only) still need a transaction
                 if positions:
+                    # asked on this thread: from the caller thread, during a revocation's
+                    # checkpoint (inside consume()), it did not return (test_rebalance)
+                    group = self._consumer.consumer_group_metadata()
                     self._call(
                         lambda: self._producer.send_offsets_to_transaction(
-                            positions, self._consumer.consumer_group_metadata(), self._timeout_s
+                            positions, group, self._timeout_s
                         )
                     )
                 self._crash.reached("before_commit")
@@ -259,14 +308,46 @@ class Checkpoint:
             part = self._partitions[tp.partition]
             part.committed, part.next_offset = tp.offset, None
         self._crash.reached("after_apply")
+        self.waiting_on, self._unreachable_since = None, None
         self.commits += 1
         self.committed_at = time.time()
         self.commit_seconds.observe(self._clock() - began)
         return True
 
+    def renew_producer(self) -> None:
+        """Replace a fenced producer by a fresh one with the same ``transactional.id`` (after
+        :class:`BrokerLost`), waiting out the broker; everything uncommitted is dropped.
+
+        Raises:
+            Fenced: no factory was given, or the new producer cannot initialise.
+        """
+        if self._producer_factory is None:
+            raise Fenced("the producer was fenced and cannot be renewed; restart the worker")
+        old, self._producer = self._producer, self._producer_factory()
+        if self._wedged:  # a call still hangs in it: closing would hang too; leave it
+            self._wedged = False
+        else:
+            try:
+                old.close()
+            except Exception as exc:  # a fenced producer may fail to close; dropped anyway
+                log.info("closing the fenced producer: %s", exc)
+        self._in_transaction, self._failure = False, None
+        self._changelog_offsets.clear()
+        for part in self._partitions.values():
+            part.overlay, part.next_offset = None, None
+        self.aborts += 1
+        for listener in self._abort_listeners:
+            listener()
+        self._retry(
+            "could not initialise the new producer",
+            lambda: self._producer.init_transactions(self._timeout_s),
+        )
+        self.waiting_on, self._unreachable_since = None, None
+
     def close(self) -> None:
         """Release the producer (after the last :meth:`commit`; anything open is aborted by
         the broker when the transaction times out, or fenced by the next instance)."""
+        self._caller.stop()
         self._producer.flush(self._timeout_s)
         self._producer.close()
 
@@ -287,7 +368,7 @@ class Checkpoint:
     # -- internals -------------------------------------------------------------------------
     def _begin(self) -> None:
         if self.exactly_once and not self._in_transaction:
-            self._call(self._producer.begin_transaction)
+            self._call(lambda: self._producer.begin_transaction())
             self._in_transaction = True
 
     def _produce(
@@ -320,7 +401,7 @@ class Checkpoint:
             except KafkaException as exc:
                 error = exc.args[0]
                 if _is_fatal(error):
-                    raise Fenced(f"the producer is fenced or failed: {error.str()}") from exc
+                    self._fenced(f"the producer is fenced or failed: {error.str()}", exc)
                 self._failure = self._failure or error
                 return
 
@@ -336,7 +417,7 @@ class Checkpoint:
 
     def _flush(self) -> None:
         try:
-            left = self._producer.flush(self._timeout_s)
+            left = self._flush_in_slices()
         except (KafkaException, SystemError) as exc:
             # A fatal error (fenced) can come out of flush() itself; while delivery
             # callbacks still run, confluent-kafka reports it as a SystemError whose cause
@@ -346,7 +427,7 @@ class Checkpoint:
                 raise
             self._failure = None
             if _is_fatal(error):
-                raise Fenced(f"the producer is fenced or failed: {error.str()}") from exc
+                self._fenced(f"the producer is fenced or failed: {error.str()}", exc)
             if not self.exactly_once:
                 raise CheckpointFailed(f"outputs not delivered: {error.str()}") from exc
             raise _Abortable(error.str(), error) from exc
@@ -356,8 +437,89 @@ class Checkpoint:
             if not self.exactly_once:
                 raise CheckpointFailed(f"outputs not delivered: {what}")
             if failure is not None and _is_fatal(failure):
-                raise Fenced(f"the producer is fenced or failed: {what}")
+                self._fenced(f"the producer is fenced or failed: {what}", KafkaException(failure))
+            if failure is not None and is_transport_error(failure):
+                self._unreachable()
             raise _Abortable(what, failure)
+
+    def _flush_in_slices(self) -> int:
+        """``flush``, a second at a time: while deliveries wait on an unreachable broker,
+        :attr:`waiting_on` says so. A record the broker never took fails by itself at the
+        producer's ``message.timeout.ms`` (at most ``transaction.timeout.ms``)."""
+        deadline = self._clock() + self._timeout_s
+        while True:
+            left = self._producer.flush(min(1.0, max(0.0, deadline - self._clock())))
+            if not left or self._clock() >= deadline:
+                return left
+            self._unreachable()
+            self.waiting_on = f"{left} records not delivered yet: waiting for the broker"
+
+    def _unreachable(self) -> float:
+        """Note that the broker does not answer; returns for how long it has not."""
+        now = self._clock()
+        self.unreachable_at = now
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        return now - self._unreachable_since
+
+    def _retry(self, doing: str, step: Callable[[], None]) -> None:
+        """Run ``step`` until it succeeds, retrying errors that are not fatal with a back-off
+        (the broker is away) for up to ``outage_s``.
+
+        Raises:
+            BrokerLost: a fatal error after the broker was unreachable.
+            Fenced: a fatal error otherwise, or still failing after ``outage_s``.
+        """
+        backoff = 0.2
+        while True:
+            try:
+                self._bounded(doing, step)
+                self.waiting_on = None
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if _is_fatal(error):
+                    self._fenced(f"{doing}: {error.str()}", exc)
+                away = self._unreachable()
+                if away > self._outage_s:
+                    raise Fenced(
+                        f"{doing} failed for {away:.0f}s ({error.str()}); restart the worker "
+                        "once the broker is back"
+                    ) from exc
+                self.waiting_on = f"{doing}: {error.str()}"
+                log.warning("%s: %s; retrying in %.1fs", doing, error.str(), backoff)
+                self._sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+
+    def _bounded(self, doing: str, step: Callable[[], None]) -> None:
+        """Run ``step`` on the caller thread and wait at most its timeout plus a margin.
+
+        Raises:
+            BrokerLost: it did not return (the producer is wedged; it is left behind and a
+                new one takes over), or Fenced without a producer factory.
+            KafkaException: what ``step`` raised.
+        """
+        if not self._caller.call(step, timeout_s=self._timeout_s + WEDGED_MARGIN_S):
+            self._caller.stop()  # once (if ever) the wedged call returns
+            self._caller = _Caller()
+            self._wedged = True
+            self._unreachable()
+            self._fenced(
+                f"{doing} did not return within {self._timeout_s + WEDGED_MARGIN_S:.0f}s",
+                TimeoutError(doing),
+            )
+
+    def _fenced(self, why: str, exc: BaseException) -> NoReturn:
+        """Raise :class:`BrokerLost` if the broker was unreachable since the last commit (its
+        timeout abort fenced us), else :class:`Fenced`."""
+        if self._unreachable_since is not None and self._producer_factory is not None:
+            raise BrokerLost(
+                f"the producer was fenced after the broker was unreachable ({why}); renewing it"
+            ) from exc
+        raise Fenced(
+            f"this worker was fenced or its producer failed ({why}); another instance owns "
+            "its work now: restart it"
+        ) from exc
 
     def _call(self, step: Callable[[], None]) -> None:
         """Run one transactional call, retrying what librdkafka calls retriable.
@@ -369,19 +531,18 @@ class Checkpoint:
         deadline = self._clock() + self._timeout_s
         while True:
             try:
-                step()
+                self._bounded("a transactional call", step)
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
                 if _is_fatal(error):
-                    raise Fenced(
-                        f"this worker was fenced or its producer failed ({error.str()}); another"
-                        " instance owns its work now: restart it"
-                    ) from exc
+                    self._fenced(error.str(), exc)
                 if error.txn_requires_abort():
                     raise _Abortable(error.str(), error) from exc
                 if error.retriable() and self._clock() < deadline:
-                    time.sleep(0.1)
+                    self._unreachable()
+                    self.waiting_on = f"transaction: {error.str()}"
+                    self._sleep(0.1)
                     continue
                 raise _Abortable(error.str(), error) from exc
 
@@ -389,11 +550,10 @@ class Checkpoint:
         log.warning("aborting the checkpoint: %s; records are processed again", why)
         self._failure = None
         if self.exactly_once and self._in_transaction:
-            try:
-                self._producer.abort_transaction(self._timeout_s)
-            except KafkaException as exc:
-                error = exc.args[0]
-                raise Fenced(f"could not abort the transaction: {error.str()}") from exc
+            self._retry(
+                "could not abort the transaction",
+                lambda: self._producer.abort_transaction(self._timeout_s),
+            )
             self._in_transaction = False
         self._changelog_offsets.clear()
         for part in self._partitions.values():
@@ -410,6 +570,43 @@ class Checkpoint:
             assert part.overlay is not None
             part.store.apply(part.overlay.writes(), changelog_offset=offsets[p])
             part.overlay = None
+
+
+class _Caller:
+    """Runs calls one at a time on a daemon thread, so a call that never returns can be left
+    behind without holding the process at exit (``concurrent.futures`` joins its threads)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], None], threading.Event, list[BaseException]] | None
+        ] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="transaction", daemon=True).start()
+
+    def call(self, step: Callable[[], None], *, timeout_s: float) -> bool:
+        """Run ``step``; False if it did not return within ``timeout_s``.
+
+        Raises:
+            BaseException: what ``step`` raised.
+        """
+        done, raised = threading.Event(), list[BaseException]()
+        self._calls.put((step, done, raised))
+        if not done.wait(timeout_s):
+            return False
+        if raised:
+            raise raised[0]
+        return True
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            step, done, raised = call
+            try:
+                step()
+            except BaseException as exc:  # handed to the caller
+                raised.append(exc)
+            done.set()
 
 
 class _Abortable(Exception):

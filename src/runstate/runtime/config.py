@@ -63,6 +63,9 @@ class RuntimeConfig(BaseSettings):
     )
     decoded_state_cache: int = Field(10_000, ge=0, description="decoded states kept (LRU)")
     broker_timeout_s: float = Field(60.0, gt=0, description="longest wait on one broker call")
+    broker_outage_s: float = Field(
+        600.0, gt=0, description="longest broker outage waited out in-process; then exit 75"
+    )
     deadline_interval_s: float = Field(5.0, gt=0, description="approval deadline check period")
     expiry_resend_s: float = Field(30.0, gt=0, description="re-send a lost expiry after this")
     finished_hot_s: float = Field(
@@ -78,6 +81,9 @@ class RuntimeConfig(BaseSettings):
     standby_interval_s: float = Field(0.5, gt=0, description="standby tailing period")
     standby_tick_records: int = Field(
         5_000, ge=1, description="changelog records one standby tick reads at most"
+    )
+    store_wal: bool = Field(
+        True, description="RocksDB write-ahead log (not synced): a kill -9 keeps the store"
     )
     block_cache_bytes: int = Field(64 * 1024 * 1024, ge=1 << 20, description="RocksDB cache")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP query API")

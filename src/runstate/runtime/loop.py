@@ -25,6 +25,11 @@ Standby replicas (:mod:`runstate.runtime.standby`) are tailed on this thread too
 number of records between batches; an assigned partition's standby store becomes its store,
 so its restore reads only the tail.
 
+A broker outage is waited out in this process: when the checkpoint raises
+:class:`~runstate.runtime.checkpoint.BrokerLost` the producer is renewed and the owned
+partitions taken on again as if just assigned; a consumer failing fatally within two minutes
+of an unreachable broker is replaced and joins again.
+
 Clean shutdown (:meth:`Worker.stop`, e.g. on SIGTERM): a final checkpoint, then close.
 """
 
@@ -33,7 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -47,10 +52,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from runstate.errors import StoreDamaged
+from runstate.errors import RestoreError, StoreDamaged
 from runstate.runs.dead_letters import SourceRecord
 from runstate.runs.keyspace import KeyValueReader
-from runstate.runtime.checkpoint import Checkpoint, Fenced
+from runstate.runtime.checkpoint import BrokerLost, Checkpoint, Fenced
 from runstate.runtime.collector import LoopCollector
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
@@ -67,6 +72,9 @@ log = logging.getLogger(__name__)
 
 #: How often the loop notes its consumer lag for ``/metrics`` (seconds).
 LAG_INTERVAL_S = 0.5
+#: A fatal consumer error this soon after the broker was unreachable is the outage's
+#: doing (a static member fenced by its own rejoin), and the consumer is renewed in-process.
+BROKER_LATELY_S = 120.0
 
 
 class Worker:
@@ -85,8 +93,12 @@ class Worker:
         eviction: FinishedRunEviction | None = None,
         standbys: Standbys | None = None,
         collector: LoopCollector | None = None,
+        consumer_factory: Callable[[], Consumer] | None = None,
     ) -> None:
         self._config = config
+        self._consumer_factory = consumer_factory
+        #: when the broker was last found unreachable (monotonic; None: never)
+        self._unreachable_at: float | None = None
         self._topic = config.names.events
         self._consumer = consumer
         #: The consumer's position per partition right after a checkpoint committed: past
@@ -170,13 +182,14 @@ class Worker:
         loop has not polled for a while. Reads only values the loop replaces whole (no
         lock, no store): it answers while the loop is busy."""
         stalled_s = time.monotonic() - self._last_poll
-        degraded = self._broker_error is not None or stalled_s > 5.0
+        broker_error = self._broker_error or self._checkpoint.waiting_on
+        degraded = broker_error is not None or stalled_s > 5.0
         restoring = self._restoring_view
         return {
             "worker_id": self.worker_id,
             "ready": not self._assigning and not restoring and not self._stopping.is_set(),
             "degraded": degraded,
-            "broker_error": self._broker_error,
+            "broker_error": broker_error,
             "since_last_poll_s": round(stalled_s, 3),
             "active_partitions": self.owned_partitions(),
             "restoring_partitions": sorted(restoring),
@@ -245,7 +258,11 @@ class Worker:
         clean = False
         try:
             while not self._stopping.is_set():
-                self._iterate()
+                try:
+                    self._iterate()
+                except BrokerLost as exc:
+                    self._unreachable_at = time.monotonic()
+                    self._rejoin(str(exc))
             self._checkpoint.commit()
             clean = True
         finally:
@@ -266,10 +283,13 @@ class Worker:
         for msg in messages:  # before an abort below may discard the batch
             err = msg.error()
             if err is not None and _is_fatal(err):
-                raise Fenced(
-                    f"the consumer failed fatally ({err.str()}); it can take no partitions any"
-                    " more: restart the worker"
-                )
+                if not self._broker_lately() or self._consumer_factory is None:
+                    raise Fenced(
+                        f"the consumer failed fatally ({err.str()}); it can take no partitions"
+                        " any more: restart the worker"
+                    )
+                self._renew_consumer(err.str())
+                return
         if self._broker_error is not None and any(m.error() is None for m in messages):
             self._broker_error = None
         if self._checkpoint.aborts != aborts:
@@ -329,6 +349,52 @@ class Worker:
             lag[tp.partition] = max(0, high - (max(known) if known else max(low, 0)))
         self._lag_view = lag
 
+    def _rejoin(self, why: str) -> None:
+        """The producer was fenced while the broker was away: renew it and take every owned
+        partition on again as if just assigned (committed offsets, the changelog's tail),
+        without leaving the group. What this process made since its last commit is gone;
+        what its last commit made is in the changelog even if its store missed it."""
+        owned = sorted(self._checkpoint.partitions | set(self._restoring))
+        log.warning("%s; partitions %s taken on again from their committed offsets", why, owned)
+        self._checkpoint.renew_producer()
+        tps = [TopicPartition(self._topic, p) for p in owned]
+        self._drop(tps)
+        if not tps:
+            return
+        try:
+            self._consumer.incremental_unassign(tps)
+            self._assigned(self._consumer, tps)
+        except KafkaException as exc:
+            # the group is taking them away (its session ran out): its callbacks hand them
+            # back once it rejoined
+            log.warning("partitions %s not taken on again now: %s", owned, exc)
+            self._drop(tps)
+
+    def _broker_lately(self) -> bool:
+        """Whether the broker was unreachable in the last two minutes."""
+        seen = [t for t in (self._unreachable_at, self._checkpoint.unreachable_at) if t is not None]
+        return bool(seen) and time.monotonic() - max(seen) < BROKER_LATELY_S
+
+    def _renew_consumer(self, why: str) -> None:
+        """The consumer failed fatally after the broker was away (a static member fenced by
+        its own rejoin once its session ran out): drop everything uncommitted and every
+        partition, and join the group again with a fresh consumer, in the same process."""
+        log.warning("the consumer failed after the broker was away (%s); joining again", why)
+        self._checkpoint.abort(f"consumer renewed: {why}")
+        owned = sorted(self._checkpoint.partitions | set(self._restoring))
+        self._drop([TopicPartition(self._topic, p) for p in owned])
+        old = self._consumer
+        assert self._consumer_factory is not None
+        self._consumer = self._consumer_factory()
+        self._checkpoint.use_consumer(self._consumer)
+        try:
+            old.close()  # its callbacks find nothing left to commit or drop
+        except (KafkaException, RuntimeError) as exc:
+            log.info("closing the failed consumer: %s", exc)
+        self._consumer.subscribe(
+            [self._topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+
     def _note_positions(self) -> None:
         """Right after a checkpoint every record consume() returned is processed and
         committed, so the consumer's position is past them and past only markers beyond."""
@@ -359,6 +425,7 @@ class Worker:
     def _consumer_error(self, err: KafkaError) -> None:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self._broker_error = err.str()
+            self._unreachable_at = time.monotonic()
         log.warning("consumer: %s", err.str())
 
     # -- rebalance callbacks (run inside consume()) ----------------------------------------
@@ -394,11 +461,25 @@ class Worker:
         fetched before the pause is dropped, and any record the loop skipped while it was
         not owned is fetched again), then taken on by the checkpoint, then resumed.
         """
-        for store in self._restore.step():
+        try:
+            finished = self._restore.step()
+        except RestoreError as exc:  # the broker is away: the next slice tries again
+            self._broker_error = str(exc)
+            self._unreachable_at = time.monotonic()
+            log.warning("restoring partitions %s: %s", sorted(self._restoring), exc)
+            return
+        for store in finished:
             p = store.partition
             offset = self._restoring.pop(p)
             tp = _at(self._topic, p, offset)
-            self._consumer.seek(tp)
+            try:
+                self._consumer.seek(tp)
+            except KafkaException as exc:
+                # taken from us while it restored (a session that ran out during a broker
+                # outage): the rebalance callbacks follow; give the store back meanwhile
+                log.warning("partition %s restored but not assigned any more: %s", p, exc)
+                store.close()
+                continue
             with self._partition_lock:
                 self._checkpoint.add_partition(p, store, offset)
             self._consumer.resume([tp])

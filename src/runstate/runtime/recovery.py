@@ -12,6 +12,18 @@ returned is usually not ``end - 1``. Restoring therefore watches the consumer's 
 ``end - 1``, and records ``end - 1`` as the store's offset once the position got there, so a
 kept store that is up to date reads nothing at all next time.
 
+A restore of a newly assigned partition ends only where no transaction is undecided: the
+last stable offset equals the high watermark (:func:`settled_end`). The previous owner's
+``commit_transaction`` returns once the coordinator decided; the coordinator then writes the
+commit markers partition by partition, so the marker of ``__consumer_offsets`` (which makes
+the committed input offset visible to the new owner) can land before the changelog's. A
+restore that stopped at the changelog's last stable offset then would miss that
+transaction's state changes while the new owner goes on from the input offset after them:
+a lost update. Waiting until the changelog has no undecided transaction closes that window;
+a transaction a zombie left open is aborted by the broker within ``transaction.timeout.ms``,
+so the wait is bounded by it, and past the bound the restore ends at the last stable offset
+with a warning (the open transaction can no longer commit).
+
 A kept store may only resume if it is younger than the topic's ``delete.retention.ms``:
 compaction drops tombstones after that long, and a store that missed a tombstone would keep
 the deleted key forever. Callers drop (and fully restore) stores older than that.
@@ -27,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,11 +53,14 @@ __all__ = [
     "DEFAULT_SLICE_RECORDS",
     "AssignedRestore",
     "ChangelogRestorer",
+    "HighWatermarks",
+    "KafkaHighWatermarks",
     "PartitionRestorer",
     "RestoreProgress",
     "RestoreReport",
     "changelog_consumer",
     "restore_partition",
+    "settled_end",
 ]
 
 log = logging.getLogger(__name__)
@@ -201,6 +216,8 @@ class ChangelogRestorer:
             if partition in known and partition in self._next:
                 # followed: the consumer continues at its position, the low mark is moot
                 low, end = 0, known[partition]
+            elif partition in known:
+                low, end = self._watermarks(partition)[0], known[partition]
             else:
                 low, end = self._watermarks(partition)
             progress[partition] = self._measure(store, started, low, end)
@@ -219,6 +236,14 @@ class ChangelogRestorer:
             )
             for partition, p in progress.items()
         }
+
+    def stable_end(self, partition: int) -> int:
+        """The partition's last stable offset (where a read_committed reader stops now).
+
+        Raises:
+            RestoreError: the broker did not answer within ``stall_timeout_s``.
+        """
+        return self._watermarks(partition)[1]
 
     def release(self, partitions: list[int]) -> None:
         """Stop following ``partitions`` (the partition moved away, or its store closed)."""
@@ -440,6 +465,58 @@ class PartitionRestorer(Protocol):
         ...
 
 
+class HighWatermarks(Protocol):
+    """The high watermark of a changelog partition: its end counting undecided transactions
+    (what a ``read_uncommitted`` reader sees), beside the last stable offset the restore's
+    ``read_committed`` consumer gets."""
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        """Raises ``KafkaException`` if the broker does not answer."""
+        ...
+
+
+class KafkaHighWatermarks:
+    """:class:`HighWatermarks` from the broker, through a ``read_uncommitted`` consumer that
+    is never assigned or subscribed (it only asks for ends; a consumer refreshes its
+    metadata after a broker restart, which the admin client's offset query did not)."""
+
+    def __init__(self, bootstrap_servers: str, *, timeout_s: float = 10.0) -> None:
+        self._consumer = changelog_consumer(
+            bootstrap_servers, **{"isolation.level": "read_uncommitted"}
+        )
+        self._timeout_s = timeout_s
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        _low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=self._timeout_s, cached=False
+        )
+        return int(high)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def settled_end(stable: int, high: int, *, waited_s: float, limit_s: float) -> int | None:
+    """Where a restore may end, or None to measure again later.
+
+    ``stable`` (the last stable offset) below ``high`` (the high watermark) means a
+    transaction is undecided: maybe the previous owner's, committed but its changelog marker
+    not written yet (its input offsets may already be visible), whose records the restore
+    must include. Wait for it, up to ``limit_s``: an open transaction is aborted by the
+    broker within its ``transaction.timeout.ms``, so one still undecided after that is a
+    zombie's that can no longer commit, and ending at ``stable`` loses nothing.
+    """
+    if stable >= high or waited_s >= limit_s:
+        return stable
+    return None
+
+
+#: How often a restore waiting for an undecided changelog transaction asks again.
+SETTLE_RECHECK_S = 0.1
+#: How often it says it is still waiting.
+SETTLE_NOTE_S = 10.0
+
+
 @dataclass
 class _Restoring:
     store: PartitionStore
@@ -463,6 +540,11 @@ class RestoreProgress:
 
     records: int
     remaining: int | None
+    #: the last stable offset while an undecided transaction holds it below the high mark
+    undecided_at: int | None = None
+    waiting_since: float = 0.0
+    next_check: float = 0.0
+    next_note: float = 0.0
 
 
 class AssignedRestore:
@@ -472,16 +554,37 @@ class AssignedRestore:
 
     ``reports`` holds one report per finished restore (the last 100), over all its slices;
     ``records_restored`` and ``restores`` count every record applied and restore finished.
+    The end is taken once no changelog transaction is undecided (see :func:`settled_end`);
+    until then the partition waits (``/health`` lists it as restoring) and the others go on.
     """
 
     def __init__(
-        self, restorer: ChangelogRestorer, *, slice_records: int = DEFAULT_SLICE_RECORDS
+        self,
+        restorer: ChangelogRestorer,
+        *,
+        high_marks: HighWatermarks,
+        undecided_wait_s: float = 70.0,
+        slice_records: int = DEFAULT_SLICE_RECORDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """
+        Args:
+            restorer: reads the changelog (read_committed).
+            high_marks: the changelog partitions' high watermarks.
+            undecided_wait_s: longest wait for an undecided changelog transaction; at
+                least the producers' ``transaction.timeout.ms`` (plus the broker's abort
+                check interval, 10 s by default).
+            slice_records: records one :meth:`step` reads at most.
+            clock: monotonic seconds (tests).
+        """
         self.restorer = restorer
         self.slice_records = slice_records
         self.reports: list[RestoreReport] = []
         self.records_restored = 0
         self.restores = 0
+        self._high_marks = high_marks
+        self._undecided_wait_s = undecided_wait_s
+        self._clock = clock
         self._pending: dict[int, _Restoring] = {}
 
     @property
@@ -489,7 +592,7 @@ class AssignedRestore:
         return frozenset(self._pending)
 
     def begin(self, store: PartitionStore) -> None:
-        self._pending[store.partition] = _Restoring(store, time.monotonic())
+        self._pending[store.partition] = _Restoring(store, self._clock())
 
     def progress(self) -> dict[int, RestoreProgress]:
         """The restores under way; safe from another thread (reads a copy)."""
@@ -505,18 +608,23 @@ class AssignedRestore:
     def step(self) -> list[PartitionStore]:
         if not self._pending:
             return []
-        # The end a restore reads to is the one measured by its first slice, after the
-        # committed offsets were stable: nobody else writes the partition's changelog now.
-        ends = {p: r.end for p, r in self._pending.items() if r.end is not None}
+        for p, r in self._pending.items():
+            if r.end is None:
+                r.end = self._settle(p, r)
+        # The end a restore reads to is measured once, after the committed offsets were
+        # stable and no changelog transaction was undecided: nobody else writes the
+        # partition's changelog now.
+        ready = {p: r for p, r in self._pending.items() if r.end is not None}
+        if not ready:
+            return []
         reports = self.restorer.catch_up(
-            {p: r.store for p, r in self._pending.items()},
+            {p: r.store for p, r in ready.items()},
             max_records=self.slice_records,
-            ends=ends,
+            ends={p: r.end for p, r in ready.items() if r.end is not None},
         )
         done: list[PartitionStore] = []
         for p, part in reports.items():
             r = self._pending[p]
-            r.end = part.end_offset
             r.records += part.records
             r.last_offset = part.last_offset
             self.records_restored += part.records
@@ -534,6 +642,54 @@ class AssignedRestore:
         self.restorer.release(gone)
         return [self._pending.pop(p).store for p in gone]
 
+    def _settle(self, p: int, r: _Restoring) -> int | None:
+        """The partition's end if no transaction is undecided (or the wait is over)."""
+        now = self._clock()
+        if now < r.next_check:
+            return None
+        r.next_check = now + SETTLE_RECHECK_S
+        topic = self.restorer.topic
+        # stable first: a high mark read after it that equals it proves nothing was
+        # undecided below it when it was read
+        stable = self.restorer.stable_end(p)
+        try:
+            high = self._high_marks.high_watermark(topic, p)
+        except KafkaException as exc:
+            if now >= r.next_note:
+                r.next_note = now + SETTLE_NOTE_S
+                log.warning("partition %s: end of %s unknown (%s); asking again", p, topic, exc)
+            return None
+        waited = 0.0 if r.undecided_at is None else now - r.waiting_since
+        end = settled_end(stable, high, waited_s=waited, limit_s=self._undecided_wait_s)
+        if end is None:
+            if r.undecided_at is None:
+                r.waiting_since = now
+            if r.undecided_at != stable or now >= r.next_note:
+                log.info(
+                    "partition %s: %s has an undecided transaction at offset %s (high watermark"
+                    " %s); waiting for it to commit or abort (at most %.0fs) before restoring",
+                    p,
+                    topic,
+                    stable,
+                    high,
+                    self._undecided_wait_s,
+                )
+                r.next_note = now + SETTLE_NOTE_S
+            r.undecided_at = stable
+        elif stable < high:
+            log.warning(
+                "partition %s: %s still has an undecided transaction at offset %s (high "
+                "watermark %s) after %.0fs: a zombie's, aborted by the broker at its "
+                "transaction timeout; restoring up to %s without it",
+                p,
+                topic,
+                stable,
+                high,
+                waited,
+                stable,
+            )
+        return end
+
     def _finished(self, p: int, r: _Restoring, last: RestoreReport) -> None:
         report = RestoreReport(
             partition=p,
@@ -541,7 +697,7 @@ class AssignedRestore:
             first_offset=r.first_offset,
             last_offset=last.last_offset,
             end_offset=last.end_offset,
-            seconds=time.monotonic() - r.started,
+            seconds=self._clock() - r.started,
         )
         self.reports.append(report)
         del self.reports[:-100]

@@ -8,6 +8,7 @@ port that cannot be bound.
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 from types import FrameType
@@ -34,6 +35,8 @@ def run_worker(config: RuntimeConfig) -> int:
         print(f"runstate runtime: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     quiet_collector()
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: where a worker waits
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()
