@@ -11,12 +11,12 @@ prints, and the bookkeeping an abort or a partition change leaves. Found by muta
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-import runstate.runtime.checkpoint as checkpoint_module
 from runstate.runtime.checkpoint import Checkpoint, CheckpointFailed, Fenced
 from runstate.runtime.memory_store import MemoryPartitionStore
 
@@ -79,17 +79,28 @@ class ReversingProducer(Producer):
 
 
 def make(
-    producer: Producer | None = None, *, exactly_once: bool = True, clock: Clock | None = None
+    producer: Producer | None = None,
+    *,
+    exactly_once: bool = True,
+    clock: Clock | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> tuple[Checkpoint, Producer, Consumer]:
-    return _checkpoint(
-        producer, exactly_once=exactly_once, **({"clock": clock} if clock is not None else {})
-    )
+    options: dict[str, Any] = {}
+    if clock is not None:
+        options["clock"] = clock
+    if sleep is not None:
+        options["sleep"] = sleep
+    return _checkpoint(producer, exactly_once=exactly_once, **options)
 
 
 def worked(
-    producer: Producer | None = None, *, exactly_once: bool = True, clock: Clock | None = None
+    producer: Producer | None = None,
+    *,
+    exactly_once: bool = True,
+    clock: Clock | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> tuple[Checkpoint, Producer, MemoryPartitionStore]:
-    cp, producer, _ = make(producer, exactly_once=exactly_once, clock=clock)
+    cp, producer, _ = make(producer, exactly_once=exactly_once, clock=clock, sleep=sleep)
     store = MemoryPartitionStore(0)
     cp.add_partition(0, store, committed=None)
     _work(cp, store, 0)
@@ -116,9 +127,10 @@ def test_by_default_a_checkpoint_is_exactly_once_and_waits_60_s_at_most_per_call
     assert cp.commit()
 
     assert "begin" in producer.calls  # a transaction: exactly-once is the default
+    # flush waits in slices of at most 1 s (so a broker outage shows on /health), up to 60 s
     assert producer.timeouts == [
         ("init", 60.0),
-        ("flush", 60.0),
+        ("flush", 1.0),
         ("send_offsets", 60.0),
         ("commit", 60.0),
     ]
@@ -148,8 +160,7 @@ def test_a_retriable_error_is_retried_every_100_ms_until_the_timeout_then_aborte
         sleeps.append(seconds)
         clock.now += 0.25  # a slow machine: each pause takes longer than asked
 
-    monkeypatch.setattr(checkpoint_module.time, "sleep", sleep)
-    cp, producer, store = worked(clock=clock)
+    cp, producer, store = worked(clock=clock, sleep=sleep)
     slow = KafkaError(KafkaError._TIMED_OUT, "coordinator slow", retriable=True)
     producer.fail["commit"].extend([slow] * 10)
 
