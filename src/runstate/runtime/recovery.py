@@ -525,6 +525,11 @@ class _Restoring:
     records: int = 0
     first_offset: int | None = None
     last_offset: int | None = None
+    #: the last stable offset while an undecided transaction holds it below the high mark
+    undecided_at: int | None = None
+    waiting_since: float = 0.0
+    next_check: float = 0.0
+    next_note: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -540,11 +545,6 @@ class RestoreProgress:
 
     records: int
     remaining: int | None
-    #: the last stable offset while an undecided transaction holds it below the high mark
-    undecided_at: int | None = None
-    waiting_since: float = 0.0
-    next_check: float = 0.0
-    next_note: float = 0.0
 
 
 class AssignedRestore:
