@@ -396,14 +396,19 @@ def test_an_assigned_restore_goes_in_slices_to_the_end_it_began_with(
         restore.begin(rocksdb.open(2))
         assert restore.pending == {0, 1, 2}
         finished: dict[int, int] = {}
+        late_written = False
         for step in range(60):
             for store in restore.step():
                 finished[store.partition] = step
-            if step == 0:
-                # written after the restore began: not the restore's to read
+            ends_known = restore.progress().get(0)
+            if not late_written and ends_known is not None and ends_known.remaining is not None:
+                # written after the restore measured its end (once no changelog transaction
+                # was undecided): not the restore's to read
                 log.transaction(0, [(b"late", b"1")])
+                late_written = True
             if not restore.pending:
                 break
+        assert late_written
         assert set(finished) == {0, 1, 2}
         assert finished[0] >= 4, finished  # 50 records in slices of 10
         assert {r.partition: r.records for r in restore.reports} == {0: 50, 1: 10, 2: 0}
