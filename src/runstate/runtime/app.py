@@ -107,7 +107,11 @@ def _store(config: RuntimeConfig) -> Store:
         return MemoryStore()
     return RocksDBStore(
         config.data_dir,
-        options=RocksDBOptions(block_cache_bytes=config.block_cache_bytes, wal=config.store_wal),
+        options=RocksDBOptions(
+            block_cache_bytes=config.block_cache_bytes,
+            wal=config.store_wal,
+            min_free_bytes=config.store_min_free_bytes,
+        ),
     )
 
 

@@ -85,6 +85,12 @@ class RuntimeConfig(BaseSettings):
     store_wal: bool = Field(
         True, description="RocksDB write-ahead log (not synced): a kill -9 keeps the store"
     )
+    store_min_free_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="free space the store's device must keep; a write finding less stops with"
+        " a clear error instead of stalling inside RocksDB (0: no check)",
+    )
     block_cache_bytes: int = Field(64 * 1024 * 1024, ge=1 << 20, description="RocksDB cache")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP query API")
     web_port: int = Field(6066, ge=0, le=65535, description="port of the query API; 0: none")

@@ -29,6 +29,7 @@ Why the design looks the way it does:
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import struct
 from collections.abc import Iterator, Sequence
@@ -68,6 +69,12 @@ class RocksDBOptions:
         max_write_buffers: memtables per partition before writes stall for a flush.
         wal: RocksDB's write-ahead log, not synced (the module docstring says why it is on).
         background_jobs: flush and compaction threads per partition database.
+        min_free_bytes: free space the device must keep: a write that finds less raises
+            :class:`~runstate.errors.StorageFull` before RocksDB is asked (one ``statvfs``
+            per batch, about a microsecond). RocksDB itself, when a flush meets a full
+            device, can stall writers inside the write call (a background error that waits
+            for space) instead of failing them; the reserve keeps it from getting there.
+            0 turns the check off.
     """
 
     block_cache_bytes: int = 64 * _MiB
@@ -75,6 +82,7 @@ class RocksDBOptions:
     max_write_buffers: int = 3
     wal: bool = True
     background_jobs: int = 2
+    min_free_bytes: int = 64 * _MiB
 
 
 class RocksDBPartitionStore:
@@ -98,6 +106,7 @@ class RocksDBPartitionStore:
         except Exception as exc:
             raise _store_error(exc, f"opening partition {partition} store at {path}") from exc
         self._meta: Any = self._db.get_column_family_handle(_META_FAMILY)
+        self._min_free_bytes = options.min_free_bytes
         self._write_options = WriteOptions()
         # a property at run time; rocksdict's stub declares it a method
         self._write_options.disable_wal = not options.wal  # type: ignore[method-assign,assignment]
@@ -184,6 +193,7 @@ class RocksDBPartitionStore:
             StorageFull: no space left on the device; nothing was applied.
             StoreError: RocksDB refused the batch for another reason; nothing was applied.
         """
+        self._check_free_space(f"writing partition {self._partition}")
         batch = WriteBatch(raw_mode=True)
         for key, value in writes:
             if value is None:
@@ -201,6 +211,22 @@ class RocksDBPartitionStore:
 
     def changelog_offset(self) -> int | None:
         return self._offset
+
+    def _check_free_space(self, doing: str) -> None:
+        """Raise :class:`StorageFull` when the device has less than the reserve free."""
+        if self._min_free_bytes <= 0:
+            return
+        try:
+            st = os.statvfs(self._path)
+        except OSError:
+            return  # the write itself reports what is wrong with the directory
+        free = st.f_bavail * st.f_frsize
+        if free < self._min_free_bytes:
+            raise StorageFull(
+                f"{doing}: {free} bytes free on the store's device, below the reserve of"
+                f" {self._min_free_bytes} (RUNSTATE_RUNTIME_STORE_MIN_FREE_BYTES); free space"
+                " and retry"
+            )
 
     def size_estimate(self) -> tuple[int, int]:
         """``(keys, bytes)`` as RocksDB estimates them from its own counters (no read of the
@@ -223,6 +249,7 @@ class RocksDBPartitionStore:
         Raises:
             StorageFull: no space left on the device.
         """
+        self._check_free_space(f"flushing partition {self._partition}")
         try:
             self._open_db().flush()
         except StoreError:
