@@ -1,0 +1,40 @@
+"""``runstate console``: the operator console in a browser (docs/console.md)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from runstate.settings import load_settings
+
+
+def console(
+    listen: Annotated[
+        str, typer.Option("--listen", help="HOST:PORT to serve on (loopback unless you say)")
+    ] = "127.0.0.1:8000",
+    query_url: Annotated[
+        str | None,
+        typer.Option(
+            "--query-url", help="a processor worker's query API [default: RUNSTATE_QUERY_URL]"
+        ),
+    ] = None,
+    secure_cookies: Annotated[
+        bool,
+        typer.Option(
+            "--secure-cookies", help="mark the session cookie Secure (served through HTTPS)"
+        ),
+    ] = False,
+) -> None:
+    """Serve the operator console: my approvals, runs, a run's page, dead letters. People
+    sign in with their tokens (RUNSTATE_AUTH_FILE); everything is done as them, through the
+    query API."""
+    from runstate.console.serve import build_console, parse_listen, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    s = load_settings()
+    host, port = parse_listen(listen)
+    built = build_console(s, query_url=query_url or s.query_url, secure_cookies=secure_cookies)
+    typer.echo(f"runstate console on http://{host}:{port}/ (Ctrl-C stops it)")
+    serve(built, host, port)
