@@ -20,6 +20,9 @@ def console(
             "--query-url", help="a processor worker's query API [default: RUNSTATE_QUERY_URL]"
         ),
     ] = None,
+    refresh: Annotated[
+        int, typer.Option("--refresh", min=5, help="seconds between list pages' refreshes")
+    ] = 15,
     secure_cookies: Annotated[
         bool,
         typer.Option(
@@ -35,6 +38,8 @@ def console(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     s = load_settings()
     host, port = parse_listen(listen)
-    built = build_console(s, query_url=query_url or s.query_url, secure_cookies=secure_cookies)
+    built = build_console(
+        s, query_url=query_url or s.query_url, secure_cookies=secure_cookies, refresh_s=refresh
+    )
     typer.echo(f"runstate console on http://{host}:{port}/ (Ctrl-C stops it)")
     serve(built, host, port)

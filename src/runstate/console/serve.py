@@ -37,7 +37,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", number
 
 
-def build_console(settings: Settings, *, query_url: str, secure_cookies: bool = False) -> Console:
+def build_console(
+    settings: Settings, *, query_url: str, secure_cookies: bool = False, refresh_s: int = 15
+) -> Console:
     """The console's parts from the settings.
 
     Raises:
@@ -66,6 +68,7 @@ def build_console(settings: Settings, *, query_url: str, secure_cookies: bool = 
             bootstrap_servers=settings.bootstrap_servers,
             dead_letter_topic=TopicNames(settings.topic_prefix).dead_letters,
             secure_cookies=secure_cookies,
+            refresh_s=refresh_s,
         ),
         templates=environment(),
         metrics=ConsoleMetrics(),
