@@ -8,6 +8,7 @@ committed ones: ``RUNSTATE_SCREENSHOTS=docs/images``), else to the test's temp d
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,20 @@ import pytest
 
 from runstate.agents.approvals import subject_hash
 from runstate.runs.state import ApprovalOutcome, RunStatus
-from runstate.schemas.events import ApprovalRequested, ApproverKind
+from runstate.schemas.events import (
+    ApprovalRequested,
+    ApproverKind,
+    ExternalActionIntended,
+    ExternalActionRecorded,
+    FailureReason,
+    ModelCalled,
+    RetryScheduled,
+    RunFailed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
 from runstate.streams.producer import EventProducer
 from tests.cli.test_operators import BOB, EVE, JOE, _waiting, new_run_id, post, state_of
 from tests.console.conftest import ConsoleProcess
@@ -71,7 +85,15 @@ def screenshot(browser: Any, name: str, tmp_path: Path) -> Path:
     folder = Path(os.environ.get("RUNSTATE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"console-{name}.png"
-    assert browser.save_screenshot(str(path)), path
+    # The whole page, not only the window (Chromium's DevTools protocol; nothing installed).
+    metrics = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics["cssContentSize"]
+    shot = browser.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {"format": "png", "captureBeyondViewport": True,
+         "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}},
+    )  # fmt: skip
+    path.write_bytes(base64.b64decode(shot["data"]))
     return path
 
 
@@ -242,3 +264,56 @@ def test_a_post_without_the_csrf_token_is_refused(
     assert status == 403
     assert state_of(deployment, run_id).status is RunStatus.WAITING_APPROVAL
     assert "demo-" not in console.log()  # no token in the console's log
+
+
+def _failed_run(producer: EventProducer, run_id: str) -> None:
+    """A run that called a model and a CRM, then failed at scoring with its retries spent."""
+    now = datetime.now(UTC)
+    key = f"{run_id}:crm"
+    for cls, fields in [
+        (RunStarted, {"agent": "credit", "input": '{"customer": "Ada Lovelace"}',
+                      "prompt_version": "credit@3", "owner": "team-credit", "source": "pytest"}),
+        (StepStarted, {"step": "collect", "step_index": 0, "attempt": 1}),
+        (ModelCalled, {"model_request_id": f"req-{run_id}-1", "model": "m-large",
+                       "step": "collect"}),
+        (ExternalActionIntended, {"step": "collect", "idempotency_key": key, "system": "crm"}),
+        (ExternalActionRecorded, {"step": "collect", "idempotency_key": key, "system": "crm",
+                                  "external_id": "crm-4711"}),
+        (StepCompleted, {"step": "collect", "attempt": 1}),
+        (StepStarted, {"step": "score", "step_index": 1, "attempt": 1}),
+        (ModelCalled, {"model_request_id": f"req-{run_id}-2", "model": "m-small",
+                       "step": "score"}),
+        (StepFailed, {"step": "score", "attempt": 1, "reason": FailureReason.TIMEOUT,
+                      "message": "scoring timed out"}),
+        (RetryScheduled, {"step": "score", "attempt": 2, "not_before": now}),
+        (RunFailed, {"step": "score", "reason": FailureReason.TIMEOUT,
+                     "message": "retries spent", "needs_attention": True}),
+    ]:  # fmt: skip
+        producer.emit(producer.new_event(cls, run_id, **fields))
+
+
+def test_a_run_page_shows_actions_model_requests_and_failures_and_retries_a_step(
+    browser: Any, console: ConsoleProcess, deployment: Deployment, producer: EventProducer,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from selenium.webdriver.common.by import By
+
+    run_id = new_run_id("failed")
+    _failed_run(producer, run_id)
+    assert_eventually(
+        lambda: state_of(deployment, run_id).status is RunStatus.FAILED,
+        timeout_s=30, what="failed",
+    )  # fmt: skip
+    sign_in(browser, console, JOE, then=f"/runs/{run_id}")
+    assert "crm-4711" in text_of(browser, "actions")
+    calls = text_of(browser, "model-calls")
+    assert f"req-{run_id}-1" in calls and f"req-{run_id}-2" in calls
+    assert "timeout" in text_of(browser, "failures")
+    assert "retries spent" not in text_of(browser, "failures")  # personal: masked for joe
+    assert "step collect completed" in text_of(browser, "timeline")
+    screenshot(browser, "run-failed", tmp_path)
+
+    browser.find_element(By.ID, "retry-step").click()
+    shows(browser, "notice", "one more attempt")
+    state = state_of(deployment, run_id)
+    assert (state.status, state.current_step) == (RunStatus.IN_PROGRESS, "score")
