@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from runstate.console.session import COOKIE, SessionCodec
 from runstate.console.views import environment
 from runstate.identity import FileDirectory, Principal, Role, hash_token
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 TOKEN = "tok-bob-0123456789abcdef"
 DIRECTORY = FileDirectory(
     [(Principal("manager.bob", frozenset({Role.APPROVER}), frozenset({"m"})), hash_token(TOKEN))]
@@ -119,7 +121,7 @@ def test_a_wrong_token_or_a_name_that_is_not_the_tokens_is_refused() -> None:
 def test_sign_out_ends_the_session() -> None:
     async def check(client: TestClient[Any, Any]) -> None:
         await _sign_in(client)
-        page = await client.get("/dead-letters")  # Kafka is not there: the page says so
+        page = await client.get("/")  # the query API is not there: the page says so
         assert page.status == 200 and "manager.bob" in await page.text()
         out = await client.post(
             "/sign-out", data={"csrf": _csrf(await page.text())}, allow_redirects=False
@@ -144,6 +146,10 @@ def test_metrics_parse_and_count_sign_ins_and_csrf_refusals() -> None:
         assert samples[("runstate_console_sign_ins_total", (("result", "ok"),))] == 1
         assert samples[("runstate_console_sign_ins_total", (("result", "unknown_token"),))] == 1
         assert samples[("runstate_console_csrf_refused_total", ())] == 1
+        documented = DOCS.read_text()
+        for family in text_string_to_metric_families(text):
+            if family.type == "counter":
+                assert f"`{family.name}_total`" in documented, family.name
 
     run(check)
 
