@@ -52,12 +52,23 @@ def sign_in(browser: Any, console: ConsoleProcess, token: str, then: str = "/") 
     browser.find_element(By.NAME, "token").send_keys(token)
     browser.find_element(By.ID, "sign-in").click()
     assert_eventually(lambda: "/sign-in" not in browser.current_url, timeout_s=30, what="in")
+    browser.find_element(By.ID, "principal")  # the signed-in page has loaded
 
 
 def ids(browser: Any, css: str) -> list[str]:
+
+    return [e.get_attribute("id") for e in now_present(browser, css)]
+
+
+def now_present(browser: Any, css: str) -> list[Any]:
+    """The elements on the loaded page, without the implicit wait (for what must be absent)."""
     from selenium.webdriver.common.by import By
 
-    return [e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, css)]
+    browser.implicitly_wait(0)
+    try:
+        return list(browser.find_elements(By.CSS_SELECTOR, css))
+    finally:
+        browser.implicitly_wait(15)
 
 
 def text_of(browser: Any, element_id: str) -> str:
@@ -226,13 +237,12 @@ def _forge(browser: Any, path: str, fields: dict[str, str]) -> None:
 def test_a_user_without_the_role_sees_no_buttons_and_is_refused_anyway(
     browser: Any, console: ConsoleProcess, deployment: Deployment, producer: EventProducer
 ) -> None:
-    from selenium.webdriver.common.by import By
 
     run_id = new_run_id("norole")
     _waiting(deployment, producer, run_id, "manager.bob")
     sign_in(browser, console, EVE, then=f"/runs/{run_id}")
     assert text_of(browser, "status").startswith("waiting_approval")
-    assert browser.find_elements(By.CSS_SELECTOR, "main button") == []
+    assert now_present(browser, "main button") == []
     assert "•••• (personal)" in text_of(browser, "approval")  # not hers to see
 
     _forge(browser, f"/runs/{run_id}/approve", {"comment": "me too"})
@@ -242,9 +252,7 @@ def test_a_user_without_the_role_sees_no_buttons_and_is_refused_anyway(
     assert state_of(deployment, run_id).status is RunStatus.WAITING_APPROVAL
 
     sign_in(browser, console, JOE, then=f"/runs/{run_id}")  # an operator: cancel, no approve
-    assert browser.find_elements(By.ID, "cancel") and not browser.find_elements(
-        By.CSS_SELECTOR, "button.approve"
-    )
+    assert now_present(browser, "#cancel") and not now_present(browser, "button.approve")
 
 
 def test_a_post_without_the_csrf_token_is_refused(
@@ -317,3 +325,35 @@ def test_a_run_page_shows_actions_model_requests_and_failures_and_retries_a_step
     shows(browser, "notice", "one more attempt")
     state = state_of(deployment, run_id)
     assert (state.status, state.current_step) == (RunStatus.IN_PROGRESS, "score")
+
+
+def test_the_runs_page_filters_pages_and_says_what_is_wrong_with_a_filter(
+    browser: Any, console: ConsoleProcess, deployment: Deployment, producer: EventProducer
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    failed = [new_run_id("page") for _ in range(3)]
+    for run_id in failed:
+        _failed_run(producer, run_id)
+    waiting = new_run_id("page-waiting")
+    _waiting(deployment, producer, waiting, "manager.bob")
+    for run_id in failed:
+        assert_eventually(
+            lambda r=run_id: state_of(deployment, r).status is RunStatus.FAILED,  # type: ignore[misc]
+            timeout_s=30, what="failed",
+        )  # fmt: skip
+    sign_in(browser, console, JOE, then="/runs?needs_attention=1&owner=team-credit&limit=1")
+    seen: list[str] = []
+    for _ in range(20):  # bounded: the module's other tests add a few such runs
+        rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr td:first-child a")
+        assert len(rows) <= 1
+        seen += [r.text for r in rows]
+        more = now_present(browser, "#next")
+        if not more:
+            break
+        browser.get(more[0].get_attribute("href"))
+    assert set(failed) <= set(seen) and waiting not in seen
+    assert len(seen) == len(set(seen))  # the cursor never repeats a run
+
+    browser.get(console.url + "/runs?idle_for=2")
+    assert "idle_for" in text_of(browser, "error")  # a bare number: which unit? refused

@@ -61,19 +61,15 @@ class ConsoleApi:
 
         return await asyncio.get_running_loop().run_in_executor(None, blocking)
 
-    async def run(self, token: str, run_id: str) -> dict[str, Any] | None:
-        """One run's JSON, or None if the API knows no such run.
+    async def run(self, token: str, run_id: str) -> dict[str, Any]:
+        """One run's JSON.
 
         Raises:
-            Refused: any other error answer (401, 403, 5xx), with the API's message.
+            Refused: an error answer, with the API's message (404: not in the hot store, and
+                how to rebuild a finished run that left it).
             QueryUnreachable: no worker answered.
         """
-        try:
-            return await self._call(token, lambda c: c.run(run_id))
-        except Refused as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._call(token, lambda c: c.run(run_id))
 
     async def runs(
         self, token: str, flt: RunFilter, *, limit: int, after: str | None = None

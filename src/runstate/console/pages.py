@@ -8,7 +8,6 @@ API says so in one line instead of failing.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +28,8 @@ __all__ = ["approvals_page", "register", "run_page", "runs_page"]
 QUEUE_LIMIT = 500
 #: Runs per page of the runs list.
 RUNS_PAGE = 50
+#: The most runs one page may ask for (``?limit=``).
+RUNS_PAGE_MAX = 200
 #: Newest dead letters shown per partition.
 DEAD_LETTERS_LIMIT = 50
 
@@ -89,14 +90,12 @@ async def approvals_page(request: web.Request) -> web.StreamResponse:
         (masked_run(r, who) for r in runs.values()),
         key=lambda r: ((r.get("approval") or {}).get("due_at") or "", r["run_id"]),
     )
-    now = datetime.now(UTC)
     return _page(
         request,
         "approvals.html",
         queue=queue,
         show_all=show_all,
         error=error,
-        now=now,
         may_decide={r["run_id"]: may_decide(who, runs[r["run_id"]]) for r in queue},
     )
 
@@ -112,6 +111,7 @@ def _asked_here(run: dict[str, Any], show_all: bool, who: Any) -> bool:
 
 
 _FILTERS = ("status", "owner", "approver", "step", "phase", "idle_for")
+_FLAGS = ("needs_attention", "overdue", "unknown_actions")
 
 
 async def runs_page(request: web.Request) -> web.StreamResponse:
@@ -119,10 +119,11 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     console, who = request.app[CONSOLE], request[PRINCIPAL]
     q = request.query
     values = {k: q.get(k, "").strip() for k in _FILTERS}
-    needs_attention = q.get("needs_attention") == "1"
+    flags = {k: q.get(k) == "1" for k in _FLAGS}
     ctx: dict[str, Any] = {
         "values": values,
-        "needs_attention": needs_attention,
+        "flags": flags,
+        "limit": _page_size(q.get("limit")),
         "statuses": [s.value for s in RunStatus],
         "phases": [p.value for p in StepPhase],
         "runs": [],
@@ -131,12 +132,12 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
         "error": None,
     }
     try:
-        flt = RunFilter.of(**values, needs_attention=needs_attention)  # type: ignore[arg-type]
+        flt = RunFilter.of(**values, **flags)  # type: ignore[arg-type]
     except ValueError as exc:
         return _page(request, "runs.html", status=400, **{**ctx, "error": str(exc)})
     try:
         body = await console.api.runs(
-            request[TOKEN], flt, limit=RUNS_PAGE, after=q.get("after") or None
+            request[TOKEN], flt, limit=ctx["limit"], after=q.get("after") or None
         )
     except Error as exc:
         return _page(request, "runs.html", status=502, **{**ctx, "error": str(exc)})
@@ -147,6 +148,13 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
         missing=body.get("missing_partitions", []),
     )
     return _page(request, "runs.html", **ctx)
+
+
+def _page_size(text: str | None) -> int:
+    try:
+        return min(max(int(text or RUNS_PAGE), 1), RUNS_PAGE_MAX)
+    except ValueError:
+        return RUNS_PAGE
 
 
 async def run_page(
@@ -164,9 +172,6 @@ async def run_page(
     except Error as exc:
         return _page(request, "run.html", status=502, run=None, run_id=run_id,
                      error=str(exc), notice=None)  # fmt: skip
-    if run is None:
-        return _page(request, "run.html", status=404, run=None, run_id=run_id,
-                     error=f"no run {run_id!r}", notice=None)  # fmt: skip
     shown = masked_run(run, who)
     return _page(
         request,
