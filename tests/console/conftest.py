@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,14 @@ from tests.cli.test_operators import AUTH, deployment, producer
 from tests.polling import assert_eventually
 from tests.workers import RUNSTATE, Deployment
 
-__all__ = ["ConsoleProcess", "browser", "console", "deployment", "producer"]
+__all__ = [
+    "ConsoleProcess",
+    "browser",
+    "console",
+    "deployment",
+    "producer",
+    "running_console",
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -39,25 +48,24 @@ class ConsoleProcess:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def console(
-    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_console(
+    deployment: Deployment, folder: Path, *, refresh_s: int = 3600
 ) -> Iterator[ConsoleProcess]:
+    """``runstate console`` as a child process (refreshing its lists every ``refresh_s``)."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("console") / "console.log"
+    log_path = folder / f"console-{port}.log"
     env = {**deployment.workers[0].env, **AUTH, "RUNSTATE_CONSOLE_SECRET": SECRET}
     env.pop("RUNSTATE_TOKEN", None)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [str(RUNSTATE), "console", "--listen", f"127.0.0.1:{port}",
-             "--query-url", deployment.workers[0].url, "--refresh", "3600"],
+             "--query-url", deployment.workers[0].url, "--refresh", str(refresh_s)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     c = ConsoleProcess(f"http://127.0.0.1:{port}", log_path, proc)
 
     def up() -> bool:
-        import urllib.request
-
         try:
             with urllib.request.urlopen(c.url + "/health", timeout=5) as resp:
                 return bool(resp.status == 200)
@@ -66,13 +74,24 @@ def console(
                 raise RuntimeError(f"the console exited:\n{c.log()}") from None
             return False
 
-    assert_eventually(up, timeout_s=60, what="the console answers")
-    yield c
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        assert_eventually(up, timeout_s=60, what="the console answers")
+        yield c
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def console(
+    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConsoleProcess]:
+    """The module's console; its lists never refresh themselves during a test (an hour)."""
+    with running_console(deployment, tmp_path_factory.mktemp("console")) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from runstate.schemas.events import (
 )
 from runstate.streams.producer import EventProducer
 from tests.cli.test_operators import BOB, EVE, JOE, _waiting, new_run_id, post, state_of
-from tests.console.conftest import ConsoleProcess
+from tests.console.conftest import ConsoleProcess, running_console
 from tests.polling import assert_eventually
 from tests.workers import Deployment
 
@@ -357,3 +357,18 @@ def test_the_runs_page_filters_pages_and_says_what_is_wrong_with_a_filter(
 
     browser.get(console.url + "/runs?idle_for=2")
     assert "idle_for" in text_of(browser, "error")  # a bare number: which unit? refused
+
+
+def test_the_queue_refreshes_itself_without_a_reload(
+    browser: Any, deployment: Deployment, producer: EventProducer, tmp_path: Path
+) -> None:
+    with running_console(deployment, tmp_path, refresh_s=5) as quick:
+        sign_in(browser, quick, BOB)
+        browser.execute_script("window.notReloaded = true;")
+        run_id = new_run_id("refresh")
+        _waiting(deployment, producer, run_id, "manager.bob")
+        assert_eventually(
+            lambda: f"row-{run_id}" in ids(browser, "#queue tbody tr"),
+            timeout_s=60, what="the new run shows up by itself",
+        )  # fmt: skip
+        assert browser.execute_script("return window.notReloaded === true;")
