@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from runstate.console.api import ConsoleApi
-from runstate.console.app import Console, ConsoleConfig, create_app
+from runstate.console.app import Console, ConsoleConfig, _local, create_app
 from runstate.console.metrics import ConsoleMetrics
 from runstate.console.session import COOKIE, SessionCodec
 from runstate.console.views import environment
@@ -95,6 +95,9 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_a_new_csrf_token() -> None:
             allow_redirects=False,
         )  # fmt: skip
         assert (resp.status, resp.headers["Location"]) == (303, "/")  # no open redirect
+        for target in ("https://evil.example/", "/\\evil.example", "/runs\r\nSet-Cookie: x=1"):
+            assert _local(target) == "/", target
+        assert _local("/runs?status=failed") == "/runs?status=failed"
         cookie = resp.headers["Set-Cookie"]
         assert COOKIE in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         # The token from before sign-in is worthless now.
@@ -137,6 +140,9 @@ def test_metrics_parse_and_count_sign_ins_and_csrf_refusals() -> None:
         await _sign_in(client, "wrong")
         await _sign_in(client)
         await client.post("/sign-out", data={})
+        await client.get("/runs", allow_redirects=False)  # signed in: the API is not there
+        client.session.cookie_jar.clear()
+        await client.get("/runs", allow_redirects=False)  # no session: the gate redirects
         text = await (await client.get("/metrics")).text()
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -146,6 +152,8 @@ def test_metrics_parse_and_count_sign_ins_and_csrf_refusals() -> None:
         assert samples[("runstate_console_sign_ins_total", (("result", "ok"),))] == 1
         assert samples[("runstate_console_sign_ins_total", (("result", "unknown_token"),))] == 1
         assert samples[("runstate_console_csrf_refused_total", ())] == 1
+        redirected = ("runstate_console_requests_total", (("code", "303"), ("page", "/runs")))
+        assert samples[redirected] >= 1  # the middleware's answers are counted too
         documented = DOCS.read_text()
         for family in text_string_to_metric_families(text):
             if family.type == "counter":

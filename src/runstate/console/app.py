@@ -85,7 +85,8 @@ def create_app(console: Console) -> web.Application:
     :mod:`runstate.console.actions`)."""
     from runstate.console import actions, pages
 
-    app = web.Application(middlewares=[_sessions, _count])
+    # _count outermost: the redirects and refusals of _sessions are counted too.
+    app = web.Application(middlewares=[_count, _sessions])
     app[CONSOLE] = console
     app.router.add_get("/sign-in", sign_in_page)
     app.router.add_post("/sign-in", sign_in)
@@ -101,6 +102,8 @@ def create_app(console: Console) -> web.Application:
 def _local(target: str | None) -> str:
     """``target`` if it is a path of this site, else ``/`` (no open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 32 or ord(c) == 127 for c in target):  # no header splitting
         return "/"
     return target
 
