@@ -33,7 +33,7 @@ from runstate.schemas.events import (
     StepStarted,
 )
 from runstate.streams.producer import EventProducer
-from tests.cli.test_operators import BOB, EVE, JOE, _waiting, new_run_id, post, state_of
+from tests.cli.test_operators import ANN, BOB, EVE, JOE, _waiting, new_run_id, post, state_of
 from tests.console.conftest import ConsoleProcess, running_console
 from tests.polling import assert_eventually
 from tests.workers import Deployment
@@ -131,6 +131,7 @@ def test_a_waiting_run_is_in_its_approvers_queue_and_not_in_anothers(
     grouped = new_run_id("queue-group")
     _waiting(deployment, producer, mine, "manager.bob")
     _waiting(deployment, producer, grouped, "credit-managers")
+    from selenium.webdriver.common.by import By
 
     sign_in(browser, console, BOB)
     rows = ids(browser, "#queue tbody tr")
@@ -143,6 +144,13 @@ def test_a_waiting_run_is_in_its_approvers_queue_and_not_in_anothers(
     assert f"row-{grouped}" in rows and f"row-{mine}" not in rows
     sign_in(browser, console, EVE)  # an auditor: asked for nothing
     assert f"row-{mine}" not in ids(browser, "#queue tbody tr")
+
+    sign_in(browser, console, ANN)  # an admin: asked for nothing, but may see everyone's
+    assert f"row-{mine}" not in ids(browser, "#queue tbody tr")
+    browser.get(console.url + "/?all=1")
+    assert {f"row-{mine}", f"row-{grouped}"} <= set(ids(browser, "#queue tbody tr"))
+    row = browser.find_element(By.ID, f"row-{mine}")
+    assert row.find_elements(By.NAME, "override_reason")  # deciding it needs a reason
 
 
 def test_approving_in_the_page_moves_the_run_on(
@@ -271,7 +279,8 @@ def test_a_post_without_the_csrf_token_is_refused(
     )
     assert status == 403
     assert state_of(deployment, run_id).status is RunStatus.WAITING_APPROVAL
-    assert "demo-" not in console.log()  # no token in the console's log
+    log = console.log()
+    assert "ops.joe signed in" in log and "demo-" not in log  # no token in the console's log
 
 
 def _failed_run(producer: EventProducer, run_id: str) -> None:
@@ -372,3 +381,26 @@ def test_the_queue_refreshes_itself_without_a_reload(
             timeout_s=60, what="the new run shows up by itself",
         )  # fmt: skip
         assert browser.execute_script("return window.notReloaded === true;")
+
+
+def test_the_dead_letter_page_says_why_and_where_from(
+    browser: Any, console: ConsoleProcess, deployment: Deployment, producer: EventProducer
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    run_id = new_run_id("dlq")
+    early = producer.new_event(StepStarted, run_id, step="s", step_index=0, attempt=1)
+    delivery = producer.emit(early)  # before its RunStarted: set aside as run_not_started
+    sign_in(browser, console, EVE, then="/dead-letters")
+
+    def row() -> str:
+        browser.get(console.url + "/dead-letters")
+        for tr in now_present(browser, "#dead-letters tbody tr"):
+            if run_id in tr.text:
+                return str(tr.text)
+        return ""
+
+    text = assert_eventually(row, timeout_s=30, what="the dead letter listed")
+    where = f"{deployment.names.events}[{delivery.partition}]@{delivery.offset}"
+    assert "rejected" in text and "run_not_started" in text and where in text, text
+    assert browser.find_element(By.LINK_TEXT, run_id)
