@@ -252,6 +252,10 @@ def test_a_command_of_a_missing_role_names_its_extra(core: CoreInstall) -> None:
     assert done.returncode == 1, done.stderr
     assert "pip install 'runstate[processor]'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    console = _run([str(runstate_cli), "console"], timeout=120, cwd=core.work)
+    assert console.returncode == 1, console.stderr
+    assert "pip install 'runstate[console]'" in console.stderr
+    assert len(console.stderr.strip().splitlines()) == 1, console.stderr
 
 
 DOWNSTREAM = """\

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from runstate.errors import ConfigError, MissingExtra
 from runstate.settings import load_settings
 
 
@@ -33,11 +34,22 @@ def console(
     """Serve the operator console: my approvals, runs, a run's page, dead letters. People
     sign in with their tokens (RUNSTATE_AUTH_FILE); everything is done as them, through the
     query API."""
-    from runstate.console.serve import build_console, parse_listen, serve
+    try:
+        from runstate.console.serve import build_console, parse_listen, serve
+    except ModuleNotFoundError as exc:  # aiohttp alone would name the processor's extra
+        raise MissingExtra(
+            f"`runstate console` needs runstate's 'console' extra ({exc.name} is not"
+            " installed): pip install 'runstate[console]'"
+        ) from None
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     s = load_settings()
-    host, port = parse_listen(listen)
+    try:
+        host, port = parse_listen(listen)
+    except ConfigError as exc:
+        raise typer.BadParameter(
+            str(exc).removeprefix("--listen "), param_hint="--listen"
+        ) from None
     built = build_console(
         s, query_url=query_url or s.query_url, secure_cookies=secure_cookies, refresh_s=refresh
     )
