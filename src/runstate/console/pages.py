@@ -16,7 +16,7 @@ from runstate.console.api import Refused
 from runstate.console.app import CONSOLE, PRINCIPAL, TOKEN, csrf_of
 from runstate.console.dead_letters import newest_dead_letters
 from runstate.console.timeline import timeline
-from runstate.console.viewer import masked_run, may_decide, may_operate
+from runstate.console.viewer import is_asked, masked_run, may_decide, may_operate
 from runstate.console.views import render
 from runstate.errors import Error
 from runstate.runs.run_view import RunFilter
@@ -83,7 +83,12 @@ async def approvals_page(request: web.Request) -> web.StreamResponse:
             )
         )
         for page in pages:
-            runs.update({r["run_id"]: r for r in page["runs"] if _asked_here(r, show_all, who)})
+            runs.update(
+                {r["run_id"]: r for r in page["runs"] if show_all or is_asked(who, r["approval"])}
+            )
+        missing = sorted({p for page in pages for p in page.get("missing_partitions", [])})
+        if missing:
+            error = f"incomplete: partitions {missing} had no worker to answer (rebalancing?)"
     except Error as exc:
         error = str(exc)
     queue = sorted(
@@ -98,16 +103,6 @@ async def approvals_page(request: web.Request) -> web.StreamResponse:
         error=error,
         may_decide={r["run_id"]: may_decide(who, runs[r["run_id"]]) for r in queue},
     )
-
-
-def _asked_here(run: dict[str, Any], show_all: bool, who: Any) -> bool:
-    """The API's ``approver`` filter matches the name; a user and a group may share one."""
-    if show_all:
-        return True
-    approval = run.get("approval") or {}
-    if approval.get("approver_kind") == "group":
-        return approval.get("approver") in who.groups
-    return bool(approval.get("approver") == who.name)
 
 
 _FILTERS = ("status", "owner", "approver", "step", "phase", "idle_for")

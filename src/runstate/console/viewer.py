@@ -25,7 +25,15 @@ from runstate.identity import Principal, Role
 from runstate.schemas.catalog import default_catalog
 from runstate.schemas.personal import personal_fields
 
-__all__ = ["MASK", "NAMES", "masked_run", "may_decide", "may_operate", "personal_paths"]
+__all__ = [
+    "MASK",
+    "NAMES",
+    "is_asked",
+    "masked_run",
+    "may_decide",
+    "may_operate",
+    "personal_paths",
+]
 
 #: What a masked value shows.
 MASK = "•••• (personal)"
