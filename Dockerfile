@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY src ./src
-RUN pip install -c constraints.txt '.[processor,s3]' \
+RUN pip install -c constraints.txt '.[processor,s3,console]' \
     && groupadd --system --gid 10001 runstate \
     && useradd --system --uid 10001 --gid runstate --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin runstate \

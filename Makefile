@@ -9,7 +9,7 @@ JARS := .runstate/jars/kafka-$(KAFKA_VERSION)/.complete
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars lint test test-fast demo faults mutation bench bench-quick bench-steps bench-deps bench-scale broker-start broker-stop clean
+.PHONY: help install jars browser lint test test-fast demo faults mutation bench bench-quick bench-steps bench-deps bench-scale broker-start broker-stop clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,12 +27,21 @@ $(JARS): | $(STAMP)
 
 jars: $(JARS) ## fetch the Kafka broker jars from Maven Central (once)
 
+# The console's browser tests (tests/console, marker `browser`) drive Debian's Chromium
+# through Debian's chromedriver; Selenium is told both paths and never downloads anything.
+BROWSER_PACKAGES := chromium chromium-driver
+browser: ## install Debian's chromium and chromium-driver for the browser tests (apt-get, once)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "browser: need root or sudo to apt-get install $(BROWSER_PACKAGES)" >&2; exit 1; fi; \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(BROWSER_PACKAGES); }
+
 lint: $(STAMP) ## ruff (lint + format check) and mypy strict
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint $(JARS) ## lint, then every test (integration tests start their own broker)
+test: lint $(JARS) browser ## lint, then every test (integration tests start their own broker; browser tests Chromium)
 	$(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only, no broker

@@ -1,4 +1,4 @@
-"""The package's layers import only downward: cli -> checks -> testing -> {retention,
+"""The package's layers import only downward: {cli, console} -> checks -> testing -> {retention,
 agents, runtime} -> runs -> streams -> schemas (``testing``: the demo's and the launch
 checks' stand-ins, which no production layer may import); the root modules (errors,
 settings, durations, identity) are for everyone, and ``python -m runstate`` (``__main__``)
@@ -34,7 +34,11 @@ ALLOWED: dict[str, set[str]] = {
     # example agent): above the SDK, so no production layer can reach them.
     "testing": {"agents", "runs", "streams", "schemas"},
     "checks": {"testing", "retention", "agents", "runs", "streams", "schemas"},
+    # The operator console: a top layer like the CLI, over the query client (runs) and
+    # the dead-letter topic's reader (streams); never the runtime.
+    "console": {"runs", "streams", "schemas"},
     "cli": {
+        "console",
         "checks",
         "testing",
         "retention",
@@ -186,7 +190,14 @@ def _import_time_names(path: Path) -> set[str]:
 
 #: What a command module may import only inside the command that needs it, so that
 #: ``runstate --help`` and the core's commands work without the extras.
-LAZY_IN_THE_CLI = ROLE_LIBRARIES | {"runstate.runtime", "runstate.retention", "runstate.checks"}
+LAZY_IN_THE_CLI = ROLE_LIBRARIES | {
+    "runstate.runtime",
+    "runstate.retention",
+    "runstate.checks",
+    "runstate.console",
+    "jinja2",
+    "prometheus_client",
+}
 
 
 @pytest.mark.parametrize(

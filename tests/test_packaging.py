@@ -230,6 +230,18 @@ def test_the_wheel_ships_the_license_and_the_type_marker(core: CoreInstall) -> N
     assert license_text == (ROOT / "LICENSE").read_text()
 
 
+def test_the_wheel_ships_the_consoles_templates_and_static_files(core: CoreInstall) -> None:
+    console = ROOT / "src" / "runstate" / "console"
+    data = sorted(
+        str(p.relative_to(ROOT / "src"))
+        for folder in ("templates", "static")
+        for p in (console / folder).iterdir()
+    )
+    assert len(data) >= 9, data  # the pages, the form macros, the stylesheet and the script
+    with zipfile.ZipFile(core.wheel) as wheel:
+        assert set(data) <= set(wheel.namelist())
+
+
 def test_a_command_of_a_missing_role_names_its_extra(core: CoreInstall) -> None:
     runstate_cli = core.python.parent / "runstate"
     helped = _run([str(runstate_cli), "--help"], timeout=120, cwd=core.work)
@@ -240,6 +252,10 @@ def test_a_command_of_a_missing_role_names_its_extra(core: CoreInstall) -> None:
     assert done.returncode == 1, done.stderr
     assert "pip install 'runstate[processor]'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    console = _run([str(runstate_cli), "console"], timeout=120, cwd=core.work)
+    assert console.returncode == 1, console.stderr
+    assert "pip install 'runstate[console]'" in console.stderr
+    assert len(console.stderr.strip().splitlines()) == 1, console.stderr
 
 
 DOWNSTREAM = """\

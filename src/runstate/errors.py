@@ -59,6 +59,7 @@ EXTRA_OF_MODULE = {
     "yaml": "archive",
     "boto3": "s3",
     "botocore": "s3",
+    "jinja2": "console",
 }
 
 

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     token: SecretStr | None = Field(
         None, description="bearer token the CLI and SDK clients send to the query API"
     )
+    console_secret: SecretStr | None = Field(
+        None,
+        description="signs the operator console's session cookies (at least 32 characters);"
+        " unset: a random one per console process, so a restart signs everyone out",
+    )
+    console_session_hours: float = Field(
+        8.0, gt=0, le=24 * 7, description="how long a console sign-in lasts"
+    )
 
     # Kafka client security, applied to every client runstate makes (docs/security.md).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -83,6 +83,10 @@ from runstate.cli import check as _check  # noqa: E402
 
 app.command(name="check")(_check.check)
 
+from runstate.cli import console as _console  # noqa: E402
+
+app.command(name="console")(_console.console)
+
 
 def main() -> None:
     """Entry point of the ``runstate`` console script."""
