@@ -142,6 +142,7 @@ def build_worker(
         changelog_topic=names.runs_changelog,
         exactly_once=config.exactly_once,
         interval_s=config.commit_interval_s,
+        max_records=config.checkpoint_max_records,
         timeout_s=config.broker_timeout_s,
         crash_points=CrashPoints(config.crash_at),
     )

@@ -34,6 +34,10 @@ def run_worker(config: RuntimeConfig) -> int:
         print(f"runstate runtime: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     quiet_collector()
+    # While the loop works through a backlog it holds the GIL; a thread that wants it (the
+    # query API answering /health) asks it to let go after this interval, once per handoff,
+    # and an answer takes several handoffs. The worker's own process only, like the above.
+    sys.setswitchinterval(config.switch_interval_ms / 1000)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()
