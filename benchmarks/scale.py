@@ -167,14 +167,27 @@ def _stall_summary(
     workers: list[RuntimeProcess], phases: list[tuple[float, str]]
 ) -> dict[str, dict[str, float]]:
     """Per phase, over both workers: the latest wake of the stall probe, the most CPU the
-    loop's thread used within one late wake (the GIL held by running code), and the longest
-    garbage collection (ms; ``benchmarks/stall_probe``)."""
+    loop's thread used within one late wake, and the longest garbage collection (ms;
+    ``benchmarks/stall_probe``). Then the late wakes split by cause, each the longest stretch
+    the probe was kept out while ... ``blocked_loop_running_ms``: the loop's thread ran (its
+    code held the GIL: the worker's own doing); ``blocked_loop_preempted_ms``: the loop's
+    thread waited for a core while holding the GIL (the scheduler took the core from it);
+    ``probe_core_wait_ms``: the probe itself waited for a core (the machine)."""
     summary: dict[str, dict[str, float]] = {}
     for w in workers:
         for line in w.probe_lines():
             phase = next((name for at, name in reversed(phases) if at <= line["at"]), "start")
             into = summary.setdefault(
-                phase, {"late_ms": 0.0, "loop_cpu_ms": 0.0, "gc_ms": 0.0, "late_wakes": 0}
+                phase,
+                {
+                    "late_ms": 0.0,
+                    "loop_cpu_ms": 0.0,
+                    "gc_ms": 0.0,
+                    "late_wakes": 0,
+                    "blocked_loop_running_ms": 0.0,
+                    "blocked_loop_preempted_ms": 0.0,
+                    "probe_core_wait_ms": 0.0,
+                },
             )
             if "gc_ms" in line:
                 into["gc_ms"] = max(into["gc_ms"], line["gc_ms"])
@@ -182,6 +195,13 @@ def _stall_summary(
             into["late_wakes"] += 1
             into["late_ms"] = max(into["late_ms"], line["late_ms"])
             into["loop_cpu_ms"] = max(into["loop_cpu_ms"], line["loop_cpu_ms"])
+            blocked = line["late_ms"] - line["probe_waited_ms"]
+            for key, value in (
+                ("blocked_loop_running_ms", min(blocked, line["loop_cpu_ms"])),
+                ("blocked_loop_preempted_ms", min(blocked, line["loop_waited_ms"])),
+                ("probe_core_wait_ms", line["probe_waited_ms"]),
+            ):
+                into[key] = round(max(into[key], value), 1)
     return summary
 
 
@@ -252,6 +272,13 @@ def measure_size(
             "produce_events_per_s": round(produced.events_per_s),
             "processed_events_per_s": round(produced.events / (time.monotonic() - began)),
             "seconds": round(time.monotonic() - began, 1),
+            # checkpoint_max_records bounds it (the store write of a checkpoint holds the GIL)
+            "largest_checkpoint_records": {
+                w.worker_id: get_json(f"{w.url}/metrics.json", timeout_s=10)[1].get(
+                    "largest_checkpoint_records"
+                )
+                for w in workers
+            },
         }
         watch.phase = "queries"
         result["queries"] = _queries(workers, runs, lists=lists, gets=gets)
@@ -287,6 +314,7 @@ def measure_size(
             phase: {k: round(v * 1000, 1) for k, v in pauses.items()}
             for phase, pauses in watch.by_phase.items()
         },
+        "pause_p99_ms_by_phase": watch.p99_by_phase(),
         "load_average_max_by_phase": {k: round(v, 1) for k, v in watch.load_by_phase.items()},
         "cpus": os.cpu_count(),
         "stall_probe": _stall_summary(workers, watch.phases),
@@ -306,9 +334,21 @@ def measure_size(
         }
         for w in workers
     }
+    result["rocksdb_write_stalls"] = {w.worker_id: _rocksdb_stalls(w.data_dir) for w in workers}
     for w in workers:
         shutil.rmtree(w.data_dir, ignore_errors=True)
     return result
+
+
+def _rocksdb_stalls(data_dir: Path) -> dict[str, int]:
+    """Lines of the partition databases' own logs saying RocksDB delayed or stopped writes
+    (a write waiting there holds the GIL in rocksdict unless it is told not to wait)."""
+    counts = {"stalling": 0, "stopping": 0}
+    for log in data_dir.glob("partition-*/LOG*"):
+        text = log.read_text(errors="replace")
+        counts["stalling"] += text.count("Stalling writes")
+        counts["stopping"] += text.count("Stopping writes")
+    return counts
 
 
 def run(
@@ -338,15 +378,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1_000_000, help="the large size")
     parser.add_argument("--quick", action="store_true", help="10,000 against 100,000 runs")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument(
+        "--large-only",
+        action="store_true",
+        help=f"skip the {SMALL:,}-run baseline (implies --no-docs; for before/after runs)",
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help="where the JSON goes (%(default)s)"
+    )
     args = parser.parse_args(argv)
     large = 100_000 if args.quick else args.runs
-    results = run([SMALL, large] if large != SMALL else [SMALL])
+    results = run([large] if args.large_only or large == SMALL else [SMALL, large])
     results["mode"] = "quick" if args.quick else f"runs-{large}"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{stamp}-scale-{results['mode']}.json"
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"{stamp}-scale-{results['mode']}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {path}")
-    if not args.no_docs:
+    if not (args.no_docs or args.large_only):
         from benchmarks.scale_report import write_section
 
         write_section(results, path)

@@ -312,6 +312,8 @@ class HealthWatch:
         self.longest_ended: dict[str, str] = {w.worker_id: "" for w in workers}
         #: The longest pause per phase and worker: load, queries and restarts differ.
         self.by_phase: dict[str, dict[str, float]] = {}
+        #: Every pause per phase (one a poll: 20 a second per worker, a few thousand per run).
+        self.gaps: dict[str, list[float]] = {}
         self._phase = "start"
         #: (wall-clock start, phase) of every phase, to place the stall probes' lines.
         self.phases: list[tuple[float, str]] = [(time.time(), "start")]
@@ -372,10 +374,20 @@ class HealthWatch:
                 if last is not None:
                     phase = self.by_phase.setdefault(self.phase, {})
                     phase[w.worker_id] = max(phase.get(w.worker_id, 0.0), now - last)
+                    self.gaps.setdefault(self.phase, []).append(now - last)
                 if last is not None and now - last > self.longest[w.worker_id]:
                     self.longest[w.worker_id] = now - last
                     self.longest_at[w.worker_id] = self.phase
                     self.longest_ended[w.worker_id] = time.strftime("%H:%M:%S", time.gmtime())
+
+    def p99_by_phase(self) -> dict[str, float]:
+        """The 99th percentile pause per phase, both workers together (ms): the longest one
+        may be a single unlucky wait for a core."""
+        out = {}
+        for phase, gaps in self.gaps.items():
+            ordered = sorted(gaps)
+            out[phase] = round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1)
+        return out
 
     def close(self) -> None:
         self._stop.set()

@@ -76,6 +76,30 @@ def _rows(size: dict[str, Any]) -> dict[str, str]:
             )
             or "n/a"
         ),
+        "/health pause p99 by phase, both workers (ms)": (
+            ", ".join(
+                f"{phase} {value:,.0f}"
+                for phase, value in size["health"].get("pause_p99_ms_by_phase", {}).items()
+            )
+            or "n/a"
+        ),
+        "Late wakes by cause, longest (ms): probe kept out while the loop ran / while the"
+        " loop waited for a core holding the GIL / probe waiting for a core": (
+            ", ".join(
+                f"{phase} {v['blocked_loop_running_ms']:,.0f} / "
+                f"{v['blocked_loop_preempted_ms']:,.0f} / {v['probe_core_wait_ms']:,.0f}"
+                for phase, v in size["health"].get("stall_probe", {}).items()
+                if phase != "start" and "blocked_loop_running_ms" in v
+            )
+            or "n/a"
+        ),
+        "RocksDB write stalls logged (delayed / stopped)": (
+            ", ".join(
+                f"{w} {c['stalling']} / {c['stopping']}"
+                for w, c in size.get("rocksdb_write_stalls", {}).items()
+            )
+            or "n/a"
+        ),
         "Machine load: highest 1-minute load average by phase (cores)": (
             ", ".join(
                 f"{phase} {value:.1f}"
@@ -143,6 +167,10 @@ def render(results: dict[str, Any], results_path: Path) -> str:
             "loop CPU near the delay is the worker holding the GIL, little loop CPU is the "
             "machine's scheduler; it also logs where the loop's thread was (the line after a "
             "long call that held the GIL) and which thread ran each collection over 20 ms. "
+            "Its late wakes are split by cause: the probe kept out (late without waiting for a "
+            "core) while the loop's thread ran (its code held the GIL: the worker's doing) or "
+            "while the loop's thread waited for a core holding the GIL (preempted by the "
+            "scheduler), or the probe itself waiting for a core (the machine). "
             "A worker restores its partitions side by side: records/s is over the wall time "
             "from the first one's start to the last one's end. "
             "**A shared 2-core machine** (other engineers' brokers and benchmarks ran at the "

@@ -3,9 +3,12 @@
 When ``RUNSTATE_STALL_PROBE`` names a file, a thread of the worker sleeps 10 ms again and
 again; whenever it wakes more than 50 ms late it appends one JSON line saying how late, how
 much CPU the worker's main thread (the poll loop) used meanwhile and how long both threads
-waited for a core. Cyclic garbage collections longer than 20 ms are logged too. A late wake
-with the loop's CPU near the delay is the loop holding the GIL (what the query API's thread,
-``/health``, waits for); one where both threads mostly waited for a core is the machine's.
+waited for a core, and the same for the process's other Python threads (the query API's)
+that ran or waited 5 ms or more. Cyclic garbage collections longer than 20 ms are logged
+too. A late wake with the loop's CPU near the delay is the loop holding the GIL (what the
+query API's thread, ``/health``, waits for); one where the probe waited mostly for a core is
+the machine's; one where the probe was blocked (late, not waiting for a core) while the
+loop's thread waited for a core is the loop preempted while holding the GIL.
 Linux only (``/proc/self/task/*/schedstat``); nothing happens without the variable.
 """
 
@@ -31,6 +34,15 @@ def _sched_ms(tid: int) -> tuple[float, float]:
     with open(f"/proc/self/task/{tid}/schedstat") as f:
         run, wait, _ = f.read().split()
     return int(run) / 1e6, int(wait) / 1e6
+
+
+def _python_threads(me: int) -> list[tuple[str, int]]:
+    """(name, native id) of this process's other Python threads than the loop and the probe."""
+    return [
+        (t.name, t.native_id)
+        for t in threading.enumerate()
+        if t.native_id is not None and t.native_id != me and t is not threading.main_thread()
+    ]
 
 
 def _where(ident: int | None) -> list[str]:
@@ -82,17 +94,32 @@ def _start(path: str) -> None:
         loop = main.native_id
         assert loop is not None
         while True:
+            others = _python_threads(me)
             t0, l0, m0 = time.perf_counter(), _sched_ms(loop), _sched_ms(me)
+            before = {name: _sched_ms(tid) for name, tid in others}
             time.sleep(_SLEEP_S)
             late = time.perf_counter() - t0 - _SLEEP_S
             if late > _LATE_S:
                 l1, m1 = _sched_ms(loop), _sched_ms(me)
+                threads = {}
+                for name, tid in others:
+                    try:
+                        run, wait = _sched_ms(tid)
+                    except OSError:
+                        continue  # ended meanwhile
+                    cpu, waited = run - before[name][0], wait - before[name][1]
+                    if cpu >= 5 or waited >= 5:
+                        threads[name] = [round(cpu, 1), round(waited, 1)]
                 write(
                     {
                         "late_ms": round(late * 1000, 1),
                         "loop_cpu_ms": round(l1[0] - l0[0], 1),
                         "loop_waited_ms": round(l1[1] - l0[1], 1),
                         "probe_waited_ms": round(m1[1] - m0[1], 1),
+                        # late, less waiting for a core: waiting for the GIL (or blocked)
+                        "probe_blocked_ms": round(late * 1000 - (m1[1] - m0[1]), 1),
+                        # other Python threads: [CPU, waited for a core] (ms), 5 ms or more
+                        "threads": threads,
                         "loop_at": _where(main.ident),
                     }
                 )

@@ -57,6 +57,10 @@ def test_every_figure_is_produced_at_a_few_hundred_runs(
     assert size["health"]["longest_pause_ms_by_phase"]  # at 300 runs the load may be too short
     assert size["workers"]["w2"]["exit_codes"] == [0, 0, 0]
     assert "stall_probe" in size["health"]
+    assert set(size["health"]["pause_p99_ms_by_phase"]) == set(
+        size["health"]["longest_pause_ms_by_phase"]
+    )
+    assert set(size["rocksdb_write_stalls"]) == {"w1", "w2"}
     for worker in size["workers"].values():  # the probe ran in each worker process
         assert Path(worker["log"]).with_suffix(".probe.jsonl").exists()
 

@@ -272,3 +272,32 @@ def test_at_least_once_applies_the_store_before_committing_offsets() -> None:
     with pytest.raises(CheckpointFailed):
         cp.commit()
     assert store.get(b"run-1") == b"state@0"
+
+
+def test_a_checkpoint_is_due_after_its_record_bound_whatever_the_interval() -> None:
+    cp, _, _ = _checkpoint(max_records=3, interval_s=60.0, clock=lambda: 0.0)
+    store = MemoryPartitionStore(1)
+    cp.add_partition(1, store, committed=None)
+    assert (cp.due(), cp.records_left()) == (False, 3)
+    _work(cp, store, 0)
+    _work(cp, store, 1)
+    assert (cp.due(), cp.records_left()) == (False, 1)
+    _work(cp, store, 2)
+    assert (cp.due(), cp.records_left()) == (True, 1)  # never 0: the loop takes one at least
+    assert cp.commit()
+    assert (cp.due(), cp.records_left(), cp.largest_commit) == (False, 3, 3)
+    _work(cp, store, 3)
+    _work(cp, store, 4)
+    cp.abort("partitions lost")  # an abort drops the records with the interval's writes
+    assert (cp.due(), cp.records_left(), cp.largest_commit) == (False, 3, 3)
+
+
+def test_without_a_record_bound_only_the_interval_makes_a_checkpoint_due() -> None:
+    cp, _, _ = _checkpoint(interval_s=60.0, clock=lambda: 0.0)
+    store = MemoryPartitionStore(1)
+    cp.add_partition(1, store, committed=None)
+    for offset in range(100):
+        _work(cp, store, offset)
+    assert (cp.due(), cp.records_left()) == (False, None)
+    assert cp.commit()
+    assert cp.largest_commit == 100

@@ -34,6 +34,24 @@ def test_a_bad_setting_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
         load_runtime_config(Settings())
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CHECKPOINT_MAX_RECORDS", "0"), ("SWITCH_INTERVAL_MS", "0"), ("SWITCH_INTERVAL_MS", "500")],
+)
+def test_the_loops_bounds_come_from_variables_and_nonsense_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    defaults = load_runtime_config(Settings())
+    assert (defaults.checkpoint_max_records, defaults.switch_interval_ms) == (2_000, 1.0)
+    monkeypatch.setenv("RUNSTATE_RUNTIME_CHECKPOINT_MAX_RECORDS", "300")
+    monkeypatch.setenv("RUNSTATE_RUNTIME_SWITCH_INTERVAL_MS", "2.5")
+    config = load_runtime_config(Settings())
+    assert (config.checkpoint_max_records, config.switch_interval_ms) == (300, 2.5)
+    monkeypatch.setenv(f"RUNSTATE_RUNTIME_{variable}", value)
+    with pytest.raises(ConfigError, match=variable.lower()):
+        load_runtime_config(Settings())
+
+
 def test_crash_points_exit_137_on_the_armed_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[int] = []
     monkeypatch.setattr(fault_hooks.os, "_exit", exits.append)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 
 import pytest
-from rocksdict import Options, Rdict
+from rocksdict import Cache, Options, Rdict
 
-from runstate.errors import StorageFull, StoreDamaged, StoreInUse
+from runstate.errors import StorageFull, StoreDamaged, StoreError, StoreInUse
+from runstate.runtime import rocksdb_store
 from runstate.runtime.memory_store import MemoryStore
 from runstate.runtime.rocksdb_store import RocksDBOptions, RocksDBStore
 from runstate.runtime.store import PartitionTransaction, Store
@@ -402,3 +405,82 @@ def test_rocksdb_a_kill_9_keeps_every_applied_batch_with_the_wal(
     assert part.changelog_offset() == kept
     assert len(list(part.items(b"k", b"l"))) == (0 if kept is None else kept + 1)
     store.close()
+
+
+def test_rocksdb_write_stalls_are_waited_out_by_the_store_not_inside_rocksdb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rocksdict holds the GIL for a whole write: a write RocksDB stalled itself would stop
+    # every thread of the worker. Compaction due after every flush, and a pending-compaction
+    # limit of 2 bytes: writes stop after each flush until the compaction is done.
+    family_options = rocksdb_store._family_options
+
+    def stalling(options: RocksDBOptions, cache: Cache) -> Options:
+        made = family_options(options, cache)
+        made.set_level_zero_file_num_compaction_trigger(1)
+        made.set_soft_pending_compaction_bytes_limit(1)
+        made.set_hard_pending_compaction_bytes_limit(2)
+        return made
+
+    monkeypatch.setattr(rocksdb_store, "_family_options", stalling)
+    store = RocksDBStore(
+        tmp_path,
+        options=RocksDBOptions(
+            write_buffer_bytes=64 * 1024, max_write_buffers=2, block_cache_bytes=1 << 20
+        ),
+    )
+    part = store.open(0)
+    for offset in range(3_000):
+        chunk = [(b"k%06d-%02d" % (offset, i), b"v" * 100) for i in range(10)]
+        part.apply(chunk, changelog_offset=offset)
+    assert part.stalls > 0  # RocksDB refused and the store waited (0 if RocksDB waits)
+    assert part.changelog_offset() == 2_999
+    assert sum(1 for _ in part.items(b"k", b"l")) == 30_000
+    store.close()
+
+
+def test_rocksdb_a_write_stalled_for_good_waits_without_the_gil_then_says_so(
+    tmp_path: Path,
+) -> None:
+    store = RocksDBStore(
+        tmp_path,
+        options=RocksDBOptions(
+            write_buffer_bytes=64 * 1024,
+            max_write_buffers=2,
+            block_cache_bytes=1 << 20,
+            stall_timeout_s=2.0,
+        ),
+    )
+    part = store.open(0)
+    part.apply([(b"kept", b"v")], changelog_offset=0)
+    # Stop the background threads: the memtables fill up, RocksDB stops writes for good.
+    part._open_db().cancel_all_background(True)
+    ticks = 0
+    done = threading.Event()
+
+    def tick() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    applied = 0
+    try:
+        with pytest.raises(StoreError, match="RocksDB kept writes stalled for 2 s"):
+            for offset in range(1, 10_000):
+                chunk = [(b"k%06d-%02d" % (offset, i), b"v" * 100) for i in range(10)]
+                before = ticks
+                part.apply(chunk, changelog_offset=offset)
+                applied = offset
+        assert ticks > before  # the ticker ran while the refused write waited
+    finally:
+        done.set()
+        ticker.join(10)
+    assert applied > 0 and part.stalls == 1
+    assert part.changelog_offset() == applied  # the refused batch left nothing behind
+    assert part.get(b"k%06d-00" % (applied + 1)) is None
+    assert part.get(b"k%06d-09" % applied) == b"v" * 100
+    with contextlib.suppress(StoreError):  # its flush cannot run any more
+        store.close()

@@ -157,6 +157,7 @@ def build_worker(
         changelog_topic=names.runs_changelog,
         exactly_once=config.exactly_once,
         interval_s=config.commit_interval_s,
+        max_records=config.checkpoint_max_records,
         timeout_s=config.broker_timeout_s,
         outage_s=config.broker_outage_s,
         producer_factory=producer,

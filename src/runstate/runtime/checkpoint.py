@@ -122,6 +122,7 @@ class Checkpoint:
         changelog_topic: str,
         exactly_once: bool = True,
         interval_s: float = 0.1,
+        max_records: int | None = None,
         timeout_s: float = 60.0,
         outage_s: float = 600.0,
         producer_factory: Callable[[], TransactionalProducer] | None = None,
@@ -148,6 +149,7 @@ class Checkpoint:
         self._changelog_topic = changelog_topic
         self.exactly_once = exactly_once
         self._interval_s = interval_s
+        self._max_records = max_records
         self._timeout_s = timeout_s
         self._crash = crash_points or CrashPoints()
         self._clock = clock
@@ -156,10 +158,14 @@ class Checkpoint:
         self._failure: KafkaError | None = None
         self._changelog_offsets: dict[int, int] = {}
         self._last = clock()
+        #: Records handled since the last checkpoint (what :meth:`due` bounds).
+        self._records = 0
         self._abort_listeners: list[Callable[[], None]] = []
         #: Counts aborts, so the loop can tell one happened inside a ``consume()`` call.
         self.aborts = 0
         self.commits = 0
+        #: The most records one checkpoint committed (``max_records`` bounds it).
+        self.largest_commit = 0
         #: Wall-clock time of the last successful commit (how fresh the stores are).
         self.committed_at: float | None = None
         #: Durations of the checkpoints that committed something (``/metrics``).
@@ -223,6 +229,7 @@ class Checkpoint:
     def processed(self, partition: int, offset: int) -> None:
         """The record at ``offset`` is handled; its effects are in the overlay or produced."""
         self._partitions[partition].next_offset = offset + 1
+        self._records += 1
 
     def produce(
         self,
@@ -242,11 +249,24 @@ class Checkpoint:
 
     # -- the checkpoint --------------------------------------------------------------------
     def due(self) -> bool:
+        """The interval is up, or ``max_records`` records were handled since the last
+        checkpoint: a backlog never makes one checkpoint's changelog, flush and store write
+        (which holds the GIL from start to end) larger than the bound."""
+        if self._max_records is not None and self._records >= self._max_records:
+            return True
         return self._clock() - self._last >= self._interval_s
 
     def time_left(self) -> float:
         """Seconds until the next checkpoint is due (0 if it is)."""
         return max(0.0, self._interval_s - (self._clock() - self._last))
+
+    def records_left(self) -> int | None:
+        """Records the task may still handle before the checkpoint is due by size (at least
+        1; None: no bound). The loop takes no more than this, so a checkpoint holds at most
+        ``max_records`` records."""
+        if self._max_records is None:
+            return None
+        return max(1, self._max_records - self._records)
 
     def commit(self) -> bool:
         """Commit everything since the last checkpoint; see the module docstring.
@@ -263,6 +283,7 @@ class Checkpoint:
                 the store is restored from the changelog, which holds what was committed.
         """
         began = self._last = self._clock()
+        records, self._records = self._records, 0
         positions = [
             TopicPartition(self._source_topic, p, part.next_offset)
             for p, part in sorted(self._partitions.items())
@@ -310,6 +331,7 @@ class Checkpoint:
         self._crash.reached("after_apply")
         self.waiting_on, self._unreachable_since = None, None
         self.commits += 1
+        self.largest_commit = max(self.largest_commit, records)
         self.committed_at = time.time()
         self.commit_seconds.observe(self._clock() - began)
         return True
@@ -556,6 +578,7 @@ class Checkpoint:
             )
             self._in_transaction = False
         self._changelog_offsets.clear()
+        self._records = 0
         for part in self._partitions.values():
             part.overlay, part.next_offset = None, None
         self.rewind()

@@ -50,6 +50,20 @@ class RuntimeConfig(BaseSettings):
     max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger records are DLQ'd")
     commit_interval_s: float = Field(0.1, gt=0, description="one checkpoint per interval")
     batch_size: int = Field(500, ge=1, description="most records taken per consume()")
+    checkpoint_max_records: int = Field(
+        2_000,
+        ge=1,
+        description="a checkpoint commits once this many records are handled, even before"
+        " commit_interval_s: bounds its store write, which holds the GIL (a backlog never"
+        " makes one larger)",
+    )
+    switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="how long the poll loop may hold the GIL while another thread (the"
+        " query API, /health) waits for it; Python's default is 5",
+    )
     exactly_once: bool = Field(
         True, description="Kafka transactions; False: at-least-once, idempotent reducer"
     )

@@ -205,6 +205,7 @@ class Worker:
             "records": self.records,
             "commits": self._checkpoint.commits,
             "aborts": self._checkpoint.aborts,
+            "largest_checkpoint_records": self._checkpoint.largest_commit,
             "committed_offsets": {
                 p: self._checkpoint.committed_offset(p) for p in self.owned_partitions()
             },
@@ -413,8 +414,12 @@ class Worker:
         """Up to a batch of records without waiting for a full one: what is fetched already,
         else the first record to arrive within ``timeout`` and whatever came with it.
         (``consume(n, timeout)`` alone waits for n records or the timeout, which at low rates
-        adds the whole timeout to every event's latency.)"""
+        adds the whole timeout to every event's latency.) Never more than the checkpoint may
+        still take (``checkpoint_max_records``), so no checkpoint holds more."""
         n = self._config.batch_size
+        left = self._checkpoint.records_left()
+        if left is not None:
+            n = min(n, left)
         messages = self._consumer.consume(n, timeout=0)
         if not messages:
             messages = self._consumer.consume(1, timeout=timeout)

@@ -19,6 +19,12 @@ Why the design looks the way it does:
   gives that back and makes a kill -9 restore its partitions mostly from the start:
   ``atomic_flush`` then keeps data and offset consistent across flushes, and whatever was
   still in the memtables (up to 16 MiB per partition) is read from the changelog again.
+* **A write stall waits outside the GIL.** rocksdict holds the GIL for the whole of a
+  write, and RocksDB makes a write wait there when flushes and compactions fall behind
+  (delayed or stopped writes): every other thread of the worker, ``/health``'s included,
+  would wait with it. Writes are made with ``no_slowdown``, so RocksDB refuses at once
+  instead, and :meth:`RocksDBPartitionStore.apply` sleeps (the GIL released) and retries,
+  up to ``stall_timeout_s``.
 * **Nothing is scanned at open.** Opening reads one key (the offset), whatever the number
   of runs, so a restarted worker with its data kept is ready at once.
 * **Errors a caller can act on.** A full disk raises :class:`~runstate.errors.StorageFull`,
@@ -32,6 +38,7 @@ import contextlib
 import os
 import shutil
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +82,8 @@ class RocksDBOptions:
             device, can stall writers inside the write call (a background error that waits
             for space) instead of failing them; the reserve keeps it from getting there.
             0 turns the check off.
+        stall_timeout_s: how long a write waits for RocksDB to lift a write stall before
+            it fails (the worker stops; its restart restores the store).
     """
 
     block_cache_bytes: int = 64 * _MiB
@@ -83,6 +92,7 @@ class RocksDBOptions:
     wal: bool = True
     background_jobs: int = 2
     min_free_bytes: int = 64 * _MiB
+    stall_timeout_s: float = 300.0
 
 
 class RocksDBPartitionStore:
@@ -110,6 +120,11 @@ class RocksDBPartitionStore:
         self._write_options = WriteOptions()
         # a property at run time; rocksdict's stub declares it a method
         self._write_options.disable_wal = not options.wal  # type: ignore[method-assign,assignment]
+        # refuse instead of stalling with the GIL held; apply() waits outside it
+        self._write_options.no_slowdown = True
+        self._stall_timeout_s = options.stall_timeout_s
+        #: Writes that found RocksDB stalling writes and waited for it.
+        self.stalls = 0
         try:
             self._offset = self._read_offset()
         except StoreError:
@@ -189,11 +204,44 @@ class RocksDBPartitionStore:
     def apply(self, writes: Sequence[Write], *, changelog_offset: int) -> None:
         """Apply ``writes`` and the offset they reach in one atomic RocksDB batch.
 
+        While RocksDB stalls writes (flushes or compactions behind) it refuses the batch at
+        once; this waits with the GIL released, 5 ms at first and at most 100 ms apart, and
+        tries again.
+
         Raises:
             StorageFull: no space left on the device; nothing was applied.
-            StoreError: RocksDB refused the batch for another reason; nothing was applied.
+            StoreError: RocksDB refused the batch for another reason, or kept writes stalled
+                for ``stall_timeout_s``; nothing was applied.
         """
         self._check_free_space(f"writing partition {self._partition}")
+        deadline: float | None = None
+        pause = 0.005
+        while True:
+            try:
+                self._open_db().write(self._batch(writes, changelog_offset), self._write_options)
+                break
+            except StoreError:
+                raise
+            except Exception as exc:
+                if "stall" not in str(exc).lower():
+                    raise _store_error(exc, f"writing partition {self._partition}") from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._stall_timeout_s
+                    self.stalls += 1
+                if now >= deadline:
+                    raise StoreError(
+                        f"writing partition {self._partition}: RocksDB kept writes stalled for"
+                        f" {self._stall_timeout_s:g} s ({exc}); its flushes and compactions do"
+                        " not keep up: check the disk, then restart the worker"
+                    ) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        self._offset = changelog_offset
+
+    def _batch(self, writes: Sequence[Write], changelog_offset: int) -> WriteBatch:
+        """The writes and the offset as one batch (made anew per attempt: a batch given to
+        a write is used up, written or not)."""
         batch = WriteBatch(raw_mode=True)
         for key, value in writes:
             if value is None:
@@ -201,13 +249,7 @@ class RocksDBPartitionStore:
             else:
                 batch.put(key, value)
         batch.put(_OFFSET_KEY, _OFFSET.pack(changelog_offset), self._meta)
-        try:
-            self._open_db().write(batch, self._write_options)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise _store_error(exc, f"writing partition {self._partition}") from exc
-        self._offset = changelog_offset
+        return batch
 
     def changelog_offset(self) -> int | None:
         return self._offset

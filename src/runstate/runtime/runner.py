@@ -37,6 +37,10 @@ def run_worker(config: RuntimeConfig) -> int:
     quiet_collector()
     # `kill -USR1 <pid>` prints every thread's stack to stderr: where a worker waits
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # While the loop works through a backlog it holds the GIL; a thread that wants it (the
+    # query API answering /health) asks it to let go after this interval, once per handoff,
+    # and an answer takes several handoffs. The worker's own process only, like the above.
+    sys.setswitchinterval(config.switch_interval_ms / 1000)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()
