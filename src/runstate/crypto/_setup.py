@@ -1,0 +1,39 @@
+"""The cipher and key store a process's settings describe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runstate.crypto._cipher import PersonalDataCipher
+from runstate.crypto._keys import key_manager_from_settings
+from runstate.crypto._store import FileKeyStore, KeyStore
+from runstate.settings import Settings
+from runstate.streams.topics import TopicNames
+
+__all__ = ["cipher_from_settings", "key_store_from_settings"]
+
+
+def key_store_from_settings(settings: Settings) -> KeyStore:
+    """``RUNSTATE_KEY_STORE``: ``kafka`` (the data-keys topic) or a folder for local use."""
+    if settings.key_store == "kafka":
+        from runstate.crypto._kafka_store import KafkaKeyStore
+
+        return KafkaKeyStore(
+            settings.bootstrap_servers, TopicNames(settings.topic_prefix).data_keys
+        )
+    return FileKeyStore(Path(settings.key_store))
+
+
+def cipher_from_settings(
+    settings: Settings, *, required: bool = False
+) -> PersonalDataCipher | None:
+    """The cipher for the configured master key and key store; None without a master key
+    (personal fields are then written in clear, as before encryption existed).
+
+    Raises:
+        MasterKeyError: the master key is malformed, or missing while ``required``.
+    """
+    keys = key_manager_from_settings(settings, required=required)
+    if keys is None:
+        return None
+    return PersonalDataCipher(keys, key_store_from_settings(settings))
