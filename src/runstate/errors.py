@@ -43,6 +43,7 @@ __all__ = [
     "TamperedValue",
     "TopicMismatch",
     "UnknownSchema",
+    "UnknownSubject",
     "ValidationError",
 ]
 
@@ -185,6 +186,10 @@ class DataKeyMissing(CryptoError):
 class TamperedValue(CryptoError):
     """A sealed value is malformed or fails authentication: changed, copied to another run
     or field, or opened with the wrong key."""
+
+
+class UnknownSubject(CryptoError):
+    """The key store has no key of the subject: never sealed for, or already erased."""
 
 
 class ArchiveError(Error):

@@ -10,7 +10,15 @@ which every copy of its values reads as ``erased``. See docs/security.md.
 
 from __future__ import annotations
 
-from runstate.crypto._cipher import UNREADABLE, Opener, PersonalDataCipher, reveal, shown_value
+from runstate.crypto._cipher import (
+    UNREADABLE,
+    Opener,
+    PersonalDataCipher,
+    reveal,
+    reveal_event,
+    shown_value,
+)
+from runstate.crypto._erasure import ERASURE_SCHEMA, Erasure, erase_subject, publish_erasure
 from runstate.crypto._keys import (
     KeyManager,
     LocalKeyManager,
@@ -21,7 +29,9 @@ from runstate.crypto._setup import cipher_from_settings, key_store_from_settings
 from runstate.crypto._store import FileKeyStore, KeyStore, WrappedKey
 
 __all__ = [
+    "ERASURE_SCHEMA",
     "UNREADABLE",
+    "Erasure",
     "FileKeyStore",
     "KeyManager",
     "KeyStore",
@@ -30,9 +40,12 @@ __all__ = [
     "PersonalDataCipher",
     "WrappedKey",
     "cipher_from_settings",
+    "erase_subject",
     "key_manager_from_settings",
     "key_store_from_settings",
     "parse_master_key",
+    "publish_erasure",
     "reveal",
+    "reveal_event",
     "shown_value",
 ]

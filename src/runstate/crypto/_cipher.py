@@ -37,7 +37,7 @@ from runstate.schemas.sealed import (
     sealed_fields,
 )
 
-__all__ = ["UNREADABLE", "PersonalDataCipher", "reveal"]
+__all__ = ["UNREADABLE", "Opener", "PersonalDataCipher", "reveal", "reveal_event", "shown_value"]
 
 #: Shown for a sealed value that fails authentication (tampered, or from another run).
 UNREADABLE: Final = "unreadable"
@@ -182,6 +182,21 @@ def shown_value(cipher: PersonalDataCipher | None, *, allowed: bool) -> Opener:
             return UNREADABLE
 
     return show
+
+
+def reveal_event(event: AgentEvent, opener: Opener) -> AgentEvent:
+    """A copy of ``event`` with its sealed fields shown by ``opener`` (opened, ``masked``,
+    ``erased``); for describing events to people, never for sending or folding."""
+    changes: dict[str, Any] = {}
+    for name in sealed_fields(event.event_type):
+        value = getattr(event, name, None)
+        if isinstance(value, str) and is_sealed(value):
+            changes[name] = opener(value, event.run_id)
+        elif isinstance(value, Mapping):
+            changes[name] = {
+                k: opener(v, event.run_id) if is_sealed(v) else v for k, v in value.items()
+            }
+    return event.model_copy(update=changes) if changes else event
 
 
 def reveal(value: Any, opener: Opener, *, run_id: str | None = None) -> Any:

@@ -110,14 +110,14 @@ class KafkaKeyStore:
         with self._lock:
             self._keys.setdefault(key.subject, {})[key.version] = key
 
-    def erase(self, subject: str) -> int:
+    def erase(self, subject: str) -> tuple[str, ...]:
         self._catch_up()
-        versions = sorted(self._keys.get(subject, {}))
+        versions = tuple(sorted(self._keys.get(subject, {})))
         for version in versions:
             self._write(f"{subject}/{version}".encode(), None)
         with self._lock:
             self._keys.pop(subject, None)
-        return len(versions)
+        return versions
 
     def close(self) -> None:
         self._producer.flush(5.0)

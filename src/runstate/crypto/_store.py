@@ -95,8 +95,8 @@ class KeyStore(Protocol):
         """Store a new key version durably before any value is sealed with it."""
         ...
 
-    def erase(self, subject: str) -> int:
-        """Destroy every key of ``subject``; how many versions there were (0: unknown)."""
+    def erase(self, subject: str) -> tuple[str, ...]:
+        """Destroy every key of ``subject``; the versions destroyed (none: unknown)."""
         ...
 
 
@@ -162,9 +162,9 @@ class FileKeyStore:
                 os.close(fd)
             os.replace(tmp, path)
 
-    def erase(self, subject: str) -> int:
+    def erase(self, subject: str) -> tuple[str, ...]:
         with self._locked():
-            count = len(self._read(subject))
+            versions = tuple(sorted(k.version for k in self._read(subject)))
             with contextlib.suppress(FileNotFoundError):
                 self._path(subject).unlink()
-            return count
+            return versions

@@ -187,3 +187,7 @@ class EventSealer(Protocol):
     def seal(self, event: AgentEvent, subject: str) -> AgentEvent:
         """A copy of ``event`` with each sealed field encrypted (sealed ones left alone)."""
         ...
+
+    def open_value(self, text: str, *, run_id: str) -> str:
+        """The clear text of a value this sealer's keys sealed for ``run_id``."""
+        ...
