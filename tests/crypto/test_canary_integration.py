@@ -62,11 +62,13 @@ TOKENS = {
     "auditor": "t-auditor-0123456789abc",
     "dpo": "t-dpo-0123456789abcdef",
     "agent": "t-agent-0123456789abcde",
+    "ops": "t-ops-0123456789abcdefg",
 }
 ROLES = {
     "auditor": ["auditor"],
     "dpo": ["auditor", "personal-data"],
     "agent": ["agent", "approver"],
+    "ops": ["operator"],
 }
 
 
@@ -91,6 +93,17 @@ def _get(url: str, token: str) -> dict[str, Any]:
     with urllib.request.urlopen(req, timeout=30) as r:
         body: dict[str, Any] = json.loads(r.read())
         return body
+
+
+def _post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        answer: dict[str, Any] = json.loads(r.read())
+        return answer
 
 
 def _files(root: Path) -> Iterator[bytes]:
@@ -191,6 +204,33 @@ def test_no_canary_in_clear_anywhere_then_erasure_leaves_the_rest_readable(
                     again.fail(FailureReason.OTHER, canary(run_id, "fail"))
                 else:
                     again.complete(output_ref=canary(run_id, "end"))
+        # A run cancelled through the worker's HTTP API: the reason is sealed there, for the
+        # subject of the run's input.
+        cancelled = "subj-b-cancelled"
+        DurableRun.start(
+            producer,
+            reader,
+            run_id=cancelled,
+            agent=CONTROL,
+            input=canary(cancelled, "in"),
+            prompt_version="p1",
+            owner="desk",
+            source="canary-test",
+            data_subject="subj-b",
+        )
+        runs[cancelled] = "subj-b"
+        canaries += [canary(cancelled, "in"), canary(cancelled, "why")]
+        done = _post(
+            f"{worker.url}/runs/{cancelled}/cancel",
+            TOKENS["ops"],
+            {"reason": canary(cancelled, "why")},
+        )
+        assert done["status"] == "cancelled", done
+        as_stored = _get(f"{worker.url}/runs/{cancelled}?personal=sealed", TOKENS["auditor"])
+        assert parse_sealed(as_stored["cancel_reason"]).subject == "subj-b"
+        assert cipher.open_value(as_stored["cancel_reason"], run_id=cancelled) == canary(
+            cancelled, "why"
+        )
         # A record the reducer rejects (a step that never started), sealed like any other...
         ghost = "subj-a-run-1"
         bad = producer.new_event(

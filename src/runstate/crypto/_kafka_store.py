@@ -24,6 +24,8 @@ from runstate.streams.reader import read_topic
 
 __all__ = ["KafkaKeyStore"]
 
+_MAX_MISSING = 100_000
+
 
 class KafkaKeyStore:
     """Wrapped data keys in a compacted topic. Thread-safe; ``close()`` when done."""
@@ -39,6 +41,9 @@ class KafkaKeyStore:
         self.bootstrap_servers = bootstrap_servers
         self.refresh_s = refresh_s
         self._read_at = float("-inf")
+        #: Keys found missing by a read that started after they were first asked for: gone
+        #: (erased, or never in this store). Asking again costs no read.
+        self._missing: dict[tuple[str, str], float | None] = {}
         self.topic = topic
         self.timeout_s = timeout_s
         self._keys: dict[str, dict[str, WrappedKey]] = {}
@@ -76,9 +81,18 @@ class KafkaKeyStore:
         """The key, read on from the topic when missing or last read over ``refresh_s``
         ago (an erasure by another process reaches a long-lived reader within that)."""
         found = self._keys.get(subject, {}).get(version)
-        if found is None or time.monotonic() - self._read_at > self.refresh_s:
-            self._catch_up()
-            found = self._keys.get(subject, {}).get(version)
+        if found is not None and time.monotonic() - self._read_at <= self.refresh_s:
+            return found
+        pair = (subject, version)
+        if found is None and self._missing.get(pair) is not None:
+            return None
+        # A value sealed under this key was written after the key was stored, and the caller
+        # saw the value before asking: a read starting now finds the key if it exists.
+        asked = time.monotonic()
+        self._catch_up()
+        found = self._keys.get(subject, {}).get(version)
+        if found is None and len(self._missing) < _MAX_MISSING:
+            self._missing[pair] = asked
         return found
 
     def current(self, subject: str) -> WrappedKey | None:
