@@ -238,17 +238,21 @@ class EventProducer:
     ) -> None:
         self.close()
 
-    def run(self, run_id: str | None = None) -> AgentRun:
-        """A handle that emits events for one run (a new UUIDv7 run id if none is given)."""
-        return AgentRun(self, run_id or uuid7())
+    def run(self, run_id: str | None = None, *, data_subject: str | None = None) -> AgentRun:
+        """A handle that emits events for one run (a new UUIDv7 run id if none is given),
+        sealing personal fields for ``data_subject`` (the run id if None)."""
+        return AgentRun(self, run_id or uuid7(), data_subject=data_subject)
 
 
 class AgentRun:
     """Emits the events of one run, remembering where the last one landed."""
 
-    def __init__(self, producer: EventProducer, run_id: str) -> None:
+    def __init__(
+        self, producer: EventProducer, run_id: str, *, data_subject: str | None = None
+    ) -> None:
         self.producer = producer
         self.run_id = run_id
+        self.data_subject = data_subject
         self.last_delivery: Delivery | None = None
 
     def emit(self, cls: type[AgentEvent], **fields: Any) -> Delivery:
@@ -257,7 +261,7 @@ class AgentRun:
         Example:
             ``run.emit(StepStarted, step="check_form", step_index=0, attempt=1)``
         """
-        event = self.producer.new_event(cls, self.run_id, **fields)
+        event = self.producer.new_event(cls, self.run_id, data_subject=self.data_subject, **fields)
         self.last_delivery = self.producer.emit(event)
         return self.last_delivery
 
