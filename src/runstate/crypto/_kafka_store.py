@@ -96,7 +96,11 @@ class KafkaKeyStore:
         return found
 
     def current(self, subject: str) -> WrappedKey | None:
-        self._catch_up()
+        """The newest key this reader knows, reading on at most every ``refresh_s``: a new
+        subject (a run id, typically) costs no read of its own. Missing another process's
+        brand-new key only makes a second version (both open their own values)."""
+        if time.monotonic() - self._read_at > self.refresh_s:
+            self._catch_up()
         keys = list(self._keys.get(subject, {}).values())
         return max(keys, key=lambda k: (k.created_ms, k.version)) if keys else None
 
