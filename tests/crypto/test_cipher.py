@@ -128,8 +128,12 @@ def test_store_holds_only_wrapped_keys(tmp_path: Path) -> None:
     c.seal_value("v", subject="s", run_id="r", field="input")
     stored = c.store.current("s")
     assert stored is not None and len(stored.wrapped) == 40  # AES key wrap of 32 bytes
+    data_key = c.keys.unwrap(stored.wrapped)
     files = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
-    assert len(files) == 1 and b"s" not in files[0].name.encode()[:-5]
+    assert len(files) == 1
+    body = files[0].read_bytes()
+    assert data_key not in body and base64.b64encode(data_key) not in body
+    assert base64.b64encode(stored.wrapped) in body
     assert oct(files[0].stat().st_mode & 0o777) == "0o600"
 
 
