@@ -31,10 +31,16 @@ def assert_eventually(
         time.sleep(interval_s)
 
 
-def http_json(url: str, timeout_s: float = 30.0) -> tuple[int, dict[str, Any]]:
-    """GET ``url``: (status, JSON body); (0, {"error": "unreachable", ...}) if nothing answers."""
+def http_json(
+    url: str, timeout_s: float = 30.0, *, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """GET ``url`` (with a bearer ``token`` if given): (status, JSON body);
+    (0, {"error": "unreachable", ...}) if nothing answers."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout_s
+        ) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:

@@ -1,5 +1,5 @@
 """The package's layers import only downward: {cli, console} -> checks -> testing -> {retention,
-agents, runtime} -> runs -> streams -> schemas (``testing``: the demo's and the launch
+agents, runtime} -> {runs, crypto} -> streams -> schemas (``testing``: the demo's and the launch
 checks' stand-ins, which no production layer may import); the root modules (errors,
 settings, durations, identity) are for everyone, and ``python -m runstate`` (``__main__``)
 starts the CLI.
@@ -27,13 +27,15 @@ ALLOWED: dict[str, set[str]] = {
     "schemas": set(),
     "streams": {"schemas"},
     "runs": {"schemas"},
-    "runtime": {"runs", "streams", "schemas"},
-    "retention": {"runs", "streams", "schemas"},
-    "agents": {"runs", "streams", "schemas"},
+    # Per-subject encryption of personal fields: the SDK seals, the query API and replay open.
+    "crypto": {"streams", "schemas"},
+    "runtime": {"runs", "crypto", "streams", "schemas"},
+    "retention": {"runs", "crypto", "streams", "schemas"},
+    "agents": {"runs", "crypto", "streams", "schemas"},
     # Stand-ins for the demo, the launch checks and the tests (the effects service, the
     # example agent): above the SDK, so no production layer can reach them.
-    "testing": {"agents", "runs", "streams", "schemas"},
-    "checks": {"testing", "retention", "agents", "runs", "streams", "schemas"},
+    "testing": {"agents", "runs", "crypto", "streams", "schemas"},
+    "checks": {"testing", "retention", "agents", "runs", "crypto", "streams", "schemas"},
     # The operator console: a top layer like the CLI, over the query client (runs) and
     # the dead-letter topic's reader (streams); never the runtime.
     "console": {"runs", "streams", "schemas"},
@@ -45,6 +47,7 @@ ALLOWED: dict[str, set[str]] = {
         "agents",
         "runtime",
         "runs",
+        "crypto",
         "streams",
         "schemas",
     },

@@ -84,9 +84,11 @@ class Worker:
         assert_eventually(ready, timeout_s=timeout_s, what=f"{self.worker_id} ready")
         return time.monotonic() - self.started_at
 
-    def get(self, path: str, **params: Any) -> tuple[int, dict[str, Any]]:
+    def get(
+        self, path: str, *, token: str | None = None, **params: Any
+    ) -> tuple[int, dict[str, Any]]:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        return http_json(self.url + path + (f"?{query}" if query else ""))
+        return http_json(self.url + path + (f"?{query}" if query else ""), token=token)
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -222,7 +224,9 @@ class Deployment:
         return out
 
 
-def wait_processed_all(d: Deployment, w: Worker, *, timeout_s: float = 45.0) -> None:
+def wait_processed_all(
+    d: Deployment, w: Worker, *, timeout_s: float = 45.0, token: str | None = None
+) -> None:
     """Wait until ``w`` (alone in the group) has processed every record now in the events topic."""
     # Past the last *record*, not the end offset: the worker's own ApprovalExpired events are
     # written in its transactions, whose commit markers also take an offset of the topic
@@ -232,7 +236,7 @@ def wait_processed_all(d: Deployment, w: Worker, *, timeout_s: float = 45.0) -> 
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
 
     def caught_up() -> bool:
-        status, m = w.get("/metrics.json")
+        status, m = w.get("/metrics.json", token=token)
         assert status == 200, m
         # committed offsets: the next record to process
         done = {int(k): v for k, v in m["committed_offsets"].items()}

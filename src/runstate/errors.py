@@ -14,12 +14,15 @@ __all__ = [
     "BrokerError",
     "CompatibilityError",
     "ConfigError",
+    "CryptoError",
+    "DataKeyMissing",
     "DecodeError",
     "DeliveryError",
     "Error",
     "IllegalTransition",
     "InvalidSchema",
     "MaskKeyError",
+    "MasterKeyError",
     "MissingExtra",
     "OversizeRecord",
     "PolicyError",
@@ -37,8 +40,10 @@ __all__ = [
     "StoreDamaged",
     "StoreError",
     "StoreInUse",
+    "TamperedValue",
     "TopicMismatch",
     "UnknownSchema",
+    "UnknownSubject",
     "ValidationError",
 ]
 
@@ -163,6 +168,29 @@ class PolicyError(ConfigError):
 
 class MaskKeyError(ConfigError):
     """No usable mask key: masking refuses to run rather than write guessable masks."""
+
+
+class MasterKeyError(ConfigError):
+    """No usable master key (``RUNSTATE_MASTER_KEY`` / ``RUNSTATE_MASTER_KEY_FILE``), or
+    the key does not open the stored data keys (another master key wrapped them)."""
+
+
+class CryptoError(Error):
+    """A sealed personal-data value could not be sealed or opened."""
+
+
+class DataKeyMissing(CryptoError):
+    """No data key for a subject and key version: the subject was erased (or the key store
+    is not the one the writer used). The value is gone for good; show it as erased."""
+
+
+class TamperedValue(CryptoError):
+    """A sealed value is malformed or fails authentication: changed, copied to another run
+    or field, or opened with the wrong key."""
+
+
+class UnknownSubject(CryptoError):
+    """The key store has no key of the subject: never sealed for, or already erased."""
 
 
 class ArchiveError(Error):

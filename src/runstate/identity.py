@@ -57,7 +57,10 @@ class Role(enum.StrEnum):
       requeue dead letters;
     * ``approver`` - read and decide the approvals addressed to them or their groups;
     * ``auditor`` - read only;
-    * ``admin`` - everything, and decide any approval when giving a reason (recorded).
+    * ``personal-data`` - see personal fields in clear in the query API's answers (others
+      get ``masked``); added to another role, it never allows anything else;
+    * ``admin`` - everything (personal data included), and decide any approval when giving
+      a reason (recorded).
     """
 
     AGENT = "agent"
@@ -65,6 +68,7 @@ class Role(enum.StrEnum):
     APPROVER = "approver"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    PERSONAL_DATA = "personal-data"
 
 
 @dataclass(frozen=True, slots=True)

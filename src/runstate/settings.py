@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     mask_keys_file: Path | None = Field(
         None, description="file holding the mask keys (same form), instead of mask_keys"
     )
+    master_key: SecretStr | None = Field(
+        None,
+        description="master key wrapping the per-subject data keys: base64 of 32 bytes"
+        " (personal fields are encrypted when set; docs/security.md)",
+    )
+    master_key_file: Path | None = Field(
+        None, description="file holding the master key (same form), instead of master_key"
+    )
+    key_store: str = Field(
+        "kafka",
+        description="where wrapped data keys live: 'kafka' (the compacted data-keys topic)"
+        " or a folder path (local use)",
+    )
     auth_file: Path | None = Field(
         None,
         description="identity file (TOML) of principals, roles, groups and token hashes; set:"

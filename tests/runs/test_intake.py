@@ -143,3 +143,30 @@ def test_read_record_names_each_problem_with_the_real_decoder() -> None:
     assert reason(b"other", good) is DeadLetterReason.KEY_MISMATCH
     assert reason(b"r", b"junk") is DeadLetterReason.UNDECODABLE
     assert reason(b"r", b"\xc3\x01" + bytes(8) + b"\x00") is DeadLetterReason.UNKNOWN_SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("output", "dead_reason"),
+    [
+        ("rsenc1.broken", DeadLetterReason.BAD_CIPHERTEXT),
+        ("rsenc1.YQ.zz.output_ref." + "A" * 40, DeadLetterReason.BAD_CIPHERTEXT),
+        ("rsenc1.YQ.ab12.output_ref." + "A" * 40, None),  # well formed: the processor keeps it
+        ("clear text", None),  # a deployment without a master key
+    ],
+)
+def test_a_malformed_sealed_field_is_a_dead_letter(
+    output: str, dead_reason: DeadLetterReason | None
+) -> None:
+    event = EVENT.model_copy(update={"output_ref": output})
+    data = encode_event(event)
+    got = read_record(
+        record(data),
+        decode=lambda d, **_: decode_event(d),
+        max_event_bytes=10_000,
+    )
+    if dead_reason is None:
+        assert got == event
+        return
+    assert isinstance(got, DeadLetter)
+    assert (got.reason, got.error_class) == (dead_reason, "TamperedValue")
+    assert "RunCompleted.output_ref" in got.detail and output not in got.detail

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from runstate.crypto import PersonalDataCipher
 from runstate.identity import Directory
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runs.layout import run_writes
@@ -95,9 +96,14 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 @contextmanager
-def _group(advertised_host: str, directory: Directory | None = None) -> Iterator[Group]:
+def _group(
+    advertised_host: str,
+    directory: Directory | None = None,
+    cipher: PersonalDataCipher | None = None,
+) -> Iterator[Group]:
     """Two workers bound to 127.0.0.1, each advertising ``http://<advertised_host>:<port>``
-    to the group (the URL the other forwards to); with ``directory``, auth is on."""
+    to the group (the URL the other forwards to); with ``directory``, auth is on; with
+    ``cipher``, they open sealed personal fields for callers allowed to see them."""
     owned = [[0, 2], [1, 3]]
     sources = [Source(f"w{i}", PARTITIONS) for i in range(2)]
     for source, parts in zip(sources, owned, strict=True):
@@ -117,6 +123,7 @@ def _group(advertised_host: str, directory: Directory | None = None) -> Iterator
             url=url,
             default_timeout_s=2.0,
             directory=directory,
+            cipher=cipher,
         )
         for source, port, url in zip(sources, ports, urls, strict=True)
     ]

@@ -30,6 +30,7 @@ from runstate.identity import NotAuthorized, Principal
 from runstate.runs.reducer import RejectCode, Rejected, apply
 from runstate.runs.state import ApprovalOutcome, RunState, RunStatus
 from runstate.schemas.events import ApprovalGranted, ApprovalRejected, ApproverKind
+from runstate.schemas.sealed import subject_of
 from runstate.streams.producer import Delivery
 
 __all__ = [
@@ -265,7 +266,13 @@ def _decide(
         who["override_reason"] = override_reason
     cls = ApprovalGranted if grant else ApprovalRejected
     event = sink.new_event(
-        cls, run_id, by=by, subject_hash=pending.subject_hash, comment=comment, **who
+        cls,
+        run_id,
+        by=by,
+        subject_hash=pending.subject_hash,
+        comment=comment,
+        **who,
+        **data_subject_of(state),
     )
     judged = apply(state, event)
     if isinstance(judged, Rejected) and judged.code is RejectCode.NOT_AUTHORIZED:
@@ -280,6 +287,13 @@ def _decide(
         )
     outcome = ApprovalOutcome.GRANTED if grant else ApprovalOutcome.REJECTED
     return DecisionReceipt(run_id, outcome, by, pending.subject_hash, delivery, after)
+
+
+def data_subject_of(state: RunState) -> dict[str, str]:
+    """``{"data_subject": ...}`` for a decision or command on a run whose input is sealed
+    (so its comment or reason is sealed for the same subject), else nothing."""
+    found = subject_of(state.input)
+    return {} if found is None else {"data_subject": found}
 
 
 def _why_not_pending(state: RunState) -> str:

@@ -114,6 +114,7 @@ class HttpRunStateReader:
                 min_partition=None if after is None else after.partition,
                 min_offset=None if after is None else after.offset,
                 timeout_s=self.wait_s,
+                sealed=True,
             )
         except QueryError as exc:
             if getattr(exc, "status", None) == 404:

@@ -21,6 +21,7 @@ from runstate.runs.run_view import RunFilter
 from runstate.runs.state import RunState, RunStateChanged, RunStatus, StepPhase
 from runstate.schemas.events import AgentEvent
 from runstate.schemas.ids import uuid7
+from runstate.schemas.sealed import EventSealer
 from runstate.streams.producer import Delivery
 
 __all__ = ["InMemoryRuns", "RejectedEvent"]
@@ -42,8 +43,11 @@ class InMemoryRuns:
 
     topic = "memory.events"
 
-    def __init__(self, *, producer_name: str = "runstate-memory") -> None:
+    def __init__(
+        self, *, producer_name: str = "runstate-memory", sealer: EventSealer | None = None
+    ) -> None:
         self.producer_name = producer_name
+        self.sealer = sealer
         self.events: list[AgentEvent] = []
         self.changes: list[RunStateChanged] = []
         self.rejected: list[RejectedEvent] = []
@@ -51,8 +55,11 @@ class InMemoryRuns:
         self._last: dict[str, Delivery] = {}
         self._lock = threading.Lock()
 
-    def new_event(self, cls: type[E], run_id: str, **fields: Any) -> E:
-        """Like :meth:`runstate.streams.producer.EventProducer.new_event`.
+    def new_event(
+        self, cls: type[E], run_id: str, *, data_subject: str | None = None, **fields: Any
+    ) -> E:
+        """Like :meth:`runstate.streams.producer.EventProducer.new_event` (sealing too, when
+        given a sealer).
 
         Raises:
             ValidationError: a field is missing or has the wrong type.
@@ -61,9 +68,14 @@ class InMemoryRuns:
         fields.setdefault("occurred_at", datetime.now(UTC))
         fields.setdefault("producer", self.producer_name)
         try:
-            return cls(run_id=run_id, **fields)
+            event = cls(run_id=run_id, **fields)
         except ValueError as exc:
             raise ValidationError(f"invalid {cls.__name__} for run {run_id!r}: {exc}") from exc
+        if self.sealer is None:
+            return event
+        sealed = self.sealer.seal(event, data_subject or run_id)
+        assert isinstance(sealed, cls)
+        return sealed
 
     def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery:
         """Append ``event`` and apply it at once; returns where it was "stored"."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runstate.agents.approvals import data_subject_of
 from runstate.agents.client import RunStateReader
 from runstate.agents.ports import EventSink
 from runstate.errors import ApprovalError, IllegalTransition
@@ -149,7 +150,7 @@ def checked_send(
     doing = f"{cls.event_type} for run {run_id!r}"
     if state is None:
         state = _current(reader, run_id, f"send {cls.event_type} to")
-    event = sink.new_event(cls, run_id, **fields)
+    event = sink.new_event(cls, run_id, **fields, **data_subject_of(state))
     outcome = apply(state, event)
     if isinstance(outcome, Rejected):
         raise _refusal(outcome)

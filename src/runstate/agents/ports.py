@@ -23,7 +23,13 @@ E = TypeVar("E", bound=AgentEvent)
 class EventSink(Protocol):
     """Builds and sends events; ``emit`` returns only once the event is stored."""
 
-    def new_event(self, cls: type[E], run_id: str, **fields: Any) -> E: ...
+    def new_event(
+        self, cls: type[E], run_id: str, *, data_subject: str | None = None, **fields: Any
+    ) -> E:
+        """An event of ``cls``; a sink that seals personal fields seals them for
+        ``data_subject`` (the run id when None; not ``subject``: ApprovalRequested has a field
+        of that name)."""
+        ...
 
     def emit(self, event: AgentEvent, *, timeout_s: float = 60.0) -> Delivery: ...
 

@@ -82,6 +82,7 @@ from runstate.schemas.events import (
     StepFailed,
     StepStarted,
 )
+from runstate.schemas.sealed import is_sealed, subject_of
 from runstate.streams.producer import Delivery
 
 __all__ = [
@@ -180,8 +181,12 @@ class DurableRun:
         default_retry: RetryPolicy | None = None,
         holder: str | None = None,
         lease: timedelta = DEFAULT_LEASE,
+        data_subject: str | None = None,
     ) -> None:
         self.run_id = run_id
+        #: The run's data subject: its personal fields are sealed under this subject's data
+        #: key (when the sink seals), so erasing the subject erases them. None: the run id.
+        self.data_subject = data_subject
         self.sink = sink
         self.reader = reader
         self.clock: Clock = clock or SystemClock()
@@ -212,10 +217,17 @@ class DurableRun:
         owner: str,
         source: str,
         tenant: str | None = None,
+        data_subject: str | None = None,
         **options: Any,
     ) -> DurableRun:
         """Record ``RunStarted`` (the input exactly as received, and the prompt version), then
         claim the run.
+
+        ``data_subject`` is the run's data subject (e.g. the customer the input is about): with a
+        sealing sink every personal field of the run is encrypted under its data key, and
+        ``runstate erase --subject`` erases them all. By default the run id is the subject.
+        Use a pseudonymous id (a customer number), never a name or an address: it is
+        written in clear.
 
         Starting a run that exists with the same input is harmless (the reducer sees a
         restatement) but claims it like :meth:`attach` does; use :meth:`attach` to continue one.
@@ -223,7 +235,9 @@ class DurableRun:
         Raises:
             RunFenced: another process claimed the run at the same moment and won.
         """
-        run = cls(run_id, sink=sink, reader=reader, position=None, **options)
+        run = cls(
+            run_id, sink=sink, reader=reader, position=None, data_subject=data_subject, **options
+        )
         run._emit(
             RunStarted,
             agent=agent,
@@ -267,7 +281,10 @@ class DurableRun:
         run = cls(
             run_id, sink=sink, reader=reader, position=reader.latest_position(run_id), **options
         )
-        run._claim(run.state(), takeover=takeover)
+        state = run.state()
+        if run.data_subject is None:
+            run.data_subject = subject_of(state.input)  # the subject the run started with
+        run._claim(state, takeover=takeover)
         return run
 
     def _claim(self, s: RunState, *, takeover: bool) -> None:
@@ -375,7 +392,7 @@ class DurableRun:
             s = self._local()
             done = _completed(s, name)
             if done is not None:
-                return done.output_ref
+                return self._open(done.output_ref)
             self._check_can_run(s, name)
             if s.current_step == name and s.step_phase is not None:
                 attempt = self._next_attempt(s, name, policy)
@@ -578,7 +595,9 @@ class DurableRun:
             )
         if known is not None and known.state is ActionState.RECORDED:
             assert known.external_id is not None
-            return ActionResult(idempotency_key, known.external_id, known.output_ref, True)
+            return ActionResult(
+                idempotency_key, known.external_id, self._open(known.output_ref), True
+            )
         if known is not None:
             if reconcile is None:
                 message = (
@@ -663,6 +682,8 @@ class DurableRun:
         wanted = subject_hash(subject)
         s = self.state()
         decided = decision_of(s, step)
+        if decided is not None:
+            decided = replace(decided, comment=self._open(decided.comment))
         if _completed(s, step) is not None:
             if decided is None:
                 raise StepError(f"step {step!r} completed, but its approval is not the latest")
@@ -764,7 +785,22 @@ class DurableRun:
     def _new(self, cls: type[AgentEvent], fields: dict[str, Any]) -> AgentEvent:
         fields.setdefault("occurred_at", self.clock.now())
         fields.setdefault("epoch", self.epoch)
+        if self.data_subject is not None:
+            fields["data_subject"] = self.data_subject
         return self.sink.new_event(cls, self.run_id, **fields)
+
+    def _open(self, value: str | None) -> str | None:
+        """A personal value read back from the state, opened if the sink sealed it.
+
+        Raises:
+            DataKeyMissing: the run's subject was erased; its values are gone.
+            TamperedValue: the stored value was changed.
+        """
+        sealer = getattr(self.sink, "sealer", None)
+        if value is None or sealer is None or not is_sealed(value):
+            return value
+        opened: str = sealer.open_value(value, run_id=self.run_id)
+        return opened
 
     def _emit(self, cls: type[AgentEvent], **fields: Any) -> _Emitted:
         """Write an event and wait for its acknowledgement (and every queued one's)."""

@@ -45,6 +45,7 @@ from runstate.agents.process import (
     drive_once,
 )
 from runstate.agents.steps import ActionOutcome, DurableRun, StepContext
+from runstate.crypto import cipher_from_settings
 from runstate.testing.effects import EffectsClient
 
 __all__ = [
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     s = load_settings()
     effects = EffectsClient(args.effects_url)
-    with EventProducer(s, producer_name=AGENT) as producer:
+    with EventProducer(s, producer_name=AGENT, sealer=cipher_from_settings(s)) as producer:
         reader = HttpRunStateReader(
             args.query_url,
             bootstrap_servers=s.bootstrap_servers,

@@ -75,6 +75,10 @@ from runstate.cli import replay as _replay  # noqa: E402
 
 app.command(name="replay")(_replay.replay)
 
+from runstate.cli import erase as _erase  # noqa: E402
+
+app.command(name="erase")(_erase.erase)
+
 from runstate.cli import estimate as _estimate  # noqa: E402
 
 app.command(name="estimate")(_estimate.estimate)

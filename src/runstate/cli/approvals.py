@@ -18,6 +18,7 @@ from runstate.agents.approvals import approve as approve_run
 from runstate.agents.approvals import reject as reject_run
 from runstate.agents.client import HttpRunStateReader
 from runstate.cli.principals import By, acting_principal
+from runstate.crypto import cipher_from_settings
 from runstate.settings import load_settings
 from runstate.streams.clients import require_reachable
 from runstate.streams.producer import EventProducer
@@ -79,7 +80,7 @@ def _decide(
     s = load_settings()
     require_reachable(s.bootstrap_servers)  # first: with Kafka down, one line and exit 3
     by = acting_principal(by_name)
-    with EventProducer(s, producer_name="runstate-cli") as producer:
+    with EventProducer(s, producer_name="runstate-cli", sealer=cipher_from_settings(s)) as producer:
         reader = cli_reader(producer, url)
         receipt: DecisionReceipt
         if grant:

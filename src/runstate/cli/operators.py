@@ -20,6 +20,7 @@ from runstate.agents.operators import resolve_action as resolve_run_action
 from runstate.agents.operators import retry_step as retry_run_step
 from runstate.cli.approvals import Url, cli_reader
 from runstate.cli.principals import By, acting_principal
+from runstate.crypto import cipher_from_settings
 from runstate.identity import Principal
 from runstate.settings import load_settings
 from runstate.streams.clients import require_reachable
@@ -92,7 +93,7 @@ def _run(command: Command, by: str | None, url: str | None) -> None:
     s = load_settings()
     require_reachable(s.bootstrap_servers)  # first: with Kafka down, one line and exit 3
     who = acting_principal(by)
-    with EventProducer(s, producer_name="runstate-cli") as producer:
+    with EventProducer(s, producer_name="runstate-cli", sealer=cipher_from_settings(s)) as producer:
         receipt = command(producer, cli_reader(producer, url), who)
     d = receipt.delivery
     typer.echo(

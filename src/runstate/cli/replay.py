@@ -148,12 +148,16 @@ def replay(
 
     `--run R [--at T] [--history]` prints one run's state (and timeline); `--all [--at T]`
     every run's; `--all --verify` compares with the live state and lists every mismatch.
+    Personal fields are opened with the master key (RUNSTATE_MASTER_KEY[_FILE]) when it is
+    set, shown as "masked" when not, and as "erased" once their subject was erased.
     """
+    from runstate.crypto import cipher_from_settings, reveal, shown_value
     from runstate.retention.audit import Timeline, compare_states, read_live_summaries
     from runstate.retention.context import load_context
     from runstate.retention.kafka_log import ConfluentKafkaLog
     from runstate.retention.replay import HistorySource, replay_all
     from runstate.runs.run_view import run_to_json
+    from runstate.settings import load_settings
     from runstate.streams.clients import require_reachable
 
     if (run is None) == (not all_runs):
@@ -175,7 +179,13 @@ def replay(
         context.event_codec(),
         max_event_bytes=context.max_event_bytes,
     )
-    timeline = Timeline() if history else None
+    cipher = cipher_from_settings(
+        load_settings(),
+        bootstrap_servers=context.bootstrap_servers,
+        topic_prefix=context.names.prefix,
+    )
+    opener = shown_value(cipher, allowed=True)
+    timeline = Timeline(opener=opener) if history else None
     observe = timeline.observe if timeline is not None else None
     if no_progress or as_json or not err.is_terminal:
         result = replay_all(source, at=when, run_id=run, observe=observe)
@@ -232,7 +242,7 @@ def replay(
 
     if run is not None:
         state = result.states.get(run)
-        body: Any = run_to_json(state) if state is not None else None
+        body: Any = reveal(run_to_json(state), opener) if state is not None else None
         if timeline is not None and not as_json:
             _print_timeline(run, timeline, stdout_console())
         elif timeline is not None:
@@ -242,7 +252,7 @@ def replay(
             err.print(f"run {run!r} has no state at {at or 'the end'}")
             raise typer.Exit(1)
         return
-    states = {run_id: run_to_json(s) for run_id, s in sorted(result.states.items())}
+    states = {run_id: reveal(run_to_json(s), opener) for run_id, s in sorted(result.states.items())}
     if output is not None:
         output.write_text(json.dumps(states, sort_keys=True) + "\n")
         err.print(f"wrote {len(states)} run states to {output}")

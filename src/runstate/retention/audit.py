@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from runstate.crypto import Opener, reveal_event, shown_value
 from runstate.retention.masking import mask_key_id
 from runstate.retention.policy import PersonalDataAction, TopicPolicy
 from runstate.retention.replay import HistoryRecord
@@ -136,11 +137,13 @@ def describe_event(event: AgentEvent) -> tuple[str, str]:
 class Timeline:
     """Collects timeline entries; pass :meth:`observe` as the replay's ``observe``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, opener: Opener | None = None) -> None:
         self.entries: list[TimelineEntry] = []
+        #: How sealed personal fields are shown (opened with the master key, or masked).
+        self.opener = opener or shown_value(None, allowed=False)
 
     def observe(self, record: HistoryRecord, event: AgentEvent, outcome: Outcome) -> None:
-        actor, detail = describe_event(event)
+        actor, detail = describe_event(reveal_event(event, self.opener))
         if isinstance(outcome, Applied):
             verdict, status = "applied", outcome.state.status.value
         elif isinstance(outcome, Duplicate):

@@ -45,6 +45,7 @@ class DeadLetterReason(enum.StrEnum):
     UNDECODABLE = "undecodable"
     UNKNOWN_SCHEMA = "unknown_schema"
     KEY_MISMATCH = "key_mismatch"
+    BAD_CIPHERTEXT = "bad_ciphertext"
     REJECTED = "rejected"
     PROCESSING_ERROR = "processing_error"
 

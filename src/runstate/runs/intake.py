@@ -15,6 +15,7 @@ from typing import Protocol
 from runstate.errors import DecodeError, UnknownSchema
 from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
 from runstate.schemas.events import AgentEvent
+from runstate.schemas.sealed import malformed_sealed
 
 __all__ = ["CachedWriterSource", "EventDecoder", "read_record"]
 
@@ -72,6 +73,16 @@ def read_record(
             "KeyMismatch",
             f"record {where} is keyed {key!r} but its event is for run {event.run_id!r};"
             " key every event by its run_id so a run's events stay in one partition",
+        )
+    # The processor never opens a sealed field, but one that is not even well formed would
+    # sit in the state for ever, unreadable: set the event aside instead.
+    malformed = malformed_sealed(event.event_type, dict(event))
+    if malformed is not None:
+        return dead(
+            DeadLetterReason.BAD_CIPHERTEXT,
+            "TamperedValue",
+            f"record {where}: sealed personal field {malformed}; the writer's SDK or the"
+            " record is broken (the value is not shown here)",
         )
     return event
 

@@ -150,12 +150,16 @@ class QueryClient:
         min_partition: int | None = None,
         min_offset: int | None = None,
         timeout_s: float | None = None,
+        sealed: bool = False,
     ) -> dict[str, Any]:
+        """The run as JSON; ``sealed``: personal fields as written (the SDK opens them
+        with its own keys) instead of opened or masked for the caller's role."""
         return self.get(
             f"/runs/{urllib.parse.quote(run_id, safe='')}",
             min_partition=min_partition,
             min_offset=min_offset,
             timeout=timeout_s,
+            personal="sealed" if sealed else None,
         )
 
     def runs(

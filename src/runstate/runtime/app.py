@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from runstate.crypto import cipher_from_settings
 from runstate.identity import FileDirectory
 from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
@@ -257,13 +258,20 @@ def _api_access(config: RuntimeConfig) -> dict[str, Any]:
     s = load_settings()
     directory = None if s.auth_file is None else FileDirectory.load(s.auth_file)
     auth_mode(directory, host=config.web_host, dev=s.auth_dev)
+    # With a master key the API opens personal fields for principals allowed to see them and
+    # seals the comments and reasons of the decisions it sends.
+    cipher = cipher_from_settings(
+        s, bootstrap_servers=config.bootstrap_servers, topic_prefix=config.topic_prefix
+    )
     producer = EventProducer(
         s,
         bootstrap_servers=config.bootstrap_servers,
         topic_prefix=config.topic_prefix,
         producer_name=f"runstate-api-{config.worker_id}",
+        sealer=cipher,
     )
     return {
         "directory": directory,
+        "cipher": cipher,
         "commands": CommandRoutes(producer, config.url, timeout_s=config.query_timeout_s * 2),
     }

@@ -48,6 +48,7 @@ from runstate.schemas.events import (
     RunCancelled,
     StepRetryRequested,
 )
+from runstate.schemas.sealed import subject_of
 from runstate.streams.producer import EventProducer
 
 __all__ = ["CommandRoutes", "auth_middleware", "auth_mode"]
@@ -175,7 +176,7 @@ class CommandRoutes:
             cls, fields = _event_of(name, state, who, body)
         except _Refused as refused:
             return _error(refused.status, refused.error, str(refused))
-        event = self.producer.new_event(cls, run_id, **fields)
+        event = self.producer.new_event(cls, run_id, data_subject=subject_of(state.input), **fields)
         judged = apply(state, event)
         if isinstance(judged, Rejected):
             status = 403 if judged.code is RejectCode.NOT_AUTHORIZED else 409
@@ -210,7 +211,8 @@ class CommandRoutes:
     ) -> RunState | None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        params = {"timeout": str(self.timeout_s)}
+        # As written: the subject of a sealed input names the key a comment is sealed with.
+        params = {"timeout": str(self.timeout_s), "personal": "sealed"}
         if after is not None:
             params.update(min_partition=str(after[0]), min_offset=str(after[1]))
         headers = {} if auth is None else {"Authorization": auth}

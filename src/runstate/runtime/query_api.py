@@ -42,15 +42,16 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 from aiohttp import web
 
+from runstate.crypto import Opener, PersonalDataCipher, reveal, shown_value
 from runstate.errors import QueryError
-from runstate.identity import Directory
+from runstate.identity import Directory, Role
 from runstate.runs.keyspace import KeyValueReader
 from runstate.runs.layout import load_run
 from runstate.runs.run_index import list_runs
 from runstate.runs.run_view import RunFilter, run_to_json
 from runstate.runs.state import RunState
 from runstate.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from runstate.runtime.operator_api import CommandRoutes, auth_middleware
+from runstate.runtime.operator_api import PRINCIPAL, CommandRoutes, auth_middleware
 from runstate.runtime.owners import GroupOwners
 from runstate.streams.partitioning import partition_for
 
@@ -159,8 +160,10 @@ class QueryServer:
         default_timeout_s: float = 5.0,
         directory: Directory | None = None,
         commands: CommandRoutes | None = None,
+        cipher: PersonalDataCipher | None = None,
     ) -> None:
         self.directory = directory
+        self.cipher = cipher
         self.commands = commands
         self.source = source
         self.owners = owners
@@ -288,8 +291,11 @@ class QueryServer:
             min_partition = partition
         local = request.query.get("local") in {"1", "true"}
         deadline = time.monotonic() + timeout_s
+        opener = self._opener(request)
         while True:
-            answer = await self._answer(run_id, partition, min_partition, min_offset, deadline)
+            answer = await self._answer(
+                run_id, partition, min_partition, min_offset, deadline, opener
+            )
             if answer is not None:
                 return answer
             if local:
@@ -324,6 +330,7 @@ class QueryServer:
         min_partition: int | None,
         min_offset: int | None,
         deadline: float,
+        opener: Opener | None,
     ) -> web.Response | None:
         """The run from the local store, once caught up; None if not owned (or no longer)."""
         while True:
@@ -366,6 +373,8 @@ class QueryServer:
 
         def render() -> str:
             body = run_to_json(found)
+            if opener is not None:
+                body = reveal(body, opener)
             body["served_by"] = self.source.worker_id
             body["partition"] = partition
             body["as_of"] = self.source.freshness(partition)
@@ -373,8 +382,25 @@ class QueryServer:
 
         return _json_text(await self._read(render))
 
+    def _opener(self, request: web.Request) -> Opener | None:
+        """How personal fields are shown to this caller: None with ``personal=sealed`` (as
+        written: the SDK opens them itself), else opened for principals with the
+        ``personal-data`` role (admins too) when this worker has the master key, ``masked``
+        for everyone else (development mode included), ``erased`` once the key is gone."""
+        if request.query.get("personal") == "sealed":
+            return None
+        principal = request.get(PRINCIPAL)
+        allowed = principal is not None and principal.has(Role.PERSONAL_DATA)
+        return shown_value(self.cipher, allowed=allowed)
+
     def _local_page(
-        self, partition: int, flt: RunFilter, now: datetime, after: str | None, limit: int
+        self,
+        partition: int,
+        flt: RunFilter,
+        now: datetime,
+        after: str | None,
+        limit: int,
+        opener: Opener | None = None,
     ) -> dict[str, Any] | str | None:
         """A page of a partition this worker owns, rendered (a reader thread); None if not
         owned, a string if the cursor is not this listing's."""
@@ -385,8 +411,9 @@ class QueryServer:
                 runs, following = list_runs(reader, flt, now=now, after=after, limit=limit)
             except QueryError as exc:
                 return str(exc)
+        shown = [run_to_json(s) for s in runs]
         return {
-            "runs": [run_to_json(s) for s in runs],
+            "runs": shown if opener is None else [reveal(r, opener) for r in shown],
             "next": following,
             "worker_id": self.source.worker_id,
             "as_of": self.source.freshness(partition),
@@ -437,7 +464,9 @@ class QueryServer:
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
         after = request.query.get("after") or None
-        page = await self._read(self._local_page, partition, flt, now, after, limit)
+        page = await self._read(
+            self._local_page, partition, flt, now, after, limit, self._opener(request)
+        )
         if page is None:
             return _error(
                 503,
@@ -468,7 +497,7 @@ class QueryServer:
         total = self.source.partitions
         while partition < total and len(runs) < limit:
             page = await self._partition_page(
-                partition, flt, now, inner, limit - len(runs), _auth_of(request)
+                partition, flt, now, inner, limit - len(runs), request
             )
             if isinstance(page, str):
                 errors.append(f"partition {partition}: {page}")
@@ -505,10 +534,13 @@ class QueryServer:
         now: datetime,
         after: str | None,
         limit: int,
-        headers: Mapping[str, str],
+        request: web.Request,
     ) -> dict[str, Any] | str:
         """One partition's page, from the local store or its owner; a string says why not."""
-        page = await self._read(self._local_page, partition, flt, now, after, limit)
+        headers = _auth_of(request)
+        page = await self._read(
+            self._local_page, partition, flt, now, after, limit, self._opener(request)
+        )
         if page is not None:
             return page
         owner = self.owners.owner_url(partition)
@@ -520,6 +552,7 @@ class QueryServer:
             "limit": str(limit),
             "now": now.isoformat(),
             **({"after": after} if after else {}),
+            **({"personal": "sealed"} if request.query.get("personal") == "sealed" else {}),
         }
         url = f"{owner.rstrip('/')}/partitions/{partition}/runs"
         try:

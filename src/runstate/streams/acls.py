@@ -70,6 +70,18 @@ def grants(names: TopicNames) -> list[Grant]:
         *_topic("agent", names.state_changes, "READ", "DESCRIBE"),
         Grant("agent", "group", f"{names.prefix}-reactor", "READ", prefixed=True),
         Grant("agent", "cluster", "kafka-cluster", "IDEMPOTENT_WRITE"),
+        # agent: makes and reads the wrapped data keys of the subjects it seals for
+        *_topic("agent", names.data_keys, *rw),
+        # processor (its query API and operator endpoints open and seal personal fields),
+        # replay and console read wrapped keys; only admin (`runstate erase`) erases them.
+        # The processor checks the settings of every topic at start-up, these two included.
+        *_topic("processor", names.data_keys, "READ", "DESCRIBE", "DESCRIBE_CONFIGS"),
+        *_topic("processor", names.erasures, "DESCRIBE", "DESCRIBE_CONFIGS"),
+        *(
+            g
+            for role in ("replay", "console")
+            for g in _topic(role, names.data_keys, "READ", "DESCRIBE")
+        ),
         # processor: reads events, owns the changelog and every derived topic, transactions;
         # checks every topic's settings at start-up (DESCRIBE_CONFIGS), creates none
         *_topic("processor", names.events, "READ", "DESCRIBE", "DESCRIBE_CONFIGS"),

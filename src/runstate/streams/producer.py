@@ -13,6 +13,10 @@ Guarantees a caller can rely on:
   default, so the processor's partitions and Java consumers agree with the SDK's.
 * Every record says which schema wrote it (single-object encoding), and that schema is on the
   schemas topic before the first record that uses it.
+* Personal fields never leave in clear when the producer has a sealer
+  (:class:`~runstate.crypto.PersonalDataCipher`, from the master key): :meth:`new_event`
+  seals them for the run's data subject, and :meth:`encode` refuses an event that still has
+  one in clear.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from runstate.schemas.codec import encode
 from runstate.schemas.convert import event_to_record
 from runstate.schemas.events import AgentEvent
 from runstate.schemas.ids import uuid7
+from runstate.schemas.sealed import EventSealer, is_sealed, sealed_fields
 from runstate.settings import Settings, load_settings
 from runstate.streams import clients
 from runstate.streams.schema_topic import SchemaPublisher
@@ -84,8 +89,11 @@ class EventProducer:
         max_event_bytes: int | None = None,
         producer_name: str | None = None,
         kafka_config: dict[str, Any] | None = None,
+        sealer: EventSealer | None = None,
     ) -> None:
         s = settings or load_settings()
+        #: Seals personal fields (None: written in clear, for deployments without a key).
+        self.sealer = sealer
         self.bootstrap_servers = bootstrap_servers or s.bootstrap_servers
         self.names = TopicNames(topic_prefix or s.topic_prefix)
         self.max_event_bytes = max_event_bytes or s.max_event_bytes
@@ -98,8 +106,12 @@ class EventProducer:
         self._closed = False
 
     # -- building events -------------------------------------------------------------------
-    def new_event(self, cls: type[E], run_id: str, **fields: Any) -> E:
-        """An event of ``cls`` with a fresh UUIDv7, now as its time and this producer's name.
+    def new_event(
+        self, cls: type[E], run_id: str, *, data_subject: str | None = None, **fields: Any
+    ) -> E:
+        """An event of ``cls`` with a fresh UUIDv7, now as its time and this producer's name,
+        its personal fields sealed for ``data_subject`` (the run id by default) if this producer
+        has a sealer.
 
         Raises:
             ValidationError: a field is missing or has the wrong type (nothing was sent).
@@ -108,9 +120,14 @@ class EventProducer:
         fields.setdefault("occurred_at", datetime.now(UTC))
         fields.setdefault("producer", self.producer_name)
         try:
-            return cls(run_id=run_id, **fields)
+            event = cls(run_id=run_id, **fields)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise ValidationError(f"invalid {cls.__name__} for run {run_id!r}: {exc}") from exc
+        if self.sealer is None:
+            return event
+        sealed = self.sealer.seal(event, data_subject or run_id)
+        assert isinstance(sealed, cls)
+        return sealed
 
     # -- sending ---------------------------------------------------------------------------
     def encode(self, event: AgentEvent) -> tuple[bytes, list[tuple[str, str | bytes | None]]]:
@@ -122,6 +139,8 @@ class EventProducer:
         """
         if not isinstance(event, AgentEvent) or not event.event_type:
             raise ValidationError(f"not an agent event: {type(event).__name__}")
+        if self.sealer is not None:
+            _require_sealed(event)
         try:
             schema, record = event_to_record(event)
             value = encode(record, schema)
@@ -219,17 +238,21 @@ class EventProducer:
     ) -> None:
         self.close()
 
-    def run(self, run_id: str | None = None) -> AgentRun:
-        """A handle that emits events for one run (a new UUIDv7 run id if none is given)."""
-        return AgentRun(self, run_id or uuid7())
+    def run(self, run_id: str | None = None, *, data_subject: str | None = None) -> AgentRun:
+        """A handle that emits events for one run (a new UUIDv7 run id if none is given),
+        sealing personal fields for ``data_subject`` (the run id if None)."""
+        return AgentRun(self, run_id or uuid7(), data_subject=data_subject)
 
 
 class AgentRun:
     """Emits the events of one run, remembering where the last one landed."""
 
-    def __init__(self, producer: EventProducer, run_id: str) -> None:
+    def __init__(
+        self, producer: EventProducer, run_id: str, *, data_subject: str | None = None
+    ) -> None:
         self.producer = producer
         self.run_id = run_id
+        self.data_subject = data_subject
         self.last_delivery: Delivery | None = None
 
     def emit(self, cls: type[AgentEvent], **fields: Any) -> Delivery:
@@ -238,9 +261,22 @@ class AgentRun:
         Example:
             ``run.emit(StepStarted, step="check_form", step_index=0, attempt=1)``
         """
-        event = self.producer.new_event(cls, self.run_id, **fields)
+        event = self.producer.new_event(cls, self.run_id, data_subject=self.data_subject, **fields)
         self.last_delivery = self.producer.emit(event)
         return self.last_delivery
+
+
+def _require_sealed(event: AgentEvent) -> None:
+    """Refuse an event built around :meth:`EventProducer.new_event` with a personal field in
+    clear: with a sealer configured nothing personal may reach Kafka unsealed."""
+    for name in sealed_fields(event.event_type):
+        value = getattr(event, name, None)
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(isinstance(v, str) and not is_sealed(v) for v in values):
+            raise ValidationError(
+                f"{event.event_type}.{name} of run {event.run_id!r} is personal data in clear;"
+                " build events with EventProducer.new_event (it seals them) and nothing was sent"
+            )
 
 
 def _delivery_callback(

@@ -75,6 +75,16 @@ class TopicNames:
     def schemas(self) -> str:
         return f"{self.prefix}.schemas"
 
+    @property
+    def data_keys(self) -> str:
+        """Wrapped per-subject data keys (compacted; never archived; docs/security.md)."""
+        return f"{self.prefix}.data-keys"
+
+    @property
+    def erasures(self) -> str:
+        """DataSubjectErased records: who erased which subject, when (the audit trail)."""
+        return f"{self.prefix}.erasures"
+
 
 _COMPACTED: Mapping[str, str] = {
     "cleanup.policy": "compact",
@@ -122,6 +132,15 @@ def topic_specs(names: TopicNames, *, partitions: int) -> list[TopicSpec]:
         ),
         TopicSpec(names.dead_letters, 1, kept, "bad input with the reason"),
         TopicSpec(names.schemas, 1, {"cleanup.policy": "compact"}, "writer schemas by fingerprint"),
+        # Tombstones (erasures) and superseded segments go within a day: an erased key must
+        # not linger in the log (docs/security.md).
+        TopicSpec(
+            names.data_keys,
+            1,
+            {**_COMPACTED, "delete.retention.ms": "86400000", "min.compaction.lag.ms": "0"},
+            "wrapped data keys by subject/version",
+        ),
+        TopicSpec(names.erasures, 1, kept, "DataSubjectErased audit records"),
     ]
 
 

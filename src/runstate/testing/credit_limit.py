@@ -38,6 +38,7 @@ from runstate.agents.process import (
 )
 from runstate.agents.retry import RetryPolicy
 from runstate.agents.steps import DurableRun, StepContext
+from runstate.crypto import cipher_from_settings
 from runstate.testing.effects import EffectsClient
 
 __all__ = [
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     s = load_settings()
     agent = CreditLimitAgent(EffectsClient(args.effects_url))
-    with EventProducer(s, producer_name="credit-limit-agent") as producer:
+    with EventProducer(
+        s, producer_name="credit-limit-agent", sealer=cipher_from_settings(s)
+    ) as producer:
         reader = HttpRunStateReader(
             args.query_url or s.query_url,
             bootstrap_servers=s.bootstrap_servers,

@@ -1,0 +1,51 @@
+"""Per-data-subject encryption of personal fields (issue 14).
+
+The SDK seals every personal field (:func:`runstate.schemas.sealed.sealed_fields`) before it
+reaches Kafka, with AES-256-GCM under a data key of the run's data subject; the data keys are
+wrapped by a master key (:class:`KeyManager`) and kept in a :class:`KeyStore` (a compacted
+topic, or a folder). The processor only ever holds the sealed text. The query API and replay
+open it for whoever may see it (:func:`reveal`); erasing a subject destroys its keys, after
+which every copy of its values reads as ``erased``. See docs/security.md.
+"""
+
+from __future__ import annotations
+
+from runstate.crypto._cipher import (
+    UNREADABLE,
+    Opener,
+    PersonalDataCipher,
+    reveal,
+    reveal_event,
+    shown_value,
+)
+from runstate.crypto._erasure import ERASURE_SCHEMA, Erasure, erase_subject, publish_erasure
+from runstate.crypto._keys import (
+    KeyManager,
+    LocalKeyManager,
+    key_manager_from_settings,
+    parse_master_key,
+)
+from runstate.crypto._setup import cipher_from_settings, key_store_from_settings
+from runstate.crypto._store import FileKeyStore, KeyStore, WrappedKey
+
+__all__ = [
+    "ERASURE_SCHEMA",
+    "UNREADABLE",
+    "Erasure",
+    "FileKeyStore",
+    "KeyManager",
+    "KeyStore",
+    "LocalKeyManager",
+    "Opener",
+    "PersonalDataCipher",
+    "WrappedKey",
+    "cipher_from_settings",
+    "erase_subject",
+    "key_manager_from_settings",
+    "key_store_from_settings",
+    "parse_master_key",
+    "publish_erasure",
+    "reveal",
+    "reveal_event",
+    "shown_value",
+]

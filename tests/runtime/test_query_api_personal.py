@@ -1,0 +1,102 @@
+"""The query API and sealed personal fields: opened for the ``personal-data`` role (and
+admins), ``masked`` for other principals, ``erased`` once the subject's key is gone, as
+stored with ``personal=sealed``; the same through a forwarding worker and in listings."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runstate.crypto import FileKeyStore, LocalKeyManager, PersonalDataCipher
+from runstate.identity import FileDirectory, Principal, Role, hash_token
+from runstate.schemas.sealed import is_sealed
+from tests.runs.conftest import RunStateFactory
+from tests.runtime.test_query_api import Group, _group, _owner
+from tests.runtime.test_query_api_auth import _get
+
+TOKENS = {
+    "eve": "t-eve-auditor-0123456",
+    "dpo": "t-dpo-personal-012345",
+    "root": "t-root-admin-01234567",
+}
+DIRECTORY = FileDirectory(
+    [
+        (Principal("eve", frozenset({Role.AUDITOR})), hash_token(TOKENS["eve"])),
+        (
+            Principal("dpo", frozenset({Role.AUDITOR, Role.PERSONAL_DATA})),
+            hash_token(TOKENS["dpo"]),
+        ),
+        (Principal("root", frozenset({Role.ADMIN})), hash_token(TOKENS["root"])),
+    ]
+)
+EMAIL = "ada@example.com"
+
+
+@pytest.fixture
+def cipher(tmp_path: Path) -> PersonalDataCipher:
+    return PersonalDataCipher(LocalKeyManager(os.urandom(32)), FileKeyStore(tmp_path))
+
+
+@pytest.fixture
+def group(cipher: PersonalDataCipher) -> Iterator[Group]:
+    with _group("127.0.0.1", directory=DIRECTORY, cipher=cipher) as g:
+        yield g
+
+
+def _sealed_runs(
+    group: Group, make: RunStateFactory, cipher: PersonalDataCipher, n: int
+) -> list[str]:
+    ids = []
+    for i in range(n):
+        run_id = f"run-{i}"
+        subject = "cust-a" if i % 2 else "cust-b"
+        sealed = cipher.seal_value(
+            json.dumps({"email": EMAIL}), subject=subject, run_id=run_id, field="input"
+        )
+        _owner(group, run_id).put(make(run_id=run_id, input=sealed), offset=i)
+        ids.append(run_id)
+    return ids
+
+
+def test_who_sees_what(
+    group: Group, run_state_factory: RunStateFactory, cipher: PersonalDataCipher
+) -> None:
+    ids = _sealed_runs(group, run_state_factory, cipher, 6)
+    for run_id in ids:
+        for worker in (0, 1):  # one of them forwards to the owner
+            url = f"{group.url(worker)}/runs/{run_id}"
+            for who in ("dpo", "root"):
+                status, body = _get(url, TOKENS[who])
+                assert status == 200 and json.loads(body["input"]) == {"email": EMAIL}, body
+            status, body = _get(url, TOKENS["eve"])
+            assert (status, body["input"]) == (200, "masked")
+            status, body = _get(url + "?personal=sealed", TOKENS["eve"])
+            assert is_sealed(body["input"])
+    status, listing = _get(f"{group.url(0)}/runs?limit=50", TOKENS["eve"])
+    assert status == 200 and listing["count"] == 6 and EMAIL not in json.dumps(listing)
+    status, listing = _get(f"{group.url(0)}/runs?limit=50", TOKENS["dpo"])
+    assert [json.loads(r["input"]) for r in listing["runs"]] == [{"email": EMAIL}] * 6
+
+    cipher.store.erase("cust-a")
+    for run_id in ids:
+        erased = int(run_id[-1]) % 2 == 1
+        for who in ("dpo", "eve"):
+            status, body = _get(f"{group.url(0)}/runs/{run_id}", TOKENS[who])
+            if erased:
+                assert body["input"] == "erased", (who, body)
+            else:
+                assert body["input"] == ("masked" if who == "eve" else json.dumps({"email": EMAIL}))
+
+
+def test_without_the_master_key_everyone_gets_masked(
+    run_state_factory: RunStateFactory, cipher: PersonalDataCipher
+) -> None:
+    with _group("127.0.0.1", directory=DIRECTORY) as g:
+        _sealed_runs(g, run_state_factory, cipher, 2)
+        for who in TOKENS:
+            status, body = _get(f"{g.url(0)}/runs/run-1", TOKENS[who])
+            assert (status, body["input"]) == (200, "masked")
