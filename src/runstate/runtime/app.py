@@ -220,6 +220,7 @@ def build_worker(
             default_timeout_s=config.query_timeout_s,
             **_api_access(config),
         )
+        worker.on_commit(queries.committed)
     return RuntimeWorker(worker, queries)
 
 

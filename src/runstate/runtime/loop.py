@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +92,7 @@ class Worker:
         #: The consumer's position per partition right after a checkpoint committed: past
         #: the last record processed and any transaction markers after it.
         self._past_markers: dict[int, int] = {}
+        self._commit_listeners: list[Callable[[], None]] = []
         self._checkpoint = checkpoint
         self._task = task
         self._store = store
@@ -140,6 +141,12 @@ class Worker:
     def standbys(self) -> Standbys | None:
         """The standby replicas (loop thread only; tests and metrics read their counters)."""
         return self._standbys
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the loop's thread) after each checkpoint, once
+        :meth:`processed_through` reflects it: the query API wakes its read-your-writes
+        waits with it instead of looking again at intervals."""
+        self._commit_listeners.append(listener)
 
     def processed_through(self, partition: int) -> int | None:
         """The last offset of ``partition`` whose effects are committed, counting transaction
@@ -299,6 +306,8 @@ class Worker:
             self._standbys.tick(owned=self._checkpoint.partitions | set(self._restoring))
         if self._checkpoint.due() and self._checkpoint.commit():
             self._note_positions()
+            for listener in self._commit_listeners:
+                listener()
         if self._collector is not None:
             self._collector.collect_due()  # here, not in a query thread or mid-batch
         if self._last_poll >= self._lag_due:
