@@ -221,6 +221,7 @@ def build_worker(
             **_api_access(config),
         )
         worker.on_commit(queries.committed)
+        worker.commit_for_reads(queries.waiting)
     return RuntimeWorker(worker, queries)
 
 

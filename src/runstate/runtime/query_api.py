@@ -213,6 +213,11 @@ class QueryServer:
         if readers is not None:
             readers.shutdown(wait=False, cancel_futures=True)
 
+    def waiting(self) -> bool:
+        """Whether a read waits for a write to be committed (the worker's loop asks it, to
+        checkpoint early; a plain read of a count, no lock)."""
+        return self._waiting > 0
+
     def committed(self) -> None:
         """Called by the worker's checkpoint after each commit (its loop thread): wakes the
         reads waiting for their offset to be committed (read-your-writes) at once, instead
