@@ -44,8 +44,10 @@ from runstate.streams.partitioning import partition_for
 from runstate.streams.producer import EventProducer
 
 RESULTS = h.ROOT / "benchmarks" / "results"
-#: The last commit before the local fold (issue 15): every fresh step read the processor.
-BEFORE_REF = "930f276"
+#: The commits measured beside this checkout by default: the last before the local fold
+#: (issue 15: every fresh step read the processor), and the last before attach claimed from
+#: the committed state and the worker committed early for a waiting read.
+BEFORE_REF = "930f276,2cddbb1"
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -76,15 +78,18 @@ def timed(op: Callable[[], object], samples: int, *, warmup: int = 20) -> dict[s
     return percentiles(ms)
 
 
-def _worker(bootstrap: str, prefix: str, base: Path) -> h.WorkerProcess:
+def _worker(bootstrap: str, prefix: str, base: Path, *, src: Path | None = None) -> h.WorkerProcess:
     # The runtime's default commit interval (the harness sets 1 s for its throughput rounds):
     # a read at a position waits for the checkpoint that makes it visible.
+    env = {"RUNSTATE_RUNTIME_COMMIT_INTERVAL_S": "0.1"}
+    if src is not None:  # another commit's runtime
+        env["PYTHONPATH"] = f"{src}{os.pathsep}{h.ROOT}"
     worker = h.WorkerProcess(
         h.RUNTIME_EOS,
         bootstrap,
         prefix,
-        base / "worker",
-        extra_env={"RUNSTATE_RUNTIME_COMMIT_INTERVAL_S": "0.1"},
+        base / ("worker" if src is None else f"worker-{src.parent.name}"),
+        extra_env=env,
     )
     worker.start()
     deadline = time.monotonic() + 120
@@ -211,32 +216,46 @@ class _Neighbour:
         self.producer.close()
 
 
-def _before(
-    ref: str, bootstrap: str, prefix: str, url: str, events: str, base: Path, samples: int
-) -> dict[str, Any]:
-    """Fresh steps with the SDK of commit ``ref`` (its ``src`` from git), same broker/worker."""
-    src = base / "before"
+def _before(ref: str, bootstrap: str, base: Path, samples: int) -> dict[str, Any]:
+    """Fresh steps and attaches with commit ``ref`` (its ``src`` from git): its SDK against
+    its own runtime worker, on fresh topics of the same broker."""
+    src = base / f"before-{ref}"
     src.mkdir()
     archive = subprocess.run(
         ["git", "-C", str(h.ROOT), "archive", ref, "src"], capture_output=True, check=False
     )
     if archive.returncode != 0:
-        return {"unavailable": f"git archive {ref}: {archive.stderr.decode().strip()[-200:]}"}
+        return {"ref": ref, "unavailable": f"git archive {ref}: {archive.stderr.decode()[-200:]}"}
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", bootstrap,
-         "--prefix", prefix, "--query-url", url, "--events-topic", events,
-         "--samples", str(samples), "--steps-per-run", str(STEPS_PER_RUN)],
-        env={**os.environ, "PYTHONPATH": f"{src / 'src'}{os.pathsep}{h.ROOT}"},
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
+    prefix = h.new_prefix(f"steps-{ref}", 1)
+    names = h.create_topics(bootstrap, prefix)
+    try:
+        worker = _worker(bootstrap, prefix, base, src=src / "src")
+    except RuntimeError as exc:
+        return {"ref": ref, "unavailable": f"the worker of {ref}: {exc}"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", bootstrap,
+             "--prefix", prefix, "--query-url", f"http://127.0.0.1:{worker.web_port}",
+             "--events-topic", names.events, "--samples", str(samples),
+             "--steps-per-run", str(STEPS_PER_RUN), "--attaches", str(max(20, samples // 5))],
+            env={**os.environ, "PYTHONPATH": f"{src / 'src'}{os.pathsep}{h.ROOT}"},
+            capture_output=True, text=True, timeout=1800, check=False,
+        )  # fmt: skip
+    finally:
+        worker.stop()
     if done.returncode != 0:
-        return {"unavailable": f"the SDK of {ref} failed: {done.stderr.strip()[-300:]}"}
-    return {**percentiles(json.loads(done.stdout.strip().splitlines()[-1])), "ref": ref}
+        return {"ref": ref, "unavailable": f"the SDK of {ref} failed: {done.stderr[-300:]}"}
+    ms = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "ref": ref,
+        "fresh_step": percentiles(ms["fresh_step"]),
+        "attach": percentiles(ms["attach"]),
+    }
 
 
 def sdk_figures(
-    bootstrap: str, base: Path, samples: int, *, before: str | None = None
+    bootstrap: str, base: Path, samples: int, *, before: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Fresh step, one produce, replayed step and attach against a real broker and worker."""
     prefix = h.new_prefix("steps", 1)
@@ -318,13 +337,11 @@ def sdk_figures(
             lambda: DurableRun.attach(producer, reader, done_id), attaches, warmup=3
         )
         producer.close()
-        if before:
-            out["fresh_step_before"] = _before(
-                before, bootstrap, prefix, http.query_url, names.events, base, max(50, samples // 5)
-            )
-        return out
     finally:
         worker.stop()
+    # Each earlier commit's SDK and worker, on its own topics, once ours is stopped.
+    out["before"] = [_before(ref, bootstrap, base, max(50, samples // 5)) for ref in before]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-ref",
         default=BEFORE_REF,
-        help="measure fresh steps with this commit's SDK too (empty: do not)",
+        help="comma-separated commits whose SDK and worker are measured too (empty: none)",
     )
     args = parser.parse_args(argv)
     os.environ["PYTHONPATH"] = f"{h.ROOT / 'src'}{os.pathsep}{h.ROOT}"
@@ -356,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[steps] broker (Kafka {KAFKA_VERSION}) in {base}", flush=True)
         with h.bench_broker(base) as bootstrap:
             results["runstate"] = sdk_figures(
-                bootstrap, base, args.samples, before=args.baseline_ref or None
+                bootstrap,
+                base,
+                args.samples,
+                before=tuple(filter(None, args.baseline_ref.split(","))),
             )
         results["anchors"] = {}
         for name, measure in anchors.ANCHORS.items():

@@ -22,12 +22,12 @@ OURS = (
     ("replayed_step", "replayed step (completed before, skipped)"),
     ("attach", "attach (`DurableRun.attach`: partition end, read, claim, read)"),
     ("emit", "one acknowledged produce (`EventProducer.emit`)"),
-    ("fresh_step_before", "fresh step with the SDK before the local fold (commit below)"),
 )
 ANCHORS = (
     ("redis_get_set", "Redis GET + SET of a run's state (no persistence)"),
     ("postgres_transaction", "PostgreSQL transaction: 1 UPDATE + 1 INSERT (fsync on)"),
     ("restate_step", "Restate: one `ctx.run` step (timed in the handler)"),
+    ("dbos_step", "DBOS Transact on PostgreSQL: one `@DBOS.step` (timed in the workflow)"),
 )
 
 
@@ -64,6 +64,15 @@ def render(results: dict[str, Any], path: Path) -> str:
     ]
     for key, label in OURS:
         lines.append(_row(label, ours.get(key), fresh))
+    befores = [b for b in ours.get("before", []) if isinstance(b, dict)]
+    for b in befores:
+        if "unavailable" in b:
+            lines.append(_row(f"commit {b['ref']}", b, fresh))
+            continue
+        lines.append(
+            _row(f"fresh step, SDK and worker of commit {b['ref']}", b["fresh_step"], fresh)
+        )
+        lines.append(_row(f"attach, SDK and worker of commit {b['ref']}", b["attach"], fresh))
     for key, label in ANCHORS:
         lines.append(_row(label, anchors.get(key), fresh))
     if fresh is not None:
@@ -86,16 +95,34 @@ def render(results: dict[str, Any], path: Path) -> str:
             " the SDK look at the run (one query that does not wait) before the step body, the"
             " early warning of a fence; partitions shared with busy runs pay it."
         )
-    before = ours.get("fresh_step_before")
-    if before and "ref" in before:
+    measured = [b for b in befores if "attach" in b]
+    if measured:
         lines.append(
-            f"The SDK before the local fold is commit {before['ref']} (`--baseline-ref`), its"
-            " `src` run against the same broker and worker right after ours: it read the"
-            " processor before every step and waited out the producer's linger."
+            "Earlier commits (`--baseline-ref`): each one's `src` from git, its SDK against its"
+            " own runtime worker on fresh topics of the same broker, measured right after ours."
+            " 930f276 is the SDK before the local fold (it read the processor before every step"
+            " and waited out the producer's linger); 2cddbb1 the last before attach claimed from"
+            " the committed state with one read that waits, and the worker checkpointed early"
+            " for a waiting read (it waited for the next 100 ms checkpoint, twice)."
         )
+    attach = ours.get("attach")
+    for b in measured:
+        if attach is not None and fresh is not None:
+            lines.append(
+                f"Ours ÷ commit {b['ref']}: attach p50 {attach['p50'] / b['attach']['p50']:.2f},"
+                f" p99 {attach['p99'] / b['attach']['p99']:.2f}; fresh step p50"
+                f" {fresh['p50'] / b['fresh_step']['p50']:.2f},"
+                f" p99 {fresh['p99'] / b['fresh_step']['p99']:.2f}."
+            )
     restate = anchors.get("restate_step")
     if restate and "version" in restate:
         lines.append(f"Restate server {restate['version']}, {restate.get('sdk', '')}.")
+    dbos = anchors.get("dbos_step")
+    if dbos and "version" in dbos:
+        lines.append(
+            f"DBOS: {dbos['version']} (PyPI), its system database on the PostgreSQL of the"
+            " transaction anchor (a server of its own, same settings), in a child process."
+        )
     lines.append(END)
     return "\n".join(lines)
 
@@ -113,6 +140,10 @@ def console(results: dict[str, Any]) -> str:
     rows = []
     for group in ("runstate", "anchors"):
         for name, f in results.get(group, {}).items():
+            if name == "before":
+                for b in f:
+                    rows.append(f"before {b['ref']:14s} {b}")
+                continue
             if "p50" in f:
                 rows.append(
                     f"{name:22s} p50 {f['p50']:8.3f}  p95 {f['p95']:8.3f}  p99 {f['p99']:8.3f} ms"
