@@ -20,6 +20,7 @@ steps" section of ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -171,6 +172,28 @@ class _FreshSteps:
         self.done += 1
 
 
+class _Collections:
+    """Counts Python's garbage collections (and the longest) while in its ``with``: to say
+    whether the slowest steps waited for one."""
+
+    def __init__(self) -> None:
+        self.count, self.longest_ms, self._t0 = 0, 0.0, 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest_ms = max(self.longest_ms, (time.perf_counter() - self._t0) * 1000)
+
+    def __enter__(self) -> _Collections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def run_id_in(hint: str, partition: int | None) -> str:
     """A fresh run id, in ``partition`` of the events topic if given."""
     while True:
@@ -288,16 +311,26 @@ def sdk_figures(
         fresh_ms: list[float] = []
         emit_ms: list[float] = []
         cpu_s, reads = 0.0, 0
-        for _ in range(ROUNDS):
-            emit_ms += _samples(emit, per_round)
-            for _ in range(per_round):
-                fresh.prepare()
-                reads_before, cpu0 = reader.reads, time.process_time()
-                fresh_ms += _samples(fresh.step, 1)
-                cpu_s += time.process_time() - cpu0
-                reads += reader.reads - reads_before
+        collections = _Collections()
+        in_step: list[int] = []  # collections that ran during each fresh step
+        with collections:
+            for _ in range(ROUNDS):
+                emit_ms += _samples(emit, per_round)
+                for _ in range(per_round):
+                    fresh.prepare()
+                    reads_before, cpu0 = reader.reads, time.process_time()
+                    gcs = collections.count
+                    fresh_ms += _samples(fresh.step, 1)
+                    in_step.append(collections.count - gcs)
+                    cpu_s += time.process_time() - cpu0
+                    reads += reader.reads - reads_before
+        slowest = sorted(range(len(fresh_ms)), key=fresh_ms.__getitem__)[
+            -max(1, len(fresh_ms) // 100) :
+        ]
         out["fresh_step"] = {
             **percentiles(fresh_ms),
+            "gc_in_slowest_1pct": sum(1 for i in slowest if in_step[i]),
+            "gc_max_ms": round(collections.longest_ms, 3),
             "reads_per_step": round(reads / len(fresh_ms), 3),
             "cpu_ms_per_step": round(cpu_s * 1000 / len(fresh_ms), 3),
             "steps_per_run": STEPS_PER_RUN,

@@ -87,6 +87,15 @@ def render(results: dict[str, Any], path: Path) -> str:
             " produces in 5 rounds. Goal (issue 15): p50 at most 2 ms, p99 at most 10 ms on"
             " the local broker; on a loaded machine compare the ratios, not the milliseconds.",
         ]
+    emit = ours.get("emit")
+    if fresh is not None and emit is not None and emit.get("p99"):
+        lines.append(
+            f"Where the tail comes from: fresh step p99 ÷ one produce's p99"
+            f" {fresh['p99'] / emit['p99']:.2f} (p95 {fresh['p95'] / emit['p95']:.2f});"
+            f" garbage collections ran during {fresh.get('gc_in_slowest_1pct', '?')} of the"
+            f" slowest 1 % of the steps (the longest collection of the run:"
+            f" {fresh.get('gc_max_ms', '?')} ms)."
+        )
     shared = ours.get("fresh_step_shared")
     if shared and "p50" in shared:
         lines.append(

@@ -67,6 +67,8 @@ def test_earlier_commits_get_rows_and_ratios_and_dbos_its_row(tmp_path: Path) ->
     assert isinstance(ours, dict)
     fig = {"n": 10, "p50": 1.0, "p95": 2.0, "p99": 4.0, "mean": 1.2}
     ours["attach"] = {**fig, "p50": 20.0, "p99": 50.0}
+    ours["emit"] = {**fig, "p95": 4.0, "p99": 4.0}
+    ours["fresh_step"] |= {"gc_in_slowest_1pct": 0, "gc_max_ms": 1.5}
     ours["before"] = [
         {"ref": "abc1234", "fresh_step": {**fig, "p50": 4.0, "p99": 16.0},
          "attach": {**fig, "p50": 100.0, "p99": 200.0}},
@@ -87,3 +89,8 @@ def test_earlier_commits_get_rows_and_ratios_and_dbos_its_row(tmp_path: Path) ->
         "| DBOS Transact on PostgreSQL: one `@DBOS.step` (timed in the workflow) | 4.00 |" in page
     )
     assert "DBOS: dbos 3.4.0 (PyPI)" in page
+    assert "fresh step p99 ÷ one produce's p99 2.00 (p95 0.50); garbage collections ran" in page
+    assert (
+        "during 0 of the slowest 1 % of the steps (the longest collection of the run: 1.5 ms)"
+        in page
+    )
