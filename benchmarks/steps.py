@@ -239,42 +239,64 @@ class _Neighbour:
         self.producer.close()
 
 
-def _before(ref: str, bootstrap: str, base: Path, samples: int) -> dict[str, Any]:
-    """Fresh steps and attaches with commit ``ref`` (its ``src`` from git): its SDK against
-    its own runtime worker, on fresh topics of the same broker."""
-    src = base / f"before-{ref}"
-    src.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(h.ROOT), "archive", ref, "src"], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        return {"ref": ref, "unavailable": f"git archive {ref}: {archive.stderr.decode()[-200:]}"}
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    prefix = h.new_prefix(f"steps-{ref}", 1)
-    names = h.create_topics(bootstrap, prefix)
-    try:
-        worker = _worker(bootstrap, prefix, base, src=src / "src")
-    except RuntimeError as exc:
-        return {"ref": ref, "unavailable": f"the worker of {ref}: {exc}"}
-    try:
+class _Before:
+    """Commit ``ref`` (its ``src`` from git): its runtime worker on fresh topics of the same
+    broker, and its SDK run in a child process (``benchmarks.steps_baseline``) a round at a
+    time, in turn with ours, so a change of the shared machine's load weighs on both."""
+
+    def __init__(self, ref: str, bootstrap: str, base: Path) -> None:
+        self.ref, self.bootstrap = ref, bootstrap
+        self.worker: h.WorkerProcess | None = None
+        self.unavailable: str | None = None
+        self.fresh_ms: list[float] = []
+        self.attach_ms: list[float] = []
+        self.src = base / f"before-{ref}"
+        self.src.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(h.ROOT), "archive", ref, "src"], capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            self.unavailable = f"git archive {ref}: {archive.stderr.decode()[-200:]}"
+            return
+        subprocess.run(["tar", "-x", "-C", str(self.src)], input=archive.stdout, check=True)
+        self.prefix = h.new_prefix(f"steps-{ref}", 1)
+        self.names = h.create_topics(bootstrap, self.prefix)
+        try:
+            self.worker = _worker(bootstrap, self.prefix, base, src=self.src / "src")
+        except RuntimeError as exc:
+            self.unavailable = f"the worker of {ref}: {exc}"
+
+    def round(self, steps: int, attaches: int) -> None:
+        """``steps`` fresh steps and ``attaches`` attaches (after their warm-ups)."""
+        if self.worker is None or self.unavailable:
+            return
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", bootstrap,
-             "--prefix", prefix, "--query-url", f"http://127.0.0.1:{worker.web_port}",
-             "--events-topic", names.events, "--samples", str(samples),
-             "--steps-per-run", str(STEPS_PER_RUN), "--attaches", str(max(20, samples // 5))],
-            env={**os.environ, "PYTHONPATH": f"{src / 'src'}{os.pathsep}{h.ROOT}"},
+            [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", self.bootstrap,
+             "--prefix", self.prefix, "--query-url", f"http://127.0.0.1:{self.worker.web_port}",
+             "--events-topic", self.names.events, "--samples", str(steps),
+             "--steps-per-run", str(STEPS_PER_RUN), "--attaches", str(attaches)],
+            env={**os.environ, "PYTHONPATH": f"{self.src / 'src'}{os.pathsep}{h.ROOT}"},
             capture_output=True, text=True, timeout=1800, check=False,
         )  # fmt: skip
-    finally:
-        worker.stop()
-    if done.returncode != 0:
-        return {"ref": ref, "unavailable": f"the SDK of {ref} failed: {done.stderr[-300:]}"}
-    ms = json.loads(done.stdout.strip().splitlines()[-1])
-    return {
-        "ref": ref,
-        "fresh_step": percentiles(ms["fresh_step"]),
-        "attach": percentiles(ms["attach"]),
-    }
+        if done.returncode != 0:
+            self.unavailable = f"the SDK of {self.ref} failed: {done.stderr[-300:]}"
+            return
+        ms = json.loads(done.stdout.strip().splitlines()[-1])
+        self.fresh_ms += ms["fresh_step"]
+        self.attach_ms += ms["attach"]
+
+    def figures(self) -> dict[str, Any]:
+        if self.unavailable or not self.attach_ms:
+            return {"ref": self.ref, "unavailable": self.unavailable or "not measured"}
+        return {
+            "ref": self.ref,
+            "fresh_step": percentiles(self.fresh_ms),
+            "attach": percentiles(self.attach_ms),
+        }
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
 
 
 def sdk_figures(
@@ -284,7 +306,9 @@ def sdk_figures(
     prefix = h.new_prefix("steps", 1)
     names = h.create_topics(bootstrap, prefix)
     worker = _worker(bootstrap, prefix, base)
+    befores: list[_Before] = []
     try:
+        befores = [_Before(ref, bootstrap, base) for ref in before]
         producer = EventProducer(
             bootstrap_servers=bootstrap, topic_prefix=prefix, producer_name="bench-steps"
         )
@@ -365,16 +389,25 @@ def sdk_figures(
         first.step("done", lambda ctx: "ok")
         again = DurableRun.attach(producer, reader, done_id)
         out["replayed_step"] = timed(lambda: again.step("done", lambda ctx: "never"), samples)
+        # Attaches, and each earlier commit's fresh steps and attaches, in turn by rounds.
         attaches = max(20, samples // 5)
-        out["attach"] = timed(
-            lambda: DurableRun.attach(producer, reader, done_id), attaches, warmup=3
-        )
+        attach_ms: list[float] = []
+        for _ in range(3):  # warm-up
+            DurableRun.attach(producer, reader, done_id)
+        for _ in range(ROUNDS):
+            attach_ms += _samples(
+                lambda: DurableRun.attach(producer, reader, done_id), attaches // ROUNDS
+            )
+            for b in befores:
+                b.round(max(50, samples // 5) // ROUNDS, attaches // ROUNDS)
+        out["attach"] = percentiles(attach_ms)
+        out["before"] = [b.figures() for b in befores]
         producer.close()
+        return out
     finally:
         worker.stop()
-    # Each earlier commit's SDK and worker, on its own topics, once ours is stopped.
-    out["before"] = [_before(ref, bootstrap, base, max(50, samples // 5)) for ref in before]
-    return out
+        for b in befores:
+            b.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
