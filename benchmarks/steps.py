@@ -10,7 +10,11 @@ the partition, a read, the claim, a read). The anchors:
 * Redis: a GET then a SET of a run's state (about 1 KiB), the "hot state" of an agent;
 * PostgreSQL: one transaction of one UPDATE (the run's row) and one INSERT (its history);
 * Restate (``@restatedev/restate-server`` with the Python SDK): one ``ctx.run`` step, timed
-  inside the handler, when its server and SDK are installed.
+  inside the handler, when its server and SDK are installed;
+* DBOS Transact (PyPI ``dbos``) on PostgreSQL: one ``@DBOS.step``, timed inside the workflow.
+
+``--baseline-ref`` runs earlier commits beside it: each one's SDK against its own worker, in
+rounds in turn with our fresh steps and our attaches.
 
 Each figure is the time of one operation, taken ``--samples`` times after a warm-up; p50,
 p95, p99 in milliseconds. Writes ``benchmarks/results/<stamp>-steps.json`` and the "Durable
@@ -286,7 +290,7 @@ class _Before:
         self.attach_ms += ms["attach"]
 
     def figures(self) -> dict[str, Any]:
-        if self.unavailable or not self.attach_ms:
+        if self.unavailable or not self.attach_ms or not self.fresh_ms:
             return {"ref": self.ref, "unavailable": self.unavailable or "not measured"}
         return {
             "ref": self.ref,
@@ -339,6 +343,8 @@ def sdk_figures(
         in_step: list[int] = []  # collections that ran during each fresh step
         with collections:
             for _ in range(ROUNDS):
+                for b in befores:  # fresh steps of the earlier commits, in turn with ours
+                    b.round(max(50, samples // 5) // ROUNDS, 0)
                 emit_ms += _samples(emit, per_round)
                 for _ in range(per_round):
                     fresh.prepare()
@@ -399,7 +405,7 @@ def sdk_figures(
                 lambda: DurableRun.attach(producer, reader, done_id), attaches // ROUNDS
             )
             for b in befores:
-                b.round(max(50, samples // 5) // ROUNDS, attaches // ROUNDS)
+                b.round(0, attaches // ROUNDS)
         out["attach"] = percentiles(attach_ms)
         out["before"] = [b.figures() for b in befores]
         producer.close()

@@ -35,7 +35,7 @@ def main() -> None:
     )
     ms: list[float] = []
     run: DurableRun | None = None
-    for i in range(args.samples + 10):
+    for i in range(args.samples + 10 if args.samples else 0):
         if run is None or i % args.steps_per_run == 0:
             run = DurableRun.start(
                 producer, reader, run_id=f"before-{uuid.uuid4().hex[:10]}", agent="bench",

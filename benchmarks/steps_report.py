@@ -109,7 +109,7 @@ def render(results: dict[str, Any], path: Path) -> str:
         lines.append(
             "Earlier commits (`--baseline-ref`): each one's `src` from git, its SDK (in a child"
             " process) against its own runtime worker on fresh topics of the same broker; its"
-            " fresh steps and attaches are taken in 5 rounds in turn with our attaches."
+            " fresh steps and attaches are taken in 5 rounds in turn with ours."
             " 930f276 is the SDK before the local fold (it read the processor before every step"
             " and waited out the producer's linger); 2cddbb1 the last before attach claimed from"
             " the committed state with one read that waits, and the worker checkpointed early"
