@@ -123,6 +123,12 @@ def render(results: dict[str, Any], path: Path) -> str:
                 f" p99 {attach['p99'] / b['attach']['p99']:.2f}; fresh step p50"
                 f" {fresh['p50'] / b['fresh_step']['p50']:.2f},"
                 f" p99 {fresh['p99'] / b['fresh_step']['p99']:.2f}."
+                + (
+                    f" ({len(b['rounds_retried'])} of its rounds failed and ran again:"
+                    f" {b['rounds_retried'][0]})"
+                    if b.get("rounds_retried")
+                    else ""
+                )
             )
     restate = anchors.get("restate_step")
     if restate and "version" in restate:
