@@ -20,7 +20,7 @@ OURS = (
     ("fresh_step", "fresh step (`DurableRun.step`, body returns at once)"),
     ("fresh_step_shared", "fresh step, another run writing to its partition 100/s"),
     ("replayed_step", "replayed step (completed before, skipped)"),
-    ("attach", "attach (`DurableRun.attach`: partition end, read, claim, read)"),
+    ("attach", "attach (`DurableRun.attach`: committed state, claim, one read at the claim)"),
     ("emit", "one acknowledged produce (`EventProducer.emit`)"),
 )
 ANCHORS = (
