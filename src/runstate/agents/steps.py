@@ -233,7 +233,7 @@ class DurableRun:
             source=source,
             tenant=tenant,
         )
-        run._claim_committed(run.reader.read(run_id), takeover=True, known=False)
+        run._claim_committed(run.reader.read(run_id), known=False)
         return run
 
     @classmethod
@@ -270,15 +270,16 @@ class DurableRun:
             run._position = reader.latest_position(run_id)
             run._claim(run.state(), takeover=False)
             return run
-        run._claim_committed(reader.read(run_id), takeover=True, known=True)
+        run._claim_committed(reader.read(run_id), known=True)
         return run
 
-    def _claim_committed(self, seen: RunState | None, *, takeover: bool, known: bool) -> None:
+    def _claim_committed(self, seen: RunState | None, *, known: bool) -> None:
         """Claim the run from ``seen``, its state as committed now (read without waiting),
         with one read that waits: the one at the claim's own position, which holds every event
         before the claim. A claim ``seen`` did not show yet takes the epoch first and ours is
         refused; then the run is claimed again from that read (the old way: a read that
-        waits, then the claim).
+        waits, then the claim). Taking over only: a claimer that must not fence a live
+        holder decides from the whole partition first.
 
         Args:
             known: the run must exist (attach): a run not committed yet is read at the end
@@ -286,13 +287,13 @@ class DurableRun:
         """
         if seen is None and known:
             self._position = self.reader.latest_position(self.run_id)
-            self._claim(self.state(), takeover=takeover)
+            self._claim(self.state(), takeover=True)
             return
         if seen is not None and seen.is_terminal:
             # A run that ended is not claimed; it is read at the end of its partition.
             if self._position is None:
                 self._position = self.reader.latest_position(self.run_id)
-            self._claim(self.state(), takeover=takeover)
+            self._claim(self.state(), takeover=True)
             return
         epoch = (0 if seen is None else seen.epoch or 0) + 1
         self._emit(RunClaimed, epoch=epoch, claimed_by=self.holder, lease_ms=self.lease_ms)
@@ -303,7 +304,7 @@ class DurableRun:
             return
         # What was committed was behind: a claim it lacked took the epoch (or the run ended).
         self._fold.rebase(s, check=False)
-        self._claim(s, takeover=takeover)
+        self._claim(s, takeover=True)
 
     def _claim(self, s: RunState, *, takeover: bool) -> None:
         if s.is_terminal:
