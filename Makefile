@@ -64,11 +64,11 @@ bench: $(STAMP) $(JARS) bench-deps ## the full benchmarks; writes benchmarks/res
 bench-quick: $(STAMP) $(JARS) bench-deps ## the benchmarks in a few minutes
 	$(BIN)/python -m benchmarks.run --quick
 
-bench-steps: $(STAMP) $(JARS) bench-deps ## only the durable-step costs beside Redis, PostgreSQL, Restate
+bench-steps: $(STAMP) $(JARS) bench-deps ## only the durable-step costs beside Redis, PostgreSQL, Restate, DBOS
 	$(BIN)/python -m benchmarks.steps
 
 # The step benchmark's anchors: Redis and PostgreSQL from Debian, Restate's server from npm
-# (its SDK and the Python clients come with the bench extra). What fails to install is
+# (its SDK, DBOS Transact and the Python clients come with the bench extra). What fails to install is
 # reported as unavailable by the benchmark, the rest still runs.
 bench-deps: $(STAMP) ## install what the benchmarks compare against
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'

@@ -10,7 +10,11 @@ the partition, a read, the claim, a read). The anchors:
 * Redis: a GET then a SET of a run's state (about 1 KiB), the "hot state" of an agent;
 * PostgreSQL: one transaction of one UPDATE (the run's row) and one INSERT (its history);
 * Restate (``@restatedev/restate-server`` with the Python SDK): one ``ctx.run`` step, timed
-  inside the handler, when its server and SDK are installed.
+  inside the handler, when its server and SDK are installed;
+* DBOS Transact (PyPI ``dbos``) on PostgreSQL: one ``@DBOS.step``, timed inside the workflow.
+
+``--baseline-ref`` runs earlier commits beside it: each one's SDK against its own worker, in
+rounds in turn with our fresh steps and our attaches.
 
 Each figure is the time of one operation, taken ``--samples`` times after a warm-up; p50,
 p95, p99 in milliseconds. Writes ``benchmarks/results/<stamp>-steps.json`` and the "Durable
@@ -20,6 +24,7 @@ steps" section of ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -44,8 +49,10 @@ from runstate.streams.partitioning import partition_for
 from runstate.streams.producer import EventProducer
 
 RESULTS = h.ROOT / "benchmarks" / "results"
-#: The last commit before the local fold (issue 15): every fresh step read the processor.
-BEFORE_REF = "930f276"
+#: The commits measured beside this checkout by default: the last before the local fold
+#: (issue 15: every fresh step read the processor), and the last before attach claimed from
+#: the committed state and the worker committed early for a waiting read.
+BEFORE_REF = "930f276,2cddbb1"
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -76,22 +83,25 @@ def timed(op: Callable[[], object], samples: int, *, warmup: int = 20) -> dict[s
     return percentiles(ms)
 
 
-def _worker(bootstrap: str, prefix: str, base: Path) -> h.WorkerProcess:
+def _worker(bootstrap: str, prefix: str, base: Path, *, src: Path | None = None) -> h.WorkerProcess:
     # The runtime's default commit interval (the harness sets 1 s for its throughput rounds):
     # a read at a position waits for the checkpoint that makes it visible.
+    env = {"RUNSTATE_RUNTIME_COMMIT_INTERVAL_S": "0.1"}
+    if src is not None:  # another commit's runtime
+        env["PYTHONPATH"] = f"{src}{os.pathsep}{h.ROOT}"
     worker = h.WorkerProcess(
         h.RUNTIME_EOS,
         bootstrap,
         prefix,
-        base / "worker",
-        extra_env={"RUNSTATE_RUNTIME_COMMIT_INTERVAL_S": "0.1"},
+        base / ("worker" if src is None else f"worker-{src.parent.name}"),
+        extra_env=env,
     )
     worker.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         worker.check_alive()
-        m = worker.metrics()
-        if m is not None and _ready(worker):
+        # /health only: an earlier commit's worker served its counters elsewhere.
+        if _ready(worker):
             return worker
         time.sleep(0.5)
     raise RuntimeError(f"the worker did not become ready; log: {worker.log_file}")
@@ -166,6 +176,28 @@ class _FreshSteps:
         self.done += 1
 
 
+class _Collections:
+    """Counts Python's garbage collections (and the longest) while in its ``with``: to say
+    whether the slowest steps waited for one."""
+
+    def __init__(self) -> None:
+        self.count, self.longest_ms, self._t0 = 0, 0.0, 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest_ms = max(self.longest_ms, (time.perf_counter() - self._t0) * 1000)
+
+    def __enter__(self) -> _Collections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def run_id_in(hint: str, partition: int | None) -> str:
     """A fresh run id, in ``partition`` of the events topic if given."""
     while True:
@@ -211,38 +243,88 @@ class _Neighbour:
         self.producer.close()
 
 
-def _before(
-    ref: str, bootstrap: str, prefix: str, url: str, events: str, base: Path, samples: int
-) -> dict[str, Any]:
-    """Fresh steps with the SDK of commit ``ref`` (its ``src`` from git), same broker/worker."""
-    src = base / "before"
-    src.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(h.ROOT), "archive", ref, "src"], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        return {"unavailable": f"git archive {ref}: {archive.stderr.decode().strip()[-200:]}"}
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", bootstrap,
-         "--prefix", prefix, "--query-url", url, "--events-topic", events,
-         "--samples", str(samples), "--steps-per-run", str(STEPS_PER_RUN)],
-        env={**os.environ, "PYTHONPATH": f"{src / 'src'}{os.pathsep}{h.ROOT}"},
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        return {"unavailable": f"the SDK of {ref} failed: {done.stderr.strip()[-300:]}"}
-    return {**percentiles(json.loads(done.stdout.strip().splitlines()[-1])), "ref": ref}
+class _Before:
+    """Commit ``ref`` (its ``src`` from git): its runtime worker on fresh topics of the same
+    broker, and its SDK run in a child process (``benchmarks.steps_baseline``) a round at a
+    time, in turn with ours, so a change of the shared machine's load weighs on both."""
+
+    def __init__(self, ref: str, bootstrap: str, base: Path) -> None:
+        self.ref, self.bootstrap = ref, bootstrap
+        self.worker: h.WorkerProcess | None = None
+        self.unavailable: str | None = None
+        self.fresh_ms: list[float] = []
+        self.attach_ms: list[float] = []
+        #: why a round failed and was run again (930f276's worker could answer a read before
+        #: it had applied the write, fixed in 2cddbb1: its SDK then saw its claim missing)
+        self.retried: list[str] = []
+        self.src = base / f"before-{ref}"
+        self.src.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(h.ROOT), "archive", ref, "src"], capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            self.unavailable = f"git archive {ref}: {archive.stderr.decode()[-200:]}"
+            return
+        subprocess.run(["tar", "-x", "-C", str(self.src)], input=archive.stdout, check=True)
+        self.prefix = h.new_prefix(f"steps-{ref}", 1)
+        self.names = h.create_topics(bootstrap, self.prefix)
+        try:
+            self.worker = _worker(bootstrap, self.prefix, base, src=self.src / "src")
+        except RuntimeError as exc:
+            self.unavailable = f"the worker of {ref}: {exc}"
+
+    def round(self, steps: int, attaches: int) -> None:
+        """``steps`` fresh steps and ``attaches`` attaches (after their warm-ups)."""
+        if self.worker is None or self.unavailable:
+            return
+        for _ in range(2):  # once again after a failure (see ``retried``)
+            done = self._run(steps, attaches)
+            if done.returncode == 0:
+                break
+            self.retried.append((done.stderr.strip().splitlines() or ["no output"])[-1][-300:])
+        if done.returncode != 0:
+            self.unavailable = f"the SDK of {self.ref} failed: {done.stderr[-300:]}"
+            return
+        ms = json.loads(done.stdout.strip().splitlines()[-1])
+        self.fresh_ms += ms["fresh_step"]
+        self.attach_ms += ms["attach"]
+
+    def _run(self, steps: int, attaches: int) -> subprocess.CompletedProcess[str]:
+        assert self.worker is not None
+        return subprocess.run(
+            [sys.executable, "-m", "benchmarks.steps_baseline", "--bootstrap", self.bootstrap,
+             "--prefix", self.prefix, "--query-url", f"http://127.0.0.1:{self.worker.web_port}",
+             "--events-topic", self.names.events, "--samples", str(steps),
+             "--steps-per-run", str(STEPS_PER_RUN), "--attaches", str(attaches)],
+            env={**os.environ, "PYTHONPATH": f"{self.src / 'src'}{os.pathsep}{h.ROOT}"},
+            capture_output=True, text=True, timeout=1800, check=False,
+        )  # fmt: skip
+
+    def figures(self) -> dict[str, Any]:
+        if self.unavailable or not self.attach_ms or not self.fresh_ms:
+            return {"ref": self.ref, "unavailable": self.unavailable or "not measured"}
+        return {
+            "ref": self.ref,
+            "fresh_step": percentiles(self.fresh_ms),
+            "attach": percentiles(self.attach_ms),
+            "rounds_retried": self.retried,
+        }
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
 
 
 def sdk_figures(
-    bootstrap: str, base: Path, samples: int, *, before: str | None = None
+    bootstrap: str, base: Path, samples: int, *, before: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Fresh step, one produce, replayed step and attach against a real broker and worker."""
     prefix = h.new_prefix("steps", 1)
     names = h.create_topics(bootstrap, prefix)
     worker = _worker(bootstrap, prefix, base)
+    befores: list[_Before] = []
     try:
+        befores = [_Before(ref, bootstrap, base) for ref in before]
         producer = EventProducer(
             bootstrap_servers=bootstrap, topic_prefix=prefix, producer_name="bench-steps"
         )
@@ -269,16 +351,28 @@ def sdk_figures(
         fresh_ms: list[float] = []
         emit_ms: list[float] = []
         cpu_s, reads = 0.0, 0
-        for _ in range(ROUNDS):
-            emit_ms += _samples(emit, per_round)
-            for _ in range(per_round):
-                fresh.prepare()
-                reads_before, cpu0 = reader.reads, time.process_time()
-                fresh_ms += _samples(fresh.step, 1)
-                cpu_s += time.process_time() - cpu0
-                reads += reader.reads - reads_before
+        collections = _Collections()
+        in_step: list[int] = []  # collections that ran during each fresh step
+        with collections:
+            for _ in range(ROUNDS):
+                for b in befores:  # fresh steps of the earlier commits, in turn with ours
+                    b.round(max(50, samples // 5) // ROUNDS, 0)
+                emit_ms += _samples(emit, per_round)
+                for _ in range(per_round):
+                    fresh.prepare()
+                    reads_before, cpu0 = reader.reads, time.process_time()
+                    gcs = collections.count
+                    fresh_ms += _samples(fresh.step, 1)
+                    in_step.append(collections.count - gcs)
+                    cpu_s += time.process_time() - cpu0
+                    reads += reader.reads - reads_before
+        slowest = sorted(range(len(fresh_ms)), key=fresh_ms.__getitem__)[
+            -max(1, len(fresh_ms) // 100) :
+        ]
         out["fresh_step"] = {
             **percentiles(fresh_ms),
+            "gc_in_slowest_1pct": sum(1 for i in slowest if in_step[i]),
+            "gc_max_ms": round(collections.longest_ms, 3),
             "reads_per_step": round(reads / len(fresh_ms), 3),
             "cpu_ms_per_step": round(cpu_s * 1000 / len(fresh_ms), 3),
             "steps_per_run": STEPS_PER_RUN,
@@ -313,18 +407,25 @@ def sdk_figures(
         first.step("done", lambda ctx: "ok")
         again = DurableRun.attach(producer, reader, done_id)
         out["replayed_step"] = timed(lambda: again.step("done", lambda ctx: "never"), samples)
+        # Attaches, and each earlier commit's fresh steps and attaches, in turn by rounds.
         attaches = max(20, samples // 5)
-        out["attach"] = timed(
-            lambda: DurableRun.attach(producer, reader, done_id), attaches, warmup=3
-        )
-        producer.close()
-        if before:
-            out["fresh_step_before"] = _before(
-                before, bootstrap, prefix, http.query_url, names.events, base, max(50, samples // 5)
+        attach_ms: list[float] = []
+        for _ in range(3):  # warm-up
+            DurableRun.attach(producer, reader, done_id)
+        for _ in range(ROUNDS):
+            attach_ms += _samples(
+                lambda: DurableRun.attach(producer, reader, done_id), attaches // ROUNDS
             )
+            for b in befores:
+                b.round(0, attaches // ROUNDS)
+        out["attach"] = percentiles(attach_ms)
+        out["before"] = [b.figures() for b in befores]
+        producer.close()
         return out
     finally:
         worker.stop()
+        for b in befores:
+            b.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-ref",
         default=BEFORE_REF,
-        help="measure fresh steps with this commit's SDK too (empty: do not)",
+        help="comma-separated commits whose SDK and worker are measured too (empty: none)",
     )
     args = parser.parse_args(argv)
     os.environ["PYTHONPATH"] = f"{h.ROOT / 'src'}{os.pathsep}{h.ROOT}"
@@ -356,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[steps] broker (Kafka {KAFKA_VERSION}) in {base}", flush=True)
         with h.bench_broker(base) as bootstrap:
             results["runstate"] = sdk_figures(
-                bootstrap, base, args.samples, before=args.baseline_ref or None
+                bootstrap,
+                base,
+                args.samples,
+                before=tuple(filter(None, args.baseline_ref.split(","))),
             )
         results["anchors"] = {}
         for name, measure in anchors.ANCHORS.items():

@@ -90,47 +90,8 @@ def redis_get_set(base: Path, samples: int, timed: Timed) -> dict[str, Any]:
 
 def postgres_transaction(base: Path, samples: int, timed: Timed) -> dict[str, Any]:
     """One transaction: UPDATE the run's row, INSERT a history row, COMMIT (fsync on)."""
-    initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
-    if initdb is None or postgres is None:
-        raise Unavailable("PostgreSQL is not installed (apt-get install -y postgresql)")
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise Unavailable("psycopg is not installed (pip install 'psycopg[binary]')") from exc
-    # Its own temp folder: the benchmark's is private to root, and the server may not be root.
-    folder = Path(tempfile.mkdtemp(prefix="runstate-bench-pg-"))
-    try:
-        return _postgres(initdb, postgres, psycopg, folder, samples, timed)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _postgres(
-    initdb: str, postgres: str, psycopg: Any, folder: Path, samples: int, timed: Timed
-) -> dict[str, Any]:
-    data = folder / "data"
-    # PostgreSQL refuses to run as root: run it as the postgres user when we are root.
-    demote: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError as exc:
-            raise Unavailable("running as root and there is no postgres user") from exc
-        os.chown(folder, pw.pw_uid, pw.pw_gid)
-        demote = {"user": pw.pw_uid, "group": pw.pw_gid}
-    done = subprocess.run(
-        [initdb, "-D", str(data), "-U", "bench", "--auth=trust", "-E", "UTF8"],
-        check=False,
-        capture_output=True,
-        text=True,
-        **demote,
-    )
-    if done.returncode != 0:
-        raise Unavailable(f"initdb failed: {done.stderr.strip()[-300:]}")
-    port = free_port()
-    cmd = [postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(folder)]
-    with _process(cmd, folder / "postgres.log", **demote) as proc:
-        _wait_port(port, proc, "postgres")
+    psycopg = _psycopg()
+    with postgres_server() as port:
         conn = _connect(psycopg, port)
         with conn.transaction():
             conn.execute("CREATE TABLE runs (run_id text PRIMARY KEY, state bytea, version int)")
@@ -153,6 +114,52 @@ def _postgres(
     return {**figures, "version": str(version[0] if version else "?"), "fsync": "on"}
 
 
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise Unavailable("psycopg is not installed (pip install 'psycopg[binary]')") from exc
+    return psycopg
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[int]:
+    """A PostgreSQL server of its own (initdb in a temp folder, fsync on, user ``bench``
+    trusted) on a loopback port, yielded; stopped and removed after."""
+    initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
+    if initdb is None or postgres is None:
+        raise Unavailable("PostgreSQL is not installed (apt-get install -y postgresql)")
+    # Its own temp folder: the benchmark's is private to root, and the server may not be root.
+    folder = Path(tempfile.mkdtemp(prefix="runstate-bench-pg-"))
+    try:
+        data = folder / "data"
+        # PostgreSQL refuses to run as root: run it as the postgres user when we are root.
+        demote: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError as exc:
+                raise Unavailable("running as root and there is no postgres user") from exc
+            os.chown(folder, pw.pw_uid, pw.pw_gid)
+            demote = {"user": pw.pw_uid, "group": pw.pw_gid}
+        done = subprocess.run(
+            [initdb, "-D", str(data), "-U", "bench", "--auth=trust", "-E", "UTF8"],
+            check=False,
+            capture_output=True,
+            text=True,
+            **demote,
+        )
+        if done.returncode != 0:
+            raise Unavailable(f"initdb failed: {done.stderr.strip()[-300:]}")
+        port = free_port()
+        cmd = [postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(folder)]
+        with _process(cmd, folder / "postgres.log", **demote) as proc:
+            _wait_port(port, proc, "postgres")
+            yield port
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _connect(psycopg: Any, port: int) -> Any:
     deadline = time.monotonic() + 30
     while True:
@@ -173,8 +180,18 @@ def restate_step(base: Path, samples: int, timed: Timed) -> dict[str, Any]:
     return steps_restate.measure(base, samples, timed)
 
 
+def dbos_step(base: Path, samples: int, timed: Timed) -> dict[str, Any]:
+    """One ``@DBOS.step`` in a DBOS workflow on PostgreSQL, timed inside the workflow
+    (see benchmarks.steps_dbos)."""
+    from benchmarks import steps_dbos
+
+    with postgres_server() as port:
+        return steps_dbos.measure(port, samples)
+
+
 ANCHORS: dict[str, Callable[[Path, int, Timed], dict[str, Any]]] = {
     "redis_get_set": redis_get_set,
     "postgres_transaction": postgres_transaction,
     "restate_step": restate_step,
+    "dbos_step": dbos_step,
 }

@@ -165,3 +165,26 @@ def test_a_fenced_process_learns_it_at_its_next_outside_read(
     s = processor_state(d, run_id)
     assert (s.epoch, s.holder) == (2, "proc-b")
     assert [(c.step, c.output_ref) for c in s.completed_steps] == [("one", "1"), ("two", "b2")]
+
+
+def test_attach_continues_from_every_event_written_before_its_claim(
+    deployment: Deployment, producer: EventProducer
+) -> None:
+    # proc-a's steps are acknowledged but (most likely) not yet committed by the worker when
+    # proc-b attaches: proc-b claims from what is committed, and its one read that waits
+    # (at its claim) must hold every step before it.
+    d = deployment
+    run_id = f"fold-{uuid.uuid4().hex[:10]}"
+    first = start(producer, CountingReader(d), run_id, holder="proc-a")
+    for i in range(3):
+        first.step(f"s{i}", lambda ctx, i=i: f"a{i}")
+    reader = CountingReader(d)
+    second = DurableRun.attach(producer, reader, run_id, holder="proc-b")
+    assert reader.reads == 2  # the committed state, then the state at its claim
+    assert second.epoch == 2
+    assert second.folded is not None
+    assert [c.step for c in second.folded.completed_steps] == ["s0", "s1", "s2"]
+    assert second.step("s1", lambda ctx: "never") == "a1"
+    with pytest.raises(RunFenced, match="proc-b"):
+        first.step("s3", lambda ctx: "late")
+        first.complete("late")

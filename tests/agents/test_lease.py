@@ -11,11 +11,12 @@ from datetime import timedelta
 import pytest
 
 from runstate.agents import DurableRun, InMemoryRuns, ManualClock, StepContext
+from runstate.agents.client import Position
 from runstate.agents.lease import check_claim
 from runstate.agents.process import EXIT_FENCED, drive_once
 from runstate.errors import RunFenced, RunLeased, StepError
 from runstate.runs.reducer import RejectCode
-from runstate.runs.state import RunStatus
+from runstate.runs.state import RunState, RunStatus
 from runstate.schemas.events import RunClaimed, RunStarted, StepCompleted
 
 
@@ -194,3 +195,70 @@ def test_the_state_shows_who_drives_the_run(runs: InMemoryRuns, clock: ManualClo
     assert s.status is RunStatus.CREATED
     assert s.lease_held_at(clock.now())
     assert not s.lease_held_at(clock.now() + timedelta(seconds=30))
+
+
+class LaggingReads:
+    """InMemoryRuns whose reads that do not wait answer an older state (what the processor
+    had committed when ``freeze`` was called), as a worker between two commits does; reads
+    at a position answer the state with every event applied, as read-your-writes does."""
+
+    def __init__(self, runs: InMemoryRuns) -> None:
+        self.runs = runs
+        self.frozen: dict[str, RunState | None] = {}
+        self.reads_without_wait = 0
+
+    def freeze(self, run_id: str) -> None:
+        self.frozen[run_id] = self.runs.read(run_id)
+
+    def read(self, run_id: str, *, after: Position | None = None) -> RunState | None:
+        if after is None:
+            self.reads_without_wait += 1
+            if run_id in self.frozen:
+                return self.frozen[run_id]
+        return self.runs.read(run_id, after=after)
+
+    def latest_position(self, run_id: str) -> Position | None:
+        return self.runs.latest_position(run_id)
+
+
+def test_attach_claims_from_the_committed_state_and_sees_what_came_before_its_claim(
+    runs: InMemoryRuns, clock: ManualClock
+) -> None:
+    first = start(runs, clock)
+    lagging = LaggingReads(runs)
+    lagging.freeze("run-1")
+    first.step("one", lambda ctx: "1")  # written after what the processor had committed
+    later = DurableRun.attach(runs, lagging, "run-1", clock=clock, holder="proc-b")
+    assert lagging.reads_without_wait == 1
+    assert later.epoch == 2
+    assert later.folded is not None and [c.step for c in later.folded.completed_steps] == ["one"]
+    assert later.step("one", lambda ctx: "never") == "1"
+    assert runs.rejected == []
+
+
+def test_a_claim_the_committed_state_lacked_makes_attach_claim_again(
+    runs: InMemoryRuns, clock: ManualClock
+) -> None:
+    start(runs, clock)
+    lagging = LaggingReads(runs)
+    lagging.freeze("run-1")
+    second = attach(runs, clock, "proc-b")  # epoch 2, not committed yet
+    third = DurableRun.attach(runs, lagging, "run-1", clock=clock, holder="proc-c")
+    # Its claim of epoch 2 (from the committed epoch 1) lost to proc-b's; it claimed 3.
+    assert third.epoch == 3 and third.state().holder == "proc-c"
+    assert [(r.event.event_type, r.rejection.code) for r in runs.rejected] == [
+        ("RunClaimed", RejectCode.FENCED)
+    ]
+    with pytest.raises(RunFenced, match="proc-c"):
+        second.state()
+
+
+def test_takeover_false_reads_the_whole_partition_before_deciding(
+    runs: InMemoryRuns, clock: ManualClock
+) -> None:
+    lagging = LaggingReads(runs)
+    lagging.freeze("run-1")  # nothing committed yet
+    start(runs, clock)
+    with pytest.raises(RunLeased):
+        DurableRun.attach(runs, lagging, "run-1", clock=clock, holder="proc-b", takeover=False)
+    assert lagging.reads_without_wait == 0

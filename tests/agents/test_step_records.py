@@ -73,9 +73,10 @@ def test_every_read_waits_for_the_last_event_this_process_wrote(
     reader = PositionRecordingReader(runs)
     before = runs.latest_position(RUN)
     run = DurableRun.attach(runs, reader, RUN, clock=clock)  # type: ignore[arg-type]
-    # what was there before it attached, then its own claim of the run (the lease)
-    assert reader.afters == [before, runs.latest_position(RUN)]
-    assert reader.afters[1] != before
+    # the run as committed (a read that does not wait, for the claim's epoch), then at its
+    # own claim of the run (the lease): a state holding every event before the claim
+    assert reader.afters == [None, runs.latest_position(RUN)]
+    assert before is not None and reader.afters[1].offset > before.offset
     run.step("b", lambda ctx: "done")
     run.state()
     assert reader.afters[-1] == runs.latest_position(RUN)  # read-your-writes

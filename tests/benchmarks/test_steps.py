@@ -59,3 +59,38 @@ def test_the_section_reports_ratios_load_and_what_was_unavailable(tmp_path: Path
     # Written again, the section is replaced, not appended.
     steps_report.write_section(_results(), results_path, doc)
     assert doc.read_text().count(steps_report.BEGIN) == 1
+
+
+def test_earlier_commits_get_rows_and_ratios_and_dbos_its_row(tmp_path: Path) -> None:
+    results = _results()
+    ours = results["runstate"]
+    assert isinstance(ours, dict)
+    fig = {"n": 10, "p50": 1.0, "p95": 2.0, "p99": 4.0, "mean": 1.2}
+    ours["attach"] = {**fig, "p50": 20.0, "p99": 50.0}
+    ours["emit"] = {**fig, "p95": 4.0, "p99": 4.0}
+    ours["fresh_step"] |= {"gc_in_slowest_1pct": 0, "gc_max_ms": 1.5}
+    ours["before"] = [
+        {"ref": "abc1234", "fresh_step": {**fig, "p50": 4.0, "p99": 16.0},
+         "attach": {**fig, "p50": 100.0, "p99": 200.0}},
+        {"ref": "def5678", "unavailable": "git archive def5678: unknown revision"},
+    ]  # fmt: skip
+    anchors = results["anchors"]
+    assert isinstance(anchors, dict)
+    anchors["dbos_step"] = {**fig, "p50": 4.0, "p99": 8.0, "version": "dbos 3.4.0"}
+    doc = tmp_path / "benchmarks.md"
+    steps_report.write_section(results, ROOT / "benchmarks" / "results" / "x-steps.json", doc)
+    page = doc.read_text()
+    assert "| attach, SDK and worker of commit abc1234 | 100.00 | 2.00 | 200.00 |" in page
+    assert (
+        "Ours ÷ commit abc1234: attach p50 0.20, p99 0.25; fresh step p50 0.50, p99 0.50." in page
+    )
+    assert "| commit def5678 | unavailable: git archive def5678: unknown revision |" in page
+    assert (
+        "| DBOS Transact on PostgreSQL: one `@DBOS.step` (timed in the workflow) | 4.00 |" in page
+    )
+    assert "DBOS: dbos 3.4.0 (PyPI)" in page
+    assert "fresh step p99 ÷ one produce's p99 2.00 (p95 0.50); garbage collections ran" in page
+    assert (
+        "during 0 of the slowest 1 % of the steps (the longest collection of the run: 1.5 ms)"
+        in page
+    )

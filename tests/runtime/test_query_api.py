@@ -26,6 +26,7 @@ from runstate.runs.keyspace import KeyValueReader
 from runstate.runs.layout import run_writes
 from runstate.runs.run_view import state_from_json
 from runstate.runs.state import Approval, RunState, RunStatus, StepPhase
+from runstate.runtime import query_api
 from runstate.runtime.memory_store import MemoryPartitionStore
 from runstate.runtime.owners import GroupOwners, client_id
 from runstate.runtime.query_api import QueryServer, decode_cursor, encode_cursor
@@ -311,6 +312,30 @@ def test_read_your_writes_waits_for_the_commit(
         f"{group.url(0)}/runs/{later.run_id}?min_partition={p}&min_offset=99&timeout=0.3"
     )
     assert (status, body["error"]) == (504, "not_caught_up")
+
+
+def test_a_read_your_writes_wait_wakes_on_the_commit_not_at_a_later_look(
+    group: Group, run_state_factory: RunStateFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No second look before the request's own timeout (10 minutes): only the commit signal
+    # can answer it before _get gives up (its 30 s socket timeout fails the test).
+    monkeypatch.setattr(query_api, "_MAX_TIMEOUT_S", 600.0)
+    monkeypatch.setattr(query_api, "_COMMIT_WAIT_S", 600.0)
+    state = run_state_factory(run_id="woken-run", last_offset=5)
+    owner = _owner(group, state.run_id)
+    server = group.servers[group.sources.index(owner)]
+    p = partition_for(state.run_id.encode(), PARTITIONS)
+
+    def commit() -> None:
+        owner.put(state, offset=5)
+        server.committed()
+
+    timer = threading.Timer(0.3, commit)
+    timer.start()
+    status, body = _get(f"{group.url(0)}/runs/woken-run?min_partition={p}&min_offset=5&timeout=600")
+    timer.join()
+    assert status == 200, body
+    assert body["version"] == state.version
 
 
 def test_cursors_round_trip() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runstate.agents import HttpRunStateReader
-from runstate.runs.state import ApprovalOutcome
+from runstate.agents import DurableRun, HttpRunStateReader
+from runstate.runs.state import ApprovalOutcome, RunStatus
 from tests.factories import RunBuilder
 from tests.polling import assert_eventually
 from tests.workers import Deployment
@@ -57,3 +57,29 @@ def test_a_read_at_the_partitions_end_answers_after_an_expiry(deployment: Deploy
     state = reader.read("run-late", after=end)  # raised QueryError (504) before
     assert state is not None and state.approval is not None
     assert state.approval.outcome is ApprovalOutcome.EXPIRED
+
+
+def test_a_waiting_read_makes_the_worker_commit_before_its_interval(
+    deployment: Deployment,
+) -> None:
+    # One checkpoint every 10 minutes: every read below waits for a write, so only the
+    # worker's early checkpoint for a waiting read can answer it within the reader's 20 s.
+    d = deployment
+    w = d.worker("w1", env={"RUNSTATE_RUNTIME_COMMIT_INTERVAL_S": "600"}).start()
+    w.wait_ready(partitions=1)
+    reader = HttpRunStateReader(
+        w.url, bootstrap_servers=d.bootstrap, events_topic=d.names.events, wait_s=20.0
+    )
+    with d.producer() as p:
+        run = DurableRun.start(
+            p, reader, run_id="run-early", agent="a", input="{}", prompt_version="p@1",
+            owner="o", source="test", holder="proc-a",
+        )  # fmt: skip
+        run.step("one", lambda ctx: "1")
+        later = DurableRun.attach(p, reader, "run-early", holder="proc-b")
+        assert later.epoch == 2
+        assert later.step("one", lambda ctx: "never") == "1"
+        later.complete("done")
+    s = reader.read("run-early", after=reader.latest_position("run-early"))
+    assert s is not None and s.status is RunStatus.COMPLETED
+    assert [c.step for c in s.completed_steps] == ["one"]

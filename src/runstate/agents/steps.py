@@ -247,7 +247,7 @@ class DurableRun:
             source=source,
             tenant=tenant,
         )
-        run._claim(run.state(), takeover=True)
+        run._claim_committed(run.reader.read(run_id), known=False)
         return run
 
     @classmethod
@@ -260,8 +260,8 @@ class DurableRun:
         takeover: bool = True,
         **options: Any,
     ) -> DurableRun:
-        """Continue ``run_id`` and claim it; the first read waits for every event already in
-        its partition.
+        """Continue ``run_id`` and claim it; the state it continues from holds every event
+        written to the run before its claim.
 
         Claiming fences whichever process drove the run before (its next read raises
         :class:`~runstate.errors.RunFenced`): a task redelivered while its first worker is
@@ -278,14 +278,57 @@ class DurableRun:
             RunLeased: ``takeover`` is False and another holder's lease is still running.
             RunFenced: another process claimed the run at the same moment and won.
         """
-        run = cls(
-            run_id, sink=sink, reader=reader, position=reader.latest_position(run_id), **options
-        )
-        state = run.state()
-        if run.data_subject is None:
-            run.data_subject = subject_of(state.input)  # the subject the run started with
-        run._claim(state, takeover=takeover)
+        run = cls(run_id, sink=sink, reader=reader, position=None, **options)
+        if not takeover:
+            # Whether the holder's lease runs on is decided from every event before the claim.
+            run._position = reader.latest_position(run_id)
+            state = run.state()
+            run._adopt_subject(state)
+            run._claim(state, takeover=False)
+            return run
+        seen = reader.read(run_id)
+        run._adopt_subject(seen)
+        run._claim_committed(seen, known=True)
+        run._adopt_subject(run.folded)
         return run
+
+    def _adopt_subject(self, s: RunState | None) -> None:
+        """Take the data subject the run started with, when none was given."""
+        if self.data_subject is None and s is not None:
+            self.data_subject = subject_of(s.input)
+
+    def _claim_committed(self, seen: RunState | None, *, known: bool) -> None:
+        """Claim the run from ``seen``, its state as committed now (read without waiting),
+        with one read that waits: the one at the claim's own position, which holds every event
+        before the claim. A claim ``seen`` did not show yet takes the epoch first and ours is
+        refused; then the run is claimed again from that read (the old way: a read that
+        waits, then the claim). Taking over only: a claimer that must not fence a live
+        holder decides from the whole partition first.
+
+        Args:
+            known: the run must exist (attach): a run not committed yet is read at the end
+                of its partition first, so an unknown run fails without writing a claim.
+        """
+        if seen is None and known:
+            self._position = self.reader.latest_position(self.run_id)
+            self._claim(self.state(), takeover=True)
+            return
+        if seen is not None and seen.is_terminal:
+            # A run that ended is not claimed; it is read at the end of its partition.
+            if self._position is None:
+                self._position = self.reader.latest_position(self.run_id)
+            self._claim(self.state(), takeover=True)
+            return
+        epoch = (0 if seen is None else seen.epoch or 0) + 1
+        self._emit(RunClaimed, epoch=epoch, claimed_by=self.holder, lease_ms=self.lease_ms)
+        s = self._read()
+        if (s.epoch, s.holder) == (epoch, self.holder):
+            self.epoch = epoch
+            self._fold.rebase(s, check=False)
+            return
+        # What was committed was behind: a claim it lacked took the epoch (or the run ended).
+        self._fold.rebase(s, check=False)
+        self._claim(s, takeover=True)
 
     def _claim(self, s: RunState, *, takeover: bool) -> None:
         if s.is_terminal:
@@ -310,6 +353,14 @@ class DurableRun:
             StepError: an event this process wrote was not applied (the run changed from
                 outside, e.g. an operator cancelled it).
         """
+        state = self._read()
+        if self.epoch is not None:
+            check_claim(state, self.holder, self.epoch)
+        self._fold.rebase(state)
+        return state
+
+    def _read(self) -> RunState:
+        """The processor's state once our last event is applied (no claim check)."""
         self._settle()
         state = self.reader.read(self.run_id, after=self._position)
         if state is None:
@@ -317,9 +368,6 @@ class DurableRun:
                 f"run {self.run_id!r} is unknown to the processor; start it with"
                 " DurableRun.start, or check the run id and the topic prefix"
             )
-        if self.epoch is not None:
-            check_claim(state, self.holder, self.epoch)
-        self._fold.rebase(state)
         return state
 
     @property

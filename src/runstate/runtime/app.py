@@ -245,6 +245,8 @@ def build_worker(
             default_timeout_s=config.query_timeout_s,
             **_api_access(config),
         )
+        worker.on_commit(queries.committed)
+        worker.commit_for_reads(queries.waiting)
     return RuntimeWorker(worker, queries)
 
 

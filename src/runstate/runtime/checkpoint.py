@@ -256,6 +256,15 @@ class Checkpoint:
             return True
         return self._clock() - self._last >= self._interval_s
 
+    def since_last(self) -> float:
+        """Seconds since the last checkpoint."""
+        return self._clock() - self._last
+
+    @property
+    def uncommitted(self) -> bool:
+        """Whether records were processed since the last checkpoint."""
+        return any(part.next_offset is not None for part in self._partitions.values())
+
     def time_left(self) -> float:
         """Seconds until the next checkpoint is due (0 if it is)."""
         return max(0.0, self._interval_s - (self._clock() - self._last))

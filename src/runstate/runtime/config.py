@@ -49,6 +49,12 @@ class RuntimeConfig(BaseSettings):
     data_dir: Path = Field(Path(".runstate/runtime"), description="local state stores")
     max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger records are DLQ'd")
     commit_interval_s: float = Field(0.1, gt=0, description="one checkpoint per interval")
+    read_commit_gap_s: float = Field(
+        0.01,
+        ge=0,
+        description="while a query waits for a write the worker has processed, checkpoint"
+        " this long after the last one instead of at the interval",
+    )
     batch_size: int = Field(500, ge=1, description="most records taken per consume()")
     checkpoint_max_records: int = Field(
         2_000,

@@ -104,6 +104,8 @@ class Worker:
         #: The consumer's position per partition right after a checkpoint committed: past
         #: the last record processed and any transaction markers after it.
         self._past_markers: dict[int, int] = {}
+        self._commit_listeners: list[Callable[[], None]] = []
+        self._waiting: Callable[[], bool] | None = None
         self._checkpoint = checkpoint
         self._task = task
         self._store = store
@@ -152,6 +154,29 @@ class Worker:
     def standbys(self) -> Standbys | None:
         """The standby replicas (loop thread only; tests and metrics read their counters)."""
         return self._standbys
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the loop's thread) after each checkpoint, once
+        :meth:`processed_through` reflects it: the query API wakes its read-your-writes
+        waits with it instead of looking again at intervals."""
+        self._commit_listeners.append(listener)
+
+    def commit_for_reads(self, waiting: Callable[[], bool]) -> None:
+        """Checkpoint early while ``waiting()`` (a query waits for a write to be committed,
+        read-your-writes) and records were processed since the last checkpoint: at least
+        ``read_commit_gap_s`` after it, not at the full interval. An agent's read after its
+        own write (an attach, ``call_once``) then waits for about one transaction, not half
+        an interval on average; the gap bounds the commit rate while reads keep waiting."""
+        self._waiting = waiting
+
+    def _read_waits(self) -> bool:
+        waiting = self._waiting
+        return (
+            waiting is not None
+            and waiting()
+            and self._checkpoint.since_last() >= self._config.read_commit_gap_s
+            and self._checkpoint.uncommitted
+        )
 
     def processed_through(self, partition: int) -> int | None:
         """The last offset of ``partition`` whose effects are committed, counting transaction
@@ -279,6 +304,9 @@ class Worker:
             self._restore_slice()
         aborts = self._checkpoint.aborts
         wait = 0.0 if self._restoring else max(0.001, min(0.1, self._checkpoint.time_left()))
+        if self._waiting is not None and self._checkpoint.uncommitted:
+            # A query may start waiting for what is processed: look again within the gap.
+            wait = min(wait, max(0.001, self._config.read_commit_gap_s))
         messages = self._take(timeout=wait)
         self._last_poll = time.monotonic()
         for msg in messages:  # before an abort below may discard the batch
@@ -318,8 +346,10 @@ class Worker:
             self._eviction.evict_due(self._checkpoint, owned=self._checkpoint.partitions)
         if self._standbys is not None and self._standbys.due():
             self._standbys.tick(owned=self._checkpoint.partitions | set(self._restoring))
-        if self._checkpoint.due() and self._checkpoint.commit():
+        if (self._checkpoint.due() or self._read_waits()) and self._checkpoint.commit():
             self._note_positions()
+            for listener in self._commit_listeners:
+                listener()
         if self._collector is not None:
             self._collector.collect_due()  # here, not in a query thread or mid-batch
         if self._last_poll >= self._lag_due:

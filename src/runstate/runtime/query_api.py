@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import threading
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _RETRY_S = 0.1
+#: Longest a read-your-writes wait sleeps without a commit waking it before it looks again.
+_COMMIT_WAIT_S = 0.1
 _MAX_TIMEOUT_S = 60.0
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -178,6 +181,10 @@ class QueryServer:
         self._started = threading.Event()
         self._failure: BaseException | None = None
         self._readers: ThreadPoolExecutor | None = None
+        #: reads waiting for a commit (event loop thread only); the count is read by the
+        #: worker's loop thread, so a commit with no one waiting costs it nothing
+        self._commit_waiters: set[asyncio.Future[None]] = set()
+        self._waiting = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -208,6 +215,34 @@ class QueryServer:
         readers, self._readers = self._readers, None
         if readers is not None:
             readers.shutdown(wait=False, cancel_futures=True)
+
+    def waiting(self) -> bool:
+        """Whether a read waits for a write to be committed (the worker's loop asks it, to
+        checkpoint early; a plain read of a count, no lock)."""
+        return self._waiting > 0
+
+    def committed(self) -> None:
+        """Called by the worker's checkpoint after each commit (its loop thread): wakes the
+        reads waiting for their offset to be committed (read-your-writes) at once, instead
+        of at their next look."""
+        loop = self._loop
+        if self._waiting and loop is not None:
+            # RuntimeError: the API is stopping and its loop is closed
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        waiters, self._commit_waiters = self._commit_waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _next_commit(self) -> asyncio.Future[None]:
+        """A future set at the next commit: taken *before* a read, so a commit landing
+        between the read and the wait still wakes it."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._commit_waiters.add(waiter)
+        return waiter
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
@@ -333,32 +368,51 @@ class QueryServer:
         opener: Opener | None,
     ) -> web.Response | None:
         """The run from the local store, once caught up; None if not owned (or no longer)."""
-        while True:
-            # Committed-through first, the store second: the checkpoint applies the store
-            # before it moves the committed offset, so a read that follows a committed offset
-            # past ``min_offset`` holds that write. (Read the other way round, a commit landing
-            # between the two made a stale state look caught up.)
-            done = None if min_partition is None else self.source.processed_through(min_partition)
-            owned, state = await self._read(self._load_local, partition, run_id)
-            if not owned:
-                return None
-            if min_offset is None or min_partition is None:
-                break
-            if _caught_up(done, state, partition, min_partition, min_offset):
-                break
-            if time.monotonic() >= deadline:
-                done = self.source.processed_through(min_partition)
-                return _error(
-                    504,
-                    "not_caught_up",
-                    f"worker {self.source.worker_id} has committed partition {min_partition}"
-                    f" up to offset {done}, not yet {min_offset}; retry later or raise timeout"
-                    " (is the processor keeping up? see /metrics)",
-                    partition=min_partition,
-                    processed_offset=done,
-                    wanted_offset=min_offset,
+        waits = min_offset is not None and min_partition is not None
+        commit: asyncio.Future[None] | None = None
+        if waits:
+            self._waiting += 1
+        try:
+            while True:
+                commit = self._next_commit() if waits else None
+                # Committed-through first, the store second: the checkpoint applies the store
+                # before it moves the committed offset, so a read that follows a committed
+                # offset past ``min_offset`` holds that write. (Read the other way round, a
+                # commit landing between the two made a stale state look caught up.)
+                done = (
+                    None if min_partition is None else self.source.processed_through(min_partition)
                 )
-            await asyncio.sleep(_RETRY_S / 4)
+                owned, state = await self._read(self._load_local, partition, run_id)
+                if not owned:
+                    return None
+                if min_offset is None or min_partition is None:
+                    break
+                if _caught_up(done, state, partition, min_partition, min_offset):
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    done = self.source.processed_through(min_partition)
+                    return _error(
+                        504,
+                        "not_caught_up",
+                        f"worker {self.source.worker_id} has committed partition"
+                        f" {min_partition} up to offset {done}, not yet {min_offset}; retry"
+                        " later or raise timeout (is the processor keeping up? see /metrics)",
+                        partition=min_partition,
+                        processed_offset=done,
+                        wanted_offset=min_offset,
+                    )
+                # Woken by the next commit; the timeout is a fallback for what moves without
+                # one (transaction markers past the last record, noted after the commit).
+                assert commit is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(commit), min(left, _COMMIT_WAIT_S))
+                self._commit_waiters.discard(commit)
+        finally:
+            if commit is not None:
+                self._commit_waiters.discard(commit)
+            if waits:
+                self._waiting -= 1
         if state is None:
             return _error(
                 404,
