@@ -24,8 +24,11 @@ this module, and a version byte in front lets a later layout be told apart::
     I  attempt (0 when the event has none)
     then 5 texts, each H length + UTF-8: event type, event id, actor, step, detail
 
-Texts are cut to :data:`MAX_TEXT` bytes, so an entry stays under 1.1 KiB whatever the event
-carries; the payloads themselves (inputs, comments) stay in the events (``replay``).
+No free text a person wrote is kept (comments, reasons, failure messages, inputs: personal
+fields of the state, masked by the console): an entry holds names of principals, steps,
+systems and codes only, so it needs no masking and no erasure of its own. Texts are cut to
+:data:`MAX_TEXT` bytes, so an entry stays under 1.1 KiB whatever the event carries; the
+payloads themselves (inputs, comments) stay in the events (``replay``).
 
 Pure: the runtime writes and reads these through its store; eviction drops a run's journal
 with the run (:func:`journal_prefix`).
@@ -207,7 +210,7 @@ def decode_entry(offset: int, data: bytes) -> JournalEntry:
 def _who_and_what(event: AgentEvent) -> tuple[str, str, int, str]:
     """(actor, step, attempt, detail) of an event, by its type."""
     if isinstance(event, ApprovalGranted | ApprovalRejected):
-        return event.by, "", 0, event.override_reason or ""
+        return event.by, "", 0, "admin override" if event.override_reason else ""
     if isinstance(event, RunStarted):
         return event.owner, "", 0, f"agent {event.agent} from {event.source}"
     if isinstance(event, RunClaimed):
@@ -217,7 +220,7 @@ def _who_and_what(event: AgentEvent) -> tuple[str, str, int, str]:
     if isinstance(event, StepCompleted):
         return "", event.step, event.attempt, ""
     if isinstance(event, StepFailed):
-        return "", event.step, event.attempt, f"{event.reason.value}: {event.message}"
+        return "", event.step, event.attempt, event.reason.value
     if isinstance(event, RetryScheduled):
         return "", event.step, event.attempt, f"not before {event.not_before.isoformat()}"
     if isinstance(event, ApprovalRequested):
@@ -227,11 +230,11 @@ def _who_and_what(event: AgentEvent) -> tuple[str, str, int, str]:
     if isinstance(event, ModelCalled):
         return "", event.step or "", 0, f"{event.model} {event.model_request_id}"
     if isinstance(event, RunFailed):
-        return "", event.step or "", 0, f"{event.reason.value}: {event.message}"
+        return "", event.step or "", 0, event.reason.value
     if isinstance(event, RunCancelled):
-        return event.by, "", 0, event.reason or ""
+        return event.by, "", 0, ""
     if isinstance(event, StepRetryRequested):
-        return event.by, event.step, 0, event.reason or ""
+        return event.by, event.step, 0, ""
     if isinstance(event, ExternalActionResolved):
         return event.by, "", 0, f"{event.idempotency_key} found={event.found}"
     return "", "", 0, ""
