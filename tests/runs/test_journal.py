@@ -12,6 +12,7 @@ from runstate.runs.journal import (
     JournalEntry,
     decode_entry,
     encode_entry,
+    encode_event_entry,
     entry_for_event,
     journal_key,
     journal_prefix,
@@ -91,3 +92,12 @@ def test_pages_from_a_cursor_return_each_entry_once_and_read_no_other_run() -> N
         e.event_type for e in events
     ]
     assert read_journal(store, "run-c") == ([], None)
+
+
+def test_the_processors_fast_path_writes_the_same_bytes() -> None:
+    for event in make_run("r", with_approval=True, failures=1, with_action=True):
+        for outcome, why in (("applied", ""), ("rejected", "run_ended: too late")):
+            entry = entry_for_event(event, offset=5, schema_version=3, outcome=outcome, why=why)
+            assert encode_event_entry(
+                event, schema_version=3, outcome=outcome, why=why
+            ) == encode_entry(entry)

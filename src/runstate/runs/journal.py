@@ -22,7 +22,8 @@ this module, and a version byte in front lets a later layout be told apart::
     H  event schema version (0 unknown)
     q  occurred_at, ms since the epoch
     I  attempt (0 when the event has none)
-    then 5 texts, each H length + UTF-8: event type, event id, actor, step, detail
+    5H the byte lengths of 5 texts, then the texts (UTF-8): event type, event id, actor,
+       step, detail
 
 No free text a person wrote is kept (comments, reasons, failure messages, inputs: personal
 fields of the state, masked by the console): an entry holds names of principals, steps,
@@ -70,6 +71,7 @@ __all__ = [
     "JournalEntry",
     "decode_entry",
     "encode_entry",
+    "encode_event_entry",
     "entry_for_event",
     "journal_key",
     "journal_prefix",
@@ -83,8 +85,7 @@ MAX_TEXT: Final = 200
 OUTCOMES: Final = ("applied", "rejected", "error")
 
 _LAYOUT = 1
-_FIXED = struct.Struct(">BBHqI")
-_LEN = struct.Struct(">H")
+_FIXED = struct.Struct(">BBHqI5H")
 _OFFSET = struct.Struct(">Q")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
@@ -144,29 +145,40 @@ def journal_key(run_id: str, offset: int) -> bytes:
     return journal_prefix(run_id) + _OFFSET.pack(offset)
 
 
-def _cut(text: str | None) -> bytes:
-    raw = (text or "").encode("utf-8")
+def _cut(raw: bytes) -> bytes:
     if len(raw) <= MAX_TEXT:
         return raw
     return raw[:MAX_TEXT].decode("utf-8", errors="ignore").encode("utf-8")
 
 
+def _pack(
+    outcome: int, version: int, ms: int, attempt: int, texts: tuple[str, str, str, str, str]
+) -> bytes:
+    raw = [_cut(t.encode("utf-8")) for t in texts]
+    head = _FIXED.pack(
+        _LAYOUT,
+        outcome,
+        min(version, 0xFFFF),
+        ms,
+        min(max(attempt, 0), 0xFFFFFFFF),
+        *map(len, raw),
+    )
+    return head + b"".join(raw)
+
+
+def _millis(at: datetime) -> int:
+    return (at - _EPOCH) // _MS
+
+
 def encode_entry(entry: JournalEntry) -> bytes:
     """The entry's value (its offset is in the key)."""
-    parts = [
-        _FIXED.pack(
-            _LAYOUT,
-            OUTCOMES.index(entry.outcome),
-            min(entry.schema_version, 0xFFFF),
-            (entry.occurred_at - _EPOCH) // _MS,
-            min(max(entry.attempt, 0), 0xFFFFFFFF),
-        )
-    ]
-    for text in (entry.event_type, entry.event_id, entry.actor, entry.step, entry.detail):
-        raw = _cut(text)
-        parts.append(_LEN.pack(len(raw)))
-        parts.append(raw)
-    return b"".join(parts)
+    return _pack(
+        OUTCOMES.index(entry.outcome),
+        entry.schema_version,
+        _millis(entry.occurred_at),
+        entry.attempt,
+        (entry.event_type, entry.event_id, entry.actor, entry.step, entry.detail),
+    )
 
 
 def decode_entry(offset: int, data: bytes) -> JournalEntry:
@@ -177,20 +189,16 @@ def decode_entry(offset: int, data: bytes) -> JournalEntry:
             its changelog, or upgrade runstate).
     """
     try:
-        layout, outcome, version, ms, attempt = _FIXED.unpack_from(data)
+        layout, outcome, version, ms, attempt, *lengths = _FIXED.unpack_from(data)
         if layout != _LAYOUT:
             raise ValueError(f"layout {layout} is unknown here; upgrade runstate")
+        if _FIXED.size + sum(lengths) != len(data):
+            raise ValueError(f"{len(data)} bytes, not the {_FIXED.size + sum(lengths)} expected")
         at = _FIXED.size
         texts: list[str] = []
-        for _ in range(5):
-            (n,) = _LEN.unpack_from(data, at)
-            at += _LEN.size
-            if at + n > len(data):
-                raise ValueError("text runs past the end")
+        for n in lengths:
             texts.append(data[at : at + n].decode("utf-8"))
             at += n
-        if at != len(data):
-            raise ValueError(f"{len(data) - at} stray bytes at the end")
         return JournalEntry(
             offset=offset,
             outcome=OUTCOMES[outcome],
@@ -238,6 +246,21 @@ def _who_and_what(event: AgentEvent) -> tuple[str, str, int, str]:
     if isinstance(event, ExternalActionResolved):
         return event.by, "", 0, f"{event.idempotency_key} found={event.found}"
     return "", "", 0, ""
+
+
+def encode_event_entry(
+    event: AgentEvent, *, schema_version: int = 0, outcome: str = "applied", why: str = ""
+) -> bytes:
+    """``encode_entry(entry_for_event(...))`` without the entry in between: the processor
+    writes one per event, so this is on its hot path."""
+    actor, step, attempt, detail = _who_and_what(event)
+    return _pack(
+        OUTCOMES.index(outcome),
+        schema_version,
+        _millis(event.occurred_at),
+        attempt,
+        (event.event_type, event.event_id, actor, step, why or detail),
+    )
 
 
 def entry_for_event(

@@ -38,7 +38,7 @@ from typing import Protocol
 from runstate.errors import DecodeError
 from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
 from runstate.runs.intake import EventDecoder, read_record
-from runstate.runs.journal import encode_entry, entry_for_event, journal_key
+from runstate.runs.journal import encode_event_entry, journal_key
 from runstate.runs.layout import LayoutCodec, load_run, run_writes
 from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
 from runstate.runs.state import RunState, RunStateChanged
@@ -234,16 +234,10 @@ class RunTask:
         eviction finds every entry it must remove)."""
         if not self._journal:
             return
-        entry = entry_for_event(
-            event,
-            offset=record.offset,
-            schema_version=self._schema_version(record.value),
-            outcome=outcome,
-            why=why,
+        value = encode_event_entry(
+            event, schema_version=self._schema_version(record.value), outcome=outcome, why=why
         )
-        ctx.transaction(record.partition).set(
-            journal_key(event.run_id, record.offset), encode_entry(entry)
-        )
+        ctx.transaction(record.partition).set(journal_key(event.run_id, record.offset), value)
 
     def _schema_version(self, value: bytes | None) -> int:
         """The writer schema's local version, from the single-object fingerprint (0 when
