@@ -4,13 +4,16 @@ after a restore from the changelog, and no journal left once the run is evicted.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from runstate.cli import app
 from runstate.errors import QueryError
 from runstate.runs.journal import journal_prefix
 from runstate.runs.keyspace import prefix_end
@@ -108,6 +111,15 @@ def test_the_journal_follows_every_applied_event_survives_a_restore_and_leaves_w
                 client.run_events("no-such-run")
         status, body = _get(f"{url}/runs/journal-open/events?limit=0")
         assert status == 400, body
+        cli = CliRunner()
+        shown = cli.invoke(app, ["runs", "events", "journal-open", "--url", url, "--limit", "4",
+                                 "--all", "--json"])  # fmt: skip
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.output)["events"] == entries
+        shown = cli.invoke(app, ["runs", "events", "journal-open", "--url", url, "--limit", "4"])
+        assert shown.exit_code == 0, shown.output
+        assert "RunClaimed" in shown.output and "agent-a" in shown.output
+        assert f"--after {entries[3]['offset']}" in shown.output
     finally:
         running.stop()
 
