@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from runstate.runs.journal import JOURNAL, read_journal
 from runstate.runs.keyspace import prefix_end
+from runstate.runs.state import RunState
 from runstate.runs.summary import SummaryCodec
+from runstate.runtime import run_task
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.run_task import LayoutTable, RunTask
+from runstate.schemas.events import AgentEvent
 from tests.factories import make_run
 from tests.runtime.test_eviction import EvictionContext
 from tests.runtime.test_run_task import CODEC, NAMES, Context, _decode, _records, _task
@@ -77,3 +82,24 @@ def test_eviction_removes_a_long_journal_within_its_budget_over_several_ticks() 
     ctx.commit()
     assert ticks == len(events) // 7
     assert list(store.items(b"", b"\xff")) == []  # head, entries, indexes and journal gone
+
+
+def test_an_event_of_a_known_run_that_failed_processing_is_journaled_as_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = make_run("run-bug", seed=6)
+    ctx, task = Context(), _task()
+    task.process(_records(events[:1]), ctx)
+    ctx.commit()
+
+    def broken(state: RunState | None, event: AgentEvent, *, offset: int | None = None) -> None:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(run_task, "apply", broken)
+    task.process(_records(events[1:2], first=1), ctx)
+    ctx.commit()
+    entries, _ = read_journal(ctx.store.open(0), "run-bug")
+    assert [(e.offset, e.outcome, e.detail) for e in entries] == [
+        (0, "applied", "agent purchase-approver from crm"),
+        (1, "error", "ZeroDivisionError"),
+    ]

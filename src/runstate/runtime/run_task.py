@@ -10,7 +10,8 @@ transaction (:class:`RunTable`), the pure reducer applied, and
 * :class:`~runstate.runs.reducer.Rejected`, undecodable input, or a reducer/codec failure: a
   dead letter with the reason headers, never an exception that stops the partition.
 
-Each event applied to a run, or rejected by the rules of a run the store holds, also gets one
+Each event applied to a run, or dead-lettered while its run is in the store (rejected, or a
+processing error), also gets one
 entry in the run's journal (:mod:`runstate.runs.journal`, keyed by its offset), written at
 once through the same transaction: so it is changelogged with the state, and a restore
 rebuilds it. ``journal=False`` turns that off (the cost is measured in docs/runtime.md).
@@ -200,6 +201,8 @@ class RunTask:
             )
         except Exception as exc:  # a reducer or codec bug must not stop the partition
             log.exception("processing %s[%s]@%s failed", record.topic, p, record.offset)
+            if state is not None:
+                self._note(record, item, ctx, outcome="error", why=type(exc).__name__)
             return self._processing_error(record, exc, ctx)
         if isinstance(outcome, Applied):
             assert change is not None
