@@ -1,12 +1,15 @@
 """The console's gate without a broker: sign-in, redirects, CSRF, cookies, /metrics, logs.
 
 The query API is never reached here (its URL points nowhere): every request below is
-answered, or refused, by the console itself.
+answered, or refused, by the console itself; but for the run page's journal paging, where a
+stand-in API answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -172,3 +175,40 @@ def test_tokens_are_never_logged(caplog: pytest.LogCaptureFixture) -> None:
         run(check)
     assert "signed in" in caplog.text
     assert TOKEN not in caplog.text and "wrong-token-secret" not in caplog.text
+
+
+def test_the_run_page_pages_the_runs_journal_with_who_did_what() -> None:
+    from runstate.runs.journal import entry_for_event
+    from runstate.runs.reducer import fold
+    from runstate.runs.run_view import run_to_json
+    from tests.factories import make_run
+    from tests.stand_in_api import stand_in_api
+
+    events = make_run("r-1", with_approval=True, end="open")
+    state = fold(events)
+    assert state is not None
+    shown = json.loads(json.dumps(run_to_json(state), default=str))
+    entries = [entry_for_event(e, offset=i).to_json() for i, e in enumerate(events)]
+    first = {"events": entries[:4], "next": "3"}
+    second = {"events": entries[4:], "next": None}
+    with stand_in_api(shown, first, shown, second) as api:
+        console = dataclasses.replace(_console(), api=ConsoleApi(api.url, timeout_s=5))
+
+        async def check(client: TestClient[Any, Any]) -> None:
+            await _sign_in(client)
+            page = await (await client.get("/runs/r-1")).text()
+            assert "run started" in page and "team-procurement" in page
+            assert 'id="events-more"' in page and "after=3" in page
+            assert 'id="events-first"' not in page
+            page = await (await client.get("/runs/r-1?after=3")).text()
+            assert "approval granted" in page and "alice" in page
+            assert 'id="events-first"' in page and 'id="events-more"' not in page
+
+        async def main() -> None:
+            async with TestClient(TestServer(create_app(console))) as client:
+                await check(client)
+
+        asyncio.run(main())
+    event_queries = [q for q in api.queries if "limit" in q]
+    assert [q.get("after") for q in event_queries] == [None, "3"]
+    assert {q["limit"] for q in event_queries} == {"50"}

@@ -170,7 +170,12 @@ def test_approving_in_the_page_moves_the_run_on(
     assert text_of(browser, "notice").startswith("Approved")
     assert text_of(browser, "status").startswith("in_progress")
     assert text_of(browser, "decided-by") == "manager.bob"
-    assert "approval granted" in text_of(browser, "timeline")
+    # The timeline is the run's journal: the decision with its decider, in event order.
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")]
+    granted = [r for r in rows if "approval granted" in r]
+    assert len(granted) == 1 and "manager.bob" in granted[0], rows
+    asked = next(i for i, r in enumerate(rows) if "approval requested" in r)
+    assert rows.index(granted[0]) > asked and "run started" in rows[0], rows
     screenshot(browser, "run", tmp_path)
     approval = state_of(deployment, run_id).approval
     assert approval is not None
@@ -327,7 +332,9 @@ def test_a_run_page_shows_actions_model_requests_and_failures_and_retries_a_step
     assert f"req-{run_id}-1" in calls and f"req-{run_id}-2" in calls
     assert "timeout" in text_of(browser, "failures")
     assert "retries spent" not in text_of(browser, "failures")  # personal: masked for joe
-    assert "step collect completed" in text_of(browser, "timeline")
+    timeline = text_of(browser, "timeline")
+    assert "step completed · collect (attempt 1)" in timeline
+    assert "run failed" in timeline and "retries spent" not in timeline  # no personal text
     screenshot(browser, "run-failed", tmp_path)
 
     browser.find_element(By.ID, "retry-step").click()

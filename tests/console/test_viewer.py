@@ -73,3 +73,20 @@ def test_the_timeline_says_who_did_what_in_order() -> None:
     assert ("approval granted", "manager.bob", "ok") in lines
     assert lines[-1] == ("run cancelled", "ops.joe", "duplicate")
     assert any(what == "step collect completed" for what, _, _ in lines)
+
+
+def test_journal_entries_read_as_timeline_lines_with_who_and_what_was_set_aside() -> None:
+    from runstate.console.timeline import journal_moments
+
+    entries = [
+        {"occurred_at": "2026-03-01T12:00:00Z", "event_type": "ApprovalGranted",
+         "outcome": "applied", "actor": "manager.bob", "step": None, "attempt": None,
+         "detail": None},
+        {"occurred_at": "2026-03-01T12:00:01Z", "event_type": "StepStarted",
+         "outcome": "rejected", "actor": None, "step": "pay", "attempt": 2,
+         "detail": "wrong_attempt: attempt 2 of pay"},
+    ]  # fmt: skip
+    first, second = journal_moments(entries)
+    assert (first.what, first.who, first.outcome) == ("approval granted", "manager.bob", "applied")
+    assert second.what == "step started · pay (attempt 2) — rejected, set aside"
+    assert second.detail.startswith("wrong_attempt") and second.who == ""

@@ -433,3 +433,39 @@ def test_a_bad_filter_value_is_a_400_saying_what_is_accepted(
         status, body = _get(f"{group.url(0)}{path}?{query}")
         assert status == 400, (path, body)
         assert body["error"] == "bad_request" and message in body["message"], (path, body)
+
+
+def test_any_worker_answers_a_runs_events_from_its_owner_a_page_at_a_time(
+    group: Group, run_state_factory: RunStateFactory
+) -> None:
+    from runstate.runs.journal import encode_event_entry, journal_key
+    from tests.factories import make_run
+
+    made = _runs(group, run_state_factory, 4)
+    run_id = made[1].run_id
+    events = [e.model_copy(update={"run_id": run_id}) for e in make_run(run_id, seed=2)]
+    owner = _owner(group, run_id)
+    p = partition_for(run_id.encode(), PARTITIONS)
+    owner.stores[p].apply(
+        [(journal_key(run_id, 100 + i), encode_event_entry(e)) for i, e in enumerate(events)],
+        changelog_offset=50,
+    )
+    for i in range(2):
+        seen: list[str] = []
+        after = ""
+        for _ in range(len(events)):
+            status, body = _get(f"{group.url(i)}/runs/{run_id}/events?limit=5{after}")
+            assert status == 200, body
+            assert body["served_by"] == owner.worker_id and len(body["events"]) <= 5
+            seen += [e["event_id"] for e in body["events"]]
+            if body["next"] is None:
+                break
+            after = f"&after={body['next']}"
+        assert seen == [e.event_id for e in events]
+    status, body = _get(f"{group.url(0)}/runs/{made[0].run_id}/events")
+    assert status == 200 and body["events"] == [] and body["next"] is None
+    status, body = _get(f"{group.url(1)}/runs/nope/events")
+    assert status == 404 and "replay --run nope" in body["message"], body
+    for bad in ("limit=0", "limit=1001", "after=x", "after=-1"):
+        status, body = _get(f"{group.url(0)}/runs/{run_id}/events?{bad}")
+        assert status == 400, (bad, body)

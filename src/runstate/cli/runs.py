@@ -46,6 +46,55 @@ def show(
     typer.echo(json.dumps(body, indent=2, sort_keys=True))
 
 
+@app.command()
+def events(
+    run_id: Annotated[str, typer.Argument(help="the run's id")],
+    after: Annotated[
+        str | None, typer.Option(help="start after this cursor (the 'next' of a page)")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="events per page (the API's most: 1000)")
+    ] = 100,
+    all_pages: Annotated[
+        bool, typer.Option("--all", help="follow the pages to the run's latest event")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
+    url: Url = None,
+) -> None:
+    """Print a run's event journal, oldest first: what happened, who did it, what was set
+    aside. Payloads, and runs that left the hot store: `runstate replay --run ID --history`.
+    """
+    client = _client(url)
+    body = client.run_events(run_id, after=after, limit=limit)
+    entries = list(body["events"])
+    while all_pages and body.get("next"):
+        body = client.run_events(run_id, after=body["next"], limit=limit)
+        entries += body["events"]
+    if as_json:
+        typer.echo(json.dumps({**body, "events": entries, "count": len(entries)}, indent=2))
+        return
+    table = Table(title=f"{len(entries)} events of {run_id}")
+    for column in ("offset", "at", "event", "step", "who", "outcome", "detail"):
+        table.add_column(column, overflow="fold" if column == "detail" else "ellipsis")
+    for e in entries:
+        step = e.get("step") or ""
+        if step and e.get("attempt"):
+            step += f" #{e['attempt']}"
+        table.add_row(
+            str(e["offset"]),
+            e["occurred_at"],
+            e["event_type"],
+            step,
+            e.get("actor") or "",
+            e["outcome"],
+            e.get("detail") or "",
+        )
+    console = stdout_console()
+    console.print(table)
+    if body.get("next"):
+        console.print(f"[yellow]more: --after {body['next']} (or --all)[/yellow]")
+
+
 _PHASES = ", ".join(p.value for p in StepPhase)
 
 

@@ -71,6 +71,17 @@ class ConsoleApi:
         """
         return await self._call(token, lambda c: c.run(run_id))
 
+    async def run_events(
+        self, token: str, run_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """A page of the run's event journal (``events``, ``next``).
+
+        Raises:
+            Refused: as :meth:`run`.
+            QueryUnreachable: no worker answered.
+        """
+        return await self._call(token, lambda c: c.run_events(run_id, after=after, limit=limit))
+
     async def runs(
         self, token: str, flt: RunFilter, *, limit: int, after: str | None = None
     ) -> dict[str, Any]:

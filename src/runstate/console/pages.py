@@ -15,7 +15,7 @@ from aiohttp import web
 from runstate.console.api import Refused
 from runstate.console.app import CONSOLE, PRINCIPAL, TOKEN, csrf_of
 from runstate.console.dead_letters import newest_dead_letters
-from runstate.console.timeline import timeline
+from runstate.console.timeline import journal_moments, timeline
 from runstate.console.viewer import is_asked, masked_run, may_decide, may_operate
 from runstate.console.views import render
 from runstate.errors import Error
@@ -32,6 +32,8 @@ RUNS_PAGE = 50
 RUNS_PAGE_MAX = 200
 #: Newest dead letters shown per partition.
 DEAD_LETTERS_LIMIT = 50
+#: Events per page of a run's timeline.
+EVENTS_PAGE = 50
 
 #: What a successful command's redirect says (keyed, never reflected from the URL).
 NOTICES = {
@@ -168,6 +170,15 @@ async def run_page(
         return _page(request, "run.html", status=502, run=None, run_id=run_id,
                      error=str(exc), notice=None)  # fmt: skip
     shown = masked_run(run, who)
+    after = request.query.get("after") or None
+    journal_error = None
+    try:
+        page = await console.api.run_events(request[TOKEN], run_id, after=after, limit=EVENTS_PAGE)
+        moments, following = journal_moments(page["events"]), page.get("next")
+    except Error as exc:  # the state still shows; say why the events do not
+        moments, following, journal_error = [], None, str(exc)
+    if not moments and after is None:
+        moments = timeline(shown)  # no journal (a run older than it): what the state keeps
     return _page(
         request,
         "run.html",
@@ -176,7 +187,10 @@ async def run_page(
         run_id=run_id,
         error=error,
         notice=NOTICES.get(request.query.get("done", "")) if error is None else None,
-        moments=timeline(shown),
+        moments=moments,
+        events_after=after,
+        events_next=following,
+        journal_error=journal_error,
         may_decide=may_decide(who, run),
         may_operate=may_operate(who) and not (run["is_terminal"] and run["status"] != "failed"),
         unknown_actions=[a for a in shown.get("external_actions", []) if a["state"] == "intended"],

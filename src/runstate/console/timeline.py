@@ -1,4 +1,9 @@
-"""A run's timeline as the run page shows it, from the state the query API serves.
+"""A run's timeline as the run page shows it.
+
+From the run's event journal (``GET /runs/{id}/events``, :func:`journal_moments`): every event
+applied to the run, or rejected by its rules, with who acted, a page at a time. A run whose
+journal is empty (processed before the journal existed) falls back to :func:`timeline`, built
+from the state alone.
 
 The state keeps the moments that matter with who acted (started by whom, each step's
 completion, the approval asked of whom and decided by whom, each external action intended and
@@ -9,11 +14,12 @@ whole history. The full event-by-event history (from the archive when old) stays
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Moment", "timeline"]
+__all__ = ["Moment", "journal_moments", "timeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +30,29 @@ class Moment:
     what: str
     who: str = ""
     detail: str = ""
+    #: ``applied``, or why the event was set aside (``rejected``, ``error``).
+    outcome: str = "applied"
+
+
+def _words(event_type: str) -> str:
+    """``ApprovalGranted`` -> ``approval granted``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", event_type).lower()
+
+
+def journal_moments(events: Sequence[Mapping[str, Any]]) -> list[Moment]:
+    """A page of journal entries (the API's JSON) as timeline lines, in their order."""
+    out = []
+    for e in events:
+        what = _words(e["event_type"])
+        if e.get("step"):
+            what += f" · {e['step']}"
+            if e.get("attempt"):
+                what += f" (attempt {e['attempt']})"
+        if e["outcome"] != "applied":
+            what = f"{what} — {e['outcome']}, set aside"
+        out.append(Moment(e["occurred_at"], what, e.get("actor") or "", e.get("detail") or "",
+                          e["outcome"]))  # fmt: skip
+    return out
 
 
 def timeline(run: Mapping[str, Any]) -> list[Moment]:

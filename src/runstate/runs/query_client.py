@@ -162,6 +162,20 @@ class QueryClient:
             personal="sealed" if sealed else None,
         )
 
+    def run_events(
+        self, run_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One page of the run's event journal (``GET /runs/{id}/events``), oldest first:
+        ``events``, and ``next``, the cursor of the following page (None: no more now).
+
+        Raises:
+            QueryError: as :meth:`get`; a run not in the hot store is a 404 whose message
+                names ``runstate replay --run ID --history``.
+        """
+        return self.get(
+            f"/runs/{urllib.parse.quote(run_id, safe='')}/events", after=after, limit=limit
+        )
+
     def runs(
         self, flt: RunFilter, *, limit: int | None = None, after: str | None = None
     ) -> dict[str, Any]:

@@ -173,6 +173,7 @@ def build_worker(
         worker_id=config.worker_id,
         max_event_bytes=config.max_event_bytes,
         cache_size=config.decoded_state_cache,
+        journal=config.journal,
     )
     if restore is None:
         restore = AssignedRestore(

@@ -92,6 +92,9 @@ class RuntimeConfig(BaseSettings):
         30 * 86_400.0, ge=0, description="finished runs leave the store after this; 0: never"
     )
     eviction_interval_s: float = Field(60.0, gt=0, description="finished-run eviction period")
+    journal: bool = Field(
+        True, description="keep each run's event journal (GET /runs/{id}/events, the timeline)"
+    )
     store: Literal["rocksdb", "memory"] = Field(
         "rocksdb", description="local stores: rocksdb (kept across restarts) or memory"
     )

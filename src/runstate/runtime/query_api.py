@@ -14,6 +14,8 @@ Any worker answers any question:
   standby copy, which may lag); others forward it there (``local=1`` stops a second hop). With
   ``min_partition``/``min_offset`` (the ``Delivery`` a producer got back) the owner waits up to
   ``timeout`` seconds until that offset is committed (read-your-writes), else 504.
+* ``GET /runs/{run_id}/events`` is routed the same way: a page of the run's journal
+  (``after``, ``limit`` as below), read by one prefix scan from the cursor.
 * ``GET /runs`` takes the filters of :class:`~runstate.runs.run_view.RunFilter`, ``limit``
   (default 100, at most 1,000) and ``after`` (the ``next`` cursor of the previous page). A page
   walks the partitions in order and, in each, the most selective index of the filter
@@ -34,7 +36,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -46,7 +48,8 @@ from aiohttp import web
 from runstate.crypto import Opener, PersonalDataCipher, reveal, shown_value
 from runstate.errors import QueryError
 from runstate.identity import Directory, Role
-from runstate.runs.keyspace import KeyValueReader
+from runstate.runs.journal import read_journal
+from runstate.runs.keyspace import KeyValueReader, head_key
 from runstate.runs.layout import load_run
 from runstate.runs.run_index import list_runs
 from runstate.runs.run_view import RunFilter, run_to_json
@@ -284,6 +287,7 @@ class QueryServer:
         app.router.add_get("/metrics.json", self.metrics_json)
         app.router.add_get("/runs", self.list_runs)
         app.router.add_get("/runs/{run_id}", self.show_run)
+        app.router.add_get("/runs/{run_id}/events", self.run_events)
         app.router.add_get("/partitions/{partition}/runs", self.partition_runs)
         return app
 
@@ -324,15 +328,32 @@ class QueryServer:
         partition = partition_for(run_id.encode(), self.source.partitions)
         if min_offset is not None and min_partition is None:
             min_partition = partition
-        local = request.query.get("local") in {"1", "true"}
         deadline = time.monotonic() + timeout_s
         opener = self._opener(request)
+        return await self._routed(
+            request,
+            run_id,
+            partition,
+            deadline,
+            lambda: self._answer(run_id, partition, min_partition, min_offset, deadline, opener),
+        )
+
+    async def _routed(
+        self,
+        request: web.Request,
+        run_id: str,
+        partition: int,
+        deadline: float,
+        answer: Callable[[], Awaitable[web.Response | None]],
+    ) -> web.Response:
+        """``answer()`` here if this worker owns ``partition``, else the owner's answer to the
+        same request (``local=1``: never a second hop); 503 when no one owns it in time."""
+        local = request.query.get("local") in {"1", "true"}
+        timeout_s = max(deadline - time.monotonic(), 0.0)
         while True:
-            answer = await self._answer(
-                run_id, partition, min_partition, min_offset, deadline, opener
-            )
-            if answer is not None:
-                return answer
+            found = await answer()
+            if found is not None:
+                return found
             if local:
                 return _error(
                     503,
@@ -353,10 +374,59 @@ class QueryServer:
                     503,
                     "no_owner",
                     f"no worker owned partition {partition} of run {run_id!r} within"
-                    f" {timeout_s}s (rebalancing, or no worker running); retry",
+                    f" {timeout_s:.1f}s (rebalancing, or no worker running); retry",
                     partition=partition,
                 )
             await asyncio.sleep(_RETRY_S)
+
+    async def run_events(self, request: web.Request) -> web.Response:
+        """A page of the run's journal (:mod:`runstate.runs.journal`), oldest first, from the
+        owner of its partition: ``after`` (the ``next`` of the previous page) and ``limit``.
+        One prefix scan from the cursor: it reads the entries it returns and one more."""
+        run_id = request.match_info["run_id"]
+        try:
+            limit = _limit(request.query)
+            after = _opt_int(request.query.get("after"))
+            if after is not None and not 0 <= after < (1 << 63):
+                raise ValueError(f"after={after} is not a cursor this API returned")
+            timeout_s = min(
+                float(request.query.get("timeout", self.default_timeout_s)), _MAX_TIMEOUT_S
+            )
+        except ValueError as exc:
+            return _error(400, "bad_request", f"{exc}; after, limit and timeout are numbers")
+        partition = partition_for(run_id.encode(), self.source.partitions)
+
+        async def answer() -> web.Response | None:
+            page = await self._read(self._journal_page, partition, run_id, after, limit)
+            if page is None or isinstance(page, web.Response):
+                return page
+            return _json_text(await self._read(json.dumps, page))
+
+        return await self._routed(request, run_id, partition, time.monotonic() + timeout_s, answer)
+
+    def _journal_page(
+        self, partition: int, run_id: str, after: int | None, limit: int
+    ) -> dict[str, Any] | web.Response | None:
+        """The page from the local store (a reader thread); None if not owned here."""
+        with self.source.reading(partition) as reader:
+            if reader is None:
+                return None
+            if reader.get(head_key(run_id)) is None:
+                return _unknown_run(run_id)
+            try:
+                entries, following = read_journal(reader, run_id, after=after, limit=limit)
+            except ValueError as exc:
+                return _error(500, "unreadable_journal", f"run {run_id!r}: {exc}")
+        return {
+            "run_id": run_id,
+            "events": [e.to_json() for e in entries],
+            "count": len(entries),
+            "next": None if following is None else str(following),
+            "partition": partition,
+            "served_by": self.source.worker_id,
+            "as_of": self.source.freshness(partition),
+            "history": f"runstate replay --run {run_id} --policy POLICY --history",
+        }
 
     async def _answer(
         self,
@@ -414,15 +484,7 @@ class QueryServer:
             if waits:
                 self._waiting -= 1
         if state is None:
-            return _error(
-                404,
-                "unknown_run",
-                f"no run {run_id!r} in the hot store; check the id, or pass"
-                " min_partition/min_offset to wait for a run just started. A finished run"
-                " leaves the store after RUNSTATE_RUNTIME_FINISHED_HOT_S (30 days by default):"
-                f" `runstate replay --run {run_id} --policy POLICY --history` rebuilds it",
-                run_id=run_id,
-            )
+            return _unknown_run(run_id)
         found: RunState = state
 
         def render() -> str:
@@ -619,6 +681,18 @@ class QueryServer:
                 return body
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{owner} unreachable: {exc}"
+
+
+def _unknown_run(run_id: str) -> web.Response:
+    return _error(
+        404,
+        "unknown_run",
+        f"no run {run_id!r} in the hot store; check the id, or pass"
+        " min_partition/min_offset to wait for a run just started. A finished run"
+        " leaves the store after RUNSTATE_RUNTIME_FINISHED_HOT_S (30 days by default):"
+        f" `runstate replay --run {run_id} --policy POLICY --history` rebuilds it",
+        run_id=run_id,
+    )
 
 
 def _auth_of(request: web.Request) -> dict[str, str]:

@@ -10,6 +10,12 @@ transaction (:class:`RunTable`), the pure reducer applied, and
 * :class:`~runstate.runs.reducer.Rejected`, undecodable input, or a reducer/codec failure: a
   dead letter with the reason headers, never an exception that stops the partition.
 
+Each event applied to a run, or dead-lettered while its run is in the store (rejected, or a
+processing error), also gets one
+entry in the run's journal (:mod:`runstate.runs.journal`, keyed by its offset), written at
+once through the same transaction: so it is changelogged with the state, and a restore
+rebuilds it. ``journal=False`` turns that off (the cost is measured in docs/runtime.md).
+
 At the end of a batch each touched run's state is saved once and its summary produced once
 (the compacted latest-state topic, :mod:`runstate.runs.summary`): intermediate states are in
 the changes already. The summary, not the whole state: its size and encode cost do not grow
@@ -33,11 +39,14 @@ from typing import Protocol
 from runstate.errors import DecodeError
 from runstate.runs.dead_letters import DeadLetter, DeadLetterReason, SourceRecord
 from runstate.runs.intake import EventDecoder, read_record
+from runstate.runs.journal import encode_event_entry, journal_key
 from runstate.runs.layout import LayoutCodec, load_run, run_writes
 from runstate.runs.reducer import Applied, Duplicate, Outcome, apply
 from runstate.runs.state import RunState, RunStateChanged
 from runstate.runtime.outputs import TaskContext
 from runstate.runtime.store import PartitionTransaction
+from runstate.schemas.catalog import default_catalog
+from runstate.schemas.events import AgentEvent
 from runstate.streams.topics import TopicNames
 
 __all__ = ["ChangeCodec", "LayoutTable", "RunTable", "RunTask", "SummaryEncoder", "TaskCounts"]
@@ -132,6 +141,7 @@ class RunTask:
         worker_id: str,
         max_event_bytes: int,
         cache_size: int = 10_000,
+        journal: bool = True,
     ) -> None:
         self._table = table
         self._codec = codec
@@ -141,6 +151,8 @@ class RunTask:
         self._worker_id = worker_id
         self._max_event_bytes = max_event_bytes
         self._cache = _RecentStates(cache_size)
+        self._journal = journal
+        self._versions: dict[bytes, int] = {}
         self.counts = TaskCounts()
 
     def process(self, records: Sequence[SourceRecord], ctx: TaskContext) -> list[str]:
@@ -189,9 +201,12 @@ class RunTask:
             )
         except Exception as exc:  # a reducer or codec bug must not stop the partition
             log.exception("processing %s[%s]@%s failed", record.topic, p, record.offset)
+            if state is not None:
+                self._note(record, item, ctx, outcome="error", why=type(exc).__name__)
             return self._processing_error(record, exc, ctx)
         if isinstance(outcome, Applied):
             assert change is not None
+            self._note(record, item, ctx)
             ctx.produce(self._names.state_changes, record.key, change, partition=p)
             earlier = touched.get(run_id)
             touched[run_id] = _Touched(p, earlier.old if earlier else state, outcome.state)
@@ -202,9 +217,42 @@ class RunTask:
             ctx.processed(p, record.offset)
             self.counts.duplicates += 1
             return "duplicate"
+        if state is not None:
+            why = f"{outcome.code.value}: {outcome.reason}"
+            self._note(record, item, ctx, outcome="rejected", why=why)
         return self._dead_letter(
             DeadLetter(record, DeadLetterReason.REJECTED, outcome.code.value, outcome.reason), ctx
         )
+
+    def _note(
+        self,
+        record: SourceRecord,
+        event: AgentEvent,
+        ctx: TaskContext,
+        *,
+        outcome: str = "applied",
+        why: str = "",
+    ) -> None:
+        """The event's journal entry, under the run (only for runs the store holds, so
+        eviction finds every entry it must remove)."""
+        if not self._journal:
+            return
+        value = encode_event_entry(
+            event, schema_version=self._schema_version(record.value), outcome=outcome, why=why
+        )
+        ctx.transaction(record.partition).set(journal_key(event.run_id, record.offset), value)
+
+    def _schema_version(self, value: bytes | None) -> int:
+        """The writer schema's local version, from the single-object fingerprint (0 when
+        the schema came from elsewhere, e.g. a newer producer's via the schemas topic)."""
+        fingerprint = (value or b"")[2:10]
+        version = self._versions.get(fingerprint)
+        if version is None:
+            known = default_catalog().by_fingerprint(fingerprint)
+            version = known.version if known is not None else 0
+            if len(self._versions) < 4096:
+                self._versions[fingerprint] = version
+        return version
 
     def _load(
         self, run_id: str, partition: int, ctx: TaskContext, touched: dict[str, _Touched]
