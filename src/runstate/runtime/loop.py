@@ -99,6 +99,8 @@ class Worker:
         self._consumer_factory = consumer_factory
         #: when the broker was last found unreachable (monotonic; None: never)
         self._unreachable_at: float | None = None
+        #: why /health is degraded after partitions were lost, until the next assignment
+        self._lost_reason: str | None = None
         self._topic = config.names.events
         self._consumer = consumer
         #: The consumer's position per partition right after a checkpoint committed: past
@@ -207,7 +209,7 @@ class Worker:
         loop has not polled for a while. Reads only values the loop replaces whole (no
         lock, no store): it answers while the loop is busy."""
         stalled_s = time.monotonic() - self._last_poll
-        broker_error = self._broker_error or self._checkpoint.waiting_on
+        broker_error = self._broker_error or self._checkpoint.waiting_on or self._lost_reason
         degraded = broker_error is not None or stalled_s > 5.0
         restoring = self._restoring_view
         return {
@@ -465,6 +467,7 @@ class Worker:
 
     # -- rebalance callbacks (run inside consume()) ----------------------------------------
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._lost_reason = None  # in the group again
         if not partitions:
             return
         self._assigning = True
@@ -555,7 +558,14 @@ class Worker:
         self._drop(partitions)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._checkpoint.abort(f"partitions {sorted(tp.partition for tp in partitions)} lost")
+        lost = sorted(tp.partition for tp in partitions)
+        # /health says so until the group assigns partitions again: the consumer may report
+        # no error at all while its coordinator is unreachable
+        self._lost_reason = (
+            f"partitions {lost} lost: the consumer group's session ran out (is the broker"
+            " reachable?); waiting to join the group again"
+        )
+        self._checkpoint.abort(f"partitions {lost} lost")
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
