@@ -108,7 +108,10 @@ def test_full_disk_state_folder_and_archive_store(
         "space returned until the oracle is clean (worker), then until the archive caught up"
         " (archiver)"
     )
-    d = deployment_factory(kafka_bootstrap, partitions=2)
+    # the store's free-space reserve scaled to the 16 MiB folder (64 MiB by default)
+    d = deployment_factory(
+        kafka_bootstrap, partitions=2, runtime={"store_min_free_bytes": str(1 << 20)}
+    )
     oracle = Oracle(d.bootstrap, d.names)
     figures: dict[str, object] = {}
     recoveries: list[float] = []
