@@ -41,6 +41,22 @@ ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 
 
+def run_in_thread(worker: RuntimeWorker) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``worker.run()`` on a daemon thread; the list collects what it raised (for the
+    test to report after ``worker.stop()`` and a join)."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # reported by the test
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="runtime-worker", daemon=True)
+    thread.start()
+    return thread, failure
+
+
 def create_topics(bootstrap: str, names: TopicNames, partitions: int) -> None:
     ensure_topics(admin_client(bootstrap), topic_specs(names, partitions=partitions))
 

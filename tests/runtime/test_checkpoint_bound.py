@@ -5,7 +5,6 @@ is lost or applied twice across the many small transactions."""
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +20,7 @@ from tests.runtime.support import (
     interleave,
     produce_events,
     produce_raw,
+    run_in_thread,
     runtime_config,
 )
 
@@ -51,16 +51,7 @@ def test_a_backlog_commits_in_checkpoints_of_at_most_the_bound(
         commit_interval_s=5.0,  # below the test broker's transaction timeout (10 s)
     )
     worker = build_worker(config)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # reported by the test below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="runtime-worker", daemon=True)
-    thread.start()
+    thread, failure = run_in_thread(worker)
     try:
         assert_eventually(
             lambda: failure or worker.worker.records >= total,

@@ -23,6 +23,7 @@ from tests.runtime.support import (
     produce_events,
     produce_raw,
     read,
+    run_in_thread,
     runtime_config,
 )
 
@@ -43,16 +44,7 @@ def test_many_runs_each_change_once_and_states_equal_the_fold(
     produce_raw(kafka_bootstrap, names.events, BAD_RECORDS)
     config = runtime_config(kafka_bootstrap, names, PARTITIONS, exactly_once=exactly_once)
     worker = build_worker(config)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # reported by the test below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="runtime-worker", daemon=True)
-    thread.start()
+    thread, failure = run_in_thread(worker)
     try:
         produce_events(kafka_bootstrap, names, events[len(events) // 2 :])
         verdict = assert_eventually(
