@@ -154,12 +154,18 @@ class _FreshSteps:
     """Fresh steps whose body returns at once, a new run every :data:`STEPS_PER_RUN`."""
 
     def __init__(
-        self, producer: EventProducer, reader: CountingReader, *, partition: int | None = None
+        self,
+        producer: EventProducer,
+        reader: CountingReader,
+        *,
+        partition: int | None = None,
+        confirm_starts: bool = True,
     ) -> None:
         self.producer, self.reader = producer, reader
         self.run: DurableRun | None = None
         self.done = 0
         self.partition = partition
+        self.confirm_starts = confirm_starts
 
     def prepare(self) -> None:
         """Start the next run if the current one is full (outside the timed part)."""
@@ -167,7 +173,7 @@ class _FreshSteps:
             self.run = DurableRun.start(
                 self.producer, self.reader, run_id=run_id_in("steps", self.partition),
                 agent="bench", input="{}", prompt_version="bench@1", owner="bench",
-                source="bench",
+                source="bench", confirm_starts=self.confirm_starts,
             )  # fmt: skip
 
     def step(self) -> None:
@@ -336,6 +342,8 @@ def sdk_figures(
         reader = CountingReader(http)
         out: dict[str, Any] = {}
         fresh = _FreshSteps(producer, reader)
+        # confirm_starts=False: StepStarted acknowledged with StepCompleted (one round trip)
+        unconfirmed = _FreshSteps(producer, reader, confirm_starts=False)
         emit_run = f"emit-{uuid.uuid4().hex[:8]}"
 
         def emit() -> None:
@@ -344,12 +352,14 @@ def sdk_figures(
             )
 
         for _ in range(20):  # warm-up
-            fresh.prepare()
-            fresh.step()
+            for steps in (fresh, unconfirmed):
+                steps.prepare()
+                steps.step()
             emit()
         per_round = max(1, samples // ROUNDS)
         fresh_ms: list[float] = []
         emit_ms: list[float] = []
+        unconfirmed_ms: list[float] = []
         cpu_s, reads = 0.0, 0
         collections = _Collections()
         in_step: list[int] = []  # collections that ran during each fresh step
@@ -358,6 +368,9 @@ def sdk_figures(
                 for b in befores:  # fresh steps of the earlier commits, in turn with ours
                     b.round(max(50, samples // 5) // ROUNDS, 0)
                 emit_ms += _samples(emit, per_round)
+                for _ in range(per_round):
+                    unconfirmed.prepare()
+                    unconfirmed_ms += _samples(unconfirmed.step, 1)
                 for _ in range(per_round):
                     fresh.prepare()
                     reads_before, cpu0 = reader.reads, time.process_time()
@@ -378,6 +391,7 @@ def sdk_figures(
             "steps_per_run": STEPS_PER_RUN,
         }
         out["emit"] = percentiles(emit_ms)
+        out["fresh_step_unconfirmed"] = percentiles(unconfirmed_ms)
         # The same steps while another run writes to their partition 100 times a second:
         # the offsets of our own events have gaps, so the SDK looks at the run (one query
         # that does not wait) before each step body.

@@ -5,6 +5,8 @@
 * ``mid_step`` - inside ``send_email``, after StepStarted, before the provider call;
 * ``after_call`` - right after the provider answered, before the outcome is recorded.
 
+``--unconfirmed`` drives the run with ``confirm_starts=False``.
+
 Exit codes as :mod:`runstate.testing.credit_limit`: 0 completed, 10 waiting, 4 a person must
 reconcile, 1 failed.
 """
@@ -97,6 +99,7 @@ def main() -> int:
     parser.add_argument("--query-url", required=True)
     parser.add_argument("--mode", choices=["ledger", "retry", "pipeline"], default="ledger")
     parser.add_argument("--no-reconcile", action="store_true")
+    parser.add_argument("--unconfirmed", action="store_true", help="confirm_starts=False")
     args = parser.parse_args()
     s = load_settings()
     effects = EffectsClient(args.effects_url)
@@ -106,7 +109,7 @@ def main() -> int:
             bootstrap_servers=s.bootstrap_servers,
             events_topic=producer.names.events,
         )
-        options = {"max_inline_wait_s": 0.0}
+        options = {"max_inline_wait_s": 0.0, "confirm_starts": not args.unconfirmed}
 
         def start_or_resume() -> str:
             if args.action == "start":

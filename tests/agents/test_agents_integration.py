@@ -143,6 +143,34 @@ def test_an_agent_killed_mid_task_resumes_at_the_right_step(
     assert state_of(deployment, run_id).status is RunStatus.COMPLETED
 
 
+@pytest.mark.parametrize("kill_at", ["mid_step", "after_call"])
+def test_an_unconfirmed_agent_killed_in_a_body_sends_each_effect_once(
+    deployment: Deployment, effects: EffectsService, kill_at: str
+) -> None:
+    """confirm_starts=False, killed at the start of a body (its StepStarted most likely never
+    left the process) or right after the provider answered: the resumed run finishes with
+    every external effect made once. Whether the killed attempt is in the history depends on
+    whether its start left in time; both are allowed, and shown."""
+    run_id = new_run_id(f"unconfirmed-{kill_at}")
+    killed = agent(deployment, "start", run_id, effects, "--unconfirmed", kill_at=kill_at)
+    assert killed.returncode == -9, killed.stderr
+    resumed = agent(deployment, "resume", run_id, effects, "--unconfirmed")
+    assert resumed.returncode == EXIT_COMPLETED, resumed.stdout + resumed.stderr
+    events = events_of(deployment, run_id)
+    assert len(started(events, "prepare")) == 1  # not started over
+    attempts = [e.attempt for e in started(events, "send_email")]
+    if kill_at == "after_call":
+        # call_once waited for the StepStarted before the intent: the attempt is recorded.
+        assert attempts == [1, 2], attempts
+    else:
+        assert attempts in ([1], [1, 2]), attempts
+        print(f"send_email attempts recorded after the kill: {attempts}")
+    counts = effects.counts()
+    assert counts["notification"][f"{run_id}:prepare"].effects == 1
+    assert counts["email"][f"{run_id}:email"].effects == 1
+    assert state_of(deployment, run_id).status is RunStatus.COMPLETED
+
+
 def test_a_run_waiting_for_approval_is_visible_with_who_must_decide(
     deployment: Deployment, effects: EffectsService
 ) -> None:

@@ -97,15 +97,16 @@ def test_fresh_steps_do_not_call_the_query_api(
     assert reader.reads == at_start + 1  # the end is checked once
 
 
+@pytest.mark.parametrize("confirm", [True, False], ids=["confirmed", "unconfirmed"])
 def test_the_fold_equals_the_processors_state_after_steps_and_retries(
-    deployment: Deployment, producer: EventProducer
+    deployment: Deployment, producer: EventProducer, confirm: bool
 ) -> None:
     d = deployment
     run_id = f"fold-{uuid.uuid4().hex[:10]}"
     with EffectsService(honour_keys=False) as effects:
         client = EffectsClient(effects.url)
         reader = CountingReader(d)
-        run = start(producer, reader, run_id)
+        run = start(producer, reader, run_id, confirm_starts=confirm)
 
         def flaky(ctx: StepContext) -> str:
             if ctx.attempt < 3:
@@ -165,6 +166,38 @@ def test_a_fenced_process_learns_it_at_its_next_outside_read(
     s = processor_state(d, run_id)
     assert (s.epoch, s.holder) == (2, "proc-b")
     assert [(c.step, c.output_ref) for c in s.completed_steps] == [("one", "1"), ("two", "b2")]
+
+
+def test_an_unconfirmed_step_of_a_fenced_process_raises_after_its_body(
+    deployment: Deployment, producer: EventProducer
+) -> None:
+    # confirm_starts=False: the body runs before the start's offset shows the claim; the step
+    # then raises, and both of its events are dead-lettered as fenced. The next step's
+    # external call is never made.
+    d = deployment
+    run_id = f"fold-{uuid.uuid4().hex[:10]}"
+    first = start(producer, CountingReader(d), run_id, holder="proc-a", confirm_starts=False)
+    first.step("one", lambda ctx: "1")
+    DurableRun.attach(producer, CountingReader(d), run_id, holder="proc-b")
+    ran: list[str] = []
+    with pytest.raises(RunFenced, match=r"claimed by proc-b \(epoch 2\)"):
+        first.step("two", lambda ctx: ran.append("two") or "2")
+    assert ran == ["two"]
+
+    def fenced_letters() -> bool:
+        letters = [r for r in d.read(d.names.dead_letters) if r.key == run_id.encode()]
+        got = []
+        for letter in letters:
+            assert letter.header(HEADER_ERROR_CLASS) == b"fenced"
+            assert letter.value is not None
+            event = decode_event(letter.value)
+            got.append((event.event_type, event.epoch))
+        assert got == [("StepStarted", 1), ("StepCompleted", 1)], got
+        return True
+
+    assert_eventually(fenced_letters, timeout_s=30, what="proc-a's step dead-lettered")
+    s = processor_state(d, run_id)
+    assert (s.epoch, s.holder, [c.step for c in s.completed_steps]) == (2, "proc-b", ["one"])
 
 
 def test_attach_continues_from_every_event_written_before_its_claim(

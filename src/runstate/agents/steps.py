@@ -22,7 +22,9 @@ processor's own reducer (:mod:`runstate.agents.fold`). It reads the processor's 
 facts come from outside - attaching and starting, waiting on an approval, ``call_once``
 before an external call, completing or failing the run - and every such read checks that
 the processor applied what the fold did. A step whose body has no side effect costs its two
-acknowledged produces.
+acknowledged produces: StepStarted is acknowledged before the body runs. With
+``confirm_starts=False`` it is sent as the body starts and acknowledged together with
+StepCompleted (one round trip); see :class:`DurableRun` for what that gives up.
 
 One agent process drives a run at a time, and the run lease makes sure of it
 (:mod:`runstate.agents.lease`): :meth:`DurableRun.start` and :meth:`DurableRun.attach` claim
@@ -167,6 +169,19 @@ class DurableRun:
             :class:`~runstate.errors.RunFenced`); unique per process by default.
         lease: how long the claim lasts without an event of this process; a claimer with
             ``takeover=False`` waits it out, any other claimer fences this process at once.
+        confirm_starts: True (the default): a step's StepStarted is acknowledged before its
+            body runs, so a process killed at any moment of a body leaves a running attempt
+            (counted as interrupted on resume), and a claim by another process seen in the
+            offsets stops this one before the body. False: StepStarted is sent as the body
+            starts and acknowledged with StepCompleted, one round trip per step instead of
+            two (needs an :class:`~runstate.streams.producer.EventProducer` sink). A process
+            killed before StepStarted left it (within the producer's ``linger.ms``, 5 ms by
+            default) leaves no record of that attempt: it runs again as the same attempt. A
+            fenced process learns it after the body (the step raises
+            :class:`~runstate.errors.RunFenced`; its events are dead-lettered), not before;
+            ``call_once`` still reads the run before every external call. Retries (attempt 2
+            and later) always confirm first, so a body that kills its process is counted and
+            ``max_attempts`` ends the loop.
     """
 
     def __init__(
@@ -182,8 +197,11 @@ class DurableRun:
         holder: str | None = None,
         lease: timedelta = DEFAULT_LEASE,
         data_subject: str | None = None,
+        confirm_starts: bool = True,
     ) -> None:
         self.run_id = run_id
+        #: Acknowledge StepStarted before the body (see the class docstring).
+        self.confirm_starts = confirm_starts
         #: The run's data subject: its personal fields are sealed under this subject's data
         #: key (when the sink seals), so erasing the subject erases them. None: the run id.
         self.data_subject = data_subject
@@ -512,11 +530,22 @@ class DurableRun:
         policy: RetryPolicy,
         input_ref: str | None,
     ) -> str | _Failed | None:
-        # Acknowledged before the body runs: a process that dies in the body (however hard)
-        # leaves a running attempt, which the next one records as interrupted and counts.
-        self._emit(StepStarted, step=name, step_index=index, attempt=attempt, input_ref=input_ref)
-        if self._fold.stale:
-            self._look()  # before the body: a fenced process must not run it
+        pipelined = not self.confirm_starts and self._queueing and attempt == 1
+        if pipelined:
+            # Sent now, acknowledged with StepCompleted (or the failure's events): one round
+            # trip. Anything in the body that needs the run (call_once, a model-call record)
+            # waits for it first.
+            self._queue(
+                StepStarted, step=name, step_index=index, attempt=attempt, input_ref=input_ref
+            )
+        else:
+            # Acknowledged before the body runs: a process that dies in the body (however
+            # hard) leaves a running attempt, which the next one records as interrupted.
+            self._emit(
+                StepStarted, step=name, step_index=index, attempt=attempt, input_ref=input_ref
+            )
+            if self._fold.stale:
+                self._look()  # before the body: a fenced process must not run it
         ctx = StepContext(self, name, index, attempt)
         self._current = ctx
         failure: tuple[FailureReason, str, BaseException]
@@ -534,6 +563,8 @@ class DurableRun:
             failure = (FailureReason.OTHER, f"{type(exc).__name__}: {exc}", exc)
         else:
             self._emit(StepCompleted, step=name, attempt=attempt, output_ref=output)
+            if pipelined and self._fold.stale:
+                self._look()  # the look a confirmed start makes before the body
             return output
         finally:
             self._current = None
