@@ -13,7 +13,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -258,3 +260,18 @@ def assert_stays(check: Callable[[], object], *, for_s: float, interval_s: float
 
 #: ``make(hint, partitions)``, the ``deployment_factory`` fixture.
 DeploymentFactory = Callable[[str, int], Deployment]
+
+
+@contextmanager
+def serving(
+    bootstrap: str, name: str, partitions: int, root: Path, *, env: dict[str, str] | None = None
+) -> Iterator[Deployment]:
+    """Topics under a unique ``name-`` prefix and one worker (``w1``) ready on every
+    partition (given 90 s: slow on a busy host); its workers killed at the end."""
+    d = Deployment(bootstrap, f"{name}-{uuid.uuid4().hex[:8]}", partitions, root)
+    d.ensure_topics()
+    try:
+        d.worker("w1", env=env).start().wait_ready(partitions=partitions, timeout_s=90)
+        yield d
+    finally:
+        d.close()

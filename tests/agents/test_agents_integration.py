@@ -34,7 +34,7 @@ from runstate.streams.producer import EventProducer
 from runstate.testing.credit_limit import EXIT_COMPLETED, EXIT_RECONCILE, EXIT_WAITING, MANAGER
 from runstate.testing.effects import EffectsClient, EffectsService
 from tests.polling import assert_eventually
-from tests.workers import RUNSTATE, Deployment
+from tests.workers import RUNSTATE, Deployment, serving
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +46,8 @@ CREDIT_AGENT = "runstate.testing.credit_limit"
 def deployment(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    d = Deployment(
-        kafka_bootstrap, f"agents-{uuid.uuid4().hex[:8]}", 3, tmp_path_factory.mktemp("agents")
-    )
-    d.ensure_topics()
-    d.worker("w1").start().wait_ready(partitions=3, timeout_s=90)  # slow on a busy host
-    yield d
-    d.close()
+    with serving(kafka_bootstrap, "agents", 3, tmp_path_factory.mktemp("agents")) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from runstate.schemas.convert import decode_event
 from runstate.streams.producer import EventProducer
 from runstate.testing.effects import EffectsClient, EffectsService
 from tests.polling import assert_eventually
-from tests.workers import Deployment
+from tests.workers import Deployment, serving
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,8 @@ pytestmark = pytest.mark.integration
 def deployment(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    d = Deployment(
-        kafka_bootstrap, f"fold-{uuid.uuid4().hex[:8]}", 3, tmp_path_factory.mktemp("fold")
-    )
-    d.ensure_topics()
-    d.worker("w1").start().wait_ready(partitions=3, timeout_s=90)  # slow on a busy host
-    yield d
-    d.close()
+    with serving(kafka_bootstrap, "fold", 3, tmp_path_factory.mktemp("fold")) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from runstate.schemas.convert import decode_event
 from runstate.schemas.events import AgentEvent, RunClaimed, StepCompleted
 from runstate.testing.effects import EffectsService
 from tests.polling import assert_eventually
-from tests.workers import Deployment
+from tests.workers import Deployment, serving
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,8 @@ SCRIPT = Path(__file__).with_name("lease_agent.py")
 def deployment(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    d = Deployment(
-        kafka_bootstrap, f"lease-{uuid.uuid4().hex[:8]}", 3, tmp_path_factory.mktemp("lease")
-    )
-    d.ensure_topics()
-    worker = d.worker("w1")
-    worker.start().wait_ready(partitions=3, timeout_s=90)  # slow on a busy host
-    yield d
-    d.close()
+    with serving(kafka_bootstrap, "lease", 3, tmp_path_factory.mktemp("lease")) as d:
+        yield d
 
 
 @pytest.fixture

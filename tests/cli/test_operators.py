@@ -38,7 +38,7 @@ from runstate.schemas.events import (
 from runstate.streams.producer import EventProducer
 from runstate.testing.effects import EffectsClient, EffectsService
 from tests.polling import assert_eventually
-from tests.workers import RUNSTATE, Deployment
+from tests.workers import RUNSTATE, Deployment, serving
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +56,8 @@ AUTH = {"RUNSTATE_AUTH_FILE": str(IDENTITIES)}
 def deployment(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    d = Deployment(
-        kafka_bootstrap, f"ops-{uuid.uuid4().hex[:8]}", 4, tmp_path_factory.mktemp("ops")
-    )
-    d.ensure_topics()
-    d.worker("w1", env=AUTH).start().wait_ready(partitions=4, timeout_s=90)
-    yield d
-    d.close()
+    with serving(kafka_bootstrap, "ops", 4, tmp_path_factory.mktemp("ops"), env=AUTH) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
