@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="where wrapped data keys live: 'kafka' (the compacted data-keys topic)"
         " or a folder path (local use)",
     )
+    key_cache_dir: Path | None = Field(
+        None,
+        description="folder for the local mirror of the data-keys topic (RocksDB) that"
+        " `runstate replay` and `erase` keep between runs [default: <state_dir>/key-cache];"
+        " set for an agent process, it opens keys from a mirror there instead of asking the"
+        " query API",
+    )
     auth_file: Path | None = Field(
         None,
         description="identity file (TOML) of principals, roles, groups and token hashes; set:"
