@@ -58,6 +58,10 @@ CACHED_KEYS = 4_096
 TOMBSTONE_WINDOW_S = 12 * 3600.0
 
 
+class _Closing(Exception):
+    """The store is closing: a catch-up in progress stops."""
+
+
 class KafkaKeyStore:
     """Wrapped data keys in a compacted topic. Thread-safe; ``close()`` when done.
 
@@ -132,14 +136,19 @@ class KafkaKeyStore:
             elif self._read_at >= asked:
                 return
             started = time.monotonic()
-            if self.mirror is not None:
-                self._catch_up_mirror(self.mirror)
-            else:
-                self._read_tail()
+            try:
+                if self.mirror is not None:
+                    self._catch_up_mirror(self.mirror)
+                else:
+                    self._read_tail()
+            except _Closing:
+                return  # the batches applied are kept with their offsets; not caught up
             self._read_at = started
 
     def _counted(self, records: Iterable[RawRecord]) -> Iterator[RawRecord]:
         for record in records:
+            if self._stop.is_set():  # closing: a long first build stops between records
+                raise _Closing
             self.records_read += 1
             yield record
 
