@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     master_key_file: Path | None = Field(
         None, description="file holding the master key (same form), instead of master_key"
     )
+    master_key_accepted: SecretStr | None = Field(
+        None,
+        description="more master keys (base64, comma-separated) that unwrap data keys but never"
+        " wrap new ones: the previous and next keys of a rotation (`runstate keys rotate`)",
+    )
     key_store: str = Field(
         "kafka",
         description="where wrapped data keys live: 'kafka' (the compacted data-keys topic)"

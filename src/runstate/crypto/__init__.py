@@ -24,11 +24,13 @@ from runstate.crypto._kafka_store import KafkaKeyStore
 from runstate.crypto._keys import (
     KeyManager,
     LocalKeyManager,
+    accepted_key_managers,
     key_manager_from_settings,
     parse_master_key,
 )
 from runstate.crypto._lookup import KeyLookup, QueryApiKeyLookup, data_key_path
 from runstate.crypto._mirror import KeyMirror
+from runstate.crypto._rotation import Rotation, reapply_erasures, rotate_master_key
 from runstate.crypto._setup import cipher_from_settings, key_cache_folder, key_store_from_settings
 from runstate.crypto._store import FileKeyStore, KeyStore, WrappedKey
 
@@ -46,7 +48,9 @@ __all__ = [
     "Opener",
     "PersonalDataCipher",
     "QueryApiKeyLookup",
+    "Rotation",
     "WrappedKey",
+    "accepted_key_managers",
     "cipher_from_settings",
     "data_key_path",
     "erase_subject",
@@ -55,7 +59,9 @@ __all__ = [
     "key_store_from_settings",
     "parse_master_key",
     "publish_erasure",
+    "reapply_erasures",
     "reveal",
     "reveal_event",
+    "rotate_master_key",
     "shown_value",
 ]

@@ -354,6 +354,40 @@ class KafkaKeyStore:
             log.warning("key store: could not read %s: %s", self.topic, exc)
 
     # -- writing ---------------------------------------------------------------------------
+    def write_many(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Write records (``value`` None: a tombstone) without waiting for each; returns how
+        many were confirmed, once all were (a rotation writes every key this way).
+
+        Raises:
+            BrokerError, DeliveryError: as :meth:`put`.
+        """
+        errors: list[str] = []
+        count = 0
+
+        def done(err: object, _msg: object) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        with clients.broker_errors(self.bootstrap_servers):
+            for key, value in records:
+                while True:
+                    try:
+                        self._producer.produce(self.topic, key=key, value=value, on_delivery=done)
+                        break
+                    except BufferError:  # the local queue is full: let deliveries drain it
+                        self._producer.poll(0.1)
+                count += 1
+                if errors:
+                    break
+            if self._producer.flush(self.timeout_s):
+                raise BrokerError(
+                    f"the key store topic {self.topic} did not confirm {count} writes within"
+                    f" {self.timeout_s:.0f}s; is Kafka at {self.bootstrap_servers} up?"
+                )
+        if errors:
+            raise DeliveryError(f"the key store topic {self.topic} refused a write: {errors[0]}")
+        return count
+
     def _write(self, key: bytes, value: bytes | None) -> None:
         errors: list[str] = []
 

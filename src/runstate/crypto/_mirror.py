@@ -125,6 +125,20 @@ class KeyMirror:
                 found.append(parsed)
         return found
 
+    def scan(self) -> Iterator[WrappedKey]:
+        """Every key, in key order, read lazily from a snapshot (a rotation streams them)."""
+        read_options = ReadOptions()
+        it = self._open_db().iter(read_options)
+        try:
+            it.seek_to_first()
+            while it.valid():
+                parsed = _parse(it.value())
+                if parsed is not None:
+                    yield parsed
+                it.next()
+        finally:
+            del it
+
     def __len__(self) -> int:
         """Keys held, as RocksDB estimates them (no scan)."""
         return int(self._open_db().property_int_value("rocksdb.estimate-num-keys") or 0)

@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 
 from runstate.crypto._cipher import PersonalDataCipher
-from runstate.crypto._keys import key_manager_from_settings
+from runstate.crypto._keys import accepted_key_managers, key_manager_from_settings
 from runstate.crypto._store import FileKeyStore, KeyStore
 from runstate.settings import Settings
 from runstate.streams.topics import TopicNames
@@ -81,6 +81,7 @@ def cipher_from_settings(
     keys = key_manager_from_settings(settings, required=required)
     if keys is None:
         return None
+    accepted = accepted_key_managers(settings)
     store = key_store_from_settings(
         settings,
         bootstrap_servers=bootstrap_servers,
@@ -88,4 +89,4 @@ def cipher_from_settings(
         mirror_dir=mirror_dir,
         cached=cached,
     )
-    return PersonalDataCipher(keys, store)
+    return PersonalDataCipher(keys, store, accepted=accepted)
