@@ -84,3 +84,16 @@ def test_one_process_per_folder(tmp_path: Path) -> None:
     finally:
         mirror.close()
     KeyMirror(tmp_path / "m").close()  # free again once closed
+
+
+def test_a_damaged_folder_is_made_anew(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mirror = KeyMirror(tmp_path / "m")
+    mirror.apply([_record(0, _key("a", "01"))])
+    mirror.close()
+    (tmp_path / "m" / "CURRENT").write_bytes(b"MANIFEST-999999\n")  # names no file
+    again = KeyMirror(tmp_path / "m")
+    try:
+        assert again.offsets() == {} and again.get("a", "01") is None  # read again from Kafka
+        assert "is damaged" in caplog.text
+    finally:
+        again.close()

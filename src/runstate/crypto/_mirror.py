@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import struct
 from collections.abc import Iterable, Iterator
@@ -36,6 +37,8 @@ from runstate.errors import ConfigError, StoreDamaged, StoreError, StoreInUse
 from runstate.streams.reader import RawRecord
 
 __all__ = ["KeyMirror"]
+
+log = logging.getLogger(__name__)
 
 _META_FAMILY = "runstate.meta"
 _OFFSET_PREFIX = b"next-offset/"
@@ -51,9 +54,11 @@ BATCH_RECORDS = 5_000
 class KeyMirror:
     """The data-keys topic in a RocksDB folder. Not thread-safe: its store locks around it.
 
+    A damaged folder is deleted and made anew (it is a cache: the catch-up reads the topic
+    again), with a warning.
+
     Raises:
         StoreInUse: another process holds the folder open.
-        StoreDamaged: the folder holds corrupt or foreign files (delete it: it is a cache).
         ConfigError: the folder cannot be made.
     """
 
@@ -62,7 +67,13 @@ class KeyMirror:
         self._cache_bytes = cache_bytes
         self._db: Rdict | None = None
         self._meta: Any = None
-        self._open()
+        try:
+            self._open()
+        except StoreDamaged as exc:
+            # a cache: read again from the topic rather than stop the process
+            log.warning("%s; deleted, the data-keys topic is read again", exc)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._open()
 
     def _open(self) -> None:
         try:
@@ -262,7 +273,7 @@ def _error(exc: Exception, folder: Path) -> StoreError:
             f"the key cache folder {folder} is in use by another process ({text}); wait for it"
             " to finish, or give this process its own folder (RUNSTATE_KEY_CACHE_DIR)"
         )
-    if "corruption" in lowered or "invalid argument" in lowered:
+    if any(w in lowered for w in ("corruption", "invalid argument", "no such file")):
         return StoreDamaged(
             f"the key cache folder {folder} is damaged ({text}); delete it (it is a cache of"
             " the data-keys topic, read again on the next start)"
