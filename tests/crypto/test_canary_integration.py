@@ -263,6 +263,8 @@ def test_no_canary_in_clear_anywhere_then_erasure_leaves_the_rest_readable(
         producer.flush()
         wait_processed_all(d, worker, timeout_s=120, token=TOKENS["auditor"])
 
+        # The worker keeps its mirror of the key topic in its data dir.
+        assert (worker.data_dir / "data-keys" / "CURRENT").is_file()
         # The query API: opened for the personal-data role, masked for an auditor.
         shown = _get(f"{worker.url}/runs/subj-a-run-2", TOKENS["dpo"])
         assert json.loads(shown["input"])["email"] == canary("subj-a-run-2", "in"), shown

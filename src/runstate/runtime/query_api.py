@@ -538,7 +538,9 @@ class QueryServer:
             return store.get(subject, version)
 
         try:
-            found = await self._read(find)
+            # not in the reader threads: a lookup may wait for the key topic's broker, and
+            # run queries must not queue behind it
+            found = await asyncio.get_running_loop().run_in_executor(None, find)
         except (BrokerError, TimeoutError) as exc:
             return _error(503, "key_store_unreachable", f"reading the data-keys topic: {exc}")
         if found is None:
