@@ -138,6 +138,7 @@ def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 #: Markers of the hand-written History section (figures of retired contenders, dated).
 HISTORY = ("<!-- history:begin -->", "<!-- history:end -->")
+KEYS = ("<!-- keys:begin -->", "<!-- keys:end -->")
 
 #: Figures whose ratio would mislead: Quix's changelog keeps one record per changed key per
 #: checkpoint and the runtime's one per changed layout key, so record counts and records/s
@@ -193,11 +194,13 @@ def _saturation(results: dict[str, Any]) -> list[str]:
 def write_docs(results: dict[str, Any], results_path: Path) -> Path:
     table = summarise(results)
     plotted = _plot(results, table)
-    # The Scale and Durable steps sections come from their own benchmarks (benchmarks.scale,
-    # benchmarks.steps), the History section from contenders no longer run: kept as they are.
+    # The Scale, Durable steps and Data keys sections come from their own benchmarks
+    # (benchmarks.scale, benchmarks.steps, benchmarks.key_store), the History section from
+    # contenders no longer run: kept as they are.
     old = DOC.read_text() if DOC.exists() else ""
     steps = keep_section(old, STEPS_BEGIN, STEPS_END)
-    kept = [s for s in (steps, keep_section(old, *HISTORY), keep_section(old)) if s]
+    keys = keep_section(old, *KEYS)
+    kept = [s for s in (steps, keep_section(old, *HISTORY), keep_section(old), keys) if s]
     page = _markdown(results, table, results_path, plotted).rstrip("\n") + "\n"
     DOC.write_text(page + "".join(f"\n{s}\n" for s in kept))
     return DOC

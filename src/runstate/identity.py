@@ -52,13 +52,15 @@ class NotAuthorized(Error):
 class Role(enum.StrEnum):
     """What a principal may do.
 
-    * ``agent`` - read runs (the SDK reads its own state through the query API);
+    * ``agent`` - read runs (the SDK reads its own state through the query API), fetch
+      wrapped data keys (to open values an earlier agent process sealed);
     * ``operator`` - read, cancel runs, retry a failed step, settle an unknown action,
       requeue dead letters;
     * ``approver`` - read and decide the approvals addressed to them or their groups;
     * ``auditor`` - read only;
     * ``personal-data`` - see personal fields in clear in the query API's answers (others
-      get ``masked``); added to another role, it never allows anything else;
+      get ``masked``) and fetch wrapped data keys; added to another role, it never allows
+      anything else;
     * ``admin`` - everything (personal data included), and decide any approval when giving
       a reason (recorded).
     """

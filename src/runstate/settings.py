@@ -49,10 +49,22 @@ class Settings(BaseSettings):
     master_key_file: Path | None = Field(
         None, description="file holding the master key (same form), instead of master_key"
     )
+    master_key_accepted: SecretStr | None = Field(
+        None,
+        description="more master keys (base64, comma-separated) that unwrap data keys but never"
+        " wrap new ones: the previous and next keys of a rotation (`runstate keys rotate`)",
+    )
     key_store: str = Field(
         "kafka",
         description="where wrapped data keys live: 'kafka' (the compacted data-keys topic)"
         " or a folder path (local use)",
+    )
+    key_cache_dir: Path | None = Field(
+        None,
+        description="folder for the local mirror of the data-keys topic (RocksDB) that"
+        " `runstate replay` and `erase` keep between runs [default: <state_dir>/key-cache];"
+        " set for an agent process, it opens keys from a mirror there instead of asking the"
+        " query API",
     )
     auth_file: Path | None = Field(
         None,

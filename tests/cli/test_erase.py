@@ -15,6 +15,7 @@ import pytest
 
 from runstate.crypto import ERASURE_SCHEMA, FileKeyStore, PersonalDataCipher, parse_master_key
 from runstate.crypto._kafka_store import KafkaKeyStore
+from runstate.errors import DataKeyMissing
 from runstate.schemas.codec import default_codec
 from runstate.streams.reader import read_topic
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
@@ -68,7 +69,10 @@ def test_erase_destroys_the_kafka_keys_and_records_it(
     assert done.returncode == 0, done.stderr
     assert "erased data subject 'cust-1': 1 data key version(s) destroyed" in done.stdout
     # A fresh reader (another process) has no key of cust-1, still has cust-2's.
-    fresh = PersonalDataCipher(parse_master_key(MASTER), KafkaKeyStore(bootstrap, names.data_keys))
+    fresh = PersonalDataCipher(
+        parse_master_key(MASTER),
+        KafkaKeyStore(bootstrap, names.data_keys, mirror=tmp_path / "fresh-mirror"),
+    )
     assert fresh.store.get("cust-1", gone.split(".")[2]) is None
     assert fresh.open_value(kept, run_id="r2") == "bob"
     # The tombstone is in the topic; the audit record names subject, who and the version.
@@ -85,6 +89,43 @@ def test_erase_destroys_the_kafka_keys_and_records_it(
     assert again.returncode == 1
     assert again.stderr.strip().startswith("error: no data key of subject 'cust-1'")
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_erase_destroys_every_version_made_by_every_process(
+    deployment: tuple[str, TopicNames], tmp_path: Path
+) -> None:
+    """Agent processes hold no mirror, so each makes its own version of a subject's key;
+    erase finds them all in its mirror (the key cache folder) and destroys each."""
+    bootstrap, names = deployment
+    sealed = []
+    for i in range(3):
+        agent = KafkaKeyStore(bootstrap, names.data_keys)
+        try:
+            cipher = PersonalDataCipher(parse_master_key(MASTER), agent)
+            sealed.append(cipher.seal_value(f"v{i}", subject="cust-9", run_id="r", field="f"))
+        finally:
+            agent.close()
+    versions = sorted({t.split(".")[2] for t in sealed})
+    assert len(versions) == 3
+    env = {
+        "RUNSTATE_MASTER_KEY": MASTER,
+        "RUNSTATE_TOPIC_PREFIX": names.prefix,
+        "RUNSTATE_BOOTSTRAP_SERVERS": bootstrap,
+        "RUNSTATE_KEY_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    done = _erase(tmp_path, "--subject", "cust-9", **env)
+    assert done.returncode == 0, done.stderr
+    assert f"3 data key version(s) destroyed ({', '.join(versions)})" in done.stdout
+    [cache] = (tmp_path / "cache").iterdir()
+    assert cache.name.startswith(names.data_keys)
+    fresh = KafkaKeyStore(bootstrap, names.data_keys, mirror=tmp_path / "fresh-mirror")
+    try:
+        opener = PersonalDataCipher(parse_master_key(MASTER), fresh)
+        for text in sealed:
+            with pytest.raises(DataKeyMissing):
+                opener.open_value(text, run_id="r")
+    finally:
+        fresh.close()
 
 
 def test_erase_by_run_with_a_file_store(deployment: tuple[str, TopicNames], tmp_path: Path) -> None:

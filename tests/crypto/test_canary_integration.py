@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from runstate.agents import DurableRun, HttpRunStateReader, approve
-from runstate.crypto import PersonalDataCipher, parse_master_key
+from runstate.crypto import PersonalDataCipher, QueryApiKeyLookup, parse_master_key
 from runstate.crypto._kafka_store import KafkaKeyStore
 from runstate.errors import DataKeyMissing, RunSuspended
 from runstate.identity import hash_token
@@ -151,8 +151,14 @@ def test_no_canary_in_clear_anywhere_then_erasure_leaves_the_rest_readable(
     worker.wait_ready(partitions=2, timeout_s=120)
     caplog.set_level(logging.DEBUG)
 
+    # As an agent process has it: the keys it makes, and the worker's lookup for others.
     cipher = PersonalDataCipher(
-        parse_master_key(MASTER), KafkaKeyStore(d.bootstrap, names.data_keys)
+        parse_master_key(MASTER),
+        KafkaKeyStore(
+            d.bootstrap,
+            names.data_keys,
+            lookup=QueryApiKeyLookup(worker.url, token=TOKENS["agent"]),
+        ),
     )
     # No compression: a clear value would be visible in the broker's segment files.
     producer = d.producer("canary-sdk", sealer=cipher, kafka_config={"compression.type": "none"})
@@ -257,6 +263,8 @@ def test_no_canary_in_clear_anywhere_then_erasure_leaves_the_rest_readable(
         producer.flush()
         wait_processed_all(d, worker, timeout_s=120, token=TOKENS["auditor"])
 
+        # The worker keeps its mirror of the key topic in its data dir.
+        assert (worker.data_dir / "data-keys" / "CURRENT").is_file()
         # The query API: opened for the personal-data role, masked for an auditor.
         shown = _get(f"{worker.url}/runs/subj-a-run-2", TOKENS["dpo"])
         assert json.loads(shown["input"])["email"] == canary("subj-a-run-2", "in"), shown
@@ -345,7 +353,8 @@ def test_no_canary_in_clear_anywhere_then_erasure_leaves_the_rest_readable(
         erased = _cli(d, tmp_path, "erase", "--subject", "subj-a", "--by", "dpo")
         assert erased.returncode == 0, erased.stderr
         fresh = PersonalDataCipher(
-            parse_master_key(MASTER), KafkaKeyStore(d.bootstrap, names.data_keys)
+            parse_master_key(MASTER),
+            KafkaKeyStore(d.bootstrap, names.data_keys, mirror=tmp_path / "fresh-mirror"),
         )
         sealed_by_subject: dict[str, list[tuple[str, str]]] = {}
         for raw in read_topic(d.bootstrap, names.events):

@@ -1,6 +1,7 @@
 """The query API and sealed personal fields: opened for the ``personal-data`` role (and
 admins), ``masked`` for other principals, ``erased`` once the subject's key is gone, as
-stored with ``personal=sealed``; the same through a forwarding worker and in listings."""
+stored with ``personal=sealed``; the same through a forwarding worker and in listings. And
+the key lookup an agent process opens others' values with: ``GET /data-keys/{s}/{v}``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from runstate.crypto import FileKeyStore, LocalKeyManager, PersonalDataCipher
+from runstate.crypto import (
+    FileKeyStore,
+    LocalKeyManager,
+    PersonalDataCipher,
+    QueryApiKeyLookup,
+    WrappedKey,
+    data_key_path,
+)
+from runstate.errors import QueryError
 from runstate.identity import FileDirectory, Principal, Role, hash_token
 from runstate.schemas.sealed import is_sealed
 from tests.runs.conftest import RunStateFactory
@@ -22,6 +31,7 @@ TOKENS = {
     "eve": "t-eve-auditor-0123456",
     "dpo": "t-dpo-personal-012345",
     "root": "t-root-admin-01234567",
+    "bot": "t-bot-agent-012345678",
 }
 DIRECTORY = FileDirectory(
     [
@@ -31,6 +41,7 @@ DIRECTORY = FileDirectory(
             hash_token(TOKENS["dpo"]),
         ),
         (Principal("root", frozenset({Role.ADMIN})), hash_token(TOKENS["root"])),
+        (Principal("bot", frozenset({Role.AGENT})), hash_token(TOKENS["bot"])),
     ]
 )
 EMAIL = "ada@example.com"
@@ -100,3 +111,39 @@ def test_without_the_master_key_everyone_gets_masked(
         for who in TOKENS:
             status, body = _get(f"{g.url(0)}/runs/run-1", TOKENS[who])
             assert (status, body["input"]) == (200, "masked")
+
+
+def test_data_key_lookup_for_agents_only(group: Group, cipher: PersonalDataCipher) -> None:
+    subject = "cust/42 ü"  # a slash and more: percent-encoded in the path
+    cipher.seal_value(EMAIL, subject=subject, run_id="r", field="input")
+    stored = cipher.store.current(subject)
+    assert stored is not None
+    path = data_key_path(subject, stored.version)
+    for who in ("bot", "dpo", "root"):
+        status, body = _get(group.url(1) + path, TOKENS[who])
+        assert status == 200 and WrappedKey.from_json(body) == stored, (who, body)
+    status, body = _get(group.url(0) + path, TOKENS["eve"])  # an auditor: no keys
+    assert (status, body["error"]) == (403, "not_authorized")
+    assert _get(group.url(0) + path)[0] == 401
+    status, body = _get(group.url(0) + data_key_path(subject, "0badc0de"), TOKENS["bot"])
+    assert (status, body["error"]) == (404, "unknown_key")
+    # The SDK's lookup: the key, None once erased; a refused principal is an error.
+    lookup = QueryApiKeyLookup(group.url(0), token=TOKENS["bot"])
+    try:
+        assert lookup.lookup(subject, stored.version) == stored
+        cipher.store.erase(subject)
+        assert lookup.lookup(subject, stored.version) is None
+    finally:
+        lookup.close()
+    refused = QueryApiKeyLookup(group.url(0), token=TOKENS["eve"])
+    try:
+        with pytest.raises(QueryError, match="HTTP 403"):
+            refused.lookup(subject, stored.version)
+    finally:
+        refused.close()
+
+
+def test_data_key_lookup_without_a_key_store(run_state_factory: RunStateFactory) -> None:
+    with _group("127.0.0.1", directory=DIRECTORY) as g:
+        status, body = _get(g.url(0) + data_key_path("s", "01"), TOKENS["bot"])
+        assert (status, body["error"]) == (503, "no_key_store")

@@ -79,6 +79,10 @@ from runstate.cli import erase as _erase  # noqa: E402
 
 app.command(name="erase")(_erase.erase)
 
+from runstate.cli import keys as _keys  # noqa: E402
+
+app.add_typer(_keys.app, name="keys")
+
 from runstate.cli import estimate as _estimate  # noqa: E402
 
 app.command(name="estimate")(_estimate.estimate)

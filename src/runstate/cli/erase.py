@@ -31,7 +31,8 @@ def erase(
     Afterwards every copy of the subject's personal fields (topics, changelog, archive,
     backups) is unreadable and shows as "erased"; the rest of each event stays readable and
     replayable. Needs the master key settings the writers use (RUNSTATE_MASTER_KEY[_FILE],
-    RUNSTATE_KEY_STORE). Cannot be undone.
+    RUNSTATE_KEY_STORE). Keeps a mirror of the data-keys topic in RUNSTATE_KEY_CACHE_DIR
+    (default .runstate/key-cache). Cannot be undone.
     """
     from runstate.crypto import erase_subject, key_manager_from_settings, publish_erasure
     from runstate.crypto._setup import key_store_from_settings
@@ -47,13 +48,20 @@ def erase(
     key_manager_from_settings(s, required=True)  # the writers' deployment, not another
     servers = bootstrap or s.bootstrap_servers
     require_reachable(servers)  # before anything is destroyed: the record must follow
-    store = key_store_from_settings(s, bootstrap_servers=servers)
-    erasure = erase_subject(
-        store,
-        who,
-        by=by or s.kafka_sasl_username or getpass.getuser(),
-        runs=(run,) if run is not None else (),
-    )
+    # A Kafka store reads the data-keys topic into the key cache folder (only what was
+    # written since the last run there) and finds the subject's versions by one prefix read.
+    store = key_store_from_settings(s, bootstrap_servers=servers, cached=True)
+    try:
+        erasure = erase_subject(
+            store,
+            who,
+            by=by or s.kafka_sasl_username or getpass.getuser(),
+            runs=(run,) if run is not None else (),
+        )
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
     names = TopicNames(s.topic_prefix)
     publish_erasure(servers, names, erasure)
     versions = ", ".join(erasure.key_versions)

@@ -183,79 +183,87 @@ def replay(
         load_settings(),
         bootstrap_servers=context.bootstrap_servers,
         topic_prefix=context.names.prefix,
+        cached=True,  # a mirror of the data-keys topic in the key cache folder
     )
-    opener = shown_value(cipher, allowed=True)
-    timeline = Timeline(opener=opener) if history else None
-    observe = timeline.observe if timeline is not None else None
-    if no_progress or as_json or not err.is_terminal:
-        result = replay_all(source, at=when, run_id=run, observe=observe)
-    else:
-        with _progress(err) as bar:
-            result = replay_all(
-                source, at=when, run_id=run, observe=observe, progress=_RateBar(bar)
-            )
-    err.print(_stats_line(result))
-    for span in result.spans.values():
-        if span.expired:
-            err.print(
-                f"[yellow]partition {span.partition}: offsets {span.expired} expired"
-                " under the retention policy; runs there are incomplete[/yellow]"
-            )
-        if span.held:
-            err.print(
-                f"partition {span.partition}: offsets {span.held} read from hold segments"
-                " (only runs under legal hold kept there)"
-            )
-    for problem in result.problems[:5]:
-        err.print(f"[yellow]set aside[/yellow]: {problem}")
-    if verify:
-        live = read_live_summaries(context.bootstrap_servers, context.names.latest_state)
-        mismatches = compare_states(
-            result.states,
-            live,
-            rules=context.topic_policy(topic),
-            ends={p: s.kafka_end for p, s in result.spans.items()},
-            partitions=result.partitions,
-        )
-        if as_json:
-            typer.echo(
-                json.dumps(
-                    {
-                        "runs_replayed": len(result.states),
-                        "runs_live": len(live),
-                        "mismatches": [str(m) for m in mismatches],
-                    },
-                    indent=2,
-                )
-            )
+    try:
+        opener = shown_value(cipher, allowed=True)
+        timeline = Timeline(opener=opener) if history else None
+        observe = timeline.observe if timeline is not None else None
+        if no_progress or as_json or not err.is_terminal:
+            result = replay_all(source, at=when, run_id=run, observe=observe)
         else:
-            for m in mismatches:
-                typer.echo(str(m))
-            kinds = Counter(m.kind for m in mismatches)
-            err.print(
-                f"{len(result.states)} runs replayed, {len(live)} live:"
-                f" {len(mismatches)} mismatches {dict(kinds) or ''}"
+            with _progress(err) as bar:
+                result = replay_all(
+                    source, at=when, run_id=run, observe=observe, progress=_RateBar(bar)
+                )
+        err.print(_stats_line(result))
+        for span in result.spans.values():
+            if span.expired:
+                err.print(
+                    f"[yellow]partition {span.partition}: offsets {span.expired} expired"
+                    " under the retention policy; runs there are incomplete[/yellow]"
+                )
+            if span.held:
+                err.print(
+                    f"partition {span.partition}: offsets {span.held} read from hold segments"
+                    " (only runs under legal hold kept there)"
+                )
+        for problem in result.problems[:5]:
+            err.print(f"[yellow]set aside[/yellow]: {problem}")
+        if verify:
+            live = read_live_summaries(context.bootstrap_servers, context.names.latest_state)
+            mismatches = compare_states(
+                result.states,
+                live,
+                rules=context.topic_policy(topic),
+                ends={p: s.kafka_end for p, s in result.spans.items()},
+                partitions=result.partitions,
             )
-        if mismatches:
-            raise typer.Exit(1)
-        return
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        {
+                            "runs_replayed": len(result.states),
+                            "runs_live": len(live),
+                            "mismatches": [str(m) for m in mismatches],
+                        },
+                        indent=2,
+                    )
+                )
+            else:
+                for m in mismatches:
+                    typer.echo(str(m))
+                kinds = Counter(m.kind for m in mismatches)
+                err.print(
+                    f"{len(result.states)} runs replayed, {len(live)} live:"
+                    f" {len(mismatches)} mismatches {dict(kinds) or ''}"
+                )
+            if mismatches:
+                raise typer.Exit(1)
+            return
 
-    if run is not None:
-        state = result.states.get(run)
-        body: Any = reveal(run_to_json(state), opener) if state is not None else None
-        if timeline is not None and not as_json:
-            _print_timeline(run, timeline, stdout_console())
-        elif timeline is not None:
-            body = {"state": body, "timeline": [e.as_json() for e in timeline.entries]}
-        typer.echo(json.dumps(body, indent=2, sort_keys=True))
-        if state is None:
-            err.print(f"run {run!r} has no state at {at or 'the end'}")
-            raise typer.Exit(1)
-        return
-    states = {run_id: reveal(run_to_json(s), opener) for run_id, s in sorted(result.states.items())}
-    if output is not None:
-        output.write_text(json.dumps(states, sort_keys=True) + "\n")
-        err.print(f"wrote {len(states)} run states to {output}")
-    else:
-        json.dump(states, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
+        if run is not None:
+            state = result.states.get(run)
+            body: Any = reveal(run_to_json(state), opener) if state is not None else None
+            if timeline is not None and not as_json:
+                _print_timeline(run, timeline, stdout_console())
+            elif timeline is not None:
+                body = {"state": body, "timeline": [e.as_json() for e in timeline.entries]}
+            typer.echo(json.dumps(body, indent=2, sort_keys=True))
+            if state is None:
+                err.print(f"run {run!r} has no state at {at or 'the end'}")
+                raise typer.Exit(1)
+            return
+        states = {
+            run_id: reveal(run_to_json(s), opener) for run_id, s in sorted(result.states.items())
+        }
+        if output is not None:
+            output.write_text(json.dumps(states, sort_keys=True) + "\n")
+            err.print(f"wrote {len(states)} run states to {output}")
+        else:
+            json.dump(states, sys.stdout, indent=2, sort_keys=True)
+            sys.stdout.write("\n")
+    finally:
+        close = getattr(cipher.store if cipher else None, "close", None)
+        if close is not None:
+            close()

@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
@@ -52,9 +52,14 @@ class PersonalDataCipher:
     so an erasure stops a reader within the store's refresh.
     """
 
-    def __init__(self, keys: KeyManager, store: KeyStore) -> None:
+    def __init__(
+        self, keys: KeyManager, store: KeyStore, *, accepted: Sequence[KeyManager] = ()
+    ) -> None:
         self.keys = keys
         self.store = store
+        #: Master keys that unwrap data keys wrapped by them (a rotation in progress).
+        self.accepted = tuple(accepted)
+        self._unwrappers = {k.key_id: k for k in (*self.accepted, keys)}
         self._sealing: OrderedDict[str, tuple[str, AESGCM]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -119,13 +124,15 @@ class PersonalDataCipher:
 
     # -- opening -------------------------------------------------------------------------
     def _unwrap(self, stored: WrappedKey) -> bytes:
-        if stored.master_key_id != self.keys.key_id:
+        unwrapper = self._unwrappers.get(stored.master_key_id)
+        if unwrapper is None:
             raise MasterKeyError(
                 f"the data key of subject {stored.subject!r} (version {stored.version}) was"
                 f" wrapped by master key {stored.master_key_id}, this process has"
-                f" {self.keys.key_id}; set the master key the writers use"
+                f" {', '.join(self._unwrappers)}; set the master key the writers use (during"
+                " a rotation, the other one in RUNSTATE_MASTER_KEY_ACCEPTED)"
             )
-        return self.keys.unwrap(stored.wrapped)
+        return unwrapper.unwrap(stored.wrapped)
 
     def open_value(self, text: str, *, run_id: str) -> str:
         """The clear text of a sealed value written for ``run_id``.

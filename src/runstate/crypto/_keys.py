@@ -25,7 +25,13 @@ from runstate.errors import MasterKeyError
 if TYPE_CHECKING:
     from runstate.settings import Settings
 
-__all__ = ["KeyManager", "LocalKeyManager", "key_manager_from_settings", "parse_master_key"]
+__all__ = [
+    "KeyManager",
+    "LocalKeyManager",
+    "accepted_key_managers",
+    "key_manager_from_settings",
+    "parse_master_key",
+]
 
 KEY_BYTES: Final = 32
 HOW_TO_SET: Final = (
@@ -134,3 +140,19 @@ def key_manager_from_settings(settings: Settings, *, required: bool = False) -> 
             f"RUNSTATE_MASTER_KEY_FILE: cannot read {path}: {exc.strerror}"
         ) from None
     return parse_master_key(text, source=str(path))
+
+
+def accepted_key_managers(settings: Settings) -> tuple[KeyManager, ...]:
+    """The master keys ``RUNSTATE_MASTER_KEY_ACCEPTED`` names: they unwrap data keys wrapped
+    by them (a rotation in progress), never wrap new ones.
+
+    Raises:
+        MasterKeyError: one of them is not base64 of 32 bytes.
+    """
+    if settings.master_key_accepted is None:
+        return ()
+    texts = [t for t in settings.master_key_accepted.get_secret_value().split(",") if t.strip()]
+    return tuple(
+        parse_master_key(t, source=f"RUNSTATE_MASTER_KEY_ACCEPTED (key {i + 1})")
+        for i, t in enumerate(texts)
+    )

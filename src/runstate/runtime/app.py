@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runstate.crypto import cipher_from_settings
+from runstate.crypto._kafka_store import KafkaKeyStore
 from runstate.identity import FileDirectory
 from runstate.runs.intake import CachedWriterSource
 from runstate.runs.state_codec import StateCodec
@@ -53,6 +54,8 @@ __all__ = ["RuntimeWorker", "build_worker", "ensure_runtime_topics"]
 
 log = logging.getLogger(__name__)
 
+#: The data-keys topic's mirror in the data dir (beside the ``partition-<n>`` stores).
+KEY_MIRROR_DIR = "data-keys"
 #: Longest wait of one standby tick on a broker that does not answer (the loop waits).
 STANDBY_STALL_S = 5.0
 #: Beyond ``transaction_timeout_ms``: the broker's abort check runs every 10 s.
@@ -81,6 +84,9 @@ class RuntimeWorker:
 
     worker: Worker
     queries: QueryServer | None
+    #: The query API's key store (a mirror of the data-keys topic in the data dir), kept
+    #: caught up in a thread of its own while the worker runs.
+    key_store: KafkaKeyStore | None = None
 
     def run(self) -> None:
         """Serve queries and process until :meth:`stop`; see :meth:`Worker.run`.
@@ -90,6 +96,8 @@ class RuntimeWorker:
             Fenced: another instance took over.
             CheckpointFailed: at-least-once outputs were not delivered.
         """
+        if self.key_store is not None:
+            self.key_store.follow()
         if self.queries is not None:
             self.queries.start()
         try:
@@ -97,6 +105,8 @@ class RuntimeWorker:
         finally:
             if self.queries is not None:
                 self.queries.stop()
+            if self.key_store is not None:
+                self.key_store.close()
 
     def stop(self) -> None:
         """Ask the worker to finish (safe from a signal handler)."""
@@ -236,7 +246,9 @@ def build_worker(
         consumer_factory=lambda: clients.consumer(consumer_settings(config)),
     )
     queries = None
+    key_store = None
     if config.web_port and owners is not None:
+        access = _api_access(config)
         queries = QueryServer(
             worker,
             owners,
@@ -244,11 +256,14 @@ def build_worker(
             port=config.web_port,
             url=config.url,
             default_timeout_s=config.query_timeout_s,
-            **_api_access(config),
+            **access,
         )
         worker.on_commit(queries.committed)
         worker.commit_for_reads(queries.waiting)
-    return RuntimeWorker(worker, queries)
+        cipher = access["cipher"]
+        if cipher is not None and isinstance(cipher.store, KafkaKeyStore):
+            key_store = cipher.store
+    return RuntimeWorker(worker, queries, key_store)
 
 
 def _api_access(config: RuntimeConfig) -> dict[str, Any]:
@@ -264,7 +279,10 @@ def _api_access(config: RuntimeConfig) -> dict[str, Any]:
     # With a master key the API opens personal fields for principals allowed to see them and
     # seals the comments and reasons of the decisions it sends.
     cipher = cipher_from_settings(
-        s, bootstrap_servers=config.bootstrap_servers, topic_prefix=config.topic_prefix
+        s,
+        bootstrap_servers=config.bootstrap_servers,
+        topic_prefix=config.topic_prefix,
+        mirror_dir=config.data_dir / KEY_MIRROR_DIR,
     )
     producer = EventProducer(
         s,

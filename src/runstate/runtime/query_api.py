@@ -16,6 +16,8 @@ Any worker answers any question:
   ``timeout`` seconds until that offset is committed (read-your-writes), else 504.
 * ``GET /runs/{run_id}/events`` is routed the same way: a page of the run's journal
   (``after``, ``limit`` as below), read by one prefix scan from the cursor.
+* ``GET /data-keys/{subject}/{version}``: one wrapped data key from the worker's mirror of
+  the data-keys topic, for agent processes (the ``agent`` or ``personal-data`` role).
 * ``GET /runs`` takes the filters of :class:`~runstate.runs.run_view.RunFilter`, ``limit``
   (default 100, at most 1,000) and ``after`` (the ``next`` cursor of the previous page). A page
   walks the partitions in order and, in each, the most selective index of the filter
@@ -45,8 +47,9 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 from aiohttp import web
 
-from runstate.crypto import Opener, PersonalDataCipher, reveal, shown_value
-from runstate.errors import QueryError
+from runstate.crypto import Opener, PersonalDataCipher, WrappedKey, reveal, shown_value
+from runstate.crypto._kafka_store import KafkaKeyStore
+from runstate.errors import BrokerError, QueryError
 from runstate.identity import Directory, Role
 from runstate.runs.journal import read_journal
 from runstate.runs.keyspace import KeyValueReader, head_key
@@ -289,6 +292,7 @@ class QueryServer:
         app.router.add_get("/runs/{run_id}", self.show_run)
         app.router.add_get("/runs/{run_id}/events", self.run_events)
         app.router.add_get("/partitions/{partition}/runs", self.partition_runs)
+        app.router.add_get("/data-keys/{subject}/{version}", self.data_key)
         return app
 
     # -- handlers --------------------------------------------------------------------------
@@ -497,6 +501,55 @@ class QueryServer:
             return json.dumps(body)
 
         return _json_text(await self._read(render))
+
+    async def data_key(self, request: web.Request) -> web.Response:
+        """One wrapped data key, for an agent process opening a value an earlier process
+        sealed (:class:`~runstate.crypto.QueryApiKeyLookup`): a point read of the worker's
+        mirror of the data-keys topic, caught up first, so the answer reflects every
+        erasure made before the question. Wrapped keys open nothing without the master key;
+        still only the ``agent`` and ``personal-data`` roles (admins) may fetch them."""
+        principal = request.get(PRINCIPAL)
+        if self.directory is not None and not (
+            principal is not None
+            and (principal.has(Role.AGENT) or principal.has(Role.PERSONAL_DATA))
+        ):
+            name = principal.name if principal is not None else "?"
+            return _error(
+                403,
+                "not_authorized",
+                f"{name!r} may not fetch data keys: that needs the role agent, personal-data"
+                " or admin",
+            )
+        cipher = self.cipher
+        if cipher is None:
+            return _error(
+                503,
+                "no_key_store",
+                f"worker {self.source.worker_id} has no master key, so no key store; set"
+                " RUNSTATE_MASTER_KEY[_FILE] on the workers",
+            )
+        subject = request.match_info["subject"]
+        version = request.match_info["version"]
+        store = cipher.store
+
+        def find() -> WrappedKey | None:
+            if isinstance(store, KafkaKeyStore):
+                return store.get(subject, version, fresh=True)
+            return store.get(subject, version)
+
+        try:
+            # not in the reader threads: a lookup may wait for the key topic's broker, and
+            # run queries must not queue behind it
+            found = await asyncio.get_running_loop().run_in_executor(None, find)
+        except (BrokerError, TimeoutError) as exc:
+            return _error(503, "key_store_unreachable", f"reading the data-keys topic: {exc}")
+        if found is None:
+            return _error(
+                404,
+                "unknown_key",
+                f"no data key {subject!r} version {version}: erased, or never made",
+            )
+        return web.Response(body=found.to_json(), content_type="application/json")
 
     def _opener(self, request: web.Request) -> Opener | None:
         """How personal fields are shown to this caller: None with ``personal=sealed`` (as

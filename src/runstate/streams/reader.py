@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from runstate.streams import clients
 
-__all__ = ["RawRecord", "end_offsets", "read_topic", "watermarks"]
+__all__ = ["RawRecord", "end_offsets", "read_topic", "topic_ends", "watermarks"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,24 @@ def end_offsets(
     Raises:
         BrokerError: Kafka could not be reached within ``timeout_s``.
     """
+    return topic_ends(bootstrap_servers, topic, timeout_s=timeout_s)[1]
+
+
+def topic_ends(
+    bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0
+) -> tuple[str, dict[int, tuple[int, int]]]:
+    """The cluster's id and the (low, high) watermarks of every partition of ``topic``: a
+    reader that keeps offsets between processes tells a new cluster from the one it read.
+
+    Raises:
+        BrokerError: Kafka could not be reached within ``timeout_s``.
+    """
     consumer = _consumer(bootstrap_servers)
     try:
         with clients.broker_errors(bootstrap_servers):
-            meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-            return {
+            cluster = consumer.list_topics(topic, timeout=timeout_s)
+            meta = cluster.topics[topic]
+            return str(cluster.cluster_id or ""), {
                 p: watermarks(consumer, topic, p, timeout_s=timeout_s)
                 for p in sorted(meta.partitions)
             }
