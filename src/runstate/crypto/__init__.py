@@ -11,6 +11,8 @@ its keys, after which every copy of its values reads as ``erased``. See docs/sec
 
 from __future__ import annotations
 
+from typing import Any
+
 from runstate.crypto._cipher import (
     UNREADABLE,
     Opener,
@@ -29,7 +31,6 @@ from runstate.crypto._keys import (
     parse_master_key,
 )
 from runstate.crypto._lookup import KeyLookup, QueryApiKeyLookup, data_key_path
-from runstate.crypto._mirror import KeyMirror
 from runstate.crypto._rotation import Rotation, reapply_erasures, rotate_master_key
 from runstate.crypto._setup import cipher_from_settings, key_cache_folder, key_store_from_settings
 from runstate.crypto._store import FileKeyStore, KeyStore, WrappedKey
@@ -65,3 +66,13 @@ __all__ = [
     "rotate_master_key",
     "shown_value",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``KeyMirror`` on first use: it needs RocksDB (the processor extra), which an agent's
+    core install does not have."""
+    if name == "KeyMirror":
+        from runstate.crypto._mirror import KeyMirror
+
+        return KeyMirror
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,14 +37,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from runstate.crypto._lookup import KeyLookup
-from runstate.crypto._mirror import KeyMirror
 from runstate.crypto._store import WrappedKey
 from runstate.errors import BrokerError, ConfigError, DeliveryError
 from runstate.streams import clients
 from runstate.streams.reader import RawRecord, read_topic, topic_ends
+
+if TYPE_CHECKING:  # RocksDB is the processor extra's: an agent (core install) never opens one
+    from runstate.crypto._mirror import KeyMirror
 
 __all__ = ["KafkaKeyStore"]
 
@@ -96,7 +98,11 @@ class KafkaKeyStore:
         self.refresh_s = refresh_s
         self.cached_keys = cached_keys
         self.tombstone_window_s = tombstone_window_s
-        self.mirror = KeyMirror(mirror) if isinstance(mirror, Path) else mirror
+        if isinstance(mirror, Path):
+            from runstate.crypto._mirror import KeyMirror
+
+            mirror = KeyMirror(mirror)
+        self.mirror = mirror
         self.lookup = lookup
         #: Records read from the topic by this store (tests and benchmarks count them).
         self.records_read = 0
