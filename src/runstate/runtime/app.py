@@ -23,6 +23,8 @@ from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.fault_hooks import CrashPoints
+from runstate.runtime.health_board import StatusBoard
+from runstate.runtime.health_supervisor import HealthSupervisor
 from runstate.runtime.loop import Worker
 from runstate.runtime.memory_store import MemoryStore
 from runstate.runtime.operator_api import CommandRoutes, auth_mode
@@ -77,10 +79,12 @@ def ensure_runtime_topics(config: RuntimeConfig) -> None:
 
 @dataclass
 class RuntimeWorker:
-    """A worker and the query API that serves its state (None with ``web_port=0``)."""
+    """A worker, the query API that serves its state (None with ``web_port=0``) and the
+    process answering ``/health`` on the health port (None when it is 0)."""
 
     worker: Worker
     queries: QueryServer | None
+    health: HealthSupervisor | None = None
 
     def run(self) -> None:
         """Serve queries and process until :meth:`stop`; see :meth:`Worker.run`.
@@ -90,13 +94,19 @@ class RuntimeWorker:
             Fenced: another instance took over.
             CheckpointFailed: at-least-once outputs were not delivered.
         """
-        if self.queries is not None:
-            self.queries.start()
+        if self.health is not None:
+            self.health.start()
         try:
-            self.worker.run()
-        finally:
             if self.queries is not None:
-                self.queries.stop()
+                self.queries.start()
+            try:
+                self.worker.run()
+            finally:
+                if self.queries is not None:
+                    self.queries.stop()
+        finally:
+            if self.health is not None:
+                self.health.stop()
 
     def stop(self) -> None:
         """Ask the worker to finish (safe from a signal handler)."""
@@ -248,7 +258,19 @@ def build_worker(
         )
         worker.on_commit(queries.committed)
         worker.commit_for_reads(queries.waiting)
-    return RuntimeWorker(worker, queries)
+    return RuntimeWorker(worker, queries, _health(config, worker))
+
+
+def _health(config: RuntimeConfig, worker: Worker) -> HealthSupervisor | None:
+    """The health process's supervisor, the loop writing its heartbeat on their board."""
+    port = config.health_listen_port
+    if not port:
+        return None
+    board = StatusBoard()
+    worker.on_poll(board.beat)
+    return HealthSupervisor(
+        board, worker.status, host=config.web_host, port=port, stall_s=config.health_stall_s
+    )
 
 
 def _api_access(config: RuntimeConfig) -> dict[str, Any]:
