@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,7 @@ from runstate.streams.producer import EventProducer
 
 __all__ = [
     "HealthWatch",
+    "HealthWatches",
     "RuntimeProcess",
     "get_json",
     "produce_in_child",
@@ -204,6 +205,8 @@ class RuntimeProcess:
     data_dir: Path
     log_path: Path
     web_port: int
+    #: the health process's port (``runtime.health_process``); 0: the worker's default
+    health_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     exits: list[int] = field(default_factory=list)
@@ -211,6 +214,11 @@ class RuntimeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def health_url(self) -> str:
+        """``/health`` of the worker's health process (a process of its own)."""
+        return f"http://127.0.0.1:{self.health_port or self.web_port + 1}/health"
 
     def start(self) -> None:
         src = Path(__file__).resolve().parents[1] / "src"
@@ -225,6 +233,7 @@ class RuntimeProcess:
             "RUNSTATE_RUNTIME_DATA_DIR": str(self.data_dir),
             "RUNSTATE_RUNTIME_WEB_PORT": str(self.web_port),
             "RUNSTATE_RUNTIME_WEB_HOST": "127.0.0.1",
+            **({"RUNSTATE_RUNTIME_HEALTH_PORT": str(self.health_port)} if self.health_port else {}),
         }
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start of {self.worker_id} ===\n".encode())
@@ -296,12 +305,21 @@ class RuntimeProcess:
 class HealthWatch:
     """Polls every worker's ``/health`` every ``interval_s`` in a thread.
 
-    A pause is the time between two answered polls of the same worker process; a worker
-    being restarted on purpose is left out (:meth:`suspend` / :meth:`resume`).
+    A pause is the time between two answered polls (200) of the same worker process; a
+    worker being restarted on purpose is left out (:meth:`suspend` / :meth:`resume`).
+    ``url_of`` picks the endpoint: the query API's ``/health`` (in the worker) by default,
+    or the health process's (:attr:`RuntimeProcess.health_url`).
     """
 
-    def __init__(self, workers: Sequence[RuntimeProcess], *, interval_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        workers: Sequence[RuntimeProcess],
+        *,
+        interval_s: float = 0.05,
+        url_of: Callable[[RuntimeProcess], str] = lambda w: f"{w.url}/health",
+    ) -> None:
         self._interval = interval_s
+        self._url_of = url_of
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._last_ok: dict[str, float | None] = {w.worker_id: None for w in workers}
@@ -357,7 +375,7 @@ class HealthWatch:
             with self._lock:
                 if w.worker_id in self._suspended:
                     continue
-            status, body = get_json(f"{w.url}/health", timeout_s=10)
+            status, body = get_json(self._url_of(w), timeout_s=10)
             now = time.monotonic()
             if status != 200:
                 continue
@@ -393,3 +411,42 @@ class HealthWatch:
         self._stop.set()
         for thread in self._threads:
             thread.join(15)
+
+
+class HealthWatches:
+    """Both ``/health`` endpoints of every worker watched side by side in the same run: the
+    query API's in the worker (``api``) and the health process's (``process``)."""
+
+    def __init__(self, workers: Sequence[RuntimeProcess], *, interval_s: float = 0.05) -> None:
+        self.api = HealthWatch(workers, interval_s=interval_s)
+        self.process = HealthWatch(workers, interval_s=interval_s, url_of=lambda w: w.health_url)
+
+    @property
+    def phases(self) -> list[tuple[float, str]]:
+        return self.api.phases
+
+    @property
+    def phase(self) -> str:
+        return self.api.phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self.api.phase = name
+        self.process.phase = name
+
+    def start(self) -> HealthWatches:
+        self.api.start()
+        self.process.start()
+        return self
+
+    def suspend(self, worker_id: str) -> None:
+        self.api.suspend(worker_id)
+        self.process.suspend(worker_id)
+
+    def resume(self, worker_id: str) -> None:
+        self.api.resume(worker_id)
+        self.process.resume(worker_id)
+
+    def close(self) -> None:
+        self.api.close()
+        self.process.close()

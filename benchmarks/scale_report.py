@@ -22,6 +22,25 @@ def _ms(d: dict[str, float]) -> str:
     return f"{d['p50']:.1f} / {d['p99']:.1f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _process_pauses(size: dict[str, Any]) -> str:
+    process = size.get("health_process")
+    if not process:
+        return "n/a"
+    p99 = process.get("pause_p99_ms_by_phase", {})
+    return (
+        ", ".join(
+            f"{phase} {max(p.values()):,.0f} / {p99.get(phase, 0):,.0f}"
+            for phase, p in process.get("longest_pause_ms_by_phase", {}).items()
+            if p
+        )
+        or "n/a"
+    )
+
+
 def _rows(size: dict[str, Any]) -> dict[str, str]:
     q, m, kept, full = (
         size["queries"],
@@ -66,6 +85,13 @@ def _rows(size: dict[str, Any]) -> dict[str, str]:
             f"{phase} {max(p.values()):,.0f}"
             for phase, p in size["health"].get("longest_pause_ms_by_phase", {}).items()
             if p
+        )
+        or "n/a",
+        "Health process's /health (health port): longest pause by phase, worse worker /"
+        " p99, both workers (ms)": _process_pauses(size),
+        "... over the query API's /health in the same run, longest / p99": ", ".join(
+            f"{phase} {_ratio(r['longest'])} / {_ratio(r['p99'])}"
+            for phase, r in size.get("health_process_over_api", {}).items()
         )
         or "n/a",
         "Stall probe by phase: latest wake / most loop CPU in one / longest GC (ms)": (

@@ -48,6 +48,7 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
 def health(port: int) -> dict[str, Any]:
     status, body = http_json(f"http://127.0.0.1:{port}/health", timeout_s=5)
     assert status == 200, (status, body)
+    assert not body["stalled"], body
     return body
 
 
@@ -59,8 +60,10 @@ def test_a_worker_rides_out_a_broker_outage(
     names = TopicNames(unique_name("rto"))
     create_topics(bootstrap, names, PARTITIONS)
     events = list(interleave(agent_runs(250, prefix="run", seed=21), seed=21))
-    port = free_port()
-    config = runtime_config(bootstrap, names, PARTITIONS, batch_size=50, web_port=port)
+    port, health_port = free_port(), free_port()
+    config = runtime_config(
+        bootstrap, names, PARTITIONS, batch_size=50, web_port=port, health_port=health_port
+    )
     worker = WorkerProcess(config, tmp_path / "worker.log").start()
     load = Load(bootstrap, names, events, rate_per_s=60)
     try:
@@ -76,6 +79,16 @@ def test_a_worker_rides_out_a_broker_outage(
             lambda: health(port)["degraded"] and health(port)["broker_error"],
             timeout_s=30,
             what=f"/health degraded with the reason\n{worker.log_tail()}",
+        )
+        # the health process (what probes ask): alive, degraded with the reason, not stalled
+        # although the loop waits inside the checkpoint (no poll for longer than 5 s)
+        assert_eventually(
+            lambda: (
+                health(health_port)["broker_error"]
+                and health(health_port)["since_last_poll_s"] > config.health_stall_s
+            ),
+            timeout_s=30,
+            what=f"the health port: 200, degraded with the reason\n{worker.log_tail()}",
         )
         wait_s(OUTAGE_S)  # the outage itself
         assert worker.alive, worker.log_tail()
