@@ -331,8 +331,14 @@ def measure_size(
         "not_ready_answers": watch.not_ready,
         "degraded_answers": watch.degraded,
     }
+    result["health"] |= {
+        k: v for k, v in _pauses(watch).items() if k.startswith(("answer", "poller"))
+    }
     result["health_process"] = _pauses(watches.process)
     result["health_process_over_api"] = _ratios(watches.process, watch)
+    result["health_control"] = _pauses(watches.control)
+    result["health_process_over_control"] = _ratios(watches.process, watches.control)
+    result["health_api_over_control"] = _ratios(watch, watches.control)
     result["workers"] = {
         w.worker_id: {
             "exit_codes": w.exits,
@@ -359,9 +365,23 @@ def _pauses(watch: HealthWatch) -> dict[str, Any]:
             for phase, pauses in watch.by_phase.items()
         },
         "pause_p99_ms_by_phase": watch.p99_by_phase(),
+        "answer_ms_by_phase": _longest_p99(watch.answers),
+        "poller_late_ms_by_phase": _longest_p99(watch.poller_late),
         "polls": watch.polls,
         "not_ready_answers": watch.not_ready,
         "degraded_answers": watch.degraded,
+    }
+
+
+def _longest_p99(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per phase, the longest and the 99th percentile of ``samples`` (s), in ms."""
+    return {
+        phase: {
+            "longest": round(max(values) * 1000, 1),
+            "p99": round(_percentile(values, 0.99) * 1000, 1),
+        }
+        for phase, values in samples.items()
+        if values
     }
 
 
@@ -373,11 +393,23 @@ def _ratios(new: HealthWatch, old: HealthWatch) -> dict[str, dict[str, float | N
     for phase, pauses in old.by_phase.items():
         longest_old = max(pauses.values(), default=0.0)
         longest_new = max(new.by_phase.get(phase, {}).values(), default=0.0)
+        answers_new = new.answers.get(phase, [])
+        answers_old = old.answers.get(phase, [])
         out[phase] = {
             "longest": round(longest_new / longest_old, 3) if longest_old else None,
             "p99": (
                 round(p99_new[phase] / p99_old[phase], 3)
                 if p99_old.get(phase) and phase in p99_new
+                else None
+            ),
+            "answer_longest": (
+                round(max(answers_new) / max(answers_old), 3)
+                if answers_new and answers_old
+                else None
+            ),
+            "answer_p99": (
+                round(_percentile(answers_new, 0.99) / _percentile(answers_old, 0.99), 3)
+                if answers_new and answers_old
                 else None
             ),
         }

@@ -262,15 +262,19 @@ def build_worker(
 
 
 def _health(config: RuntimeConfig, worker: Worker) -> HealthSupervisor | None:
-    """The health process's supervisor, the loop writing its heartbeat on their board."""
+    """The health process's supervisor; the loop's polls write the heartbeat and status."""
     port = config.health_listen_port
     if not port:
         return None
-    board = StatusBoard()
-    worker.on_poll(board.beat)
-    return HealthSupervisor(
-        board, worker.status, host=config.web_host, port=port, stall_s=config.health_stall_s
+    supervisor = HealthSupervisor(
+        StatusBoard(),
+        worker.status,
+        host=config.web_host,
+        port=port,
+        stall_s=config.health_stall_s,
     )
+    worker.on_poll(supervisor.polled)
+    return supervisor
 
 
 def _api_access(config: RuntimeConfig) -> dict[str, Any]:

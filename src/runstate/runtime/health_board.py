@@ -10,13 +10,13 @@ Two writers, one reader, no lock:
 
 * the loop's thread writes its **heartbeat** (the time of its last poll) once per iteration:
   one 8-byte store into the mapping, well under a microsecond;
-* a publisher thread of the worker (:mod:`runstate.runtime.health_supervisor`) writes the
-  **status** (what ``/health`` says: ready, partitions, the reason it is degraded, the last
-  checkpoint) every few tens of milliseconds, including while the loop waits inside a
-  checkpoint for a broker that is away. Two slots: a new status goes to the slot not
-  published, then the sequence number names it; a reader checks a CRC-32 of what it read and
-  reads again on a mismatch (a slot rewritten under it, which takes two publications during
-  one read).
+* the **status** (what ``/health`` says: ready, partitions, the reason it is degraded, the
+  last checkpoint) is written every few tens of milliseconds by the loop's thread, and by a
+  thread of the worker while the loop is held (a broker that is away; see
+  :mod:`runstate.runtime.health_supervisor`), one at a time. Two slots: a new status goes to
+  the slot not published, then the sequence number names it; a reader checks a CRC-32 of
+  what it read and reads again on a mismatch (a slot rewritten under it, which takes two
+  publications during one read).
 
 Only the standard library: the health process imports this module and nothing else of the
 runtime, so it starts in tens of milliseconds.

@@ -1,12 +1,15 @@
 """The worker's side of ``/health`` in a process of its own: publish the status, keep the
 health process (:mod:`runstate.runtime.health_process`) running.
 
-One thread of the worker, every :data:`PUBLISH_S`: it publishes the worker's status on the
-board (:class:`~runstate.runtime.health_board.StatusBoard`; the loop writes its heartbeat
-there itself) and starts the health process again if it ended. The status is read the way
-the in-process ``/health`` reads it (values the loop replaces whole, no lock), so it is
-published while the loop waits inside a checkpoint for a broker that is away, with the
-reason. Its cost does not grow with events: one JSON of the status per tick.
+The loop's thread, at each poll (:meth:`HealthSupervisor.polled`), writes its heartbeat on
+the board (:class:`~runstate.runtime.health_board.StatusBoard`) and, every
+:data:`PUBLISH_S`, the worker's status: no other thread has to take the GIL from the loop
+for it. A thread of the worker, every :data:`LOOK_S`, starts the health process again if it
+ended and publishes the status itself when the loop has not for that long (it waits inside
+a checkpoint for a broker that is away, or takes on an assignment): the status is read the
+way the in-process ``/health`` reads it (values the loop replaces whole, no lock), so the
+reason reaches the board. Nothing here grows with events: one JSON of the status per
+:data:`PUBLISH_S`.
 
 The health process ends with the worker (kill -9 included): it holds the read end of a pipe
 whose only write end is in this process, and on Linux it also asks the kernel for SIGTERM
@@ -28,12 +31,15 @@ from typing import Any
 import runstate
 from runstate.runtime.health_board import StatusBoard
 
-__all__ = ["PUBLISH_S", "HealthSupervisor"]
+__all__ = ["LOOK_S", "PUBLISH_S", "HealthSupervisor"]
 
 log = logging.getLogger(__name__)
 
-#: How often the status is published and the health process looked after.
+#: How often the loop publishes the status.
 PUBLISH_S = 0.05
+#: How often the thread looks after the health process, and publishes for a loop that has
+#: not (it wakes the loop's GIL-holding thread this often, no more).
+LOOK_S = 0.25
 #: A health process that ends sooner than this after its start is started again only after
 #: a back-off (doubling up to :data:`MAX_BACKOFF_S`): e.g. its port is taken.
 QUICK_EXIT_S = 5.0
@@ -54,6 +60,7 @@ class HealthSupervisor:
         port: int,
         stall_s: float,
         publish_s: float = PUBLISH_S,
+        look_s: float = LOOK_S,
     ) -> None:
         self._board = board
         self._status = status
@@ -61,6 +68,9 @@ class HealthSupervisor:
         self._port = port
         self._stall_s = stall_s
         self._publish_s = publish_s
+        self._look_s = look_s
+        self._published = 0.0
+        self._publishing = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -82,9 +92,16 @@ class HealthSupervisor:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self._port}/health"
 
+    def polled(self, at: float) -> None:
+        """The loop polled at ``at`` (``time.monotonic()``; on the loop's thread): the
+        heartbeat, and the status if :data:`PUBLISH_S` has passed since the last one."""
+        self._board.beat(at)
+        if at - self._published >= self._publish_s:
+            self._publish(at)
+
     def start(self) -> None:
         """Publish once, then start the thread (which starts the health process)."""
-        self._publish()
+        self._publish(time.monotonic())
         self._thread = threading.Thread(target=self._run, name="runstate-health", daemon=True)
         self._thread.start()
 
@@ -98,15 +115,19 @@ class HealthSupervisor:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                self._publish()
+                now = time.monotonic()
+                if now - self._published >= self._look_s:  # the loop is held somewhere
+                    self._publish(now)
                 self._look_after()
-                self._stopping.wait(self._publish_s)
+                self._stopping.wait(self._look_s)
         finally:
             self._end_child()
 
-    def _publish(self) -> None:
+    def _publish(self, at: float) -> None:
         try:
-            self._board.publish(self._status())
+            with self._publishing:  # the loop's thread and this one
+                self._board.publish(self._status(), at=at)
+                self._published = at
         except Exception:  # a bug here must not end the publishing; the age shows it
             log.exception("publishing the worker's status for /health failed")
 
@@ -161,6 +182,12 @@ class HealthSupervisor:
                 pass_fds=(self._board.fd, read_end),
                 stdin=subprocess.DEVNULL,
                 env=env,
+                # A session of its own: with autogroup scheduling (Linux desktops and VMs)
+                # the scheduler shares the CPU between sessions first, and in the worker's
+                # the health process waits whenever the busy worker used up the session's
+                # share. Its own session, rarely running, gets a core at once. (Signals
+                # to the worker's process group do not reach it; the pipe ends it.)
+                start_new_session=True,
             )
         except OSError as exc:
             os.close(write_end)
