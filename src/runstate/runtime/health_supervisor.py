@@ -78,7 +78,7 @@ class HealthSupervisor:
         self._started_at = 0.0
         self._next_start = 0.0
         self._backoff = 0.0
-        #: health processes started (1 + restarts), for tests and /metrics
+        #: health processes started (1 + restarts)
         self.starts = 0
 
     @property
