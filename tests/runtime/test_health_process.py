@@ -288,13 +288,20 @@ def test_the_health_port_says_ready_then_stalled_while_the_loop_is_held(
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_the_health_process_ends_when_its_worker_is_killed(
+def test_a_stopped_worker_is_reported_stalled_and_a_killed_one_takes_its_health_process(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
+    """SIGSTOP: the worker's own /health cannot answer, the health process (a session of
+    its own) says 503 stalled, and 200 again after SIGCONT. kill -9: it is gone too."""
     names = TopicNames(unique_name("rtk"))
     create_topics(kafka_bootstrap, names, PARTITIONS)
     config = runtime_config(
-        kafka_bootstrap, names, PARTITIONS, web_port=free_port(), health_port=free_port()
+        kafka_bootstrap,
+        names,
+        PARTITIONS,
+        web_port=free_port(),
+        health_port=free_port(),
+        health_stall_s=1.0,
     )
     health_url = f"http://127.0.0.1:{config.health_port}/health"
     worker = WorkerProcess(config, tmp_path / "worker.log").start()
@@ -308,6 +315,21 @@ def test_the_health_process_ends_when_its_worker_is_killed(
         assert len(started) == 1, worker.log_tail()
         pid = int(started[0])
         assert not _gone(pid)
+
+        worker.signal(signal.SIGSTOP)  # its process group: not the health process
+
+        def stalled() -> bool:
+            code, body = http_json(health_url, 10)
+            assert code == 503 and body["stalled"] and body["status_age_s"] > 1.0, body
+            return True
+
+        try:
+            assert_eventually(stalled, timeout_s=60, what="the health port says stalled")
+        finally:
+            worker.signal(signal.SIGCONT)
+        assert_eventually(
+            lambda: http_json(health_url, 10)[0] == 200, timeout_s=60, what="answering again"
+        )
         worker.kill9()
         assert_eventually(
             lambda: _gone(pid), timeout_s=30, what="the health process gone with its worker"
