@@ -219,7 +219,12 @@ class Worker:
         the loop has yet to poll for the first time or an assignment is being taken on
         (waits with a reason, like the broker's). Reads only values the loop replaces whole
         (no lock, no store): it answers while the loop is busy, from any thread."""
-        reason = self._broker_error or self._checkpoint.waiting_on or self._lost_reason
+        reason = (
+            self._broker_error
+            or self._checkpoint.waiting_on
+            or self._lost_reason
+            or self._store.waiting_on
+        )
         restoring = self._restoring_view
         at = self._checkpoint.committed_at
         return {
