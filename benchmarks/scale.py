@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness as h
-from benchmarks.scale_load import HealthWatch, RuntimeProcess, get_json, produce_in_child, run_id
+from benchmarks.scale_load import (
+    HealthWatch,
+    HealthWatches,
+    RuntimeProcess,
+    get_json,
+    produce_in_child,
+    run_id,
+)
 from runstate.streams.broker import free_port
 from runstate.streams.reader import end_offsets
 
@@ -121,7 +128,7 @@ def _restore_wall_s(restores: list[dict[str, float]]) -> float:
 
 
 def _restart(
-    w: RuntimeProcess, others: list[RuntimeProcess], watch: HealthWatch, *, wipe: bool
+    w: RuntimeProcess, others: list[RuntimeProcess], watch: HealthWatches, *, wipe: bool
 ) -> dict[str, Any]:
     """Stop ``w`` (SIGTERM), optionally delete its data, start it; time it until ready."""
     watch.suspend(w.worker_id)
@@ -252,17 +259,19 @@ def measure_size(
             data_dir=workdir / f"{prefix}-w{i}",
             log_path=workdir / f"{prefix}-w{i}.log",
             web_port=free_port(),
+            health_port=free_port(),
         )
         for i in (1, 2)
     ]
-    watch = HealthWatch(workers)
+    watches = HealthWatches(workers)
+    watch = watches.api
     result: dict[str, Any] = {"runs": runs}
     try:
         for w in workers:
             w.start()
         _wait("workers ready", lambda: _settled(workers), 300, workers)
-        watch.start()
-        watch.phase = "load"
+        watches.start()
+        watches.phase = "load"
         began = time.monotonic()
         produced = produce_in_child(bootstrap, prefix, runs)
         timeout = 600 + runs / 100
@@ -280,7 +289,7 @@ def measure_size(
                 for w in workers
             },
         }
-        watch.phase = "queries"
+        watches.phase = "queries"
         result["queries"] = _queries(workers, runs, lists=lists, gets=gets)
         rss = sum(w.rss_bytes() for w in workers)
         result["memory"] = {
@@ -289,15 +298,15 @@ def measure_size(
             # While running, RocksDB keeps recent writes in memtables: see disk_bytes.
             "disk_bytes_running": sum(w.disk_bytes() for w in workers),
         }
-        watch.phase = "restart (data kept)"
-        result["restart_kept"] = _restart(workers[1], workers[:1], watch, wipe=False)
-        watch.phase = "restart (full restore)"
-        result["restart_restore"] = _restart(workers[1], workers[:1], watch, wipe=True)
-        watch.phase = "queries after restarts"
+        watches.phase = "restart (data kept)"
+        result["restart_kept"] = _restart(workers[1], workers[:1], watches, wipe=False)
+        watches.phase = "restart (full restore)"
+        result["restart_restore"] = _restart(workers[1], workers[:1], watches, wipe=True)
+        watches.phase = "queries after restarts"
         result["queries_after"] = _queries(workers, runs, lists=10, gets=20)
         owned = {w.worker_id: _health(w).get("active_partitions", []) for w in workers}
     finally:
-        watch.close()
+        watches.close()
         for w in workers:
             w.stop()
     # Closed stores (memtables flushed), one copy of each partition: a worker keeps the
@@ -322,6 +331,14 @@ def measure_size(
         "not_ready_answers": watch.not_ready,
         "degraded_answers": watch.degraded,
     }
+    result["health"] |= {
+        k: v for k, v in _pauses(watch).items() if k.startswith(("answer", "poller"))
+    }
+    result["health_process"] = _pauses(watches.process)
+    result["health_process_over_api"] = _ratios(watches.process, watch)
+    result["health_control"] = _pauses(watches.control)
+    result["health_process_over_control"] = _ratios(watches.process, watches.control)
+    result["health_api_over_control"] = _ratios(watch, watches.control)
     result["workers"] = {
         w.worker_id: {
             "exit_codes": w.exits,
@@ -338,6 +355,65 @@ def measure_size(
     for w in workers:
         shutil.rmtree(w.data_dir, ignore_errors=True)
     return result
+
+
+def _pauses(watch: HealthWatch) -> dict[str, Any]:
+    """The pauses of one endpoint: longest per phase (ms, per worker), p99 per phase."""
+    return {
+        "longest_pause_ms_by_phase": {
+            phase: {k: round(v * 1000, 1) for k, v in pauses.items()}
+            for phase, pauses in watch.by_phase.items()
+        },
+        "pause_p99_ms_by_phase": watch.p99_by_phase(),
+        "answer_ms_by_phase": _longest_p99(watch.answers),
+        "poller_late_ms_by_phase": _longest_p99(watch.poller_late),
+        "polls": watch.polls,
+        "not_ready_answers": watch.not_ready,
+        "degraded_answers": watch.degraded,
+    }
+
+
+def _longest_p99(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per phase, the longest and the 99th percentile of ``samples`` (s), in ms."""
+    return {
+        phase: {
+            "longest": round(max(values) * 1000, 1),
+            "p99": round(_percentile(values, 0.99) * 1000, 1),
+        }
+        for phase, values in samples.items()
+        if values
+    }
+
+
+def _ratios(new: HealthWatch, old: HealthWatch) -> dict[str, dict[str, float | None]]:
+    """Per phase, the health process's figure over the query API's, both measured in this
+    run: the longest pause (worse worker of each) and the p99 (both workers)."""
+    out: dict[str, dict[str, float | None]] = {}
+    p99_new, p99_old = new.p99_by_phase(), old.p99_by_phase()
+    for phase, pauses in old.by_phase.items():
+        longest_old = max(pauses.values(), default=0.0)
+        longest_new = max(new.by_phase.get(phase, {}).values(), default=0.0)
+        answers_new = new.answers.get(phase, [])
+        answers_old = old.answers.get(phase, [])
+        out[phase] = {
+            "longest": round(longest_new / longest_old, 3) if longest_old else None,
+            "p99": (
+                round(p99_new[phase] / p99_old[phase], 3)
+                if p99_old.get(phase) and phase in p99_new
+                else None
+            ),
+            "answer_longest": (
+                round(max(answers_new) / max(answers_old), 3)
+                if answers_new and answers_old
+                else None
+            ),
+            "answer_p99": (
+                round(_percentile(answers_new, 0.99) / _percentile(answers_old, 0.99), 3)
+                if answers_new and answers_old
+                else None
+            ),
+        }
+    return out
 
 
 def _rocksdb_stalls(data_dir: Path) -> dict[str, int]:

@@ -16,11 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,10 +35,12 @@ from runstate.schemas.events import (
     StepCompleted,
     StepStarted,
 )
+from runstate.streams.broker import free_port
 from runstate.streams.producer import EventProducer
 
 __all__ = [
     "HealthWatch",
+    "HealthWatches",
     "RuntimeProcess",
     "get_json",
     "produce_in_child",
@@ -204,6 +205,8 @@ class RuntimeProcess:
     data_dir: Path
     log_path: Path
     web_port: int
+    #: the health process's port (``runtime.health_process``); 0: the worker's default
+    health_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     exits: list[int] = field(default_factory=list)
@@ -211,6 +214,11 @@ class RuntimeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def health_url(self) -> str:
+        """``/health`` of the worker's health process (a process of its own)."""
+        return f"http://127.0.0.1:{self.health_port or self.web_port + 1}/health"
 
     def start(self) -> None:
         src = Path(__file__).resolve().parents[1] / "src"
@@ -225,6 +233,7 @@ class RuntimeProcess:
             "RUNSTATE_RUNTIME_DATA_DIR": str(self.data_dir),
             "RUNSTATE_RUNTIME_WEB_PORT": str(self.web_port),
             "RUNSTATE_RUNTIME_WEB_HOST": "127.0.0.1",
+            **({"RUNSTATE_RUNTIME_HEALTH_PORT": str(self.health_port)} if self.health_port else {}),
         }
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start of {self.worker_id} ===\n".encode())
@@ -294,18 +303,33 @@ class RuntimeProcess:
 
 
 class HealthWatch:
-    """Polls every worker's ``/health`` every ``interval_s`` in a thread.
+    """Polls every worker's ``/health`` every ``interval_s``, each from a poller process of
+    its own in a session of its own (:mod:`benchmarks.health_poller`), as an orchestrator's
+    probe would: a pause of this benchmark's process (its broker and loader share its
+    session, its threads a GIL) is not counted as the worker's.
 
-    A pause is the time between two answered polls of the same worker process; a worker
-    being restarted on purpose is left out (:meth:`suspend` / :meth:`resume`).
+    A pause is the time between two answered polls (200) of the same worker; a worker being
+    restarted on purpose is left out (:meth:`suspend` / :meth:`resume`: a pause overlapping
+    that time is not counted). ``url_of`` picks the endpoint: the query API's ``/health`` (in
+    the worker) by default, or the health process's (:attr:`RuntimeProcess.health_url`). The
+    figures are there after :meth:`close`.
     """
 
-    def __init__(self, workers: Sequence[RuntimeProcess], *, interval_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        workers: Sequence[RuntimeProcess],
+        *,
+        interval_s: float = 0.05,
+        url_of: Callable[[RuntimeProcess], str] = lambda w: f"{w.url}/health",
+        name: str = "api",
+    ) -> None:
         self._interval = interval_s
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._last_ok: dict[str, float | None] = {w.worker_id: None for w in workers}
-        self._suspended: set[str] = set()
+        self._workers = list(workers)
+        self._url_of = url_of
+        self._name = name
+        self._pollers: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+        #: per worker, (start, end) wall-clock times it was left out; end None: still
+        self._suspended: dict[str, list[tuple[float, float | None]]] = {}
         self.longest: dict[str, float] = {w.worker_id: 0.0 for w in workers}
         self.longest_at: dict[str, str] = {w.worker_id: "" for w in workers}
         #: Wall-clock end of the longest pause, to find it in the worker's log.
@@ -314,6 +338,9 @@ class HealthWatch:
         self.by_phase: dict[str, dict[str, float]] = {}
         #: Every pause per phase (one a poll: 20 a second per worker, a few thousand per run).
         self.gaps: dict[str, list[float]] = {}
+        #: per phase, every answered poll's round trip (s), and how late its poller woke (s)
+        self.answers: dict[str, list[float]] = {}
+        self.poller_late: dict[str, list[float]] = {}
         self._phase = "start"
         #: (wall-clock start, phase) of every phase, to place the stall probes' lines.
         self.phases: list[tuple[float, str]] = [(time.time(), "start")]
@@ -323,11 +350,6 @@ class HealthWatch:
         self.polls = 0
         self.not_ready = 0
         self.degraded = 0
-        # One thread per worker: a slow answer of one never shows as a pause of the other.
-        self._threads = [
-            threading.Thread(target=self._run, args=(w,), name=f"health-{w.worker_id}", daemon=True)
-            for w in workers
-        ]
 
     @property
     def phase(self) -> str:
@@ -339,46 +361,85 @@ class HealthWatch:
         self.phases.append((time.time(), name))
 
     def start(self) -> HealthWatch:
-        for thread in self._threads:
-            thread.start()
+        root = Path(__file__).resolve().parents[1]
+        for w in self._workers:
+            out = w.log_path.with_suffix(f".health-{self._name}.jsonl")
+            out.unlink(missing_ok=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.health_poller",
+                    self._url_of(w),
+                    str(out),
+                    "--interval",
+                    str(self._interval),
+                ],
+                cwd=root,
+                env={**os.environ, "PYTHONPATH": str(root)},
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self._pollers.append((w.worker_id, out, proc))
         return self
 
     def suspend(self, worker_id: str) -> None:
-        with self._lock:
-            self._suspended.add(worker_id)
-            self._last_ok[worker_id] = None
+        self._suspended.setdefault(worker_id, []).append((time.time(), None))
 
     def resume(self, worker_id: str) -> None:
-        with self._lock:
-            self._suspended.discard(worker_id)
+        spans = self._suspended.get(worker_id, [])
+        if spans and spans[-1][1] is None:
+            spans[-1] = (spans[-1][0], time.time())
 
-    def _run(self, w: RuntimeProcess) -> None:
-        while not self._stop.wait(self._interval):
-            with self._lock:
-                if w.worker_id in self._suspended:
-                    continue
-            status, body = get_json(f"{w.url}/health", timeout_s=10)
-            now = time.monotonic()
-            if status != 200:
+    def _left_out(self, worker_id: str, begin: float, end: float) -> bool:
+        return any(
+            begin < (stop if stop is not None else float("inf")) and end > start
+            for start, stop in self._suspended.get(worker_id, [])
+        )
+
+    def _phase_at(self, at: float) -> str:
+        return next((name for t, name in reversed(self.phases) if t <= at), "start")
+
+    def close(self) -> None:
+        """Stop the pollers and work out the figures from their lines."""
+        for _, _, proc in self._pollers:
+            proc.send_signal(signal.SIGTERM)
+        for worker_id, out, proc in self._pollers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            lines = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+            self._tally(worker_id, lines)
+        self._pollers = []
+
+    def _tally(self, worker_id: str, lines: list[dict[str, Any]]) -> None:
+        last: dict[str, Any] | None = None
+        for line in lines:
+            if line["status"] != 200:
                 continue
-            load = os.getloadavg()[0]
-            with self._lock:
-                self.load_by_phase[self.phase] = max(self.load_by_phase.get(self.phase, 0.0), load)
-                self.polls += 1
-                self.not_ready += not body.get("ready")
-                self.degraded += bool(body.get("degraded"))
-                if w.worker_id in self._suspended:
-                    continue
-                last = self._last_ok[w.worker_id]
-                self._last_ok[w.worker_id] = now
-                if last is not None:
-                    phase = self.by_phase.setdefault(self.phase, {})
-                    phase[w.worker_id] = max(phase.get(w.worker_id, 0.0), now - last)
-                    self.gaps.setdefault(self.phase, []).append(now - last)
-                if last is not None and now - last > self.longest[w.worker_id]:
-                    self.longest[w.worker_id] = now - last
-                    self.longest_at[w.worker_id] = self.phase
-                    self.longest_ended[w.worker_id] = time.strftime("%H:%M:%S", time.gmtime())
+            phase = self._phase_at(line["at"])
+            self.polls += 1
+            self.not_ready += not line["ready"]
+            self.degraded += bool(line["degraded"])
+            self.load_by_phase[phase] = max(self.load_by_phase.get(phase, 0.0), line["load"])
+            self.answers.setdefault(phase, []).append(line["answer_s"])
+            self.poller_late.setdefault(phase, []).append(line["late_s"])
+            previous, last = last, line
+            if previous is None:
+                continue
+            began = previous["at"]
+            if self._left_out(worker_id, began, line["at"]):
+                continue  # restarted on purpose
+            gap = line["mono"] - previous["mono"]
+            into = self.by_phase.setdefault(phase, {})
+            into[worker_id] = max(into.get(worker_id, 0.0), gap)
+            self.gaps.setdefault(phase, []).append(gap)
+            if gap > self.longest[worker_id]:
+                self.longest[worker_id] = gap
+                self.longest_at[worker_id] = phase
+                self.longest_ended[worker_id] = time.strftime("%H:%M:%S", time.gmtime(line["at"]))
 
     def p99_by_phase(self) -> dict[str, float]:
         """The 99th percentile pause per phase, both workers together (ms): the longest one
@@ -389,7 +450,64 @@ class HealthWatch:
             out[phase] = round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1)
         return out
 
+
+class HealthWatches:
+    """Every worker's two ``/health`` endpoints watched side by side in the same run: the
+    query API's in the worker (``api``) and the health process's (``process``); and a
+    control (``control``): a ``/health`` that reads nothing (:mod:`benchmarks.null_health`),
+    in a session of its own, polled as often by as many pollers. Its pauses are the
+    machine's floor under the other two."""
+
+    def __init__(self, workers: Sequence[RuntimeProcess], *, interval_s: float = 0.05) -> None:
+        self._control_port = free_port()
+        control_url = f"http://127.0.0.1:{self._control_port}/health"
+        self._control: subprocess.Popen[bytes] | None = None
+        self.api = HealthWatch(workers, interval_s=interval_s)
+        self.process = HealthWatch(
+            workers, interval_s=interval_s, url_of=lambda w: w.health_url, name="process"
+        )
+        self.control = HealthWatch(
+            workers, interval_s=interval_s, url_of=lambda w: control_url, name="control"
+        )
+        self._all = (self.api, self.process, self.control)
+
+    @property
+    def phases(self) -> list[tuple[float, str]]:
+        return self.api.phases
+
+    @property
+    def phase(self) -> str:
+        return self.api.phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        for watch in self._all:
+            watch.phase = name
+
+    def start(self) -> HealthWatches:
+        root = Path(__file__).resolve().parents[1]
+        self._control = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.null_health", str(self._control_port)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for watch in self._all:
+            watch.start()
+        return self
+
+    def suspend(self, worker_id: str) -> None:
+        for watch in self._all:
+            watch.suspend(worker_id)
+
+    def resume(self, worker_id: str) -> None:
+        for watch in self._all:
+            watch.resume(worker_id)
+
     def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
+        for watch in self._all:
+            watch.close()
+        if self._control is not None:
+            self._control.terminate()
+            self._control.wait(15)

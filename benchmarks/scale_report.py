@@ -22,6 +22,25 @@ def _ms(d: dict[str, float]) -> str:
     return f"{d['p50']:.1f} / {d['p99']:.1f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _process_pauses(size: dict[str, Any], key: str = "health_process") -> str:
+    process = size.get(key)
+    if not process:
+        return "n/a"
+    p99 = process.get("pause_p99_ms_by_phase", {})
+    return (
+        ", ".join(
+            f"{phase} {max(p.values()):,.0f} / {p99.get(phase, 0):,.0f}"
+            for phase, p in process.get("longest_pause_ms_by_phase", {}).items()
+            if p
+        )
+        or "n/a"
+    )
+
+
 def _rows(size: dict[str, Any]) -> dict[str, str]:
     q, m, kept, full = (
         size["queries"],
@@ -66,6 +85,16 @@ def _rows(size: dict[str, Any]) -> dict[str, str]:
             f"{phase} {max(p.values()):,.0f}"
             for phase, p in size["health"].get("longest_pause_ms_by_phase", {}).items()
             if p
+        )
+        or "n/a",
+        "Health process's /health (health port): longest pause by phase, worse worker /"
+        " p99, both workers (ms)": _process_pauses(size),
+        "Control /health (reads nothing): longest pause by phase / p99 (ms)": _process_pauses(
+            size, "health_control"
+        ),
+        "... over the query API's /health in the same run, longest / p99": ", ".join(
+            f"{phase} {_ratio(r['longest'])} / {_ratio(r['p99'])}"
+            for phase, r in size.get("health_process_over_api", {}).items()
         )
         or "n/a",
         "Stall probe by phase: latest wake / most loop CPU in one / longest GC (ms)": (
@@ -161,7 +190,11 @@ def render(results: dict[str, Any], results_path: Path) -> str:
             "raw confluent-kafka producer from pre-encoded templates. Queries over HTTP, "
             "alternating between the workers (so half are forwarded). The restart stops worker "
             "w2 with SIGTERM and starts it again; /health of each worker is polled every 50 ms "
-            "throughout (the restarting worker is left out from its stop to its ready). "
+            "throughout (the restarting worker is left out from its stop to its ready), by a "
+            "poller process of its own in a session of its own per worker and endpoint: the "
+            "query API's /health (in the worker), the health process's (health port) and a "
+            "control that reads nothing (`benchmarks/null_health.py`), whose pauses are the "
+            "machine's floor. "
             "A stall probe in each worker (`benchmarks/stall_probe`) wakes every 10 ms and "
             "logs each wake more than 50 ms late with the CPU the loop's thread used meanwhile: "
             "loop CPU near the delay is the worker holding the GIL, little loop CPU is the "

@@ -83,8 +83,11 @@ def test_the_image_exposes_the_query_port_and_listens_on_every_interface(
 ) -> None:
     _, exposed = _last(dockerfile, "EXPOSE")
     port = image_env["RUNSTATE_RUNTIME_WEB_PORT"]
-    assert exposed.split() == [port]
+    health_port = image_env["RUNSTATE_RUNTIME_HEALTH_PORT"]
+    assert exposed.split() == [port, health_port]
     assert port == str(RuntimeConfig.model_fields["web_port"].default)
+    # the port a worker without the variable would take: the query port + 1
+    assert int(health_port) == RuntimeConfig(web_port=int(port)).health_listen_port
     assert image_env["RUNSTATE_RUNTIME_WEB_HOST"] == "0.0.0.0"
     assert image_env["RUNSTATE_STATE_DIR"] == "/data"
     _, volume = _last(dockerfile, "VOLUME")
@@ -118,13 +121,16 @@ def test_the_health_check_passes_on_a_live_api_and_fails_on_none(
     with stand_in_api({"ready": True}) as api:
         port = str(api.server_address[1])
         ok = subprocess.run(
-            run, env={**os.environ, "RUNSTATE_RUNTIME_WEB_PORT": port}, timeout=60, check=False
+            run,
+            env={**os.environ, "RUNSTATE_RUNTIME_HEALTH_PORT": port},
+            timeout=60,
+            check=False,
         )
     assert ok.returncode == 0
     assert api.queries == [{}]  # asked once, plain /health
     dead = subprocess.run(
         run,
-        env={**os.environ, "RUNSTATE_RUNTIME_WEB_PORT": str(free_port())},
+        env={**os.environ, "RUNSTATE_RUNTIME_HEALTH_PORT": str(free_port())},
         capture_output=True,
         timeout=60,
         check=False,

@@ -60,9 +60,22 @@ def test_every_figure_is_produced_at_a_few_hundred_runs(
     assert set(size["health"]["pause_p99_ms_by_phase"]) == set(
         size["health"]["longest_pause_ms_by_phase"]
     )
+    # the health process's /health watched beside the query API's, every phase of both
+    process = size["health_process"]
+    assert set(process["longest_pause_ms_by_phase"]) == set(
+        size["health"]["longest_pause_ms_by_phase"]
+    )
+    assert process["polls"] > 0 and size["health_control"]["polls"] > 0
+    assert set(size["health_process_over_api"]) == set(size["health"]["longest_pause_ms_by_phase"])
     assert set(size["rocksdb_write_stalls"]) == {"w1", "w2"}
     for worker in size["workers"].values():  # the probe ran in each worker process
         assert Path(worker["log"]).with_suffix(".probe.jsonl").exists()
+        # one poller process per worker and endpoint, each its own lines
+        api, process = (
+            Path(worker["log"]).with_suffix(f".health-{name}.jsonl").read_text()
+            for name in ("api", "process")
+        )
+        assert api and process and api != process
 
     results = {"mode": "smoke", "started": "now", "seconds": 1, "sizes": [size, size]}
     doc = tmp_path / "benchmarks.md"

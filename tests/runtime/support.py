@@ -298,6 +298,8 @@ class WorkerProcess:
             "RUNSTATE_RUNTIME_DATA_DIR": str(c.data_dir),
             "RUNSTATE_RUNTIME_STORE": c.store,
             "RUNSTATE_RUNTIME_WEB_PORT": str(c.web_port),
+            "RUNSTATE_RUNTIME_HEALTH_PORT": str(c.health_listen_port),
+            "RUNSTATE_RUNTIME_HEALTH_STALL_S": str(c.health_stall_s),
             "RUNSTATE_RUNTIME_STANDBY_REPLICAS": str(c.standby_replicas),
             "RUNSTATE_RUNTIME_STATIC_MEMBERSHIP": str(c.static_membership).lower(),
         }

@@ -48,6 +48,7 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
 def health(port: int) -> dict[str, Any]:
     status, body = http_json(f"http://127.0.0.1:{port}/health", timeout_s=5)
     assert status == 200, (status, body)
+    assert not body["stalled"], body
     return body
 
 
@@ -59,8 +60,10 @@ def test_a_worker_rides_out_a_broker_outage(
     names = TopicNames(unique_name("rto"))
     create_topics(bootstrap, names, PARTITIONS)
     events = list(interleave(agent_runs(250, prefix="run", seed=21), seed=21))
-    port = free_port()
-    config = runtime_config(bootstrap, names, PARTITIONS, batch_size=50, web_port=port)
+    port, health_port = free_port(), free_port()
+    config = runtime_config(
+        bootstrap, names, PARTITIONS, batch_size=50, web_port=port, health_port=health_port
+    )
     worker = WorkerProcess(config, tmp_path / "worker.log").start()
     load = Load(bootstrap, names, events, rate_per_s=60)
     try:
@@ -77,7 +80,16 @@ def test_a_worker_rides_out_a_broker_outage(
             timeout_s=30,
             what=f"/health degraded with the reason\n{worker.log_tail()}",
         )
-        wait_s(OUTAGE_S)  # the outage itself
+        # the health process (what probes ask): 200, degraded with the reason, never stalled
+        # (health() asserts both), also while the loop waits inside a checkpoint
+        assert_eventually(
+            lambda: health(health_port)["degraded"] and health(health_port)["broker_error"],
+            timeout_s=30,
+            what=f"the health port: 200, degraded with the reason\n{worker.log_tail()}",
+        )
+        for _ in range(int(OUTAGE_S)):  # the outage itself, the health port asked meanwhile
+            wait_s(1.0)
+            health(health_port)
         assert worker.alive, worker.log_tail()
         own_broker.start()
         load.join(300)

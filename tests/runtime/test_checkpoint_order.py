@@ -18,6 +18,7 @@ from runstate.runtime import checkpoint as checkpoint_module
 from runstate.runtime.checkpoint import BrokerLost, Checkpoint, CheckpointFailed, Fenced
 from runstate.runtime.fault_hooks import CrashPoints
 from runstate.runtime.memory_store import MemoryPartitionStore
+from tests.polling import assert_eventually
 
 from .test_checkpoint import CHANGELOG, EVENTS, OUT, Consumer, Producer, _checkpoint, _work
 
@@ -514,3 +515,34 @@ def test_a_wedged_transactional_call_is_left_behind_for_a_new_producer(
         assert made[0].calls[0] == "init" and "commit" in made[0].calls
     finally:
         wedged.release.set()
+
+
+def test_a_broker_call_without_an_answer_says_so_while_it_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``waiting_on`` names a transactional call the broker has not answered within
+    ``SLOW_CALL_S``, while it still waits: the health process tells a loop waiting for the
+    broker (200, degraded) from a stuck one (503)."""
+    monkeypatch.setattr(checkpoint_module, "SLOW_CALL_S", 0.01)
+    slow = WedgedProducer()
+    cp = Checkpoint(
+        slow, Consumer(slow.calls), source_topic=EVENTS, changelog_topic=CHANGELOG, timeout_s=60
+    )
+    cp.start()
+    store = MemoryPartitionStore(0)
+    cp.add_partition(0, store, committed=None)
+    _work(cp, store, 0)
+    committed: list[bool] = []
+    thread = threading.Thread(target=lambda: committed.append(cp.commit()))
+    thread.start()
+    try:
+        assert_eventually(
+            lambda: "no answer from the broker" in (cp.waiting_on or ""),
+            timeout_s=30,
+            what="waiting_on set while commit_transaction waits",
+        )
+        assert committed == []
+    finally:
+        slow.release.set()
+        thread.join(30)
+    assert committed == [True] and cp.waiting_on is None

@@ -457,11 +457,15 @@ def test_rocksdb_a_write_stalled_for_good_waits_without_the_gil_then_says_so(
     part._open_db().cancel_all_background(True)
     ticks = 0
     done = threading.Event()
+    reasons: set[str] = set()  # what /health would say meanwhile (Store.waiting_on)
 
     def tick() -> None:
         nonlocal ticks
         while not done.is_set():
             ticks += 1
+            reason = store.waiting_on
+            if reason is not None:
+                reasons.add(reason.split(" for ")[0])
             time.sleep(0.001)
 
     ticker = threading.Thread(target=tick, daemon=True)
@@ -479,6 +483,8 @@ def test_rocksdb_a_write_stalled_for_good_waits_without_the_gil_then_says_so(
         done.set()
         ticker.join(10)
     assert applied > 0 and part.stalls == 1
+    assert reasons == {"partition 0: RocksDB stalls writes (flushes or compactions behind)"}
+    assert store.waiting_on is None  # the write gave up: nothing waits any more
     assert part.changelog_offset() == applied  # the refused batch left nothing behind
     assert part.get(b"k%06d-00" % (applied + 1)) is None
     assert part.get(b"k%06d-09" % applied) == b"v" * 100

@@ -24,6 +24,13 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="RocksDB folder of this worker")] = None,
     web_port: Annotated[int | None, typer.Option(help="port of the HTTP query API")] = None,
     web_host: Annotated[str | None, typer.Option(help="interface of the HTTP query API")] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            help="port of /health served by a process of its own, for probes (default:"
+            " --web-port + 1; 0: none)"
+        ),
+    ] = None,
     advertised_url: Annotated[
         str | None,
         typer.Option(
@@ -61,6 +68,7 @@ def run(
         data_dir=data_dir,
         web_port=web_port,
         web_host=web_host,
+        health_port=health_port,
         advertised_url=advertised_url,
         partitions=partitions,
         standby_replicas=standby_replicas,

@@ -24,6 +24,8 @@ from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
 from runstate.runtime.fault_hooks import CrashPoints
+from runstate.runtime.health_board import StatusBoard
+from runstate.runtime.health_supervisor import HealthSupervisor
 from runstate.runtime.loop import Worker
 from runstate.runtime.memory_store import MemoryStore
 from runstate.runtime.operator_api import CommandRoutes, auth_mode
@@ -80,13 +82,15 @@ def ensure_runtime_topics(config: RuntimeConfig) -> None:
 
 @dataclass
 class RuntimeWorker:
-    """A worker and the query API that serves its state (None with ``web_port=0``)."""
+    """A worker, the query API that serves its state (None with ``web_port=0``) and the
+    process answering ``/health`` on the health port (None when it is 0)."""
 
     worker: Worker
     queries: QueryServer | None
     #: The query API's key store (a mirror of the data-keys topic in the data dir), kept
     #: caught up in a thread of its own while the worker runs.
     key_store: KafkaKeyStore | None = None
+    health: HealthSupervisor | None = None
 
     def run(self) -> None:
         """Serve queries and process until :meth:`stop`; see :meth:`Worker.run`.
@@ -98,15 +102,21 @@ class RuntimeWorker:
         """
         if self.key_store is not None:
             self.key_store.follow()
-        if self.queries is not None:
-            self.queries.start()
+        if self.health is not None:
+            self.health.start()
         try:
-            self.worker.run()
-        finally:
             if self.queries is not None:
-                self.queries.stop()
-            if self.key_store is not None:
-                self.key_store.close()
+                self.queries.start()
+            try:
+                self.worker.run()
+            finally:
+                if self.queries is not None:
+                    self.queries.stop()
+                if self.key_store is not None:
+                    self.key_store.close()
+        finally:
+            if self.health is not None:
+                self.health.stop()
 
     def stop(self) -> None:
         """Ask the worker to finish (safe from a signal handler)."""
@@ -263,7 +273,23 @@ def build_worker(
         cipher = access["cipher"]
         if cipher is not None and isinstance(cipher.store, KafkaKeyStore):
             key_store = cipher.store
-    return RuntimeWorker(worker, queries, key_store)
+    return RuntimeWorker(worker, queries, key_store, _health(config, worker))
+
+
+def _health(config: RuntimeConfig, worker: Worker) -> HealthSupervisor | None:
+    """The health process's supervisor; the loop's polls write the heartbeat and status."""
+    port = config.health_listen_port
+    if not port:
+        return None
+    supervisor = HealthSupervisor(
+        StatusBoard(),
+        worker.status,
+        host=config.web_host,
+        port=port,
+        stall_s=config.health_stall_s,
+    )
+    worker.on_poll(supervisor.polled)
+    return supervisor
 
 
 def _api_access(config: RuntimeConfig) -> dict[str, Any]:

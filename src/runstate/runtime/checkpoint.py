@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 #: is taken for wedged (seen after a broker restart: ``send_offsets_to_transaction`` with a
 #: 60 s timeout had not returned after four minutes).
 WEDGED_MARGIN_S = 10.0
+#: A broker call unanswered this long makes :attr:`Checkpoint.waiting_on` say so: the
+#: health process then tells a loop waiting for the broker from a stuck one.
+SLOW_CALL_S = 1.0
 
 #: Errors that mean another instance owns this worker's transactional id or partitions.
 _FENCED_CODES = frozenset(
@@ -530,7 +533,13 @@ class Checkpoint:
                 new one takes over), or Fenced without a producer factory.
             KafkaException: what ``step`` raised.
         """
-        if not self._caller.call(step, timeout_s=self._timeout_s + WEDGED_MARGIN_S):
+
+        def slow() -> None:
+            self.waiting_on = f"{doing}: no answer from the broker for {SLOW_CALL_S:.0f}s"
+
+        if not self._caller.call(
+            step, timeout_s=self._timeout_s + WEDGED_MARGIN_S, slow_s=SLOW_CALL_S, on_slow=slow
+        ):
             self._caller.stop()  # once (if ever) the wedged call returns
             self._caller = _Caller()
             self._wedged = True
@@ -614,15 +623,28 @@ class _Caller:
         ] = queue.SimpleQueue()
         threading.Thread(target=self._serve, name="transaction", daemon=True).start()
 
-    def call(self, step: Callable[[], None], *, timeout_s: float) -> bool:
-        """Run ``step``; False if it did not return within ``timeout_s``.
+    def call(
+        self,
+        step: Callable[[], None],
+        *,
+        timeout_s: float,
+        slow_s: float | None = None,
+        on_slow: Callable[[], None] | None = None,
+    ) -> bool:
+        """Run ``step``; False if it did not return within ``timeout_s``. ``on_slow`` is
+        called (on this thread) once it has not returned within ``slow_s``.
 
         Raises:
             BaseException: what ``step`` raised.
         """
         done, raised = threading.Event(), list[BaseException]()
         self._calls.put((step, done, raised))
-        if not done.wait(timeout_s):
+        waited = 0.0
+        if slow_s is not None and on_slow is not None and slow_s < timeout_s:
+            if not done.wait(slow_s):
+                on_slow()
+            waited = slow_s
+        if not done.wait(timeout_s - waited):
             return False
         if raised:
             raise raised[0]

@@ -117,6 +117,19 @@ class RuntimeConfig(BaseSettings):
     block_cache_bytes: int = Field(64 * 1024 * 1024, ge=1 << 20, description="RocksDB cache")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP query API")
     web_port: int = Field(6066, ge=0, le=65535, description="port of the query API; 0: none")
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of /health answered by a process of its own (point probes here);"
+        " unset: web_port + 1 (none with web_port 0); 0: none",
+    )
+    health_stall_s: float = Field(
+        5.0,
+        gt=0,
+        description="/health says degraded once the loop has not polled for this long, and"
+        " the health port answers 503 (stalled) if the worker gives no reason it waits",
+    )
     advertised_url: str = Field(
         "",
         description="where other workers reach this one's query API, e.g."
@@ -169,6 +182,14 @@ class RuntimeConfig(BaseSettings):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.web_port}"
+
+    @property
+    def health_listen_port(self) -> int:
+        """Where the health process listens: ``health_port``, else the query API's port + 1
+        (0: no health process)."""
+        if self.health_port is not None:
+            return self.health_port
+        return self.web_port + 1 if 0 < self.web_port < 65535 else 0
 
     @property
     def group_id(self) -> str:

@@ -60,6 +60,7 @@ from runstate.runtime.collector import LoopCollector
 from runstate.runtime.config import RuntimeConfig
 from runstate.runtime.eviction import FinishedRunEviction
 from runstate.runtime.expiries import ApprovalExpiries
+from runstate.runtime.health_board import REASON_CHARS, health_body
 from runstate.runtime.metrics import WorkerMetrics
 from runstate.runtime.recovery import PartitionRestorer
 from runstate.runtime.run_task import RunTask
@@ -107,6 +108,9 @@ class Worker:
         #: the last record processed and any transaction markers after it.
         self._past_markers: dict[int, int] = {}
         self._commit_listeners: list[Callable[[], None]] = []
+        #: told the time of each poll (the health process's heartbeat); cheap, every batch
+        self._heartbeat: Callable[[float], None] | None = None
+        self._polled = False
         self._waiting: Callable[[], bool] | None = None
         self._checkpoint = checkpoint
         self._task = task
@@ -163,6 +167,11 @@ class Worker:
         waits with it instead of looking again at intervals."""
         self._commit_listeners.append(listener)
 
+    def on_poll(self, heartbeat: Callable[[float], None]) -> None:
+        """Call ``heartbeat(time.monotonic())`` (on the loop's thread) each time the loop
+        polls: the status board's heartbeat, which the health process reads."""
+        self._heartbeat = heartbeat
+
     def commit_for_reads(self, waiting: Callable[[], bool]) -> None:
         """Checkpoint early while ``waiting()`` (a query waits for a write to be committed,
         read-your-writes) and records were processed since the last checkpoint: at least
@@ -204,27 +213,47 @@ class Worker:
             "commit_age_s": None if at is None else round(time.time() - at, 3),
         }
 
-    def health(self) -> dict[str, Any]:
-        """Ready once subscribed and not restoring; degraded while the broker errs or the
-        loop has not polled for a while. Reads only values the loop replaces whole (no
-        lock, no store): it answers while the loop is busy."""
-        stalled_s = time.monotonic() - self._last_poll
-        broker_error = self._broker_error or self._checkpoint.waiting_on or self._lost_reason
-        degraded = broker_error is not None or stalled_s > 5.0
+    def status(self) -> dict[str, Any]:
+        """What ``/health`` reports but the times: ready once subscribed and not restoring;
+        the reason the broker gives (or why partitions were lost), cut to a length; whether
+        the loop has yet to poll for the first time or an assignment is being taken on
+        (waits with a reason, like the broker's). Reads only values the loop replaces whole
+        (no lock, no store): it answers while the loop is busy, from any thread."""
+        reason = (
+            self._broker_error
+            or self._checkpoint.waiting_on
+            or self._lost_reason
+            or self._store.waiting_on
+        )
         restoring = self._restoring_view
+        at = self._checkpoint.committed_at
         return {
             "worker_id": self.worker_id,
             "ready": not self._assigning and not restoring and not self._stopping.is_set(),
-            "degraded": degraded,
-            "broker_error": broker_error,
-            "since_last_poll_s": round(stalled_s, 3),
+            "broker_error": None if reason is None else reason[:REASON_CHARS],
+            "starting": not self._polled,  # e.g. init_transactions fencing an old instance
+            "assigning": self._assigning,
             "active_partitions": self.owned_partitions(),
             "restoring_partitions": sorted(restoring),
             "standby_partitions": (
                 [] if self._standbys is None else sorted(self._standbys.partitions)
             ),
-            "uptime_s": round(time.monotonic() - self._started, 1),
+            "last_checkpoint_at": (
+                None if at is None else datetime.fromtimestamp(at, UTC).isoformat()
+            ),
         }
+
+    def health(self) -> dict[str, Any]:
+        """``/health`` as the query API answers it (:func:`health_body`); degraded while the
+        broker errs or the loop has not polled for ``health_stall_s``."""
+        now = time.monotonic()
+        return health_body(
+            self.status(),
+            loop_age_s=now - self._last_poll,
+            status_age_s=0.0,
+            uptime_s=now - self._started,
+            stall_s=self._config.health_stall_s,
+        )
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -311,6 +340,9 @@ class Worker:
             wait = min(wait, max(0.001, self._config.read_commit_gap_s))
         messages = self._take(timeout=wait)
         self._last_poll = time.monotonic()
+        self._polled = True
+        if self._heartbeat is not None:
+            self._heartbeat(self._last_poll)
         for msg in messages:  # before an abort below may discard the batch
             err = msg.error()
             if err is not None and _is_fatal(err):

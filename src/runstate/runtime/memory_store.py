@@ -75,5 +75,9 @@ class MemoryStore:
     def drop(self, partition: int) -> None:
         self._partitions.pop(partition, None)
 
+    @property
+    def waiting_on(self) -> str | None:
+        return None  # a write to memory never waits
+
     def close(self) -> None:
         pass

@@ -125,6 +125,8 @@ class RocksDBPartitionStore:
         self._stall_timeout_s = options.stall_timeout_s
         #: Writes that found RocksDB stalling writes and waited for it.
         self.stalls = 0
+        #: Since when the current write waits for RocksDB to lift a stall (None: it does not)
+        self.stalled_since: float | None = None
         try:
             self._offset = self._read_offset()
         except StoreError:
@@ -216,27 +218,34 @@ class RocksDBPartitionStore:
         self._check_free_space(f"writing partition {self._partition}")
         deadline: float | None = None
         pause = 0.005
-        while True:
-            try:
-                self._open_db().write(self._batch(writes, changelog_offset), self._write_options)
-                break
-            except StoreError:
-                raise
-            except Exception as exc:
-                if "stall" not in str(exc).lower():
-                    raise _store_error(exc, f"writing partition {self._partition}") from exc
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self._stall_timeout_s
-                    self.stalls += 1
-                if now >= deadline:
-                    raise StoreError(
-                        f"writing partition {self._partition}: RocksDB kept writes stalled for"
-                        f" {self._stall_timeout_s:g} s ({exc}); its flushes and compactions do"
-                        " not keep up: check the disk, then restart the worker"
-                    ) from exc
-                time.sleep(pause)
-                pause = min(pause * 2, 0.1)
+        try:
+            while True:
+                try:
+                    self._open_db().write(
+                        self._batch(writes, changelog_offset), self._write_options
+                    )
+                    break
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    if "stall" not in str(exc).lower():
+                        raise _store_error(exc, f"writing partition {self._partition}") from exc
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self._stall_timeout_s
+                        self.stalls += 1
+                        self.stalled_since = now
+                    if now >= deadline:
+                        raise StoreError(
+                            f"writing partition {self._partition}: RocksDB kept writes stalled"
+                            f" for {self._stall_timeout_s:g} s ({exc}); its flushes and"
+                            " compactions do not keep up: check the disk, then restart the"
+                            " worker"
+                        ) from exc
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.1)
+        finally:
+            self.stalled_since = None
         self._offset = changelog_offset
 
     def _batch(self, writes: Sequence[Write], changelog_offset: int) -> WriteBatch:
@@ -374,6 +383,18 @@ class RocksDBStore:
             )
             self._open[partition] = store
         return store
+
+    @property
+    def waiting_on(self) -> str | None:
+        """A partition whose write waits for RocksDB to lift a write stall, and how long."""
+        for store in list(self._open.values()):
+            since = store.stalled_since
+            if since is not None:
+                return (
+                    f"partition {store.partition}: RocksDB stalls writes (flushes or"
+                    f" compactions behind) for {time.monotonic() - since:.0f}s; waiting"
+                )
+        return None
 
     def drop(self, partition: int) -> None:
         """Close the partition if open and delete its directory (no need for it to open)."""

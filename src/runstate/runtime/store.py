@@ -67,6 +67,12 @@ class Store(Protocol):
         """Delete the partition's data (damaged, or restored from scratch)."""
         ...
 
+    @property
+    def waiting_on(self) -> str | None:
+        """Why a write waits right now (e.g. RocksDB stalls writes), for ``/health``; read
+        from other threads; None: it does not."""
+        ...
+
     def close(self) -> None: ...
 
 
