@@ -56,8 +56,12 @@ def sign_in(browser: Any, console: ConsoleProcess, token: str, then: str = "/") 
 
 
 def ids(browser: Any, css: str) -> list[str]:
-
-    return [e.get_attribute("id") for e in now_present(browser, css)]
+    """The ids of the elements ``css`` selects, read in one script: an auto-refresh that
+    replaces the rows between finding them and reading them cannot make them stale."""
+    found: list[str] = browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.id);", css
+    )
+    return found
 
 
 def now_present(browser: Any, css: str) -> list[Any]:
