@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from benchmarks import harness as h
-from benchmarks.live import throughput
-from benchmarks.workload import generate
+from benchmarks.on_off import on_off_rounds
 from runstate.runtime.health_board import StatusBoard
 from runstate.streams.broker import free_port
 
@@ -31,56 +28,14 @@ __all__ = ["board_calls", "health_rounds"]
 
 def health_rounds(n_runs: int, rounds: int, *, on_first: bool = True) -> dict[str, Any]:
     """``rounds`` pairs of rounds (health process on, then off, alternating which first;
-    ``on_first=False`` mirrors the order, so a disturbance at a fixed time into the run, e.g.
-    the broker's, falls on the other setting)."""
-    workload = generate(n_runs)
-    base = h.workdir()
-    out: list[dict[str, Any]] = []
-    try:
-        with h.bench_broker(base) as bootstrap:
-            for round_no in range(rounds * 2):
-                on = ((round_no % 2 == 0) == (round_no // 2 % 2 == 0)) == on_first
-                prefix = h.new_prefix(f"health-{'on' if on else 'off'}", round_no)
-                names = h.create_topics(bootstrap, prefix)
-                h.preload(bootstrap, prefix, workload.events)
-                watch = h.OutputWatch(bootstrap, names.state_changes)
-                worker = h.WorkerProcess(
-                    h.RUNTIME_EOS,
-                    bootstrap,
-                    prefix,
-                    base / prefix,
-                    extra_env={"RUNSTATE_RUNTIME_HEALTH_PORT": str(free_port() if on else 0)},
-                )
-                try:
-                    figure = throughput(worker, watch, len(workload.events))
-                finally:
-                    worker.stop()
-                    watch.close()
-                    shutil.rmtree(base / prefix, ignore_errors=True)
-                out.append({"round": round_no, "health_process": on, **figure})
-                print(
-                    f"round {round_no} health_process={on}:"
-                    f" {figure['steady_events_per_s']:.0f} events/s,"
-                    f" {figure['cpu_ms_per_event']:.3f} CPU ms/event",
-                    flush=True,
-                )
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-    def median(key: str, on: bool) -> float:
-        return statistics.median(r[key] for r in out if r["health_process"] is on)
-
-    rate_on, rate_off = median("steady_events_per_s", True), median("steady_events_per_s", False)
-    cpu_on, cpu_off = median("cpu_ms_per_event", True), median("cpu_ms_per_event", False)
-    return {
-        "events": len(workload.events),
-        "runs": n_runs,
-        "rounds": out,
-        "median_events_per_s": {"health_process": rate_on, "none": rate_off},
-        "median_cpu_ms_per_event": {"health_process": cpu_on, "none": cpu_off},
-        "throughput_ratio": rate_on / rate_off,
-        "cpu_per_event_ratio": cpu_on / cpu_off,
-    }
+    ``on_first=False`` mirrors the order)."""
+    return on_off_rounds(
+        "health_process",
+        lambda on: {"RUNSTATE_RUNTIME_HEALTH_PORT": str(free_port() if on else 0)},
+        n_runs,
+        rounds,
+        on_first=on_first,
+    )
 
 
 def board_calls(beats: int = 1_000_000, publishes: int = 20_000) -> dict[str, float]:

@@ -7,7 +7,6 @@ import base64
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,26 +18,16 @@ from runstate.errors import DataKeyMissing
 from runstate.schemas.codec import default_codec
 from runstate.streams.reader import read_topic
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
+from tests.cli_process import runstate_cli
 
 pytestmark = pytest.mark.integration
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 MASTER = base64.b64encode(os.urandom(32)).decode()
 
 
 def _erase(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     mine = ("RUNSTATE_MASTER_KEY", "RUNSTATE_MASTER_KEY_FILE", "RUNSTATE_KEY_STORE")
-    full = {k: v for k, v in os.environ.items() if k not in mine}
-    full.update(PYTHONPATH=str(SRC), **env)
-    return subprocess.run(
-        [sys.executable, "-c", "from runstate.cli import main; main()", "erase", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    return runstate_cli("erase", *args, cwd=cwd, env=env, unset=mine)
 
 
 @pytest.fixture

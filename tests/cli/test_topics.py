@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,27 +10,17 @@ from pathlib import Path
 import pytest
 
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
+from tests.cli_process import runstate_cli
 
 pytestmark = pytest.mark.integration
-
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_ensure_prints_every_topic_name_whole_and_nothing_on_stderr(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     prefix = unique_name("cli")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "RUNSTATE_TOPIC_PREFIX": prefix}
     command = ["topics", "ensure", "--partitions", "2", "--bootstrap", kafka_bootstrap]
-    done = subprocess.run(
-        [sys.executable, "-c", "from runstate.cli import main; main()", *command],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    done = runstate_cli(*command, cwd=tmp_path, env={"RUNSTATE_TOPIC_PREFIX": prefix})
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     for spec in topic_specs(TopicNames(prefix), partitions=2):
@@ -40,17 +28,8 @@ def test_ensure_prints_every_topic_name_whole_and_nothing_on_stderr(
 
 
 def _ensure(bootstrap: str, prefix: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "RUNSTATE_TOPIC_PREFIX": prefix}
     command = ["topics", "ensure", "--partitions", "2", "--bootstrap", bootstrap, *args]
-    return subprocess.run(
-        [sys.executable, "-c", "from runstate.cli import main; main()", *command],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    return runstate_cli(*command, cwd=cwd, env={"RUNSTATE_TOPIC_PREFIX": prefix})
 
 
 def test_ensure_refuses_wrong_settings_then_fix_changes_them_and_ensure_says_ok(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,24 +25,14 @@ from runstate.crypto import (
 from runstate.errors import DataKeyMissing, MasterKeyError
 from runstate.schemas.sealed import parse_sealed
 from runstate.streams.topics import TopicNames, admin_client, ensure_topics, topic_specs
+from tests.cli_process import runstate_cli
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 OLD, NEW, OTHER = (base64.b64encode(os.urandom(32)).decode() for _ in range(3))
 
 
 def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     mine = ("RUNSTATE_MASTER_KEY", "RUNSTATE_MASTER_KEY_FILE", "RUNSTATE_MASTER_KEY_ACCEPTED")
-    full = {k: v for k, v in os.environ.items() if k not in mine and k != "RUNSTATE_KEY_STORE"}
-    full.update(PYTHONPATH=str(SRC), **env)
-    return subprocess.run(
-        [sys.executable, "-c", "from runstate.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    return runstate_cli(*args, cwd=cwd, env=env, unset=(*mine, "RUNSTATE_KEY_STORE"))
 
 
 @pytest.fixture
