@@ -59,9 +59,7 @@ def erase(
             runs=(run,) if run is not None else (),
         )
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        store.close()
     names = TopicNames(s.topic_prefix)
     publish_erasure(servers, names, erasure)
     versions = ", ".join(erasure.key_versions)

@@ -45,9 +45,7 @@ def rotate(
     try:
         done = rotate_master_key(store, keys, accepted)
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        store.close()
     typer.echo(
         f"re-wrapped {done.rewrapped} data key(s) under master key {done.master_key_id}"
         f" ({done.current} already under it); {done.erasures_reapplied} erased during the"

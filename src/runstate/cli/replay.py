@@ -264,6 +264,5 @@ def replay(
             json.dump(states, sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
     finally:
-        close = getattr(cipher.store if cipher else None, "close", None)
-        if close is not None:
-            close()
+        if cipher is not None:
+            cipher.store.close()

@@ -395,23 +395,7 @@ class KafkaKeyStore:
         return count
 
     def _write(self, key: bytes, value: bytes | None) -> None:
-        errors: list[str] = []
-
-        def done(err: object, _msg: object) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        with clients.broker_errors(self.bootstrap_servers):
-            self._producer.produce(self.topic, key=key, value=value, on_delivery=done)
-            deadline = time.monotonic() + self.timeout_s
-            while self._producer.flush(0.5):
-                if time.monotonic() > deadline:
-                    raise BrokerError(
-                        f"the key store topic {self.topic} did not confirm a write within"
-                        f" {self.timeout_s:.0f}s; is Kafka at {self.bootstrap_servers} up?"
-                    )
-        if errors:
-            raise DeliveryError(f"the key store topic {self.topic} refused a write: {errors[0]}")
+        self.write_many([(key, value)])
 
     # -- lifecycle -------------------------------------------------------------------------
     def follow(self, interval_s: float | None = None) -> None:

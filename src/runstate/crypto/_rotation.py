@@ -17,8 +17,6 @@ every key erased meanwhile is tombstoned again.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -80,7 +78,7 @@ def rotate_master_key(
     if isinstance(store, KafkaKeyStore):
         _rotate_topic(store, rewrap, report)
     elif isinstance(store, FileKeyStore):
-        _rotate_folder(store, rewrap)
+        store.rewrite(rewrap)
     else:
         raise ConfigError(f"rotating the master key of a {type(store).__name__} is not supported")
     return report
@@ -123,24 +121,3 @@ def reapply_erasures(store: KafkaKeyStore, since: dict[int, int]) -> int:
         elif key in erased:
             erased_then_written.add(key)
     return store.write_many((key, None) for key in sorted(erased_then_written))
-
-
-def _rotate_folder(store: FileKeyStore, rewrap: _Rewrap) -> None:
-    """Each subject's file rewritten under the store's lock (as :meth:`FileKeyStore.put`)."""
-    with store._locked():
-        for path in sorted(store.folder.glob("*.json")):
-            body = json.loads(path.read_bytes())
-            keys = [WrappedKey.from_json(d) for d in body["keys"]]
-            new = [rewrap(k) for k in keys]
-            if all(n is None for n in new):
-                continue
-            kept = [n if n is not None else k for k, n in zip(keys, new, strict=True)]
-            data = json.dumps({"keys": [json.loads(k.to_json()) for k in kept]}).encode()
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)

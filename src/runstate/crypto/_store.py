@@ -23,7 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,6 +99,10 @@ class KeyStore(Protocol):
         """Destroy every key of ``subject``; the versions destroyed (none: unknown)."""
         ...
 
+    def close(self) -> None:
+        """Release what the store holds open (connections, a mirror); idempotent."""
+        ...
+
 
 class FileKeyStore:
     """A folder of one JSON file per subject (named by a digest of the subject).
@@ -151,16 +155,32 @@ class FileKeyStore:
     def put(self, key: WrappedKey) -> None:
         with self._locked():
             keys = [k for k in self._read(key.subject) if k.version != key.version] + [key]
-            body = json.dumps({"keys": [json.loads(k.to_json()) for k in keys]}).encode()
-            path = self._path(key.subject)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, body)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            self._save(self._path(key.subject), keys)
+
+    def rewrite(self, change: Callable[[WrappedKey], WrappedKey | None]) -> None:
+        """Every subject's file rewritten under the lock with ``change(key)`` in place of
+        each key it returns one for (None: the key stays); a file nothing changed in is left
+        as it is (a master-key rotation)."""
+        with self._locked():
+            for path in sorted(self.folder.glob("*.json")):
+                keys = [WrappedKey.from_json(d) for d in json.loads(path.read_bytes())["keys"]]
+                new = [change(k) for k in keys]
+                if any(n is not None for n in new):
+                    self._save(
+                        path, [k if n is None else n for k, n in zip(keys, new, strict=True)]
+                    )
+
+    def _save(self, path: Path, keys: list[WrappedKey]) -> None:
+        """``keys`` as ``path``: a temporary file, fsynced, then renamed over it."""
+        body = json.dumps({"keys": [json.loads(k.to_json()) for k in keys]}).encode()
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
 
     def erase(self, subject: str) -> tuple[str, ...]:
         with self._locked():
@@ -168,3 +188,6 @@ class FileKeyStore:
             with contextlib.suppress(FileNotFoundError):
                 self._path(subject).unlink()
             return versions
+
+    def close(self) -> None:
+        pass  # nothing held open between calls
